@@ -1,0 +1,71 @@
+"""ULIDs as plain strings: 26 characters of Crockford base32, time-sortable.
+
+Generation needs a clock and randomness, so the core only encodes and steps a
+monotonic state; an adapter feeds it the time and the random bits.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+ULID_LENGTH = 26
+MAX_TIMESTAMP_MS = (1 << 48) - 1
+MAX_RANDOMNESS = (1 << 80) - 1
+_INDEX = {c: i for i, c in enumerate(ALPHABET)}
+
+
+def encode_ulid(timestamp_ms: int, randomness: int) -> str:
+    """The ULID for a 48-bit millisecond timestamp and 80 random bits."""
+    if not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
+        raise ValueError("ULID timestamp out of range")
+    if not 0 <= randomness <= MAX_RANDOMNESS:
+        raise ValueError("ULID randomness out of range")
+    value = (timestamp_ms << 80) | randomness
+    chars = []
+    for _ in range(ULID_LENGTH):
+        chars.append(ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def is_ulid(text: str) -> bool:
+    """True for a canonical (upper-case) ULID."""
+    return (
+        len(text) == ULID_LENGTH
+        and text[0] <= "7"
+        and all(c in _INDEX for c in text)
+    )
+
+
+def ulid_timestamp_ms(ulid: str) -> int:
+    """The millisecond timestamp a ULID starts with."""
+    if not is_ulid(ulid):
+        raise ValueError(f"not a ULID: {ulid!r}")
+    value = 0
+    for c in ulid[:10]:
+        value = (value << 5) | _INDEX[c]
+    return value
+
+
+class UlidState(NamedTuple):
+    """The last ULID handed out, as its two parts."""
+
+    timestamp_ms: int
+    randomness: int
+
+
+def next_ulid(last: UlidState | None, now_ms: int, randomness: int) -> tuple[str, UlidState]:
+    """Step a monotonic ULID source.
+
+    Within one millisecond (or if the clock stepped back) the previous
+    randomness is incremented, so ids from one source always sort in the order
+    they were made.
+    """
+    if last is not None and now_ms <= last.timestamp_ms:
+        now_ms = last.timestamp_ms
+        randomness = last.randomness + 1
+        if randomness > MAX_RANDOMNESS:
+            now_ms, randomness = now_ms + 1, 0
+    state = UlidState(now_ms, randomness)
+    return encode_ulid(now_ms, randomness), state
