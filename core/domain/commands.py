@@ -15,17 +15,17 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Base of every command."""
 
 
-class CreateTenant(Command):
+class CreateTenant(Command, frozen=True, kw_only=True):
     slug: str
     name: str
 
 
-class PatchTenant(Command):
+class PatchTenant(Command, frozen=True, kw_only=True):
     name: str | None = None
     disabled: bool | None = None
 
 
-class RegisterReceiver(Command):
+class RegisterReceiver(Command, frozen=True, kw_only=True):
     name: str
     type: str
     version: str
@@ -33,7 +33,7 @@ class RegisterReceiver(Command):
     schema: dict[str, Any]
 
 
-class RecordEvent(Command):
+class RecordEvent(Command, frozen=True, kw_only=True):
     name: str
     version: str
     release: str
@@ -45,11 +45,11 @@ class RecordEvent(Command):
     event_receiver_id: str
 
 
-class RecordBatch(Command):
+class RecordBatch(Command, frozen=True, kw_only=True):
     events: list[RecordEvent]
 
 
-class CreateGroup(Command):
+class CreateGroup(Command, frozen=True, kw_only=True):
     name: str
     type: str
     version: str
@@ -58,7 +58,7 @@ class CreateGroup(Command):
     event_receiver_ids: list[str]
 
 
-class PatchGroup(Command):
+class PatchGroup(Command, frozen=True, kw_only=True):
     enabled: bool | None = None
     description: str | None = None
     add_receiver_ids: list[str] = msgspec.field(default_factory=list)

@@ -117,35 +117,35 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of every domain event."""
 
 
-class TenantCreated(DomainEvent, tag="tenant.created"):
+class TenantCreated(DomainEvent, frozen=True, kw_only=True, tag="tenant.created"):
     tenant: Tenant
 
 
-class TenantModified(DomainEvent, tag="tenant.modified"):
+class TenantModified(DomainEvent, frozen=True, kw_only=True, tag="tenant.modified"):
     tenant: Tenant
 
 
-class ReceiverCreated(DomainEvent, tag="receiver.created"):
+class ReceiverCreated(DomainEvent, frozen=True, kw_only=True, tag="receiver.created"):
     receiver: Receiver
 
 
-class EventRecorded(DomainEvent, tag="event.recorded"):
+class EventRecorded(DomainEvent, frozen=True, kw_only=True, tag="event.recorded"):
     event: Event
 
 
-class GroupCreated(DomainEvent, tag="group.created"):
+class GroupCreated(DomainEvent, frozen=True, kw_only=True, tag="group.created"):
     group: Group
 
 
-class GroupModified(DomainEvent, tag="group.modified"):
+class GroupModified(DomainEvent, frozen=True, kw_only=True, tag="group.modified"):
     group: Group
 
 
-class GroupDeleted(DomainEvent, tag="group.deleted"):
+class GroupDeleted(DomainEvent, frozen=True, kw_only=True, tag="group.deleted"):
     group: Group
 
 
-class GroupCompleted(DomainEvent, tag="group.completed"):
+class GroupCompleted(DomainEvent, frozen=True, kw_only=True, tag="group.completed"):
     completion: Completion
 
 
