@@ -205,7 +205,7 @@ def decide_record(
                 member_event_ids=tuple(current[(r, key)].id for r in group.event_receiver_ids),
                 completed_at=event.created_at,
             )
-            decided.append(GroupCompleted(completion=completion))
+            decided.append(GroupCompleted(completion=completion, group=group))
     return decided
 
 

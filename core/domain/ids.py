@@ -31,11 +31,7 @@ def encode_ulid(timestamp_ms: int, randomness: int) -> str:
 
 def is_ulid(text: str) -> bool:
     """True for a canonical (upper-case) ULID."""
-    return (
-        len(text) == ULID_LENGTH
-        and text[0] <= "7"
-        and all(c in _INDEX for c in text)
-    )
+    return len(text) == ULID_LENGTH and text[0] <= "7" and all(c in _INDEX for c in text)
 
 
 def ulid_timestamp_ms(ulid: str) -> int:

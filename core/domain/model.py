@@ -146,7 +146,11 @@ class GroupDeleted(DomainEvent, frozen=True, kw_only=True, tag="group.deleted"):
 
 
 class GroupCompleted(DomainEvent, frozen=True, kw_only=True, tag="group.completed"):
+    """A group fired. It carries the group as it was then (it may change or go later);
+    the evidence is named by id in the completion, since events never change."""
+
     completion: Completion
+    group: Group
 
 
 AnyDomainEvent = (

@@ -1,0 +1,30 @@
+"""The real clock and a monotonic ULID source."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import UTC, datetime
+
+from core.domain.ids import UlidState, next_ulid
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class UlidSource:
+    """ULIDs from the wall clock and os.urandom, strictly increasing within this process."""
+
+    def __init__(self) -> None:
+        self._last: UlidState | None = None
+        self._lock = threading.Lock()
+
+    def new_id(self) -> str:
+        with self._lock:
+            ulid, self._last = next_ulid(
+                self._last, time.time_ns() // 1_000_000, int.from_bytes(os.urandom(10))
+            )
+            return ulid

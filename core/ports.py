@@ -1,0 +1,249 @@
+"""What the use cases need from the outside world, as Protocols.
+
+The store is reached through transactions. A *write* transaction belongs to one
+tenant and holds that tenant's writer lock from its first statement to its
+commit: writes of one tenant are serialized, which makes log positions
+gap-free in commit order and makes the gate decision for every (group,
+artifact) of the tenant exactly-once (DOMAIN.md, "Exactly once under
+concurrency"). A *read* transaction sees one consistent snapshot and takes no
+lock.
+
+Appending to the log also updates the inline read models and their checkpoint
+in the same transaction: one call, so a write can never forget a projection,
+and replay uses the very same projection code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Literal, Protocol
+
+import msgspec
+
+from core.domain.envelope import Envelope
+from core.domain.model import (
+    Completion,
+    DomainEvent,
+    Event,
+    Group,
+    Nvrpp,
+    Receiver,
+    Tenant,
+)
+from core.domain.schemas import CompiledSchema
+
+Order = Literal["asc", "desc"]
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+class PageRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Keyset pagination: `after` is the id of the last item of the previous page."""
+
+    limit: int = DEFAULT_PAGE_SIZE
+    after: str | None = None
+    order: Order = "desc"
+
+
+class ReceiverFilter(msgspec.Struct, frozen=True, kw_only=True):
+    name: str | None = None
+    type: str | None = None
+    version: str | None = None
+
+
+class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Exact-match filters, ANDed; `since` inclusive, `until` exclusive, on `created_at`."""
+
+    name: str | None = None
+    version: str | None = None
+    release: str | None = None
+    platform_id: str | None = None
+    package: str | None = None
+    success: bool | None = None
+    event_receiver_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class GroupFilter(msgspec.Struct, frozen=True, kw_only=True):
+    name: str | None = None
+    type: str | None = None
+    version: str | None = None
+    enabled: bool | None = None
+
+
+class CompletionFilter(msgspec.Struct, frozen=True, kw_only=True):
+    name: str | None = None
+    version: str | None = None
+    release: str | None = None
+    platform_id: str | None = None
+    package: str | None = None
+
+
+class NewEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A domain event to append, with the stream version its writer expects.
+
+    The stream is `model.stream_of(event)`; the entry becomes version
+    `expected_version + 1` of it. `expected_version` 0 means a new stream.
+    """
+
+    id: str
+    event: DomainEvent
+    expected_version: int
+    occurred_at: datetime
+
+
+class AppendMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """Who caused an append, and the request or message it belongs to."""
+
+    actor: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+# --- read models ---------------------------------------------------------------------------
+
+
+class TenantReads(Protocol):
+    async def get(self, tenant_id: str) -> Tenant | None: ...
+    async def by_slug(self, slug: str) -> Tenant | None: ...
+    async def list(self, page: PageRequest) -> list[Tenant]: ...
+
+
+class ReceiverReads(Protocol):
+    async def get(self, tenant_id: str, receiver_id: str) -> Receiver | None: ...
+    async def by_triple(
+        self, tenant_id: str, name: str, type_: str, version: str
+    ) -> Receiver | None: ...
+    async def get_many(
+        self, tenant_id: str, receiver_ids: Collection[str]
+    ) -> dict[str, Receiver]: ...
+    async def list(
+        self, tenant_id: str, where: ReceiverFilter, page: PageRequest
+    ) -> list[Receiver]: ...
+
+
+class EventReads(Protocol):
+    async def get(self, tenant_id: str, event_id: str) -> Event | None: ...
+    async def list(self, tenant_id: str, where: EventFilter, page: PageRequest) -> list[Event]: ...
+
+
+class GroupReads(Protocol):
+    async def get(self, tenant_id: str, group_id: str) -> Group | None: ...
+    async def containing(self, tenant_id: str, receiver_ids: Collection[str]) -> list[Group]: ...
+    async def list(self, tenant_id: str, where: GroupFilter, page: PageRequest) -> list[Group]: ...
+
+
+class LatestReads(Protocol):
+    """The latest event (by log order) of each receiver for each artifact."""
+
+    async def get_many(
+        self, tenant_id: str, receiver_ids: Collection[str], keys: Collection[Nvrpp]
+    ) -> dict[tuple[str, Nvrpp], Event]: ...
+
+
+class CompletionReads(Protocol):
+    async def list(
+        self, tenant_id: str, group_id: str, where: CompletionFilter, page: PageRequest
+    ) -> list[Completion]: ...
+
+
+class LogReads(Protocol):
+    async def read(self, tenant_id: str, after: int = 0, limit: int = 1000) -> list[Envelope]:
+        """Entries with position > `after`, in position order: never one skipped, never twice."""
+        ...
+
+    async def read_stream(self, tenant_id: str, stream: str) -> list[Envelope]: ...
+    async def stream_version(self, tenant_id: str, stream: str) -> int: ...
+    async def head(self, tenant_id: str) -> int:
+        """The last committed position of the tenant's log (0 when empty)."""
+        ...
+
+    async def checkpoint(self, tenant_id: str) -> int:
+        """The position the inline read models have applied for the tenant."""
+        ...
+
+
+class ReadTx(Protocol):
+    """One consistent snapshot of the store."""
+
+    @property
+    def tenants(self) -> TenantReads: ...
+    @property
+    def receivers(self) -> ReceiverReads: ...
+    @property
+    def events(self) -> EventReads: ...
+    @property
+    def groups(self) -> GroupReads: ...
+    @property
+    def latest(self) -> LatestReads: ...
+    @property
+    def completions(self) -> CompletionReads: ...
+    @property
+    def log(self) -> LogReads: ...
+
+    async def tenant_ids(self) -> list[str]: ...
+
+    async def digest(self) -> str:
+        """A checksum of every read model's content (not the log): equal stores, equal digests."""
+        ...
+
+
+class WriteTx(ReadTx, Protocol):
+    """A transaction holding one tenant's writer lock. Commits when its block ends cleanly."""
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
+        """Append to the tenant's log and apply the inline read models; positions in order.
+
+        Raises `StreamVersionConflict` when an entry's expected version is not
+        its stream's current version.
+        """
+        ...
+
+
+class Store(Protocol):
+    def read(self) -> AbstractAsyncContextManager[ReadTx]: ...
+    def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]: ...
+
+    def rebuild(self) -> AbstractAsyncContextManager[Rebuild]:
+        """Empty every read model (in one transaction) and replay into it; commits at block end."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Rebuild(Protocol):
+    async def tenant_ids(self) -> list[str]: ...
+    def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]: ...
+    async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None: ...
+
+
+# --- the rest of the world -----------------------------------------------------------------
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class ReceiverCache(Protocol):
+    """Receivers with their compiled schemas, by (tenant id, receiver id).
+
+    Safe to keep without invalidation: a receiver is never changed or deleted.
+    Only found receivers are cached, so one created later is seen at once.
+    """
+
+    def get(self, tenant_id: str, receiver_id: str) -> tuple[Receiver, CompiledSchema] | None: ...
+    def put(self, receiver: Receiver, compiled: CompiledSchema) -> None: ...
+
+
+class IdSource(Protocol):
+    def new_id(self) -> str:
+        """A new ULID, greater than every one this source made before."""
+        ...

@@ -1,0 +1,1 @@
+"""Integration tests: adapters against real servers started by ``tests.servers``."""
