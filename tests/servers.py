@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -332,9 +333,9 @@ def _start_postgres(root: Path, as_user: str | None) -> tuple[subprocess.Popen[b
     raise AssertionError("unreachable")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster for the whole session, with an empty database ``waypost``."""
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster with an empty database ``waypost`` (also used by bench/)."""
     missing = missing_binaries(POSTGRES_BINARIES)
     as_user: str | None = None
     if _is_root():
@@ -361,6 +362,13 @@ def postgres_server() -> Iterator[PostgresServer]:
         if proc is not None:
             _stop(proc, signal.SIGQUIT)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster for the whole session, with an empty database ``waypost``."""
+    with running_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
