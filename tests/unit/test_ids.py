@@ -1,0 +1,94 @@
+"""ULIDs: encoding, validation and the monotonic source (core.domain.ids)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.domain.ids import (
+    MAX_RANDOMNESS,
+    MAX_TIMESTAMP_MS,
+    UlidState,
+    encode_ulid,
+    is_ulid,
+    next_ulid,
+    ulid_timestamp_ms,
+)
+
+timestamps = st.integers(0, MAX_TIMESTAMP_MS)
+randomness = st.integers(0, MAX_RANDOMNESS)
+
+
+def test_known_vectors() -> None:
+    assert encode_ulid(0, 0) == "0" * 26
+    assert encode_ulid(MAX_TIMESTAMP_MS, MAX_RANDOMNESS) == "7" + "Z" * 25
+    # the ULID spec's example, 01ARZ3NDEKTSV4RRFFQ69G5FAV
+    assert encode_ulid(1469922850259, 0).startswith("01ARZ3NDEK")
+    assert ulid_timestamp_ms("01ARZ3NDEKTSV4RRFFQ69G5FAV") == 1469922850259
+
+
+@pytest.mark.parametrize(
+    ("ts", "rnd"), [(-1, 0), (MAX_TIMESTAMP_MS + 1, 0), (0, -1), (0, MAX_RANDOMNESS + 1)]
+)
+def test_out_of_range_parts_are_refused(ts: int, rnd: int) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        encode_ulid(ts, rnd)
+
+
+@given(timestamps, randomness)
+def test_encoding_is_valid_and_keeps_the_timestamp(ts: int, rnd: int) -> None:
+    ulid = encode_ulid(ts, rnd)
+    assert is_ulid(ulid)
+    assert ulid_timestamp_ms(ulid) == ts
+
+
+@given(timestamps, randomness, timestamps, randomness)
+def test_string_order_is_numeric_order(t1: int, r1: int, t2: int, r2: int) -> None:
+    a, b = encode_ulid(t1, r1), encode_ulid(t2, r2)
+    assert (a < b) == ((t1, r1) < (t2, r2))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "0" * 25,
+        "0" * 27,
+        "8" + "0" * 25,
+        "0" * 25 + "I",
+        "0" * 25 + "u",
+        "01arz3ndektsv4rrffq69g5fav",
+    ],
+)
+def test_malformed_ulids(text: str) -> None:
+    assert not is_ulid(text)
+    with pytest.raises(ValueError, match="not a ULID"):
+        ulid_timestamp_ms(text)
+
+
+def test_the_source_is_monotonic_within_a_millisecond_and_when_the_clock_steps_back() -> None:
+    first, state = next_ulid(None, 1000, 5)
+    second, state = next_ulid(state, 1000, 3)  # same ms: previous randomness + 1
+    third, state = next_ulid(state, 999, 0)  # clock stepped back: still increasing
+    assert first < second < third
+    assert state == UlidState(1000, 7)
+    later, _ = next_ulid(state, 1001, 0)
+    assert later > third
+    assert ulid_timestamp_ms(later) == 1001
+
+
+def test_randomness_overflow_moves_to_the_next_millisecond() -> None:
+    ulid, state = next_ulid(UlidState(1000, MAX_RANDOMNESS), 1000, 0)
+    assert state == UlidState(1001, 0)
+    assert ulid_timestamp_ms(ulid) == 1001
+
+
+@given(st.lists(st.tuples(st.integers(0, 5000), randomness), min_size=1, max_size=50))
+def test_any_clock_readings_give_strictly_increasing_ids(readings: list[tuple[int, int]]) -> None:
+    state = None
+    made = []
+    for now, rnd in readings:
+        ulid, state = next_ulid(state, now, rnd)
+        made.append(ulid)
+    assert made == sorted(set(made))
