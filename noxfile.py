@@ -38,3 +38,17 @@ def tests(session: nox.Session) -> None:
     """The whole suite, every layer (pass pytest arguments after --)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not part of `tests`): ingest through the use cases against the raw driver."""
+    session.install("-e", ".[test]")
+    session.run("python", "bench/ingest.py", *session.posargs)
+
+
+@nox.session
+def serve(session: nox.Session) -> None:
+    """Run the server on the embedded default (SQLite file ./waypost.db)."""
+    session.install("-e", ".")
+    session.run("waypost", "serve", *session.posargs)

@@ -158,7 +158,10 @@ class _ReadTx:
         digest.section("groups", _by_id(models.groups.values()))
         digest.section(
             "latest",
-            sorted((t, r, msgspec.to_builtins(k), e.id) for (t, r, k), e in models.latest.items()),
+            sorted(
+                ((t, r, msgspec.to_builtins(k), e.id) for (t, r, k), e in models.latest.items()),
+                key=lambda row: (row[0], row[1], *row[2].values()),
+            ),
         )
         digest.section("completions", _by_id(models.completions.values()))
         digest.section("checkpoints", sorted(models.checkpoints.items()))
