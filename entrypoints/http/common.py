@@ -1,0 +1,84 @@
+"""What every route module shares: the Services dependency, created answers, documented errors."""
+
+from __future__ import annotations
+
+from typing import Final, TypeAlias
+
+from litestar import Response
+from litestar.datastructures import ResponseHeader
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import SkipValidation
+
+from core.domain.ids import is_ulid
+from core.usecases import Actor, Services
+from core.usecases.common import not_found
+from entrypoints.http.problems import PROBLEM_JSON, Problem
+from entrypoints.http.views import IdData
+
+API: Final = "/api/v1"
+
+#: How handlers ask for the use cases and for the caller (injected by name, not validated).
+ServicesDep: TypeAlias = NamedDependency[SkipValidation[Services]]
+ActorDep: TypeAlias = NamedDependency[SkipValidation[Actor]]
+
+_DESCRIPTIONS: Final = {
+    400: "Malformed JSON, wrong shape or type, bad query parameter or cursor.",
+    401: "No known, enabled tenant named (X-Tenant).",
+    404: "Nothing there, or another tenant's.",
+    409: "Conflict with what is stored, or the same Idempotency-Key still running.",
+    413: "Body or batch too large.",
+    422: "Well-formed but refused by the rules; every error is listed.",
+}
+
+
+class ServicesSlot:
+    """Where the lifespan puts the Services and the `services` dependency finds them.
+
+    `provide` takes no parameters, so Litestar has nothing to parse for it on each
+    request. It must be registered on the app itself: Litestar deep-copies
+    routers, and a copied slot would never see the Services.
+    """
+
+    def __init__(self) -> None:
+        self.services: Services | None = None
+
+    def provide(self) -> Services:
+        services = self.services
+        if services is None:  # pragma: no cover - handlers run only inside the lifespan
+            raise RuntimeError("the app's lifespan has not opened the services")
+        return services
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI descriptions of the problem answers a route may give."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description=_DESCRIPTIONS[status],
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
+#: The OpenAPI description of a create's `Location` header.
+LOCATION: Final = [
+    ResponseHeader(
+        name="Location",
+        description="Where the new thing is read.",
+        documentation_only=True,
+    )
+]
+
+
+def created(location: str, ident: str) -> Response[IdData]:
+    """201 `{"data": "<id>"}` with the new thing's address."""
+    return Response(IdData(ident), status_code=201, headers={"Location": location})
+
+
+def check_id(kind: str, ident: str) -> None:
+    """Something that is not an id names nothing: 404 before any store is asked."""
+    if not is_ulid(ident):
+        raise not_found(kind, ident)

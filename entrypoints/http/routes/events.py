@@ -1,0 +1,133 @@
+"""Events: record one, record a batch (all or nothing), read, list with filters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Response, get, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from core.domain.commands import RecordBatch, RecordEvent
+from core.domain.errors import FieldError
+from core.ports import EventFilter
+from entrypoints.http.bodies import Body
+from entrypoints.http.common import (
+    API,
+    LOCATION,
+    ActorDep,
+    ServicesDep,
+    check_id,
+    created,
+    problems,
+)
+from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
+from entrypoints.http.problems import BadRequest
+from entrypoints.http.views import EventData, EventPage, IdData, IdsData, event_view
+
+PATH = f"{API}/events"
+BATCH_PATH = f"{PATH}/batch"
+KIND = "events"
+
+Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
+Moment = Annotated[
+    str | None,
+    QueryParameter(
+        description="RFC 3339 date-time with a time zone (`2026-01-31T12:00:00Z`).",
+        schema_extra={"format": "date-time"},
+    ),
+]
+
+
+@post(
+    "/",
+    dto=Body[RecordEvent],
+    return_dto=None,
+    summary="Record an event",
+    response_headers=LOCATION,
+    responses=problems(400, 401, 409, 413, 422),
+)
+async def record_event(
+    *, data: JSONBody[RecordEvent], services: ServicesDep, actor: ActorDep
+) -> Response[IdData]:
+    event = await services.events.record(actor, data)
+    return created(f"{PATH}/{event.id}", event.id)
+
+
+@post(
+    "/",
+    dto=Body[RecordBatch],
+    return_dto=None,
+    summary="Record a batch of events, all or nothing",
+    description="Up to 1000 events. One refused event refuses the batch (422, fields as "
+    "`/events/<index>/...`); the ids answer in input order.",
+    responses=problems(400, 401, 409, 413, 422),
+)
+async def record_batch(
+    *, data: JSONBody[RecordBatch], services: ServicesDep, actor: ActorDep
+) -> IdsData:
+    events = await services.events.record_batch(actor, data.events)
+    return IdsData([event.id for event in events])
+
+
+@get("/{event_id:str}", summary="Read an event", responses=problems(401, 404))
+async def get_event(
+    *, event_id: FromPath[str], services: ServicesDep, actor: ActorDep
+) -> EventData:
+    check_id("event", event_id)
+    return EventData(event_view(await services.events.get(actor, event_id)))
+
+
+@get("/", summary="List events", responses=problems(400, 401))
+async def list_events(
+    *,
+    services: ServicesDep,
+    actor: ActorDep,
+    name: Filter = None,
+    version: Filter = None,
+    release: Filter = None,
+    platform_id: Filter = None,
+    package: Filter = None,
+    success: Annotated[bool | None, QueryParameter(description="`true` or `false`.")] = None,
+    event_receiver_id: Filter = None,
+    since: Moment = None,
+    until: Moment = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: OrderParam = "desc",
+) -> EventPage:
+    page = page_request(KIND, limit, cursor, order)
+    where = EventFilter(
+        name=name,
+        version=version,
+        release=release,
+        platform_id=platform_id,
+        package=package,
+        success=success,
+        event_receiver_id=event_receiver_id,
+        since=moment("since", since),
+        until=moment("until", until),
+    )
+    found = await services.events.list(actor, where, page)
+    return page_of(KIND, found, limit=limit, order=order, view=event_view, page=EventPage)
+
+
+def moment(field: str, text: str | None) -> datetime | None:
+    """An RFC 3339 date-time with a time zone, or a 400 naming the parameter."""
+    if text is None:
+        return None
+    try:
+        value = msgspec.convert(text, datetime)
+    except msgspec.ValidationError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise BadRequest(
+            "A query parameter is malformed.",
+            [FieldError(field, "must be an RFC 3339 date-time with a time zone")],
+        )
+    return value
+
+
+HANDLERS = [record_event, get_event, list_events]
+BATCH_HANDLERS = [record_batch]

@@ -1,0 +1,181 @@
+"""Event receiver groups (gates): create, read, list, change, delete, status, completions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Response, delete, get, patch, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from core.domain.commands import CreateGroup, PatchGroup
+from core.domain.errors import FieldError, raise_if
+from core.domain.fields import check_name
+from core.domain.model import Nvrpp
+from core.ports import CompletionFilter, GroupFilter
+from entrypoints.http.bodies import Body
+from entrypoints.http.common import (
+    API,
+    LOCATION,
+    ActorDep,
+    ServicesDep,
+    check_id,
+    created,
+    problems,
+)
+from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
+from entrypoints.http.views import (
+    CompletionPage,
+    GroupData,
+    GroupPage,
+    GroupStatusData,
+    IdData,
+    completion_view,
+    group_status_view,
+    group_view,
+)
+
+PATH = f"{API}/groups"
+KIND = "groups"
+COMPLETIONS = "completions"
+GROUP = "group"
+
+Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
+Key = Annotated[str, QueryParameter(description="Part of the artifact's NVRPP (required).")]
+
+
+@post(
+    "/",
+    dto=Body[CreateGroup],
+    return_dto=None,
+    summary="Create a group",
+    response_headers=LOCATION,
+    responses=problems(400, 401, 409, 413, 422),
+)
+async def create_group(
+    *, data: JSONBody[CreateGroup], services: ServicesDep, actor: ActorDep
+) -> Response[IdData]:
+    group = await services.groups.create(actor, data)
+    return created(f"{PATH}/{group.id}", group.id)
+
+
+@get("/{group_id:str}", summary="Read a group", responses=problems(401, 404))
+async def get_group(
+    *, group_id: FromPath[str], services: ServicesDep, actor: ActorDep
+) -> GroupData:
+    check_id(GROUP, group_id)
+    return GroupData(group_view(await services.groups.get(actor, group_id)))
+
+
+@get("/", summary="List groups", responses=problems(400, 401))
+async def list_groups(
+    *,
+    services: ServicesDep,
+    actor: ActorDep,
+    name: Filter = None,
+    type: Filter = None,
+    version: Filter = None,
+    enabled: Annotated[bool | None, QueryParameter(description="`true` or `false`.")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: OrderParam = "desc",
+) -> GroupPage:
+    page = page_request(KIND, limit, cursor, order)
+    where = GroupFilter(name=name, type=type, version=version, enabled=enabled)
+    found = await services.groups.list(actor, where, page)
+    return page_of(KIND, found, limit=limit, order=order, view=group_view, page=GroupPage)
+
+
+@patch(
+    "/{group_id:str}",
+    dto=Body[PatchGroup],
+    return_dto=None,
+    summary="Change a group",
+    description="Toggle `enabled`, change `description`, add and remove members.",
+    responses=problems(400, 401, 404, 409, 413, 422),
+)
+async def patch_group(
+    *, group_id: FromPath[str], data: JSONBody[PatchGroup], services: ServicesDep, actor: ActorDep
+) -> GroupData:
+    check_id(GROUP, group_id)
+    return GroupData(group_view(await services.groups.patch(actor, group_id, data)))
+
+
+@delete("/{group_id:str}", summary="Delete a group", responses=problems(401, 404, 409))
+async def delete_group(*, group_id: FromPath[str], services: ServicesDep, actor: ActorDep) -> None:
+    check_id(GROUP, group_id)
+    await services.groups.delete(actor, group_id)
+
+
+@get(
+    "/{group_id:str}/status",
+    summary="A group's gate for one artifact",
+    description="Per member, its latest event for the artifact and whether it passes.",
+    responses=problems(400, 401, 404, 422),
+)
+async def group_status(
+    *,
+    group_id: FromPath[str],
+    services: ServicesDep,
+    actor: ActorDep,
+    name: Key,
+    version: Key,
+    release: Key,
+    platform_id: Key,
+    package: Key,
+) -> GroupStatusData:
+    check_id(GROUP, group_id)
+    errors: list[FieldError] = []
+    for field, value in (
+        ("name", name),
+        ("version", version),
+        ("release", release),
+        ("platform_id", platform_id),
+        ("package", package),
+    ):
+        check_name(errors, field, value)
+    raise_if(errors, "The artifact is invalid")
+    key = Nvrpp(
+        name=name, version=version, release=release, platform_id=platform_id, package=package
+    )
+    return GroupStatusData(group_status_view(await services.groups.status(actor, group_id, key)))
+
+
+@get(
+    "/{group_id:str}/completions",
+    summary="Every time a group fired",
+    responses=problems(400, 401, 404),
+)
+async def list_completions(
+    *,
+    group_id: FromPath[str],
+    services: ServicesDep,
+    actor: ActorDep,
+    name: Filter = None,
+    version: Filter = None,
+    release: Filter = None,
+    platform_id: Filter = None,
+    package: Filter = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: OrderParam = "desc",
+) -> CompletionPage:
+    check_id(GROUP, group_id)
+    page = page_request(COMPLETIONS, limit, cursor, order)
+    where = CompletionFilter(
+        name=name, version=version, release=release, platform_id=platform_id, package=package
+    )
+    found = await services.groups.completions(actor, group_id, where, page)
+    return page_of(
+        COMPLETIONS, found, limit=limit, order=order, view=completion_view, page=CompletionPage
+    )
+
+
+HANDLERS = [
+    create_group,
+    get_group,
+    list_groups,
+    patch_group,
+    delete_group,
+    group_status,
+    list_completions,
+]

@@ -1,0 +1,77 @@
+"""Event receivers: register (idempotent), read, list."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from core.domain.commands import RegisterReceiver
+from core.ports import ReceiverFilter
+from entrypoints.http.bodies import Body
+from entrypoints.http.common import API, LOCATION, ActorDep, ServicesDep, check_id, problems
+from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
+from entrypoints.http.views import IdData, ReceiverData, ReceiverPage, receiver_view
+
+PATH = f"{API}/receivers"
+KIND = "receivers"
+
+Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
+
+
+@post(
+    "/",
+    dto=Body[RegisterReceiver],
+    return_dto=None,
+    status_code=201,
+    summary="Register an event receiver",
+    response_headers=LOCATION,
+    description="201 with a new receiver's id; 200 with the existing id when an identical "
+    "receiver (same name, type, version, schema and description) exists.",
+    responses={
+        200: ResponseSpec(
+            IdData, description="An identical receiver exists.", generate_examples=False
+        ),
+        **problems(400, 401, 409, 413, 422),
+    },
+)
+async def register_receiver(
+    *, data: JSONBody[RegisterReceiver], services: ServicesDep, actor: ActorDep
+) -> Response[IdData]:
+    receiver, was_created = await services.receivers.register(actor, data)
+    if was_created:
+        return Response(
+            IdData(receiver.id), status_code=201, headers={"Location": f"{PATH}/{receiver.id}"}
+        )
+    return Response(IdData(receiver.id), status_code=200)
+
+
+@get("/{receiver_id:str}", summary="Read an event receiver", responses=problems(401, 404))
+async def get_receiver(
+    *, receiver_id: FromPath[str], services: ServicesDep, actor: ActorDep
+) -> ReceiverData:
+    check_id("event receiver", receiver_id)
+    return ReceiverData(receiver_view(await services.receivers.get(actor, receiver_id)))
+
+
+@get("/", summary="List event receivers", responses=problems(400, 401))
+async def list_receivers(
+    *,
+    services: ServicesDep,
+    actor: ActorDep,
+    name: Filter = None,
+    type: Filter = None,
+    version: Filter = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: OrderParam = "desc",
+) -> ReceiverPage:
+    page = page_request(KIND, limit, cursor, order)
+    where = ReceiverFilter(name=name, type=type, version=version)
+    found = await services.receivers.list(actor, where, page)
+    return page_of(KIND, found, limit=limit, order=order, view=receiver_view, page=ReceiverPage)
+
+
+HANDLERS = [register_receiver, get_receiver, list_receivers]

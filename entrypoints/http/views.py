@@ -1,0 +1,242 @@
+"""What the API answers: `{"data": ...}` envelopes and the public shape of each entity.
+
+Views leave out what callers do not see (the tenant id: the tenant comes from
+the credential). They are built field by field, which is cheaper than any
+generic conversion on a page of a thousand events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from core.domain.groups import MemberStatus
+from core.domain.model import Completion, Event, Group, Receiver, Tenant
+from core.usecases import GroupStatus
+
+T = TypeVar("T")
+
+
+class Data(msgspec.Struct, Generic[T]):
+    data: T
+
+
+class Page(msgspec.Struct, Generic[T]):
+    data: list[T]
+    next_cursor: str | None
+
+
+# Concrete envelopes, so that the OpenAPI document names them plainly.
+class IdData(Data[str]):
+    """`{"data": "<id>"}`: what a create answers."""
+
+
+class IdsData(Data[list[str]]):
+    """`{"data": ["<id>", ...]}`: what a batch answers, in input order."""
+
+
+class TenantView(msgspec.Struct, kw_only=True):
+    id: str
+    slug: str
+    name: str
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReceiverView(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    type: str
+    version: str
+    description: str
+    schema: dict[str, Any]
+    fingerprint: str
+    created_at: datetime
+
+
+class EventView(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    version: str
+    release: str
+    platform_id: str
+    package: str
+    description: str
+    payload: dict[str, Any]
+    success: bool
+    event_receiver_id: str
+    created_at: datetime
+
+
+class GroupView(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    type: str
+    version: str
+    description: str
+    enabled: bool
+    event_receiver_ids: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CompletionView(msgspec.Struct, kw_only=True):
+    id: str
+    group_id: str
+    name: str
+    version: str
+    release: str
+    platform_id: str
+    package: str
+    triggering_event_id: str
+    member_event_ids: list[str]
+    completed_at: datetime
+
+
+class MemberStatusView(msgspec.Struct, kw_only=True):
+    event_receiver_id: str
+    passing: bool
+    latest_event: EventView | None
+
+
+class GroupStatusView(msgspec.Struct, kw_only=True):
+    complete: bool
+    members: list[MemberStatusView]
+
+
+class Status(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class Component(msgspec.Struct, kw_only=True):
+    status: str
+    detail: str
+
+
+class Readiness(msgspec.Struct, kw_only=True):
+    status: str
+    components: dict[str, Component]
+
+
+def tenant_view(t: Tenant) -> TenantView:
+    return TenantView(
+        id=t.id,
+        slug=t.slug,
+        name=t.name,
+        disabled=t.disabled,
+        created_at=t.created_at,
+        updated_at=t.updated_at,
+    )
+
+
+def receiver_view(r: Receiver) -> ReceiverView:
+    return ReceiverView(
+        id=r.id,
+        name=r.name,
+        type=r.type,
+        version=r.version,
+        description=r.description,
+        schema=r.schema,
+        fingerprint=r.fingerprint,
+        created_at=r.created_at,
+    )
+
+
+def event_view(e: Event) -> EventView:
+    return EventView(
+        id=e.id,
+        name=e.name,
+        version=e.version,
+        release=e.release,
+        platform_id=e.platform_id,
+        package=e.package,
+        description=e.description,
+        payload=e.payload,
+        success=e.success,
+        event_receiver_id=e.event_receiver_id,
+        created_at=e.created_at,
+    )
+
+
+def group_view(g: Group) -> GroupView:
+    return GroupView(
+        id=g.id,
+        name=g.name,
+        type=g.type,
+        version=g.version,
+        description=g.description,
+        enabled=g.enabled,
+        event_receiver_ids=list(g.event_receiver_ids),
+        created_at=g.created_at,
+        updated_at=g.updated_at,
+    )
+
+
+def completion_view(c: Completion) -> CompletionView:
+    return CompletionView(
+        id=c.id,
+        group_id=c.group_id,
+        name=c.name,
+        version=c.version,
+        release=c.release,
+        platform_id=c.platform_id,
+        package=c.package,
+        triggering_event_id=c.triggering_event_id,
+        member_event_ids=list(c.member_event_ids),
+        completed_at=c.completed_at,
+    )
+
+
+def member_status_view(m: MemberStatus) -> MemberStatusView:
+    return MemberStatusView(
+        event_receiver_id=m.event_receiver_id,
+        passing=m.passing,
+        latest_event=None if m.latest_event is None else event_view(m.latest_event),
+    )
+
+
+def group_status_view(s: GroupStatus) -> GroupStatusView:
+    return GroupStatusView(complete=s.complete, members=[member_status_view(m) for m in s.members])
+
+
+class TenantData(Data[TenantView]):
+    pass
+
+
+class ReceiverData(Data[ReceiverView]):
+    pass
+
+
+class EventData(Data[EventView]):
+    pass
+
+
+class GroupData(Data[GroupView]):
+    pass
+
+
+class GroupStatusData(Data[GroupStatusView]):
+    pass
+
+
+class TenantPage(Page[TenantView]):
+    pass
+
+
+class ReceiverPage(Page[ReceiverView]):
+    pass
+
+
+class EventPage(Page[EventView]):
+    pass
+
+
+class GroupPage(Page[GroupView]):
+    pass
+
+
+class CompletionPage(Page[CompletionView]):
+    pass

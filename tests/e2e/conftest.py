@@ -1,0 +1,93 @@
+"""The real `waypost` process, started by the test, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """One `waypost serve` child process; `stop()` sends SIGTERM and waits."""
+
+    def __init__(self, env: Mapping[str, str], log: pathlib.Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._log_file = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(self.port)],
+            env={**os.environ, **env},
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz/live", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError(f"server not live after {timeout} s:\n{self.output()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        if not self._log_file.closed:
+            self._log_file.flush()
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'waypost.db'}"
+    url: str = request.getfixturevalue("fresh_database")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def server_env(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> dict[str, str]:
+    """Environment for a server on a fresh database of each backend."""
+    backend: str = request.param
+    if backend == "postgres":
+        request.applymarker(pytest.mark.postgres)
+    return {"WAYPOST__DATABASE__URL": database_url(backend, request, tmp_path)}
+
+
+@pytest.fixture
+def server(server_env: dict[str, str], tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(server_env, tmp_path / "server.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        code = process.stop()
+    assert code == 0, f"server exited {code} on SIGTERM:\n{process.output()}"

@@ -1,0 +1,47 @@
+"""The tutorial's shell blocks, run in order by bash against a real server."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+TUTORIAL = pathlib.Path(__file__).parents[2] / "docs" / "tutorial" / "first-gate.md"
+
+
+def shell_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```sh\n(.*?)^```", markdown, flags=re.M | re.S)
+
+
+def test_the_tutorial_runs_as_written(tmp_path: pathlib.Path) -> None:
+    blocks = shell_blocks(TUTORIAL.read_text())
+    assert len(blocks) >= 8
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    server = ServerProcess(
+        {"WAYPOST__DATABASE__URL": f"sqlite:///{tmp_path / 't.db'}"}, tmp_path / "log"
+    )
+    try:
+        server.wait_ready()
+        done = subprocess.run(
+            ["bash", "-c", script],
+            env={"WAYPOST": server.url, "PATH": "/usr/local/bin:/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr + done.stdout
+        out = done.stdout
+        assert "/payload/failed" in out
+        assert '"complete":false' in out.replace(" ", "")
+        completions = json.loads(out.strip().splitlines()[-1])
+        assert len(completions["data"]) == 1
+    finally:
+        assert server.stop() == 0

@@ -1,0 +1,93 @@
+"""The API description and the health probes."""
+
+from __future__ import annotations
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from entrypoints.bootstrap import create_app
+from tests.http.conftest import Client, settings
+from tests.http.test_problems import LEAK, BrokenReads
+
+pytestmark = pytest.mark.anyio
+
+ROUTES = {
+    ("post", "/api/v1/tenants"),
+    ("get", "/api/v1/tenants"),
+    ("get", "/api/v1/tenants/{slug}"),
+    ("patch", "/api/v1/tenants/{slug}"),
+    ("post", "/api/v1/receivers"),
+    ("get", "/api/v1/receivers"),
+    ("get", "/api/v1/receivers/{receiver_id}"),
+    ("post", "/api/v1/events"),
+    ("post", "/api/v1/events/batch"),
+    ("get", "/api/v1/events"),
+    ("get", "/api/v1/events/{event_id}"),
+    ("post", "/api/v1/groups"),
+    ("get", "/api/v1/groups"),
+    ("get", "/api/v1/groups/{group_id}"),
+    ("patch", "/api/v1/groups/{group_id}"),
+    ("delete", "/api/v1/groups/{group_id}"),
+    ("get", "/api/v1/groups/{group_id}/status"),
+    ("get", "/api/v1/groups/{group_id}/completions"),
+    ("get", "/healthz/live"),
+    ("get", "/healthz/ready"),
+}
+
+
+async def test_the_openapi_document_lists_every_route(client: Client) -> None:
+    answer = await client.get("/schema/openapi.json")
+    assert answer.status_code == 200
+    document = answer.json()
+    assert document["openapi"].startswith("3.1")
+    listed = {
+        (method, path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in {"get", "post", "patch", "delete", "put"}
+    }
+    assert listed == ROUTES
+    schemas = document["components"]["schemas"]
+    assert {"Problem", "RecordEvent", "EventPage", "IdData"} <= set(schemas)
+    scheme = document["components"]["securitySchemes"]["tenant"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-Tenant")
+    events = document["paths"]["/api/v1/events"]
+    assert events["get"]["security"] == [{"tenant": []}]
+    assert "security" not in document["paths"]["/api/v1/tenants"]["post"]
+    problem = events["post"]["responses"]["422"]["content"]["application/problem+json"]
+    assert problem["schema"] == {"$ref": "#/components/schemas/Problem"}
+    body = events["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/RecordEvent"}
+    limits = {p["name"]: p for p in events["get"]["parameters"]}
+    assert (limits["limit"]["schema"]["minimum"], limits["limit"]["schema"]["maximum"]) == (1, 1000)
+
+
+async def test_the_interactive_page_is_served(client: Client) -> None:
+    answer = await client.get("/schema")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in answer.text
+
+
+async def test_live_and_ready(client: Client) -> None:
+    live = await client.get("/healthz/live")
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    ready = await client.get("/healthz/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "ok",
+        "components": {"store": {"status": "ok", "detail": "a read transaction works"}},
+    }
+
+
+async def test_ready_is_503_when_the_store_cannot_read() -> None:
+    async with AsyncTestClient(app=create_app(settings(), store=BrokenReads())) as client:
+        live = await client.get("/healthz/live")
+        ready = await client.get("/healthz/ready")
+    assert live.status_code == 200
+    assert ready.status_code == 503
+    assert ready.headers["retry-after"]
+    body = ready.json()
+    assert body["status"] == "unavailable"
+    assert body["components"]["store"]["status"] == "unavailable"
+    assert LEAK not in ready.text
