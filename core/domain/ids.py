@@ -13,6 +13,8 @@ ULID_LENGTH = 26
 MAX_TIMESTAMP_MS = (1 << 48) - 1
 MAX_RANDOMNESS = (1 << 80) - 1
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # 10 bits -> 2 characters
+_PAIR_SHIFTS = range(120, -1, -10)
 
 
 def encode_ulid(timestamp_ms: int, randomness: int) -> str:
@@ -21,12 +23,10 @@ def encode_ulid(timestamp_ms: int, randomness: int) -> str:
         raise ValueError("ULID timestamp out of range")
     if not 0 <= randomness <= MAX_RANDOMNESS:
         raise ValueError("ULID randomness out of range")
+    # 128 bits with two zero bits in front make 26 characters: 13 pairs of 10 bits.
     value = (timestamp_ms << 80) | randomness
-    chars = []
-    for _ in range(ULID_LENGTH):
-        chars.append(ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def is_ulid(text: str) -> bool:

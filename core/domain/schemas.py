@@ -157,6 +157,8 @@ class CompiledSchema:
         Sorted by instance path (array indexes numerically), then message, so the
         answer does not depend on the key order the schema was stored with.
         """
+        if self._validator.is_valid(instance):  # the common case: no walk, no sort
+            return []
         restorer = _PathRestorer(instance) if _has_empty_key(instance) else None
         found: list[tuple[tuple[tuple[int, int, str], ...], str, str]] = []
         for error in self._validator.iter_errors(instance):
