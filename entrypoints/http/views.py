@@ -28,13 +28,19 @@ class Page(msgspec.Struct, Generic[T]):
     next_cursor: str | None
 
 
-# Concrete envelopes, so that the OpenAPI document names them plainly.
+# Concrete envelopes. Each re-declares its fields with the concrete type: Litestar's
+# OpenAPI generation does not resolve a generic base's parameter (it would say
+# `"data": {"type": "object"}`, and schemathesis would rightly fail the document).
 class IdData(Data[str]):
     """`{"data": "<id>"}`: what a create answers."""
+
+    data: str
 
 
 class IdsData(Data[list[str]]):
     """`{"data": ["<id>", ...]}`: what a batch answers, in input order."""
+
+    data: list[str]
 
 
 class TenantView(msgspec.Struct, kw_only=True):
@@ -203,40 +209,45 @@ def group_status_view(s: GroupStatus) -> GroupStatusView:
 
 
 class TenantData(Data[TenantView]):
-    pass
+    data: TenantView
 
 
 class ReceiverData(Data[ReceiverView]):
-    pass
+    data: ReceiverView
 
 
 class EventData(Data[EventView]):
-    pass
+    data: EventView
 
 
 class GroupData(Data[GroupView]):
-    pass
+    data: GroupView
 
 
 class GroupStatusData(Data[GroupStatusView]):
-    pass
+    data: GroupStatusView
 
 
 class TenantPage(Page[TenantView]):
-    pass
+    data: list[TenantView]
+    next_cursor: str | None
 
 
 class ReceiverPage(Page[ReceiverView]):
-    pass
+    data: list[ReceiverView]
+    next_cursor: str | None
 
 
 class EventPage(Page[EventView]):
-    pass
+    data: list[EventView]
+    next_cursor: str | None
 
 
 class GroupPage(Page[GroupView]):
-    pass
+    data: list[GroupView]
+    next_cursor: str | None
 
 
 class CompletionPage(Page[CompletionView]):
-    pass
+    data: list[CompletionView]
+    next_cursor: str | None

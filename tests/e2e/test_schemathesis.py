@@ -65,7 +65,7 @@ def test_the_served_api_honours_its_description(live: ServerProcess) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
         def honours(case: Any) -> None:
             response = case.call_and_validate(base_url=live.url, headers=HEADERS, checks=checks)
             statuses.append(response.status_code)
