@@ -76,10 +76,10 @@ def serving(argv: list[str], env: dict[str, str], port: int) -> Iterator[str]:
 # --- a small HTTP/1.1 load generator on raw asyncio streams ------------------------------
 
 
-def request_bytes(path: str, body: bytes, tenant: str) -> bytes:
+def request_bytes(path: str, body: bytes, key: str) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        f"X-Tenant: {tenant}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -208,11 +208,30 @@ def event(receiver: str, i: int) -> dict[str, Any]:
     }
 
 
-def setup_tenant(url: str) -> str:
-    httpx.post(url + "/api/v1/tenants", json={"slug": "bench", "name": "Bench"}).raise_for_status()
+def waypost(env: dict[str, str], *args: str) -> str:
+    """Run the `waypost` CLI on the benchmark's database; its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def credential(env: dict[str, str]) -> str:
+    """A tenant `bench` and an admin API key for it, made the way an operator would."""
+    waypost(env, "admin", "create-tenant", "bench")
+    return waypost(
+        env, "admin", "create-api-key", "--tenant", "bench", "--role", "admin", "--name", "bench"
+    )
+
+
+def register_receiver(url: str, key: str) -> str:
     answer = httpx.post(
         url + "/api/v1/receivers",
-        headers={"X-Tenant": "bench"},
+        headers={"Authorization": f"Bearer {key}"},
         json={
             "name": "build",
             "type": "bench.build",
@@ -226,17 +245,17 @@ def setup_tenant(url: str) -> str:
     return receiver
 
 
-def makers(receiver: str) -> dict[str, Callable[[], bytes]]:
+def makers(receiver: str, key: str) -> dict[str, Callable[[], bytes]]:
     counter = iter(range(10**9))
     encode = msgspec.json.encode
     return {
         "single": lambda: request_bytes(
-            "/api/v1/events", encode(event(receiver, next(counter))), "bench"
+            "/api/v1/events", encode(event(receiver, next(counter))), key
         ),
         "batch": lambda: request_bytes(
             "/api/v1/events/batch",
             encode({"events": [event(receiver, next(counter)) for _ in range(BATCH)]}),
-            "bench",
+            key,
         ),
     }
 
@@ -256,9 +275,15 @@ async def run_backend(name: str, workdir: pathlib.Path, args: argparse.Namespace
     with backend_for(name, workdir) as (db_url, raw_factory):
         port = free_port()
         argv = [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port)]
-        with serving(argv, {"WAYPOST__DATABASE__URL": db_url}, port) as url:
-            receiver = setup_tenant(url)
-            for kind, make in makers(receiver).items():
+        env = {
+            "WAYPOST__DATABASE__URL": db_url,
+            "WAYPOST__SECRETS__MASTER_KEY": waypost({}, "secrets", "new-master-key"),
+        }
+        waypost(env, "migrate")
+        key = credential(env)
+        with serving(argv, env, port) as url:
+            receiver = register_receiver(url, key)
+            for kind, make in makers(receiver, key).items():
                 ours = await measure(port, make, args)
                 per = BATCH if kind == "batch" else 1
                 async with raw_factory() as raw:
@@ -282,7 +307,7 @@ async def run_bare(args: argparse.Namespace) -> list[str]:
     ]
     lines = []
     with serving(argv, {"PYTHONPATH": str(ROOT)}, port):
-        for kind, make in makers("01JBENCH000000000000000000").items():
+        for kind, make in makers("01JBENCH000000000000000000", "unused").items():
             result = await measure(port, make, args)
             per = BATCH if kind == "batch" else 1
             lines.append(

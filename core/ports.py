@@ -17,12 +17,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 import msgspec
 
+from core.domain.audit import AuditRecord
 from core.domain.envelope import Envelope
+from core.domain.identity import (
+    ApiKey,
+    Claims,
+    Principal,
+    RefreshFamily,
+    RefreshToken,
+    User,
+)
 from core.domain.model import (
     Completion,
     DomainEvent,
@@ -32,6 +41,8 @@ from core.domain.model import (
     Receiver,
     Tenant,
 )
+from core.domain.refusals import Refusal
+from core.domain.rotation import SecretVersion
 from core.domain.schemas import CompiledSchema
 
 Order = Literal["asc", "desc"]
@@ -247,3 +258,224 @@ class IdSource(Protocol):
     def new_id(self) -> str:
         """A new ULID, greater than every one this source made before."""
         ...
+
+
+# --- identity, access and secrets ------------------------------------------------------------
+# Each call is its own transaction: identity changes are single records, and the one
+# multi-step change (rotating a refresh token) is a compare-and-set. `tenant_id` None
+# means the platform (its administrators, its secrets, its audit log).
+
+
+class UserStore(Protocol):
+    async def add(self, user: User) -> None:
+        """Raises `Conflict` when the username is taken in the user's tenant."""
+        ...
+
+    async def get(self, tenant_id: str | None, user_id: str) -> User | None: ...
+    async def by_username(self, tenant_id: str | None, username: str) -> User | None: ...
+
+    async def update(self, user: User) -> None:
+        """Replace a user that exists (same id and tenant); a vanished one is not recreated."""
+        ...
+
+    async def delete(self, tenant_id: str | None, user_id: str) -> bool:
+        """Whether there was such a user in that tenant."""
+        ...
+
+    async def list(self, tenant_id: str | None, page: PageRequest) -> list[User]: ...
+
+
+class ApiKeyStore(Protocol):
+    async def add(self, key: ApiKey) -> None:
+        """Raises `Conflict` when the prefix is taken (the caller makes another key)."""
+        ...
+
+    async def get(self, tenant_id: str | None, key_id: str) -> ApiKey | None: ...
+    async def by_prefix(self, prefix: str) -> ApiKey | None: ...
+    async def update(self, key: ApiKey) -> None: ...
+    async def list(self, tenant_id: str | None, page: PageRequest) -> list[ApiKey]: ...
+
+    async def any_platform_key(self) -> bool:
+        """Whether a platform key was ever made (revoked ones count): bootstrap runs once."""
+        ...
+
+
+class RefreshStore(Protocol):
+    async def start(self, family: RefreshFamily, token: RefreshToken) -> None: ...
+
+    async def find(self, token_hash: str) -> tuple[RefreshFamily, RefreshToken] | None:
+        """The token with that hash and its family."""
+        ...
+
+    async def rotate(self, used: RefreshToken, fresh: RefreshToken) -> bool:
+        """Compare-and-set: mark `used` used only if it is still current, and add `fresh`.
+
+        False (and nothing written) when another request used it first: the caller
+        treats that as a reuse.
+        """
+        ...
+
+    async def save_family(self, family: RefreshFamily) -> None: ...
+
+    async def revoke_subject(
+        self, tenant_id: str | None, subject: str, *, at: datetime, reason: str
+    ) -> int:
+        """Revoke every active family of a principal (deleted, disabled, new password)."""
+        ...
+
+
+class RevocationStore(Protocol):
+    """Revoked access-token ids, kept until the token would have expired anyway.
+
+    `is_revoked` raises when it cannot answer; the caller then refuses (fail closed).
+    """
+
+    async def revoke(self, jti: str, expires_at: datetime) -> None: ...
+    async def is_revoked(self, jti: str) -> bool: ...
+    async def purge(self, now: datetime) -> int: ...
+
+
+class SecretRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One version of a secret: its rotation state and its value, sealed (never in clear).
+
+    `public_id` is what may be shown of it (a signing key's `kid`), so that a retired
+    version is recognized without opening it.
+    """
+
+    tenant_id: str | None
+    name: str
+    version: SecretVersion
+    envelope: bytes
+    public_id: str | None = None
+
+
+class SecretStore(Protocol):
+    async def versions(self, tenant_id: str | None, name: str) -> list[SecretRecord]:
+        """Every version of the secret, in version order."""
+        ...
+
+    async def save(
+        self,
+        tenant_id: str | None,
+        name: str,
+        before: Sequence[SecretVersion],
+        after: Sequence[SecretRecord],
+    ) -> None:
+        """In one transaction: add the versions of `after` that `before` lacks, update the
+        others whose state changed, each only if its stored state is still the one in
+        `before`. Raises `Conflict` (and writes nothing) when another writer came first."""
+        ...
+
+    async def names(self) -> list[tuple[str | None, str]]: ...
+
+
+class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Exact-match filters, ANDed; `since` inclusive, `until` exclusive, on `at`."""
+
+    action: str | None = None
+    actor: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class AuditLog(Protocol):
+    """Append-only: there is no way to change or remove a record."""
+
+    async def append(self, record: AuditRecord) -> None: ...
+    async def list(
+        self, tenant_id: str | None, where: AuditFilter, page: PageRequest
+    ) -> list[AuditRecord]: ...
+
+
+class IdentityStore(Protocol):
+    @property
+    def users(self) -> UserStore: ...
+    @property
+    def api_keys(self) -> ApiKeyStore: ...
+    @property
+    def refresh(self) -> RefreshStore: ...
+    @property
+    def revocations(self) -> RevocationStore: ...
+    @property
+    def secrets(self) -> SecretStore: ...
+    @property
+    def audit(self) -> AuditLog: ...
+
+    async def close(self) -> None: ...
+
+
+# --- the cryptography the identity use cases need (adapters.crypto) ----------------------------
+
+
+class PasswordHasher(Protocol):
+    """A memory-hard password hash; slow on purpose, so its calls leave the event loop."""
+
+    async def hash(self, password: str) -> str: ...
+    async def verify(self, password: str, encoded: str) -> bool: ...
+
+    async def verify_dummy(self, password: str) -> bool:
+        """Spend the time of a verification and answer False (no such user)."""
+        ...
+
+    def needs_rehash(self, encoded: str) -> bool: ...
+
+
+class MintedApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A new key: `text` is shown once and never stored; `prefix` and `hash` are."""
+
+    text: str
+    prefix: str
+    hash: str
+
+
+class MintedRefreshToken(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    hash: str
+
+
+class BearerSecrets(Protocol):
+    def new_api_key(self) -> MintedApiKey: ...
+    def verify_api_key(self, text: str, stored_hash: str) -> bool: ...
+    def new_refresh_token(self) -> MintedRefreshToken: ...
+    def hash_refresh_token(self, text: str) -> str: ...
+
+
+class SecretSealer(Protocol):
+    """Envelope encryption under the master key. `open` raises on a wrong master key or
+    any altered byte; it never returns something else."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def seal(
+        self, plaintext: bytes, *, tenant_id: str | None, name: str, version: int
+    ) -> bytes: ...
+    def open(self, envelope: bytes, *, tenant_id: str | None, name: str, version: int) -> bytes: ...
+
+
+class NewSigningKey(msgspec.Struct, frozen=True, kw_only=True):
+    material: bytes
+    kid: str
+
+
+class TokenSigner(Protocol):
+    """Signs and verifies access tokens with the key set it was last loaded with."""
+
+    @property
+    def ttl(self) -> timedelta: ...
+
+    def new_key(self) -> NewSigningKey: ...
+
+    def load(
+        self,
+        keys: Sequence[tuple[SecretVersion, bytes]],
+        retired: Collection[str] = (),
+    ) -> None:
+        """The key set of these versions and their (opened) material; `retired`: kids of
+        retired versions, so that a token under one is told from a stranger's."""
+        ...
+
+    def issue(self, principal: Principal, *, jti: str, now: datetime) -> str: ...
+    def verify(self, token: str, *, now: datetime) -> Claims | Refusal: ...
+    def jwks(self, now: datetime) -> dict[str, list[dict[str, str]]]: ...

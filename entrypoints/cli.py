@@ -1,25 +1,39 @@
-"""The `waypost` command: serve, migrate, replay."""
+"""The `waypost` command: serve, migrate, replay, admin, secrets."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 
 import anyio
+import msgspec
 import uvicorn
 
+from adapters.crypto.envelope import EnvelopeError, generate_master_key
 from adapters.sql.migrations import migrate, pending
+from core.domain.audit import AuditAction
+from core.domain.commands import CreateTenant
+from core.domain.errors import DomainError
+from core.domain.rotation import VersionState
+from core.ports import AppendMeta
+from core.usecases import Services
 from entrypoints.bootstrap import (
     StartupError,
     create_app,
     database_kind,
     open_services,
-    open_store,
+    start_secrets,
 )
 from entrypoints.settings import Settings, SettingsError, load_settings
+
+#: The actor of what an operator does with this command, in the log and the audit log.
+OPERATOR = "cli"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,21 +69,149 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--verify", action="store_true", help="compare read-model digests before and after"
     )
+
+    admin = commands.add_parser(
+        "admin",
+        help="tenants and credentials, straight on the configured store",
+        description="Operator commands that work on the configured database directly "
+        "(no running server needed, no credential asked: whoever runs them holds the "
+        "database and the master key).",
+    )
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    create_tenant = admin_commands.add_parser(
+        "create-tenant", help="create a tenant", description="Create a tenant; prints its slug."
+    )
+    create_tenant.add_argument("slug", help="3 to 63 of a-z, 0-9 and -")
+    create_tenant.add_argument("--name", help="display name (default: the slug)")
+    create_key = admin_commands.add_parser(
+        "create-api-key",
+        help="create an API key; prints only the key",
+        description="Create an API key and print it (only it, on stdout: `KEY=$(waypost admin "
+        "create-api-key ...)`). It is shown this once. Without --tenant, a platform "
+        "administrator's key (--role platform_admin).",
+    )
+    create_key.add_argument("--tenant", help="the tenant's slug (none: a platform key)")
+    create_key.add_argument(
+        "--role",
+        required=True,
+        help="admin, event_manager, event_viewer, event_producer; platform_admin without --tenant",
+    )
+    create_key.add_argument("--name", required=True, help="what the key is for")
+    create_key.add_argument("--expires-at", help="RFC 3339 time after which it stops working")
+
+    secrets = commands.add_parser(
+        "secrets",
+        help="the JWT signing keys and the master key",
+        description="Secrets are sealed under the master key and rotated with a grace period.",
+    )
+    secrets_commands = secrets.add_subparsers(
+        dest="secrets_command", required=True, metavar="ACTION"
+    )
+    secrets_commands.add_parser("list", help="every secret version and its state (never a value)")
+    secrets_commands.add_parser(
+        "rotate",
+        help="rotate the JWT signing key now",
+        description="A new signing key signs at once; the previous one keeps verifying until "
+        "its grace period ends. Running servers pick the new key up within a minute.",
+    )
+    secrets_commands.add_parser(
+        "new-master-key",
+        help="print a new random master key",
+        description="Print 32 random bytes, base64url: a value for WAYPOST__SECRETS__MASTER_KEY.",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(os.environ)
-        if args.command == "serve":
-            return _serve(settings, args.host, args.port)
-        if args.command == "migrate":
-            return anyio.run(_migrate, settings)
-        return anyio.run(_replay, settings, args.verify)
+        return _run(args, load_settings(os.environ))
     except (SettingsError, StartupError) as exc:
         print(f"waypost: {exc}", file=sys.stderr)
         return 2
+    except DomainError as exc:
+        details = "".join(f"\n  {e.field}: {e.message}" for e in exc.errors)
+        print(f"waypost: {exc.detail}{details}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    match args.command:
+        case "serve":
+            return _serve(settings, args.host, args.port)
+        case "migrate":
+            return anyio.run(_migrate, settings)
+        case "admin":
+            return anyio.run(_admin, settings, args)
+        case "secrets" if args.secrets_command == "new-master-key":
+            print(generate_master_key())
+            return 0
+        case "secrets":
+            return anyio.run(_secrets, settings, args.secrets_command)
+    return anyio.run(_replay, settings, args.verify)
+
+
+async def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_services(settings) as services:
+        if args.admin_command == "create-tenant":
+            tenant = await services.tenants.create(
+                CreateTenant(slug=args.slug, name=args.name or args.slug.strip().lower()),
+                AppendMeta(actor=OPERATOR),
+            )
+            await services.audit.record(
+                tenant_id=None,
+                actor=OPERATOR,
+                action=AuditAction.TENANT_CREATED,
+                target=f"tenant:{tenant.slug}",
+                reason="created",
+            )
+            print(tenant.slug)
+            return 0
+        tenant_id = None
+        if args.tenant is not None:
+            tenant_id = (await services.tenants.get(args.tenant)).id
+        _, text = await services.identity.issue_api_key(
+            tenant_id,
+            name=args.name,
+            role=args.role,
+            created_by=OPERATOR,
+            expires_at=_moment(args.expires_at),
+        )
+        print(text)
+        return 0
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return msgspec.convert(text, datetime)
+    except msgspec.ValidationError:
+        raise StartupError(f"--expires-at: {text!r} is not an RFC 3339 time") from None
+
+
+async def _secrets(settings: Settings, action: str) -> int:
+    async with open_services(settings) as services:
+        if action == "rotate":
+            await rotate_signing_key(services)
+        found = await services.secrets.list()
+    print(f"{'secret':<16} {'version':>7}  {'state':<12} {'key id':<44} verifies until")
+    for info in found:
+        until = info.verify_until.isoformat() if info.verify_until else ""
+        if info.state == VersionState.ACTIVE:
+            until = "(signs)"
+        print(
+            f"{info.name:<16} {info.version:>7}  {info.state:<12} "
+            f"{info.public_id or '-':<44} {until}"
+        )
+    return 0
+
+
+async def rotate_signing_key(services: Services) -> None:
+    try:
+        await services.secrets.maintain(force=True, actor=OPERATOR)
+    except EnvelopeError as exc:
+        raise StartupError(f"the master key does not open the stored secrets ({exc})") from None
 
 
 async def _migrate(settings: Settings) -> int:
@@ -96,17 +238,36 @@ async def _replay(settings: Settings, verify: bool) -> int:
 
 
 async def _preflight(settings: Settings) -> None:
-    """Open and close the store once, so a refused start fails here with our message."""
-    store = await open_store(settings)
-    await store.close()
+    """Open the stores and the signing keys once, so that a refused start (pending
+    migrations in production, no master key, a wrong one) fails here with our message."""
+    async with open_services(settings) as services:
+        await start_secrets(services)
+
+
+def _announce(text: str) -> None:
+    """The first platform administrator's key: on stdout, once, never in a log line."""
+    print(
+        "waypost: first start: created a platform administrator. Its API key, shown this "
+        f"once (keep it, or make another with `waypost admin create-api-key`):\n{text}",
+        flush=True,
+    )
+
+
+def _logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logger = logging.getLogger("waypost")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    _logging()
     anyio.run(_preflight, settings)
 
     http = settings.http
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, announce=_announce),
         host=host or http.host,
         port=port or http.port,
         timeout_graceful_shutdown=int(http.shutdown_grace_seconds),
@@ -114,6 +275,11 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         log_level="info",
         access_log=False,
         server_header=False,
+        # TLS when configured; mTLS: client certificates required, from the configured CA.
+        ssl_certfile=http.tls_cert_file,
+        ssl_keyfile=http.tls_key_file,
+        ssl_ca_certs=http.tls_client_ca_file,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_file else ssl.CERT_NONE,
     )
     server = uvicorn.Server(config)
     # uvicorn handles SIGTERM/SIGINT itself (stop accepting, let in-flight requests

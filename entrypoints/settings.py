@@ -8,7 +8,9 @@ environment wins. A bad value stops the start with a message naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import pathlib
+import re
 import tomllib
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -37,6 +39,47 @@ class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_batch_body_bytes: int = 16 * 1024 * 1024
     #: Seconds in-flight requests get to finish on SIGTERM.
     shutdown_grace_seconds: float = 30.0
+    #: TLS: the server's certificate chain and private key (PEM files); both or neither.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    #: mTLS: with a CA file (PEM), every client must present a certificate it issued.
+    tls_client_ca_file: str | None = None
+    #: Origins (`https://app.example.com`) that browsers may call the API from. Empty: no
+    #: CORS at all. `*` is refused in production mode. Environment: comma-separated.
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+
+
+class SecuritySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: `iss` and `aud` of the access tokens this server issues and accepts.
+    issuer: str = "waypost"
+    audience: str = "waypost-api"
+    access_token_ttl_seconds: int = 900
+    #: Where platform administrators may connect from (CIDRs, IPv4 and IPv6); their
+    #: credentials are refused from anywhere else. Environment: comma-separated.
+    admin_networks: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+
+
+class SecretsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: The master key (base64 or hex of at least 32 random bytes, e.g. from `waypost
+    #: secrets new-master-key`) that seals every stored secret; or a file holding it.
+    #: Without either, development mode keeps a generated one next to the SQLite
+    #: database; production mode refuses to start.
+    master_key: str | None = None
+    master_key_file: str | None = None
+    #: Algorithm of new JWT signing keys: EdDSA (Ed25519) or RS256.
+    signing_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
+    rotate_every_days: float = 30.0
+    #: How long a signing key keeps verifying after a newer one took over; at least the
+    #: access-token lifetime plus the 60 s leeway plus `reload_seconds`.
+    grace_seconds: int = 3600
+    #: How long before it signs a new key is published in the JWKS.
+    prepublish_hours: float = 24.0
+    #: How often a server applies the rotation policy and picks up keys rotated elsewhere
+    #: (`waypost secrets rotate`, another server).
+    reload_seconds: float = 60.0
+
+    def __repr__(self) -> str:
+        return "SecretsSettings(...)"  # never print a master key
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -44,6 +87,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     mode: Literal["development", "production"] = "development"
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
+    secrets: SecretsSettings = msgspec.field(default_factory=SecretsSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.http.port < 65536:
@@ -58,6 +103,67 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "database.url must be memory://, a sqlite:/// URL or a postgresql:// URL, "
                 f"not {self.database.url!r}"
             )
+        self._check_tls()
+        self._check_security()
+        self._check_secrets()
+
+    def _check_tls(self) -> None:
+        http = self.http
+        if (http.tls_cert_file is None) != (http.tls_key_file is None):
+            raise SettingsError("http.tls_cert_file and http.tls_key_file go together")
+        if http.tls_client_ca_file is not None and http.tls_cert_file is None:
+            raise SettingsError("http.tls_client_ca_file (mTLS) needs http.tls_cert_file")
+        for origin in http.cors_origins:
+            if origin == "*":
+                if self.mode == "production":
+                    raise SettingsError(
+                        "http.cors_origins: a wildcard (*) is refused in production mode; "
+                        "name each origin"
+                    )
+            elif not _ORIGIN.fullmatch(origin):
+                raise SettingsError(
+                    f"http.cors_origins: {origin!r} is not an origin (scheme://host[:port])"
+                )
+
+    def _check_security(self) -> None:
+        security = self.security
+        if not 60 <= security.access_token_ttl_seconds <= 86_400:
+            raise SettingsError("security.access_token_ttl_seconds must be 60..86400")
+        if not security.issuer.strip() or not security.audience.strip():
+            raise SettingsError("security.issuer and security.audience must not be blank")
+        for network in security.admin_networks:
+            try:
+                ipaddress.ip_network(network.strip(), strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"security.admin_networks: {network!r} is not a network (CIDR)"
+                ) from None
+
+    def _check_secrets(self) -> None:
+        secrets = self.secrets
+        if secrets.master_key is not None and secrets.master_key_file is not None:
+            raise SettingsError("secrets.master_key and secrets.master_key_file exclude each other")
+        if not 1 <= secrets.reload_seconds <= 3600:
+            raise SettingsError("secrets.reload_seconds must be 1..3600")
+        if secrets.rotate_every_days <= 0:
+            raise SettingsError("secrets.rotate_every_days must be positive")
+        if not 0 <= secrets.prepublish_hours < secrets.rotate_every_days * 24:
+            raise SettingsError("secrets.prepublish_hours must be 0 or more and below the rotation")
+        # A server may sign with a demoted key until its next reload.
+        needed = self.security.access_token_ttl_seconds + 60 + int(secrets.reload_seconds)
+        if secrets.grace_seconds < needed:
+            raise SettingsError(
+                f"secrets.grace_seconds must be at least the access-token lifetime plus the "
+                f"leeway and secrets.reload_seconds ({needed} s), so that no token dies "
+                "because its key rotated"
+            )
+
+
+_ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+#: Settings that are lists: the environment gives them comma-separated.
+_LISTS = (("http", "cors_origins"), ("security", "admin_networks"))
 
 
 def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -101,6 +207,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{CONFIG_VARIABLE}: {path} is not valid TOML: {exc}") from None
     raw = _merge(raw, _nest(environ))
+    for section, key in _LISTS:
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            node[key] = [part.strip() for part in node[key].split(",") if part.strip()]
     try:
         # strict=False lets environment strings become ints, floats and bools.
         return msgspec.convert(raw, Settings, strict=False)

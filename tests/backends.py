@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from adapters.memory.store import MemoryStore
-from core.ports import Store
+from core.ports import IdentityStore, Store
 
 BACKENDS = ("memory", "sqlite", "postgres")
 
@@ -36,3 +36,29 @@ async def open_store(
         yield store
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def open_identity(
+    backend: str, request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> AsyncIterator[IdentityStore]:
+    """Fresh, empty, migrated identity stores of the named backend; closed afterwards."""
+    identity: IdentityStore
+    if backend == "memory":
+        from adapters.memory.identity import MemoryIdentity
+
+        identity = MemoryIdentity()
+    else:
+        from adapters.sql.identity import SqlIdentity
+        from adapters.sql.migrations import migrate
+
+        if backend == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path / 'identity.db'}"
+        else:
+            url = request.getfixturevalue("fresh_database")
+        await migrate(url)
+        identity = await SqlIdentity.connect(url)
+    try:
+        yield identity
+    finally:
+        await identity.close()

@@ -7,8 +7,11 @@ no role grants everything.
 
 Tenant roles act inside the principal's own tenant (tenant isolation is the
 store's and the use cases' business: another tenant's object is a 404 before
-any permission is asked). `platform_admin` belongs to no tenant and manages
-tenants and platform secrets only.
+any permission is asked). `platform_admin` belongs to no tenant: it manages
+tenants and platform secrets, and the principals and audit log of the scope it
+acts in (the platform itself, or a tenant it names with `X-Tenant`): that is how
+a new tenant gets its first administrator. It never reads or writes a tenant's
+events, receivers, groups or subscriptions.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from types import MappingProxyType
 __all__ = [
     "PLATFORM_PERMISSIONS",
     "PLATFORM_ROLES",
+    "PRINCIPAL_PERMISSIONS",
     "ROLE_PERMISSIONS",
     "TENANT_ROLES",
     "Permission",
@@ -64,6 +68,12 @@ PLATFORM_PERMISSIONS: frozenset[Permission] = frozenset(
 
 _P = Permission
 
+#: Managing principals and reading the audit log: in a tenant for its `admin`, in the
+#: scope it acts in for a platform administrator.
+PRINCIPAL_PERMISSIONS: frozenset[Permission] = frozenset(
+    {Permission.USERS_MANAGE, Permission.API_KEYS_MANAGE, Permission.AUDIT_READ}
+)
+
 #: The access policy. `admin` is everything inside its tenant; `event_manager`
 #: creates, reads and updates events, receivers, groups and subscriptions (DOMAIN.md
 #: names no delete for it: deleting a gate or a subscription is an admin's act);
@@ -89,7 +99,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = MappingProxyType(
             {_P.EVENTS_READ, _P.RECEIVERS_READ, _P.GROUPS_READ, _P.SUBSCRIPTIONS_READ}
         ),
         Role.EVENT_PRODUCER: frozenset({_P.EVENTS_CREATE, _P.RECEIVERS_READ}),
-        Role.PLATFORM_ADMIN: PLATFORM_PERMISSIONS,
+        Role.PLATFORM_ADMIN: PLATFORM_PERMISSIONS | PRINCIPAL_PERMISSIONS,
     }
 )
 

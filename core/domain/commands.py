@@ -6,6 +6,7 @@ credential (a use case receives them in its context).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -63,3 +64,48 @@ class PatchGroup(Command, frozen=True, kw_only=True):
     description: str | None = None
     add_receiver_ids: list[str] = msgspec.field(default_factory=list)
     remove_receiver_ids: list[str] = msgspec.field(default_factory=list)
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+class TokenRequest(Command, frozen=True, kw_only=True):
+    """The token endpoint's form: `grant_type` and the fields of that grant.
+
+    `tenant` names the tenant (its slug) of a user who logs in with a password;
+    platform administrators leave it out.
+    """
+
+    grant_type: str
+    username: str | None = None
+    password: str | None = None
+    tenant: str | None = None
+    api_key: str | None = None
+    refresh_token: str | None = None
+    #: OAuth 2.0 clients send these; they are accepted and ignored.
+    scope: str | None = None
+    client_id: str | None = None
+
+
+class RevokeToken(Command, frozen=True, kw_only=True):
+    token: str
+    #: RFC 7009's hint (`access_token`, `refresh_token`); the token's shape decides anyway.
+    token_type_hint: str | None = None
+
+
+class CreateUser(Command, frozen=True, kw_only=True):
+    username: str
+    password: str
+    roles: list[str]
+
+
+class PatchUser(Command, frozen=True, kw_only=True):
+    roles: list[str] | None = None
+    disabled: bool | None = None
+    password: str | None = None
+
+
+class CreateApiKey(Command, frozen=True, kw_only=True):
+    name: str
+    role: str
+    expires_at: datetime | None = None

@@ -11,6 +11,9 @@ from collections.abc import Iterable
 
 import msgspec
 
+from core.domain.access import Permission
+from core.domain.refusals import REFUSAL_DETAIL, Refusal
+
 
 class FieldError(msgspec.Struct, frozen=True):
     """One thing wrong with one field: a JSON pointer (or a plain name) and a message."""
@@ -61,6 +64,33 @@ class TooLarge(DomainError):
     """Input over a size limit."""
 
     title = "Too large"
+
+
+class Unauthenticated(DomainError):
+    """No acceptable credential (401). `reason` is for the audit log, `detail` for the caller.
+
+    The caller is told `REFUSAL_DETAIL[reason]`, never the reason itself: which of
+    the cryptographic checks failed, or whether a username exists, stays in the
+    audit log.
+    """
+
+    title = "Unauthenticated"
+
+    def __init__(self, reason: Refusal, detail: str | None = None) -> None:
+        super().__init__(detail if detail is not None else REFUSAL_DETAIL[reason])
+        self.reason = reason
+
+
+class Forbidden(DomainError):
+    """Authenticated, but not allowed: no role of the principal grants the permission (403)."""
+
+    title = "Forbidden"
+
+    def __init__(self, permission: Permission | None, detail: str | None = None) -> None:
+        if detail is None:
+            detail = f"This needs {permission}." if permission else "This is not allowed."
+        super().__init__(detail)
+        self.permission = permission
 
 
 def raise_if(errors: list[FieldError], detail: str) -> None:

@@ -37,9 +37,10 @@ from core.domain.access import (
     Role,
     permissions_of,
 )
-from core.domain.errors import Conflict, DomainError, FieldError, raise_if
+from core.domain.errors import Conflict, FieldError, Forbidden, Unauthenticated, raise_if
 from core.domain.fields import check_name
 from core.domain.model import Tenant
+from core.domain.refusals import REFUSAL_DETAIL, Refusal
 
 __all__ = [
     "ACCESS_TOKEN_TTL",
@@ -138,98 +139,8 @@ _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 # --- errors ----------------------------------------------------------------------------------
-# (They belong with the others in core.domain.errors; they live here until the lead moves them.)
-
-
-class Refusal(StrEnum):
-    """Why a credential was not accepted: one value per cause, for the audit log."""
-
-    MISSING_CREDENTIALS = "missing_credentials"
-    MALFORMED_TOKEN = "malformed_token"  # noqa: S105 - a name, not a secret
-    BAD_SIGNATURE = "bad_signature"
-    ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
-    UNKNOWN_KID = "unknown_kid"
-    KEY_RETIRED = "key_retired"
-    WRONG_TYPE = "wrong_type"
-    REFRESH_TOKEN_AS_ACCESS = "refresh_token_as_access_token"  # noqa: S105 - a name, not a secret
-    MISSING_CLAIM = "missing_claim"
-    INVALID_CLAIM = "invalid_claim"
-    WRONG_ISSUER = "wrong_issuer"
-    WRONG_AUDIENCE = "wrong_audience"
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not_yet_valid"
-    ISSUED_IN_FUTURE = "issued_in_future"
-    TOKEN_REVOKED = "token_revoked"  # noqa: S105 - a name, not a secret
-    REVOCATION_UNAVAILABLE = "revocation_check_unavailable"
-    BAD_CREDENTIALS = "bad_credentials"
-    MALFORMED_API_KEY = "malformed_api_key"
-    API_KEY_EXPIRED = "api_key_expired"
-    API_KEY_REVOKED = "api_key_revoked"
-    PRINCIPAL_GONE = "principal_gone"
-    PRINCIPAL_DISABLED = "principal_disabled"
-    TENANT_DISABLED = "tenant_disabled"
-    UNKNOWN_REFRESH_TOKEN = "unknown_refresh_token"  # noqa: S105 - a name, not a secret
-    REFRESH_TOKEN_REUSED = "refresh_token_reused"  # noqa: S105 - a name, not a secret
-    FAMILY_REVOKED = "refresh_family_revoked"
-
-
-_BAD_LOGIN = "The credentials were not accepted."
-_BAD_TOKEN = "The access token is not valid."  # noqa: S105 - a name, not a secret
-
-#: What a caller is told for each refusal. Login refusals all read the same, so
-#: that nobody learns which usernames exist or that a password was right.
-REFUSAL_DETAIL: Mapping[Refusal, str] = MappingProxyType(
-    {
-        Refusal.MISSING_CREDENTIALS: "Credentials are required.",
-        Refusal.MALFORMED_TOKEN: _BAD_TOKEN,
-        Refusal.BAD_SIGNATURE: _BAD_TOKEN,
-        Refusal.ALGORITHM_NOT_ALLOWED: _BAD_TOKEN,
-        Refusal.UNKNOWN_KID: _BAD_TOKEN,
-        Refusal.KEY_RETIRED: "The access token was signed by a retired key.",
-        Refusal.WRONG_TYPE: _BAD_TOKEN,
-        Refusal.REFRESH_TOKEN_AS_ACCESS: "A refresh token is not an access token.",
-        Refusal.MISSING_CLAIM: _BAD_TOKEN,
-        Refusal.INVALID_CLAIM: _BAD_TOKEN,
-        Refusal.WRONG_ISSUER: _BAD_TOKEN,
-        Refusal.WRONG_AUDIENCE: _BAD_TOKEN,
-        Refusal.EXPIRED: "The token has expired.",
-        Refusal.NOT_YET_VALID: "The token is not valid yet.",
-        Refusal.ISSUED_IN_FUTURE: _BAD_TOKEN,
-        Refusal.TOKEN_REVOKED: "The token has been revoked.",
-        Refusal.REVOCATION_UNAVAILABLE: "The token cannot be checked now.",
-        Refusal.BAD_CREDENTIALS: _BAD_LOGIN,
-        Refusal.MALFORMED_API_KEY: _BAD_LOGIN,
-        Refusal.API_KEY_EXPIRED: _BAD_LOGIN,
-        Refusal.API_KEY_REVOKED: _BAD_LOGIN,
-        Refusal.PRINCIPAL_GONE: _BAD_LOGIN,
-        Refusal.PRINCIPAL_DISABLED: _BAD_LOGIN,
-        Refusal.TENANT_DISABLED: _BAD_LOGIN,
-        Refusal.UNKNOWN_REFRESH_TOKEN: "The refresh token is not valid.",
-        Refusal.REFRESH_TOKEN_REUSED: "The refresh token is not valid.",
-        Refusal.FAMILY_REVOKED: "The refresh token is not valid.",
-    }
-)
-
-
-class Unauthenticated(DomainError):
-    """No acceptable credential (401). `reason` is for the audit log, `detail` for the caller."""
-
-    title = "Unauthenticated"
-
-    def __init__(self, reason: Refusal, detail: str | None = None) -> None:
-        super().__init__(detail if detail is not None else REFUSAL_DETAIL[reason])
-        self.reason = reason
-
-
-class Forbidden(DomainError):
-    """Authenticated, but no role of the principal grants the permission (403)."""
-
-    title = "Forbidden"
-
-    def __init__(self, permission: Permission, detail: str | None = None) -> None:
-        super().__init__(detail if detail is not None else f"This needs {permission}.")
-        self.permission = permission
-
+# `Refusal`, `REFUSAL_DETAIL`, `Unauthenticated` and `Forbidden` live in core.domain.refusals and
+# core.domain.errors; they are re-exported here, where they were first defined.
 
 # --- principals ------------------------------------------------------------------------------
 

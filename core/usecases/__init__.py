@@ -2,34 +2,117 @@
 
 from __future__ import annotations
 
-from core.usecases.common import Actor, Deps
+from datetime import timedelta
+from typing import TypeVar
+
+from core.domain.rotation import RotationPolicy
+from core.ports import BearerSecrets, IdentityStore, PasswordHasher, SecretSealer, TokenSigner
+from core.usecases.audit import Auditor
+from core.usecases.common import Actor, Deps, RequestContext
 from core.usecases.events import Events
 from core.usecases.groups import Groups, GroupStatus
+from core.usecases.identity import RECENT_SECONDS, Access, Identity, TokenAnswer
 from core.usecases.receivers import Receivers
 from core.usecases.replay import Replay
+from core.usecases.secrets import SecretInfo, Secrets
 from core.usecases.tenants import Tenants
+
+
+class IdentityDeps:
+    """The ports of identity, access and secrets, injected by the composition root."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        *,
+        hasher: PasswordHasher,
+        bearer: BearerSecrets,
+        sealer: SecretSealer,
+        signer: TokenSigner,
+        policy: RotationPolicy,
+        recent: timedelta = timedelta(seconds=RECENT_SECONDS),
+    ) -> None:
+        self.store = store
+        self.hasher = hasher
+        self.bearer = bearer
+        self.sealer = sealer
+        self.signer = signer
+        self.policy = policy
+        self.recent = recent
 
 
 class Services:
     """Every use case, built over one set of ports."""
 
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, identity: IdentityDeps | None = None) -> None:
         self.deps = deps
         self.tenants = Tenants(deps)
         self.receivers = Receivers(deps)
         self.events = Events(deps)
         self.groups = Groups(deps)
         self.replay = Replay(deps)
+        self.identity_deps = identity
+        if identity is not None:
+            self._audit: Auditor | None = Auditor(deps, identity.store)
+            self._secrets: Secrets | None = Secrets(
+                deps,
+                identity.store,
+                sealer=identity.sealer,
+                signer=identity.signer,
+                policy=identity.policy,
+                audit=self._audit,
+            )
+            self._identity: Identity | None = Identity(
+                deps,
+                identity.store,
+                hasher=identity.hasher,
+                bearer=identity.bearer,
+                signer=identity.signer,
+                secrets=self._secrets,
+                audit=self._audit,
+                recent=identity.recent,
+            )
+        else:
+            self._audit = self._secrets = self._identity = None
+
+    @property
+    def audit(self) -> Auditor:
+        return _given(self._audit)
+
+    @property
+    def secrets(self) -> Secrets:
+        return _given(self._secrets)
+
+    @property
+    def identity(self) -> Identity:
+        return _given(self._identity)
+
+
+S = TypeVar("S")
+
+
+def _given(service: S | None) -> S:
+    if service is None:
+        raise RuntimeError("these Services were built without identity ports")
+    return service
 
 
 __all__ = [
+    "Access",
     "Actor",
+    "Auditor",
     "Deps",
     "Events",
     "GroupStatus",
     "Groups",
+    "Identity",
+    "IdentityDeps",
     "Receivers",
     "Replay",
+    "RequestContext",
+    "SecretInfo",
+    "Secrets",
     "Services",
     "Tenants",
+    "TokenAnswer",
 ]

@@ -76,6 +76,15 @@ class Deps:
         return made
 
 
+class RequestContext(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a request came from, for the audit log."""
+
+    address: str | None = None
+    request_id: str | None = None
+    #: `<METHOD> <path>` of the request, the target of a refused credential.
+    route: str | None = None
+
+
 def not_found(kind: str, ident: str) -> NotFound:
     """The one answer for both "nothing there" and "another tenant's" (no existence leak)."""
     return NotFound(f"No {kind} {ident}.")

@@ -1,39 +1,76 @@
-"""The one app factory: routes, lifespan, dependencies, problem details, OpenAPI.
+"""The one app factory: routes, lifespan, authentication, problem details, OpenAPI.
 
 `build_app` knows nothing of adapters: it is handed a factory of the Services'
-context (entrypoints.bootstrap.create_app passes `open_services`), enters it
-for the app's lifespan and injects the Services into handlers.
+context (entrypoints.bootstrap.create_app passes `open_services` with the
+signing keys loaded), enters it for the app's lifespan and injects the Services
+into handlers. While it runs, a background task keeps the signing keys up to
+date with their rotation policy and reloads what other processes rotated.
+
+Every route is authenticated (`auth.AuthenticationMiddleware`) and guarded by
+the permission it declares (`auth.authorize`), except the public few: the health
+probes, the JWKS, the API description, and the token endpoint (whose credential
+is in its body).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+import anyio
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
-from litestar.types import ControllerRouterHandler
+from litestar.types import ControllerRouterHandler, Middleware
 
 from core.usecases import Services
-from entrypoints.http import common, idempotency, tenancy
+from entrypoints.http import auth, common, idempotency
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.request_id import add_request_id
-from entrypoints.http.routes import events, groups, health, receivers, tenants
+from entrypoints.http.routes import (
+    api_keys,
+    audit,
+    events,
+    groups,
+    health,
+    receivers,
+    tenants,
+    users,
+)
+from entrypoints.http.routes import auth as auth_routes
+from entrypoints.http.security import add_security_headers, cors_config
 from entrypoints.settings import Settings
 
 ServicesFactory = Callable[[], AbstractAsyncContextManager[Services]]
+
+log = logging.getLogger("waypost.http")
 
 DESCRIPTION = """\
 Waypost records what happened to which artifact, checks every event against its
 receiver's JSON Schema and fires receiver groups (release gates).
 
-Tenant-scoped routes name their tenant with `X-Tenant: <slug>`. Errors are RFC 9457
-problem details (`application/problem+json`). Every POST accepts `Idempotency-Key`.
+Every route but the health probes, the JWKS and this description needs
+`Authorization: Bearer <access token or API key>`; get an access token from
+`POST /api/v1/auth/token`. The tenant comes from the credential; a platform
+administrator names one with `X-Tenant: <slug>`. Errors are RFC 9457 problem
+details (`application/problem+json`). Every POST on a tenant's data accepts
+`Idempotency-Key`.
 """
+
+
+async def _maintain(services: Services, every: float) -> None:
+    """Rotate the signing key when its policy says so, and pick up other processes' work."""
+    while True:
+        await anyio.sleep(every)
+        try:
+            await services.secrets.maintain()
+            await services.identity.housekeeping()
+        except Exception:
+            log.exception("the signing keys could not be maintained; retrying later")
 
 
 def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar:
@@ -43,41 +80,61 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with services_factory() as services:
+        async with services_factory() as services, anyio.create_task_group() as tasks:
             slot.services = services
-            tenancy.install(app.state, services.tenants)
+            app.state[auth.SERVICES_KEY] = services
+            tasks.start_soon(_maintain, services, settings.secrets.reload_seconds)
             try:
                 yield
             finally:
                 slot.services = None
+                tasks.cancel_scope.cancel()
 
-    actor = {"actor": Provide(tenancy.provide_actor, sync_to_thread=False)}
+    principals = {
+        "access": Provide(auth.provide_access, sync_to_thread=False),
+        "ctx": Provide(auth.provide_context, sync_to_thread=False),
+    }
+    # Routes on a tenant's data also get the use cases' `actor` (the audit log's routes
+    # have a query parameter of that name instead).
+    data = {**principals, "actor": Provide(auth.provide_actor, sync_to_thread=False)}
+    security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}]
 
     def api(
         path: str,
         handlers: Sequence[ControllerRouterHandler],
         tag: str,
         *,
-        scoped: bool = True,
+        idempotent: bool = True,
         max_body: int | None = None,
+        tenant_data: bool = True,
     ) -> Router:
+        # The caller first (401 before anything else), then Idempotency-Key.
+        middleware: list[Middleware] = [auth.AuthenticationMiddleware]
+        if idempotent:
+            middleware.append(IdempotencyMiddleware)
         return Router(
             path,
             route_handlers=handlers,
-            # The caller first (401 before anything else), then Idempotency-Key.
-            middleware=[tenancy.TenancyMiddleware, IdempotencyMiddleware]
-            if scoped
-            else [IdempotencyMiddleware],
+            middleware=middleware,
+            guards=[auth.authorize],
             tags=[tag],
-            dependencies=actor if scoped else None,
-            security=[{tenancy.SECURITY_SCHEME: []}] if scoped else None,
+            dependencies=data if tenant_data else principals,
+            security=security,
             # None here would mean "no limit", not "the app's".
             request_max_body_size=max_body or settings.http.max_body_bytes,
         )
 
+    public_api = Router(
+        auth_routes.PATH,
+        route_handlers=auth_routes.HANDLERS,
+        tags=["identity"],
+        dependencies={"ctx": Provide(auth.provide_context, sync_to_thread=False)},
+        request_max_body_size=64 * 1024,
+    )
+
     app = Litestar(
         route_handlers=[
-            api(tenants.PATH, tenants.HANDLERS, "tenants", scoped=False),
+            api(tenants.PATH, tenants.HANDLERS, "tenants", tenant_data=False),
             api(receivers.PATH, receivers.HANDLERS, "receivers"),
             api(events.PATH, events.HANDLERS, "events"),
             api(
@@ -87,12 +144,25 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 max_body=settings.http.max_batch_body_bytes,
             ),
             api(groups.PATH, groups.HANDLERS, "groups"),
+            api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
+            # A new key's answer holds the key: never kept for a replay.
+            api(
+                api_keys.PATH,
+                api_keys.HANDLERS,
+                "identity",
+                idempotent=False,
+                tenant_data=False,
+            ),
+            api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
+            public_api,
+            *auth_routes.PUBLIC_HANDLERS,
             *health.HANDLERS,
         ],
         lifespan=[lifespan],
         dependencies={"services": Provide(slot.provide, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        before_send=[add_request_id],
+        before_send=[add_request_id, add_security_headers],
+        cors_config=cors_config(settings),
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Waypost",
@@ -102,11 +172,11 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
             components=Components(
                 security_schemes={
-                    tenancy.SECURITY_SCHEME: SecurityScheme(
-                        type="apiKey",
-                        name=tenancy.HEADER,
-                        security_scheme_in="header",
-                        description="The tenant's slug (authentication arrives later).",
+                    auth.SECURITY_SCHEME: SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An access token (JWT, from `POST /api/v1/auth/token`) "
+                        "or an API key (`wp_<prefix>_<secret>`).",
                     )
                 }
             ),
@@ -115,11 +185,13 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 Tag(name="receivers", description="Event receivers: named JSON Schemas."),
                 Tag(name="events", description="Events about artifacts."),
                 Tag(name="groups", description="Receiver groups: release gates."),
+                Tag(name="identity", description="Tokens, users, API keys, the audit log."),
                 Tag(name="operations", description="Health probes."),
             ],
         ),
         logging_config=None,
         debug=False,
     )
+    app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
     idempotency.install(app.state, MemoryRecords())
     return app

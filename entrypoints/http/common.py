@@ -11,7 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import SkipValidation
 
 from core.domain.ids import is_ulid
-from core.usecases import Actor, Services
+from core.usecases import Access, Actor, RequestContext, Services
 from core.usecases.common import not_found
 from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.http.views import IdData
@@ -21,10 +21,13 @@ API: Final = "/api/v1"
 #: How handlers ask for the use cases and for the caller (injected by name, not validated).
 ServicesDep: TypeAlias = NamedDependency[SkipValidation[Services]]
 ActorDep: TypeAlias = NamedDependency[SkipValidation[Actor]]
+AccessDep: TypeAlias = NamedDependency[SkipValidation[Access]]
+ContextDep: TypeAlias = NamedDependency[SkipValidation[RequestContext]]
 
 _DESCRIPTIONS: Final = {
     400: "Malformed JSON, wrong shape or type, bad query parameter or cursor.",
-    401: "No known, enabled tenant named (X-Tenant).",
+    401: "No credential, or one that is not accepted (WWW-Authenticate says so).",
+    403: "Authenticated, but no role of the principal grants this.",
     404: "Nothing there, or another tenant's.",
     409: "Conflict with what is stored, or the same Idempotency-Key still running.",
     413: "Body or batch too large.",

@@ -6,7 +6,7 @@
 - same key, another request: 422;
 - same key while the first request is still running: 409.
 
-Keys live in a space per tenant (`tenancy.idempotency_scope`). Answers of 500
+Keys live in a space per tenant (`auth.idempotency_scope`). Answers of 500
 and above, and refusals that depend on the moment rather than on the request
 (401, 403, 408, 429), are not kept: the key may be used again.
 
@@ -29,8 +29,8 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.domain.errors import FieldError
+from entrypoints.http.auth import idempotency_scope
 from entrypoints.http.problems import BadRequest, HttpProblem
-from entrypoints.http.tenancy import idempotency_scope
 
 HEADER: Final = "Idempotency-Key"
 _HEADER_KEY: Final = b"idempotency-key"

@@ -27,10 +27,13 @@ from core.domain.errors import (
     Conflict,
     DomainError,
     FieldError,
+    Forbidden,
     Invalid,
     NotFound,
     TooLarge,
+    Unauthenticated,
 )
+from core.domain.refusals import TOKEN_REFUSALS
 from entrypoints.http.request_id import request_id
 
 __all__ = [
@@ -40,7 +43,7 @@ __all__ = [
     "HttpProblem",
     "InternalProblem",
     "Problem",
-    "Unauthenticated",
+    "challenge",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -92,20 +95,21 @@ class BadRequest(HttpProblem):
     """Malformed JSON, a wrong shape or type, a bad query parameter or cursor: 400."""
 
 
-class Unauthenticated(HttpProblem):
-    """No usable credential (for now: no known, enabled tenant named): 401."""
+REALM = "waypost"
 
-    status = 401
-    type = _PREFIX + "unauthenticated"
-    title = "Authentication required"
-    challenge = 'Bearer realm="waypost"'
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": self.challenge})
+def challenge(exc: Unauthenticated) -> str:
+    """The `WWW-Authenticate` of a 401 (RFC 6750, 3): `error="invalid_token"` when a
+    credential was presented and refused, nothing more (its reason is the audit log's)."""
+    if exc.reason in TOKEN_REFUSALS:
+        return f'Bearer realm="{REALM}", error="invalid_token"'
+    return f'Bearer realm="{REALM}"'
 
 
 # Domain refusals: the class names the refusal, this table names the status.
 _DOMAIN: tuple[tuple[type[DomainError], int, str], ...] = (
+    (Unauthenticated, 401, "unauthenticated"),
+    (Forbidden, 403, "forbidden"),
     (Invalid, 422, "validation-failed"),
     (NotFound, 404, "not-found"),
     (Conflict, 409, "conflict"),
@@ -140,6 +144,9 @@ def _domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
                 title=exc.title,
                 detail=exc.detail,
                 errors=list(exc.errors),
+                headers={"WWW-Authenticate": challenge(exc)}
+                if isinstance(exc, Unauthenticated)
+                else None,
             )
     return _internal(_, exc)  # pragma: no cover - every DomainError subclass is in the table
 

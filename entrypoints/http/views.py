@@ -12,7 +12,9 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from core.domain.audit import AuditRecord
 from core.domain.groups import MemberStatus
+from core.domain.identity import ApiKey, User
 from core.domain.model import Completion, Event, Group, Receiver, Tenant
 from core.usecases import GroupStatus
 
@@ -250,4 +252,115 @@ class GroupPage(Page[GroupView]):
 
 class CompletionPage(Page[CompletionView]):
     data: list[CompletionView]
+    next_cursor: str | None
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+class UserView(msgspec.Struct, kw_only=True):
+    """A user as shown: never its password hash."""
+
+    id: str
+    username: str
+    roles: list[str]
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApiKeyView(msgspec.Struct, kw_only=True):
+    """An API key as shown: its prefix (to recognize it), never the key or its hash."""
+
+    id: str
+    name: str
+    prefix: str
+    role: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewApiKeyView(msgspec.Struct, kw_only=True):
+    """A new key: `key` is shown this once and is not kept anywhere."""
+
+    id: str
+    key: str
+
+
+class AuditView(msgspec.Struct, kw_only=True):
+    id: str
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    address: str | None
+    request_id: str | None
+    reason: str | None
+
+
+def user_view(u: User) -> UserView:
+    return UserView(
+        id=u.id,
+        username=u.username,
+        roles=[str(r) for r in u.roles],
+        disabled=u.disabled,
+        created_at=u.created_at,
+        updated_at=u.updated_at,
+    )
+
+
+def api_key_view(k: ApiKey) -> ApiKeyView:
+    return ApiKeyView(
+        id=k.id,
+        name=k.name,
+        prefix=k.prefix,
+        role=str(k.roles[0]) if k.roles else "",
+        created_at=k.created_at,
+        created_by=k.created_by,
+        expires_at=k.expires_at,
+        revoked_at=k.revoked_at,
+    )
+
+
+def audit_view(r: AuditRecord) -> AuditView:
+    return AuditView(
+        id=r.id,
+        at=r.at,
+        actor=r.actor,
+        action=str(r.action),
+        target=r.target,
+        outcome=str(r.outcome),
+        address=r.address,
+        request_id=r.request_id,
+        reason=r.reason,
+    )
+
+
+class UserData(Data[UserView]):
+    data: UserView
+
+
+class NewApiKeyData(Data[NewApiKeyView]):
+    data: NewApiKeyView
+
+
+class ApiKeyData(Data[ApiKeyView]):
+    data: ApiKeyView
+
+
+class UserPage(Page[UserView]):
+    data: list[UserView]
+    next_cursor: str | None
+
+
+class ApiKeyPage(Page[ApiKeyView]):
+    data: list[ApiKeyView]
+    next_cursor: str | None
+
+
+class AuditPage(Page[AuditView]):
+    data: list[AuditView]
     next_cursor: str | None

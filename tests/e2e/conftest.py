@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,9 @@ from collections.abc import Iterator, Mapping
 
 import httpx
 import pytest
+
+#: What the server prints on its first start: the first platform administrator's API key.
+BOOTSTRAP_KEY = re.compile(r"^(wp_[a-z0-9]{8}_[A-Za-z0-9_-]{43,128})$", re.M)
 
 
 def free_port() -> int:
@@ -65,6 +69,29 @@ class ServerProcess:
             self._log_file.flush()
         return self.log.read_text(errors="replace")[-4000:]
 
+    def bootstrap_key(self) -> str:
+        """The platform administrator's key the server printed on its first start, the way
+        an operator reads it off the console."""
+        found = BOOTSTRAP_KEY.findall(self.log.read_text(errors="replace"))
+        assert len(found) == 1, f"expected one bootstrap key in the output:\n{self.output()}"
+        key: str = found[0]
+        return key
+
+
+def cli(*args: str, env: Mapping[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`waypost ARGS...` as an operator runs it, on the settings of `env`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if check:
+        assert done.returncode == 0, done.stderr + done.stdout
+    return done
+
 
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
     if backend == "sqlite":
@@ -77,9 +104,13 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: pathlib
 def server_env(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> dict[str, str]:
     """Environment for a server on a fresh database of each backend."""
     backend: str = request.param
+    env = {"WAYPOST__DATABASE__URL": database_url(backend, request, tmp_path)}
     if backend == "postgres":
         request.applymarker(pytest.mark.postgres)
-    return {"WAYPOST__DATABASE__URL": database_url(backend, request, tmp_path)}
+        # SQLite in development keeps a generated master key beside its file; every
+        # server on PostgreSQL must be given the same one.
+        env["WAYPOST__SECRETS__MASTER_KEY"] = "ZTJlLXRlc3RzLW9ubHktbWFzdGVyLWtleS0wMDAwMDAwMDE"
+    return env
 
 
 @pytest.fixture

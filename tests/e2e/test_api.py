@@ -1,6 +1,8 @@
 """End to end: the real server process, over real HTTP, on SQLite and on PostgreSQL.
 
-Written against ../shared/design/API.md only: no import of the application.
+Written against ../shared/design/API.md only: no import of the application. Credentials
+are obtained the way an operator does: the platform administrator's key the server prints
+on its first start, then tenant keys made with it over the API.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ SCHEMA = {"type": "object", "properties": {"build": {"type": "integer"}}, "requi
 
 
 class Api:
-    """A thin client for one tenant (closed with the test, see `clients`)."""
+    """A thin client for one credential (closed with the test, see `clients`)."""
 
     opened: ClassVar[list[httpx.Client]] = []
 
-    def __init__(self, base: str, tenant: str) -> None:
-        self.http = httpx.Client(base_url=base, headers={"X-Tenant": tenant}, timeout=30)
+    def __init__(self, base: str, key: str, **headers: str) -> None:
+        self.key = key
+        self.http = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {key}", **headers}, timeout=30
+        )
         Api.opened.append(self.http)
 
     def post(self, path: str, body: Any, expect: int = 201) -> Any:
@@ -72,15 +77,18 @@ class Api:
         }
 
 
-def new_tenant(base: str, slug: str) -> Api:
-    answer = httpx.post(f"{base}/api/v1/tenants", json={"slug": slug, "name": slug.title()})
-    assert answer.status_code == 201, answer.text
-    assert answer.json() == {"data": slug}
-    return Api(base, slug)
+def new_tenant(base: str, platform_key: str, slug: str) -> Api:
+    """A tenant, and a client holding its first admin key (made by the platform admin)."""
+    platform = Api(base, platform_key)
+    assert platform.post("/api/v1/tenants", {"slug": slug, "name": slug.title()}) == {"data": slug}
+    admin = Api(base, platform_key, **{"X-Tenant": slug})
+    made = admin.post("/api/v1/api-keys", {"name": "e2e", "role": "admin"})["data"]
+    return Api(base, made["key"])
 
 
 def test_the_registry_end_to_end(server: ServerProcess) -> None:
-    api = new_tenant(server.url, "acme")
+    platform_key = server.bootstrap_key()
+    api = new_tenant(server.url, platform_key, "acme")
     build, test, scan = api.receiver("build"), api.receiver("test"), api.receiver("scan")
 
     # the same registration again answers the existing receiver with 200
@@ -169,10 +177,52 @@ def test_the_registry_end_to_end(server: ServerProcess) -> None:
     assert seen["desc"] == list(reversed(seen["asc"]))
 
     # another tenant sees nothing of this one
-    other = new_tenant(server.url, "other")
+    other = new_tenant(server.url, platform_key, "other")
     other.get(f"/api/v1/receivers/{build}", expect=404)
     other.get(f"/api/v1/groups/{release}", expect=404)
     assert other.get("/api/v1/events")["data"] == []
+
+    credentials_and_tokens(server, platform_key)
+
+
+def credentials_and_tokens(server: ServerProcess, platform_key: str) -> None:
+    """Users, passwords, access and refresh tokens, the JWKS and the audit log."""
+    assert httpx.get(f"{server.url}/api/v1/tenants").status_code == 401
+    api = new_tenant(server.url, platform_key, "initech")
+    # a user of the tenant logs in with a password and uses an access token
+    user = api.post(
+        "/api/v1/users",
+        {"username": "alice", "password": "correct horse battery", "roles": ["event_manager"]},
+    )["data"]
+    login = httpx.post(
+        f"{server.url}/api/v1/auth/token",
+        data={
+            "grant_type": "password",
+            "username": "alice",
+            "password": "correct horse battery",
+            "tenant": "initech",
+        },
+    )
+    assert login.status_code == 200, login.text
+    tokens = login.json()
+    alice = Api(server.url, tokens["access_token"])
+    receiver = alice.receiver("build")
+    assert alice.get(f"/api/v1/receivers/{receiver}")["data"]["id"] == receiver
+    alice.get("/api/v1/users", expect=403)  # not an admin
+    refreshed = httpx.post(
+        f"{server.url}/api/v1/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+    )
+    assert refreshed.status_code == 200
+    jwks = httpx.get(f"{server.url}/.well-known/jwks.json").json()
+    assert len(jwks["keys"]) == 1
+    # deleting the user stops its token at once; the audit log tells the story
+    assert api.http.delete(f"/api/v1/users/{user}").status_code == 204
+    alice.get("/api/v1/receivers", expect=401)
+    actions = {r["action"] for r in api.get("/api/v1/audit", params={"limit": 1000})["data"]}
+    assert {"user.created", "auth.login", "auth.refresh", "user.deleted", "auth.refused"} <= (
+        actions
+    )
 
 
 def test_sigterm_lets_in_flight_writes_finish_and_never_half_writes(
@@ -180,7 +230,7 @@ def test_sigterm_lets_in_flight_writes_finish_and_never_half_writes(
 ) -> None:
     first = ServerProcess(server_env, tmp_path / "first.log")
     first.wait_ready()
-    api = new_tenant(first.url, "acme")
+    api = new_tenant(first.url, first.bootstrap_key(), "acme")
     receiver = api.receiver("build")
     batch = {"events": [api.event(receiver, release=str(i)) for i in range(1000)]}
     answers: list[int] = []
@@ -191,7 +241,7 @@ def test_sigterm_lets_in_flight_writes_finish_and_never_half_writes(
                 httpx.post(
                     f"{first.url}/api/v1/events/batch",
                     json=batch,
-                    headers={"X-Tenant": "acme"},
+                    headers={"Authorization": f"Bearer {api.key}"},
                     timeout=60,
                 ).status_code
             )
@@ -210,7 +260,8 @@ def test_sigterm_lets_in_flight_writes_finish_and_never_half_writes(
     second = ServerProcess(server_env, tmp_path / "second.log")
     try:
         second.wait_ready()
-        api = Api(second.url, "acme")
+        api = Api(second.url, api.key)  # the key lives in the database, not the process
+        assert "wp_" not in second.output()  # no second bootstrap key
         total = 0
         cursor = None
         while True:
@@ -231,6 +282,7 @@ def test_production_mode_refuses_pending_migrations_until_migrated(tmp_path: pat
     env = {
         "WAYPOST__DATABASE__URL": f"sqlite:///{tmp_path / 'prod.db'}",
         "WAYPOST__MODE": "production",
+        "WAYPOST__SECRETS__MASTER_KEY": "cHJvZHVjdGlvbi10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXMh",
         "PATH": "/usr/bin:/bin",
     }
     refused = subprocess.run(

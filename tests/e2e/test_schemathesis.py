@@ -23,7 +23,9 @@ from tests.e2e.conftest import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-HEADERS = {"X-Tenant": "fuzz"}
+#: The tenant admin's credential, made by the fixture (the platform administrator's
+#: bootstrap key creates the tenant and its first key).
+HEADERS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +35,17 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess({"WAYPOST__DATABASE__URL": f"sqlite:///{tmp / 'fuzz.db'}"}, tmp / "log")
     try:
         server.wait_ready()
+        platform = {"Authorization": f"Bearer {server.bootstrap_key()}"}
         httpx.post(
-            f"{server.url}/api/v1/tenants", json={"slug": "fuzz", "name": "Fuzz"}
+            f"{server.url}/api/v1/tenants", json={"slug": "fuzz", "name": "Fuzz"}, headers=platform
         ).raise_for_status()
+        made = httpx.post(
+            f"{server.url}/api/v1/api-keys",
+            json={"name": "fuzz", "role": "admin"},
+            headers={**platform, "X-Tenant": "fuzz"},
+        )
+        made.raise_for_status()
+        HEADERS["Authorization"] = f"Bearer {made.json()['data']['key']}"
         httpx.post(
             f"{server.url}/api/v1/receivers",
             headers=HEADERS,

@@ -6,6 +6,7 @@ import json
 import pathlib
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -24,14 +25,19 @@ def test_the_tutorial_runs_as_written(tmp_path: pathlib.Path) -> None:
     blocks = shell_blocks(TUTORIAL.read_text())
     assert len(blocks) >= 8
     script = "set -euo pipefail\n" + "\n".join(blocks)
-    server = ServerProcess(
-        {"WAYPOST__DATABASE__URL": f"sqlite:///{tmp_path / 't.db'}"}, tmp_path / "log"
-    )
+    database = {"WAYPOST__DATABASE__URL": f"sqlite:///{tmp_path / 't.db'}"}
+    server = ServerProcess(database, tmp_path / "log")
+    # `waypost` on the PATH, as in the tutorial's virtualenv
+    bin_dir = pathlib.Path(sys.executable).parent
     try:
         server.wait_ready()
         done = subprocess.run(
             ["bash", "-c", script],
-            env={"WAYPOST": server.url, "PATH": "/usr/local/bin:/usr/bin:/bin"},
+            env={
+                "WAYPOST": server.url,
+                "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+                **database,
+            },
             capture_output=True,
             text=True,
             timeout=120,
@@ -43,5 +49,7 @@ def test_the_tutorial_runs_as_written(tmp_path: pathlib.Path) -> None:
         assert '"complete":false' in out.replace(" ", "")
         completions = json.loads(out.strip().splitlines()[-1])
         assert len(completions["data"]) == 1
+        # the shell got its credentials the way the page says; none was printed to it
+        assert "wp_" not in out
     finally:
         assert server.stop() == 0

@@ -1,4 +1,11 @@
-"""The HTTP suite: the real app from the real bootstrap, over in-memory adapters."""
+"""The HTTP suite: the real app from the real bootstrap, over in-memory adapters.
+
+Credentials: the identity store is seeded (before the app starts, so no bootstrap
+key is made) with a platform administrator's API key, which every request of the
+`client` carries by default, and the `api` fixture adds an `admin` key for each of
+the tenants `acme` and `globex`: `HEADERS` and `OTHER_HEADERS` carry those. The keys
+are fixed texts of the right shape: test credentials, valid in these tests only.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +17,38 @@ from typing import Any, cast
 import httpx
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
+from adapters.crypto.apikeys import hash_api_key
+from adapters.crypto.identity import ThreadedScrypt
+from adapters.crypto.passwords import ScryptParams
+from adapters.memory.identity import MemoryIdentity
+from adapters.system import UlidSource
+from core.domain.access import Role
+from core.domain.identity import new_api_key, parse_api_key
+from core.usecases import Services
 from entrypoints.bootstrap import create_app
-from entrypoints.settings import DatabaseSettings, HttpSettings, Settings
+from entrypoints.http.auth import SERVICES_KEY
+from entrypoints.settings import DatabaseSettings, HttpSettings, SecretsSettings, Settings
 
 TENANT = "acme"
 OTHER = "globex"
-HEADERS = {"X-Tenant": TENANT}
-OTHER_HEADERS = {"X-Tenant": OTHER}
+#: A master key for the tests' sealed secrets (any 32 bytes; never used elsewhere).
+MASTER_KEY = "dGVzdHMtb25seS1tYXN0ZXIta2V5LTMyLWJ5dGVzLWxvbmch"
+PLATFORM_KEY = "wp_platform_" + "tests-only-platform-administrator-key-000001"
+ACME_KEY = "wp_acmeadm1_" + "tests-only-acme-administrator-key-0000000001"
+GLOBEX_KEY = "wp_globexa1_" + "tests-only-globex-administrator-key-00000001"
+PLATFORM = {"Authorization": f"Bearer {PLATFORM_KEY}"}
+HEADERS = {"Authorization": f"Bearer {ACME_KEY}"}
+OTHER_HEADERS = {"Authorization": f"Bearer {GLOBEX_KEY}"}
+#: scrypt at a cost tests can afford (the shipped default is N = 2**15).
+FAST_HASHER = ThreadedScrypt(ScryptParams(log_n=4, r=8, p=1))
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"build": {"type": "integer"}, "commit": {"type": "string"}},
     "required": ["build"],
 }
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 _HTTP = HttpSettings()
 
 
@@ -47,11 +70,36 @@ def settings(
     *,
     max_body_bytes: int = _HTTP.max_body_bytes,
     max_batch_body_bytes: int = _HTTP.max_batch_body_bytes,
+    **sections: Any,
 ) -> Settings:
-    return Settings(
-        database=DatabaseSettings(url="memory://"),
-        http=HttpSettings(max_body_bytes=max_body_bytes, max_batch_body_bytes=max_batch_body_bytes),
+    given: dict[str, Any] = {
+        "database": DatabaseSettings(url="memory://"),
+        "http": HttpSettings(
+            max_body_bytes=max_body_bytes, max_batch_body_bytes=max_batch_body_bytes
+        ),
+        "secrets": SecretsSettings(master_key=MASTER_KEY),
+    }
+    return Settings(**{**given, **sections})
+
+
+async def seed_key(
+    identity: MemoryIdentity, text: str, *, tenant_id: str | None, role: Role, name: str = "tests"
+) -> str:
+    """Store an API key whose text the test knows; returns its id."""
+    parts = parse_api_key(text)
+    assert parts is not None, text
+    key = new_api_key(
+        id=UlidSource().new_id(),
+        tenant_id=tenant_id,
+        name=name,
+        role=role,
+        prefix=parts.prefix,
+        secret_hash=hash_api_key(text),
+        created_by="tests",
+        now=ManualClock().current,
     )
+    await identity.api_keys.add(key)
+    return key.id
 
 
 @pytest.fixture
@@ -59,29 +107,102 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture
-async def client(clock: ManualClock) -> AsyncIterator[Client]:
-    async with AsyncTestClient(app=create_app(settings(), clock=clock)) as test_client:
-        yield test_client
+async def platform_identity() -> MemoryIdentity:
+    """An identity store with the platform administrator's key (`PLATFORM`) in it."""
+    store = MemoryIdentity()
+    await seed_key(store, PLATFORM_KEY, tenant_id=None, role=Role.PLATFORM_ADMIN)
+    return store
 
 
 @pytest.fixture
-async def api(client: Client) -> Client:
-    """A client with two tenants, `acme` and `globex`, created."""
-    for slug in (TENANT, OTHER):
-        answer = await client.post("/api/v1/tenants", json={"slug": slug, "name": slug.title()})
+async def identity() -> MemoryIdentity:
+    """The app's identity store, with the platform administrator's key in it."""
+    return await platform_identity()
+
+
+def make_app(
+    identity: MemoryIdentity,
+    *,
+    clock: ManualClock | None = None,
+    config: Settings | None = None,
+    **over: Any,
+) -> Litestar:
+    """The app over `identity`, a cheap password hash, and the tests' settings."""
+    return create_app(
+        config or settings(),
+        clock=clock or ManualClock(),
+        identity=identity,
+        hasher=FAST_HASHER,
+        **over,
+    )
+
+
+@pytest.fixture
+def app(clock: ManualClock, identity: MemoryIdentity) -> Litestar:
+    return make_app(identity, clock=clock)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[Client]:
+    """A client of the app that speaks as the platform administrator unless told otherwise."""
+    async with asgi_client(app, headers=PLATFORM) as http:
+        yield http
+
+
+def services_of(app: Litestar) -> Services:
+    """The app's use cases (while its lifespan runs), for what no route does: rotating keys."""
+    services: Services = app.state[SERVICES_KEY]
+    return services
+
+
+async def tenant_id(client: Client, slug: str) -> str:
+    answer = await client.get(f"/api/v1/tenants/{slug}", headers=PLATFORM)
+    assert answer.status_code == 200, answer.text
+    ident: str = answer.json()["data"]["id"]
+    return ident
+
+
+async def add_tenants(client: Client, identity: MemoryIdentity, *slugs: str) -> None:
+    """Create the tenants (default: `acme` and `globex`), each with its admin key
+    (`HEADERS`, `OTHER_HEADERS`)."""
+    keys = {TENANT: ACME_KEY, OTHER: GLOBEX_KEY}
+    for slug in slugs or (TENANT, OTHER):
+        answer = await client.post(
+            "/api/v1/tenants", json={"slug": slug, "name": slug.title()}, headers=PLATFORM
+        )
         assert answer.status_code == 201, answer.text
+        await seed_key(
+            identity, keys[slug], tenant_id=await tenant_id(client, slug), role=Role.ADMIN
+        )
+
+
+@pytest.fixture
+async def api(client: Client, identity: MemoryIdentity) -> Client:
+    """A client with two tenants, `acme` and `globex`, created, each with an admin key."""
+    await add_tenants(client, identity)
     return client
 
 
 @asynccontextmanager
-async def asgi_client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """httpx straight over ASGI in this event loop: concurrent requests and streamed bodies
-    (the AsyncTestClient runs the app in a thread of its own, one request at a time)."""
+async def asgi_client(
+    app: Litestar, *, headers: dict[str, str] | None = None, client: tuple[str, int] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """httpx straight over ASGI in this event loop, the app's lifespan around it: concurrent
+    requests and streamed bodies. Requests come from `client` (default: loopback)."""
     async with app.lifespan():
-        transport = httpx.ASGITransport(app=cast(Any, app))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        transport = httpx.ASGITransport(app=cast(Any, app), client=client or ("127.0.0.1", 50000))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver.local", headers=headers
+        ) as http:
             yield http
+
+
+@asynccontextmanager
+async def client_from(app: Litestar, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Another client of an app whose lifespan already runs, connecting from `address`."""
+    transport = httpx.ASGITransport(app=cast(Any, app), client=(address, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as http:
+        yield http
 
 
 def receiver_body(name: str = "build", **over: Any) -> dict[str, Any]:

@@ -9,20 +9,26 @@ import anyio
 import httpx
 import pytest
 
+from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
+from core.domain.access import Role
 from core.ports import WriteTx
-from entrypoints.bootstrap import create_app
 from entrypoints.http.idempotency import Answer, MemoryRecords
 from tests.http.conftest import (
     HEADERS,
     OTHER_HEADERS,
+    TENANT,
     Client,
+    add_tenants,
     asgi_client,
     assert_problem,
     event_body,
+    make_app,
     make_receiver,
+    platform_identity,
     receiver_body,
-    settings,
+    seed_key,
+    tenant_id,
 )
 
 pytestmark = pytest.mark.anyio
@@ -76,12 +82,16 @@ async def test_keys_belong_to_a_tenant(api: Client) -> None:
     assert mine.json() != theirs.json()
 
 
-async def test_a_refused_credential_does_not_use_up_the_key(api: Client) -> None:
-    initech = {"X-Tenant": "initech"}
+async def test_a_refused_credential_does_not_use_up_the_key(
+    api: Client, identity: MemoryIdentity
+) -> None:
+    key = "wp_initech1_" + "tests-only-initech-administrator-key-0000001"
+    initech = {"Authorization": f"Bearer {key}"}
     refused = await api.post("/api/v1/receivers", json=receiver_body(), headers=keyed("t", initech))
     assert_problem(refused, 401)
     created = await api.post("/api/v1/tenants", json={"slug": "initech", "name": "Initech"})
     assert created.status_code == 201
+    await seed_key(identity, key, tenant_id=await tenant_id(api, "initech"), role=Role.ADMIN)
     again = await api.post("/api/v1/receivers", json=receiver_body(), headers=keyed("t", initech))
     assert again.status_code == 201
     assert "idempotent-replayed" not in again.headers
@@ -131,8 +141,9 @@ class GatedStore(MemoryStore):
 
 async def test_the_same_key_while_the_first_runs_is_409() -> None:
     store = GatedStore()
-    async with asgi_client(create_app(settings(), store=store)) as http:
-        assert (await http.post("/api/v1/tenants", json={"slug": "acme", "name": "A"})).is_success
+    identity = await platform_identity()
+    async with asgi_client(make_app(identity, store=store)) as http:
+        await add_tenants(http, identity, TENANT)
         receiver = await http.post("/api/v1/receivers", json=receiver_body(), headers=HEADERS)
         body = event_body(receiver.json()["data"])
         answers: list[httpx.Response] = []

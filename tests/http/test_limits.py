@@ -8,14 +8,18 @@ from typing import Any
 
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
-from entrypoints.bootstrap import create_app
+from adapters.memory.identity import MemoryIdentity
 from tests.http.conftest import (
     HEADERS,
+    PLATFORM,
+    PLATFORM_KEY,
+    TENANT,
+    add_tenants,
     asgi_client,
     assert_problem,
     event_body,
+    make_app,
     receiver_body,
     settings,
 )
@@ -27,8 +31,10 @@ BATCH_LIMIT = 8192
 
 
 @pytest.fixture
-def app() -> Litestar:
-    return create_app(settings(max_body_bytes=LIMIT, max_batch_body_bytes=BATCH_LIMIT))
+def app(identity: MemoryIdentity) -> Litestar:
+    return make_app(
+        identity, config=settings(max_body_bytes=LIMIT, max_batch_body_bytes=BATCH_LIMIT)
+    )
 
 
 def padded(body: dict[str, Any], size: int, field: str = "description") -> bytes:
@@ -42,19 +48,20 @@ def padded(body: dict[str, Any], size: int, field: str = "description") -> bytes
     return encoded
 
 
-async def prepare(client: Any) -> str:
-    answer = await client.post("/api/v1/tenants", json={"slug": "acme", "name": "Acme"})
-    assert answer.status_code == 201
+async def prepare(client: Any, identity: MemoryIdentity) -> str:
+    await add_tenants(client, identity, TENANT)
     answer = await client.post("/api/v1/receivers", json=receiver_body(schema={}), headers=HEADERS)
     assert answer.status_code == 201
     ident: str = answer.json()["data"]
     return ident
 
 
-async def test_body_at_the_limit_passes_and_one_byte_more_is_413(app: Litestar) -> None:
+async def test_body_at_the_limit_passes_and_one_byte_more_is_413(
+    app: Litestar, identity: MemoryIdentity
+) -> None:
     json_headers = {**HEADERS, "Content-Type": "application/json"}
-    async with AsyncTestClient(app=app) as client:
-        receiver = await prepare(client)
+    async with asgi_client(app, headers=PLATFORM) as client:
+        receiver = await prepare(client, identity)
         at_limit = padded(event_body(receiver), LIMIT)
         answer = await client.post("/api/v1/events", content=at_limit, headers=json_headers)
         assert answer.status_code == 201, answer.text
@@ -66,9 +73,9 @@ async def test_body_at_the_limit_passes_and_one_byte_more_is_413(app: Litestar) 
         assert_problem(await client.post("/api/v1/tenants", content=tenant), 413)
 
 
-async def test_batch_has_its_own_larger_limit(app: Litestar) -> None:
-    async with AsyncTestClient(app=app) as client:
-        receiver = await prepare(client)
+async def test_batch_has_its_own_larger_limit(app: Litestar, identity: MemoryIdentity) -> None:
+    async with asgi_client(app, headers=PLATFORM) as client:
+        receiver = await prepare(client, identity)
         events = [event_body(receiver, payload={"n": i}) for i in range(20)]
         body = json.dumps({"events": events}).encode()
         assert LIMIT < len(body) <= BATCH_LIMIT
@@ -81,7 +88,9 @@ async def test_batch_has_its_own_larger_limit(app: Litestar) -> None:
         assert_problem(answer, 413)
 
 
-async def test_a_chunked_body_is_counted_as_it_streams(app: Litestar) -> None:
+async def test_a_chunked_body_is_counted_as_it_streams(
+    app: Litestar, identity: MemoryIdentity
+) -> None:
     chunks_sent = 0
 
     async def chunks(count: int) -> AsyncIterator[bytes]:
@@ -92,8 +101,8 @@ async def test_a_chunked_body_is_counted_as_it_streams(app: Litestar) -> None:
             yield b"d" * 512
         yield b'"}'
 
-    async with asgi_client(app) as http:
-        await prepare(http)
+    async with asgi_client(app, headers=PLATFORM) as http:
+        await prepare(http, identity)
         small = await http.post("/api/v1/receivers", content=chunks(2), headers=HEADERS)
         assert "content-length" not in small.request.headers
         assert small.status_code == 201, small.text
@@ -126,7 +135,11 @@ async def test_an_announced_length_over_the_limit_is_refused_unread(app: Litesta
         "raw_path": b"/api/v1/tenants",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-length", b"1000000000"), (b"content-type", b"application/json")],
+        "headers": [
+            (b"content-length", b"1000000000"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {PLATFORM_KEY}".encode()),
+        ],
         "client": ("127.0.0.1", 1),
         "server": ("testserver", 80),
     }
@@ -137,9 +150,11 @@ async def test_an_announced_length_over_the_limit_is_refused_unread(app: Litesta
     assert json.loads(messages[1]["body"])["status"] == 413
 
 
-async def test_an_idempotent_request_keeps_the_limits(app: Litestar) -> None:
-    async with AsyncTestClient(app=app) as client:
-        receiver = await prepare(client)
+async def test_an_idempotent_request_keeps_the_limits(
+    app: Litestar, identity: MemoryIdentity
+) -> None:
+    async with asgi_client(app, headers=PLATFORM) as client:
+        receiver = await prepare(client, identity)
         over = padded(event_body(receiver), LIMIT + 1)
         headers = {**HEADERS, "Idempotency-Key": "k", "Content-Type": "application/json"}
         answer = await client.post("/api/v1/events", content=over, headers=headers)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from litestar.testing import AsyncTestClient
 
-from entrypoints.bootstrap import create_app
-from tests.http.conftest import Client, settings
+from tests.http.conftest import Client, asgi_client, make_app, platform_identity
 from tests.http.test_problems import LEAK, BrokenReads
 
 pytestmark = pytest.mark.anyio
@@ -30,6 +28,26 @@ ROUTES = {
     ("delete", "/api/v1/groups/{group_id}"),
     ("get", "/api/v1/groups/{group_id}/status"),
     ("get", "/api/v1/groups/{group_id}/completions"),
+    ("post", "/api/v1/auth/token"),
+    ("post", "/api/v1/auth/revoke"),
+    ("get", "/.well-known/jwks.json"),
+    ("post", "/api/v1/users"),
+    ("get", "/api/v1/users"),
+    ("get", "/api/v1/users/{user_id}"),
+    ("patch", "/api/v1/users/{user_id}"),
+    ("delete", "/api/v1/users/{user_id}"),
+    ("post", "/api/v1/api-keys"),
+    ("get", "/api/v1/api-keys"),
+    ("get", "/api/v1/api-keys/{key_id}"),
+    ("delete", "/api/v1/api-keys/{key_id}"),
+    ("get", "/api/v1/audit"),
+    ("get", "/healthz/live"),
+    ("get", "/healthz/ready"),
+}
+PUBLIC = {
+    ("post", "/api/v1/auth/token"),
+    ("post", "/api/v1/auth/revoke"),
+    ("get", "/.well-known/jwks.json"),
     ("get", "/healthz/live"),
     ("get", "/healthz/ready"),
 }
@@ -49,11 +67,16 @@ async def test_the_openapi_document_lists_every_route(client: Client) -> None:
     assert listed == ROUTES
     schemas = document["components"]["schemas"]
     assert {"Problem", "RecordEvent", "EventPage", "IdData"} <= set(schemas)
-    scheme = document["components"]["securitySchemes"]["tenant"]
-    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-Tenant")
+    scheme = document["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    for method, path in ROUTES:
+        operation = document["paths"][path][method]
+        if (method, path) in PUBLIC:
+            assert "security" not in operation, (method, path)
+        else:
+            assert operation["security"] == [{"bearer": []}], (method, path)
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
     events = document["paths"]["/api/v1/events"]
-    assert events["get"]["security"] == [{"tenant": []}]
-    assert "security" not in document["paths"]["/api/v1/tenants"]["post"]
     problem = events["post"]["responses"]["422"]["content"]["application/problem+json"]
     assert problem["schema"] == {"$ref": "#/components/schemas/Problem"}
     body = events["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -81,7 +104,7 @@ async def test_live_and_ready(client: Client) -> None:
 
 
 async def test_ready_is_503_when_the_store_cannot_read() -> None:
-    async with AsyncTestClient(app=create_app(settings(), store=BrokenReads())) as client:
+    async with asgi_client(make_app(await platform_identity(), store=BrokenReads())) as client:
         live = await client.get("/healthz/live")
         ready = await client.get("/healthz/ready")
     assert live.status_code == 200

@@ -7,12 +7,22 @@ import re
 from contextlib import AbstractAsyncContextManager
 
 import pytest
-from litestar.testing import AsyncTestClient
 
 from adapters.memory.store import MemoryStore
+from core.domain.access import Role
 from core.ports import ReadTx, Rebuild, WriteTx
-from entrypoints.bootstrap import create_app
-from tests.http.conftest import HEADERS, Client, assert_problem, settings
+from tests.http.conftest import (
+    ACME_KEY,
+    HEADERS,
+    OTHER_HEADERS,
+    PLATFORM,
+    Client,
+    asgi_client,
+    assert_problem,
+    make_app,
+    platform_identity,
+    seed_key,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -61,20 +71,52 @@ async def test_wrong_method_is_a_405_problem(api: Client) -> None:
     assert_problem(await api.delete("/api/v1/tenants/acme"), 405)
 
 
-async def test_missing_or_unknown_tenant_is_401_with_a_challenge(api: Client) -> None:
-    for headers in ({}, {"X-Tenant": ""}, {"X-Tenant": "nobody"}, {"X-Tenant": "NOT A SLUG"}):
-        for answer in (
-            await api.get("/api/v1/events", headers=headers),
-            await api.post("/api/v1/receivers", json={}, headers=headers),
-            await api.get("/api/v1/groups/01ARZ3NDEKTSV4RRFFQ69G5FAV", headers=headers),
-        ):
-            assert_problem(answer, 401)
-            assert answer.headers["www-authenticate"] == 'Bearer realm="waypost"'
+MISSING = 'Bearer realm="waypost"'
+INVALID = 'Bearer realm="waypost", error="invalid_token"'
+
+
+@pytest.mark.parametrize(
+    ("authorization", "challenge"),
+    [
+        ("", MISSING),
+        ("Bearer", MISSING),
+        ("Bearer ", MISSING),
+        ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", MISSING),
+        ("Bearer nonsense", INVALID),
+        ("Bearer a.b.c", INVALID),
+        ("Bearer wp_nobody00_" + "x" * 43, INVALID),
+        ("Bearer " + ACME_KEY[:-1] + "y", INVALID),
+    ],
+)
+async def test_a_missing_or_refused_credential_is_401_with_a_challenge(
+    api: Client, authorization: str, challenge: str
+) -> None:
+    headers = {"Authorization": authorization}
+    for answer in (
+        await api.get("/api/v1/events", headers=headers),
+        await api.post("/api/v1/receivers", json={}, headers=headers),
+        await api.get("/api/v1/groups/01ARZ3NDEKTSV4RRFFQ69G5FAV", headers=headers),
+        await api.get("/api/v1/tenants", headers=headers),
+    ):
+        body = assert_problem(answer, 401)
+        assert answer.headers["www-authenticate"] == challenge
+        assert "reason" not in body
+        assert body["type"] == "urn:waypost:problem:unauthenticated"
 
 
 async def test_the_tenant_header_is_a_slug_in_any_case(api: Client) -> None:
-    answer = await api.get("/api/v1/events", headers={"X-Tenant": " ACME "})
+    answer = await api.get("/api/v1/users", headers={**PLATFORM, "X-Tenant": " ACME "})
     assert answer.status_code == 200
+    answer = await api.get("/api/v1/events", headers={**HEADERS, "X-Tenant": " ACME "})
+    assert answer.status_code == 200
+    # a tenant's credential naming another tenant is refused, not quietly used
+    answer = await api.get("/api/v1/events", headers={**HEADERS, "X-Tenant": "globex"})
+    assert_problem(answer, 403)
+    answer = await api.get("/api/v1/events", headers={**OTHER_HEADERS, "X-Tenant": "nobody"})
+    assert_problem(answer, 403)
+    # a platform administrator naming no tenant that exists
+    answer = await api.get("/api/v1/users", headers={**PLATFORM, "X-Tenant": "nobody"})
+    assert_problem(answer, 404)
 
 
 async def test_request_id_is_echoed_when_sane(client: Client) -> None:
@@ -106,8 +148,8 @@ async def test_request_id_is_on_problems_too(api: Client) -> None:
 async def test_an_unexpected_failure_is_a_bare_500_with_a_logged_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = create_app(settings(), store=BrokenReads())
-    async with AsyncTestClient(app=app) as client:
+    app = make_app(await platform_identity(), store=BrokenReads())
+    async with asgi_client(app, headers=PLATFORM) as client:
         with caplog.at_level(logging.ERROR, logger="waypost.http"):
             answer = await client.get("/api/v1/tenants", headers={"X-Request-ID": "req-500"})
     assert answer.status_code == 500
@@ -127,7 +169,9 @@ async def test_an_unexpected_failure_is_a_bare_500_with_a_logged_id(
 
 
 async def test_a_failing_tenant_lookup_is_a_500_not_a_401() -> None:
-    async with AsyncTestClient(app=create_app(settings(), store=BrokenReads())) as client:
+    identity = await platform_identity()
+    await seed_key(identity, ACME_KEY, tenant_id="01ARZ3NDEKTSV4RRFFQ69G5FAV", role=Role.ADMIN)
+    async with asgi_client(make_app(identity, store=BrokenReads())) as client:
         answer = await client.get("/api/v1/events", headers=HEADERS)
     assert answer.status_code == 500
     assert LEAK not in answer.text

@@ -11,12 +11,14 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from adapters.sql import identity_tables
 from adapters.sql.engine import create_engine
 from adapters.sql.migrations import alembic_config, migrate, pending
 from adapters.sql.tables import metadata
 
 pytestmark = pytest.mark.anyio
 
+REVISIONS = ["0001", "0002"]
 BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -54,7 +56,7 @@ async def _tables(url: str) -> set[str]:
 
 
 async def test_migrations_build_the_declared_schema(url: str) -> None:
-    assert await pending(url) == ["0001"]
+    assert await pending(url) == REVISIONS
     await migrate(url)
     assert await pending(url) == []
     assert await _schema_diffs(url) == []
@@ -83,7 +85,11 @@ async def test_downgrade_to_base_removes_every_table(url: str) -> None:
     finally:
         await engine.dispose()
     assert await _tables(url) == {"alembic_version"}
-    assert await pending(url) == ["0001"]
+    assert await pending(url) == REVISIONS
+
+
+def test_the_identity_tables_are_declared_on_the_one_metadata() -> None:
+    assert {t.name for t in identity_tables.TABLES} <= set(metadata.tables)
 
 
 async def test_an_unmigrated_database_differs_from_the_declared_schema(url: str) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from core.domain.access import (
     PLATFORM_PERMISSIONS,
     PLATFORM_ROLES,
+    PRINCIPAL_PERMISSIONS,
     ROLE_PERMISSIONS,
     TENANT_ROLES,
     Permission,
@@ -23,7 +24,8 @@ from core.domain.access import (
 # X = platform_admin. "y" allows, "." denies. DOMAIN.md: admin is everything in its
 # tenant; event_manager creates/reads/updates events, receivers, groups and
 # subscriptions; event_viewer reads; event_producer creates events and reads
-# receivers; platform administrators manage tenants.
+# receivers; platform administrators manage tenants, and the principals and audit log
+# of the scope they act in (the platform, or a tenant they name), never its events.
 MATRIX = """
 permission              A M V P X
 events:create           y y . y .
@@ -38,9 +40,9 @@ subscriptions:create    y y . . .
 subscriptions:read      y y y . .
 subscriptions:update    y y . . .
 subscriptions:delete    y . . . .
-users:manage            y . . . .
-api_keys:manage         y . . . .
-audit:read              y . . . .
+users:manage            y . . . y
+api_keys:manage         y . . . y
+audit:read              y . . . y
 tenants:manage          . . . . y
 secrets:manage          . . . . y
 """
@@ -107,7 +109,9 @@ def test_platform_and_tenant_roles_split() -> None:
     for role in TENANT_ROLES:
         assert not ROLE_PERMISSIONS[role] & PLATFORM_PERMISSIONS
     for role in PLATFORM_ROLES:
-        assert ROLE_PERMISSIONS[role] <= PLATFORM_PERMISSIONS
+        assert ROLE_PERMISSIONS[role] <= PLATFORM_PERMISSIONS | PRINCIPAL_PERMISSIONS
+        data = {"events", "receivers", "groups", "subscriptions"}
+        assert not {p for p in ROLE_PERMISSIONS[role] if p.partition(":")[0] in data}
 
 
 def test_admin_has_every_tenant_permission() -> None:

@@ -399,7 +399,7 @@ def test_errors_are_domain_errors() -> None:
     exc = idn.Unauthenticated(Refusal.EXPIRED)
     assert isinstance(exc, DomainError)
     assert exc.reason == Refusal.EXPIRED
-    assert exc.detail == "The token has expired."
+    assert exc.detail == "The access token is not valid."  # never the reason itself
     assert idn.Unauthenticated(Refusal.EXPIRED, "custom").detail == "custom"
     assert isinstance(idn.Forbidden(Permission.AUDIT_READ), DomainError)
 
@@ -793,3 +793,11 @@ def test_any_replay_of_a_used_token_kills_the_family(presented: list[int]) -> No
         family = decision.family
         assert (family.state == FamilyState.ACTIVE) == alive
         assert sum(t.state == TokenState.CURRENT for t in chain) == 1
+
+
+def test_no_refusal_tells_its_reason() -> None:
+    """The caller reads one text per kind of credential; the reason is the audit log's."""
+    texts = {idn.REFUSAL_DETAIL[r] for r in Refusal if r != Refusal.MISSING_CREDENTIALS}
+    assert len(texts) == 3
+    for refusal in Refusal:
+        assert str(refusal) not in idn.REFUSAL_DETAIL[refusal].lower().replace(" ", "_")

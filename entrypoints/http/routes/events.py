@@ -9,9 +9,11 @@ import msgspec
 from litestar import Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from core.domain.access import Permission
 from core.domain.commands import RecordBatch, RecordEvent
 from core.domain.errors import FieldError
 from core.ports import EventFilter
+from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
@@ -42,11 +44,12 @@ Moment = Annotated[
 
 @post(
     "/",
+    opt=requires(Permission.EVENTS_CREATE),
     dto=Body[RecordEvent],
     return_dto=None,
     summary="Record an event",
     response_headers=LOCATION,
-    responses=problems(400, 401, 409, 413, 422),
+    responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def record_event(
     *, data: JSONBody[RecordEvent], services: ServicesDep, actor: ActorDep
@@ -57,12 +60,13 @@ async def record_event(
 
 @post(
     "/",
+    opt=requires(Permission.EVENTS_CREATE),
     dto=Body[RecordBatch],
     return_dto=None,
     summary="Record a batch of events, all or nothing",
     description="Up to 1000 events. One refused event refuses the batch (422, fields as "
     "`/events/<index>/...`); the ids answer in input order.",
-    responses=problems(400, 401, 409, 413, 422),
+    responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def record_batch(
     *, data: JSONBody[RecordBatch], services: ServicesDep, actor: ActorDep
@@ -71,7 +75,12 @@ async def record_batch(
     return IdsData([event.id for event in events])
 
 
-@get("/{event_id:str}", summary="Read an event", responses=problems(401, 404))
+@get(
+    "/{event_id:str}",
+    summary="Read an event",
+    responses=problems(401, 403, 404),
+    opt=requires(Permission.EVENTS_READ),
+)
 async def get_event(
     *, event_id: FromPath[str], services: ServicesDep, actor: ActorDep
 ) -> EventData:
@@ -79,7 +88,12 @@ async def get_event(
     return EventData(event_view(await services.events.get(actor, event_id)))
 
 
-@get("/", summary="List events", responses=problems(400, 401))
+@get(
+    "/",
+    summary="List events",
+    responses=problems(400, 401, 403),
+    opt=requires(Permission.EVENTS_READ),
+)
 async def list_events(
     *,
     services: ServicesDep,

@@ -7,11 +7,13 @@ from typing import Annotated
 from litestar import Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from core.domain.access import Permission
 from core.domain.commands import CreateGroup, PatchGroup
 from core.domain.errors import FieldError, raise_if
 from core.domain.fields import check_name
 from core.domain.model import Nvrpp
 from core.ports import CompletionFilter, GroupFilter
+from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
@@ -45,11 +47,12 @@ Key = Annotated[str, QueryParameter(description="Part of the artifact's NVRPP (r
 
 @post(
     "/",
+    opt=requires(Permission.GROUPS_CREATE),
     dto=Body[CreateGroup],
     return_dto=None,
     summary="Create a group",
     response_headers=LOCATION,
-    responses=problems(400, 401, 409, 413, 422),
+    responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_group(
     *, data: JSONBody[CreateGroup], services: ServicesDep, actor: ActorDep
@@ -58,7 +61,12 @@ async def create_group(
     return created(f"{PATH}/{group.id}", group.id)
 
 
-@get("/{group_id:str}", summary="Read a group", responses=problems(401, 404))
+@get(
+    "/{group_id:str}",
+    summary="Read a group",
+    responses=problems(401, 403, 404),
+    opt=requires(Permission.GROUPS_READ),
+)
 async def get_group(
     *, group_id: FromPath[str], services: ServicesDep, actor: ActorDep
 ) -> GroupData:
@@ -66,7 +74,12 @@ async def get_group(
     return GroupData(group_view(await services.groups.get(actor, group_id)))
 
 
-@get("/", summary="List groups", responses=problems(400, 401))
+@get(
+    "/",
+    summary="List groups",
+    responses=problems(400, 401, 403),
+    opt=requires(Permission.GROUPS_READ),
+)
 async def list_groups(
     *,
     services: ServicesDep,
@@ -87,11 +100,12 @@ async def list_groups(
 
 @patch(
     "/{group_id:str}",
+    opt=requires(Permission.GROUPS_UPDATE),
     dto=Body[PatchGroup],
     return_dto=None,
     summary="Change a group",
     description="Toggle `enabled`, change `description`, add and remove members.",
-    responses=problems(400, 401, 404, 409, 413, 422),
+    responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def patch_group(
     *, group_id: FromPath[str], data: JSONBody[PatchGroup], services: ServicesDep, actor: ActorDep
@@ -100,7 +114,12 @@ async def patch_group(
     return GroupData(group_view(await services.groups.patch(actor, group_id, data)))
 
 
-@delete("/{group_id:str}", summary="Delete a group", responses=problems(401, 404, 409))
+@delete(
+    "/{group_id:str}",
+    summary="Delete a group",
+    responses=problems(401, 403, 404, 409),
+    opt=requires(Permission.GROUPS_DELETE),
+)
 async def delete_group(*, group_id: FromPath[str], services: ServicesDep, actor: ActorDep) -> None:
     check_id(GROUP, group_id)
     await services.groups.delete(actor, group_id)
@@ -108,9 +127,10 @@ async def delete_group(*, group_id: FromPath[str], services: ServicesDep, actor:
 
 @get(
     "/{group_id:str}/status",
+    opt=requires(Permission.GROUPS_READ),
     summary="A group's gate for one artifact",
     description="Per member, its latest event for the artifact and whether it passes.",
-    responses=problems(400, 401, 404, 422),
+    responses=problems(400, 401, 403, 404, 422),
 )
 async def group_status(
     *,
@@ -142,8 +162,9 @@ async def group_status(
 
 @get(
     "/{group_id:str}/completions",
+    opt=requires(Permission.GROUPS_READ),
     summary="Every time a group fired",
-    responses=problems(400, 401, 404),
+    responses=problems(400, 401, 403, 404),
 )
 async def list_completions(
     *,

@@ -9,6 +9,7 @@ import anyio
 from litestar import Response, get
 
 from core.ports import PageRequest
+from entrypoints.http.auth import PUBLIC
 from entrypoints.http.common import ServicesDep
 from entrypoints.http.views import Component, Readiness, Status
 
@@ -16,13 +17,14 @@ READY_TIMEOUT_SECONDS: Final = 2.0
 log = logging.getLogger("waypost.http")
 
 
-@get("/healthz/live", summary="The process runs", tags=["operations"])
+@get("/healthz/live", opt=PUBLIC, summary="The process runs", tags=["operations"])
 async def live() -> Status:
     return Status(status="ok")
 
 
 @get(
     "/healthz/ready",
+    opt=PUBLIC,
     summary="The server can serve: a read transaction on the store works",
     description="200 when ready, 503 (with Retry-After) when not.",
     tags=["operations"],

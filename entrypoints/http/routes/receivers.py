@@ -8,8 +8,10 @@ from litestar import Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from core.domain.access import Permission
 from core.domain.commands import RegisterReceiver
 from core.ports import ReceiverFilter
+from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import API, LOCATION, ActorDep, ServicesDep, check_id, problems
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
@@ -23,6 +25,7 @@ Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
 
 @post(
     "/",
+    opt=requires(Permission.RECEIVERS_CREATE),
     dto=Body[RegisterReceiver],
     return_dto=None,
     status_code=201,
@@ -34,7 +37,7 @@ Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
         200: ResponseSpec(
             IdData, description="An identical receiver exists.", generate_examples=False
         ),
-        **problems(400, 401, 409, 413, 422),
+        **problems(400, 401, 403, 409, 413, 422),
     },
 )
 async def register_receiver(
@@ -48,7 +51,12 @@ async def register_receiver(
     return Response(IdData(receiver.id), status_code=200)
 
 
-@get("/{receiver_id:str}", summary="Read an event receiver", responses=problems(401, 404))
+@get(
+    "/{receiver_id:str}",
+    summary="Read an event receiver",
+    responses=problems(401, 403, 404),
+    opt=requires(Permission.RECEIVERS_READ),
+)
 async def get_receiver(
     *, receiver_id: FromPath[str], services: ServicesDep, actor: ActorDep
 ) -> ReceiverData:
@@ -56,7 +64,12 @@ async def get_receiver(
     return ReceiverData(receiver_view(await services.receivers.get(actor, receiver_id)))
 
 
-@get("/", summary="List event receivers", responses=problems(400, 401))
+@get(
+    "/",
+    summary="List event receivers",
+    responses=problems(400, 401, 403),
+    opt=requires(Permission.RECEIVERS_READ),
+)
 async def list_receivers(
     *,
     services: ServicesDep,

@@ -1,46 +1,90 @@
-"""Tenants (platform administrators): create, list, read, change. No X-Tenant needed."""
+"""Tenants (platform administrators): create, list, read, change. No X-Tenant needed.
+
+Creating and changing a tenant (disabling it above all) is audited in the platform's log.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Request, Response, get, patch, post
-from litestar.datastructures import State
+from litestar import Response, get, patch, post
 from litestar.params import FromPath, JSONBody
 
+from core.domain.access import Permission
+from core.domain.audit import AuditAction
 from core.domain.commands import CreateTenant, PatchTenant
+from core.domain.model import Tenant
 from core.ports import AppendMeta
-from entrypoints.http import tenancy
+from core.usecases import Access, RequestContext, Services
+from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
-from entrypoints.http.common import API, LOCATION, ServicesDep, created, problems
+from entrypoints.http.common import (
+    API,
+    LOCATION,
+    AccessDep,
+    ContextDep,
+    ServicesDep,
+    created,
+    problems,
+)
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
-from entrypoints.http.request_id import request_id
 from entrypoints.http.views import IdData, TenantData, TenantPage, tenant_view
 
 PATH = f"{API}/tenants"
 KIND = "tenants"
 
 
-def _meta(request: Request[Any, Any, Any]) -> AppendMeta:
-    return AppendMeta(actor=tenancy.PRINCIPAL, correlation_id=request_id(request.scope))
+def _meta(access: Access, ctx: RequestContext) -> AppendMeta:
+    return AppendMeta(actor=access.principal.subject, correlation_id=ctx.request_id)
+
+
+async def _audit(
+    services: Services,
+    access: Access,
+    *,
+    ctx: RequestContext,
+    action: AuditAction,
+    tenant: Tenant,
+    reason: str,
+) -> None:
+    await services.audit.record(
+        tenant_id=None,
+        actor=access.principal.subject,
+        action=action,
+        target=f"tenant:{tenant.slug}",
+        ctx=ctx,
+        reason=reason,
+    )
 
 
 @post(
     "/",
+    opt=requires(Permission.TENANTS_MANAGE),
     dto=Body[CreateTenant],
     return_dto=None,
     summary="Create a tenant",
     response_headers=LOCATION,
-    responses=problems(400, 409, 413, 422),
+    responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_tenant(
-    *, data: JSONBody[CreateTenant], services: ServicesDep, request: Request[Any, Any, Any]
+    *, data: JSONBody[CreateTenant], services: ServicesDep, access: AccessDep, ctx: ContextDep
 ) -> Response[IdData]:
-    tenant = await services.tenants.create(data, _meta(request))
+    tenant = await services.tenants.create(data, _meta(access, ctx))
+    await _audit(
+        services,
+        access,
+        ctx=ctx,
+        action=AuditAction.TENANT_CREATED,
+        tenant=tenant,
+        reason="created",
+    )
     return created(f"{PATH}/{tenant.slug}", tenant.slug)
 
 
-@get("/", summary="List tenants", responses=problems(400))
+@get(
+    "/",
+    summary="List tenants",
+    responses=problems(400, 401, 403),
+    opt=requires(Permission.TENANTS_MANAGE),
+)
 async def list_tenants(
     *,
     services: ServicesDep,
@@ -52,29 +96,50 @@ async def list_tenants(
     return page_of(KIND, found, limit=limit, order=order, view=tenant_view, page=TenantPage)
 
 
-@get("/{slug:str}", summary="Read a tenant", responses=problems(404))
+@get(
+    "/{slug:str}",
+    summary="Read a tenant",
+    responses=problems(401, 403, 404),
+    opt=requires(Permission.TENANTS_MANAGE),
+)
 async def get_tenant(*, slug: FromPath[str], services: ServicesDep) -> TenantData:
     return TenantData(tenant_view(await services.tenants.get(slug)))
 
 
 @patch(
     "/{slug:str}",
+    opt=requires(Permission.TENANTS_MANAGE),
     dto=Body[PatchTenant],
     return_dto=None,
     summary="Change a tenant",
     description="Rename it, or disable it (its credentials stop working; its data stays).",
-    responses=problems(400, 404, 409, 413, 422),
+    responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def patch_tenant(
     *,
     slug: FromPath[str],
     data: JSONBody[PatchTenant],
     services: ServicesDep,
-    request: Request[Any, Any, Any],
-    state: State,
+    access: AccessDep,
+    ctx: ContextDep,
 ) -> TenantData:
-    tenant = await services.tenants.patch(slug, data, _meta(request))
-    tenancy.resolver(state).forget()
+    before = await services.tenants.get(slug)
+    tenant = await services.tenants.patch(slug, data, _meta(access, ctx))
+    services.identity.forget()  # a disabled tenant's credentials stop working at once
+    changes = [
+        f"{name} {getattr(before, name)!r} -> {getattr(tenant, name)!r}"
+        for name in ("name", "disabled")
+        if getattr(before, name) != getattr(tenant, name)
+    ]
+    if changes:
+        await _audit(
+            services,
+            access,
+            ctx=ctx,
+            action=AuditAction.TENANT_CHANGED,
+            tenant=tenant,
+            reason="; ".join(changes),
+        )
     return TenantData(tenant_view(tenant))
 
 
