@@ -1,5 +1,9 @@
 """Async engines for the two backends: URLs normalized to the async drivers, SQLite tamed.
 
+Who uses them: the migrations (both backends), the identity stores, and a PostgreSQL
+`SqlStore`, whose engine (in AUTOCOMMIT mode) is the pool it draws asyncpg connections
+from. A SQLite `SqlStore` uses no engine: it speaks sqlite3 directly (`drivers`).
+
 SQLite: the sqlite3 driver's own transaction handling (its "legacy" mode, which
 skips BEGIN before SELECT and DDL) is switched off and SQLAlchemy emits BEGIN
 itself: the documented "serializable isolation / savepoints / transactional
@@ -8,8 +12,8 @@ with that statement instead, which is how write transactions take SQLite's one
 writer lock up front with `BEGIN IMMEDIATE` (a deferred BEGIN that later writes
 can fail with SQLITE_BUSY instead of waiting). Every connection runs in WAL
 mode (readers never block the writer), synchronous=NORMAL (durable at
-checkpoints, safe against corruption), waits up to 30 s for the writer lock,
-and enforces foreign keys.
+checkpoints, safe against corruption), waits up to 30 s for the writer lock
+(in aiosqlite's thread, never on the event loop), and enforces foreign keys.
 """
 
 from __future__ import annotations

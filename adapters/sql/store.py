@@ -1,26 +1,37 @@
-"""The Store port over SQLAlchemy Core (async) for SQLite and PostgreSQL.
+"""The Store port over SQLite and PostgreSQL, on the drivers themselves (`drivers`).
+
+Statements come compiled from one catalogue (`queries.Statements`), rows cross the
+driver as tuples in the tables' column order, and values as the driver takes them
+(`_PgCodec`, `_SqliteCodec`): no SQLAlchemy between a write and its database.
 
 Transactions
-    `write(tenant_id)` takes the tenant's writer lock before anything else and
-    holds it to commit. PostgreSQL: the tenant's `log_heads` row, locked with
-    SELECT ... FOR UPDATE (created first if missing), in READ COMMITTED: the
-    next writer reads the head only after this one committed, so positions
-    commit in order and a reader tailing "position > p" never skips one
-    (docs/explanation/log-positions.md). SQLite: `BEGIN IMMEDIATE`, the
-    database's one writer lock. `read()` is one snapshot: REPEATABLE READ, READ
-    ONLY on PostgreSQL; a read transaction in WAL mode on SQLite. Any exception
-    in a block rolls the whole block back.
+    `write(tenant_id)` takes the tenant's writer lock before anything is read and
+    holds it to commit. PostgreSQL: the tenant's `log_heads` row, made if missing and
+    locked with SELECT ... FOR UPDATE in READ COMMITTED, sent with BEGIN as one
+    simple query (one round trip; `queries.Statements.write_prologue`). Every later
+    statement takes a new snapshot, so it sees whatever the previous lock holder
+    committed; the next writer reads the head only after this one committed, so
+    positions commit in order and a reader tailing "position > p" never skips one
+    (docs/explanation/log-positions.md). SQLite: `BEGIN IMMEDIATE`, the database's
+    one writer lock. `read()` is one snapshot: REPEATABLE READ, READ ONLY on
+    PostgreSQL; a read transaction in WAL mode on SQLite. Any exception in a block
+    rolls the whole block back, and so does a failed `append`, even if the block
+    goes on.
+
+    Round trips of a recorded event on PostgreSQL: BEGIN + lock; the head with the
+    groups containing the receivers (`groups.containing` of a write transaction asks
+    for both); the latest events; the stream version of a group that fires (kept for
+    `append`: under the lock it cannot change); the append; COMMIT. On SQLite the
+    same statements run inline, microseconds each.
 
 Append
     Checks the expected versions (a stream expected new is checked by the unique
     (tenant_id, stream, stream_version) index; a stream expected at version n > 0
-    is read), then `project` (the one projection, also used by replay) writes the
-    log rows, the new head and the read models: on PostgreSQL the hot tables in
-    one statement of `unnest`ed column arrays, on SQLite one executemany per
-    table. A batch of 1000 events costs a handful of round trips, not thousands.
-    Unique violations become domain errors; on PostgreSQL they also abort the
-    transaction, so a block that gets one from `append` must end (let it
-    propagate).
+    is read, unless the transaction read it already), then `project` (the one
+    projection, also used by replay) writes the log rows, the new head and the read
+    models: on PostgreSQL in one statement (a table's one row as values, its many
+    rows as `unnest`ed column arrays), on SQLite one executemany per table. Unique
+    violations become domain errors.
 
 Statistics
     See `SqlStore._refresh_statistics`: a young PostgreSQL database gets a few
@@ -30,19 +41,23 @@ Statistics
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.sql import queries as q
 from adapters.sql import tables as t
-from adapters.sql.engine import SQLITE_BEGIN_OPTION, create_engine
-from adapters.sql.queries import BATCH_PARTS, NVRPP, Statements
-from adapters.sql.tables import to_utc as _utc
+from adapters.sql.drivers import Connection, PgDatabase, Row, SqliteDatabase
+from adapters.sql.engine import create_engine, normalize_url
+from adapters.sql.queries import NVRPP, Statements
+from adapters.sql.tables import to_utc
 from core.domain.digest import Digest
 from core.domain.envelope import REGISTRY, Envelope
 from core.domain.errors import Conflict, StreamVersionConflict
@@ -74,74 +89,159 @@ from core.ports import (
     ReceiverFilter,
 )
 
-_encoder = msgspec.json.Encoder()
-_object = msgspec.json.Decoder(dict[str, Any])
-_ids = msgspec.json.Decoder(tuple[str, ...])
+__all__ = ["SqlStore", "project"]
 
-Row = sa.Row[Any]
+_encode = msgspec.json.Encoder().encode
+_object = msgspec.json.Decoder(dict[str, Any]).decode
+_ids = msgspec.json.Decoder(tuple[str, ...]).decode
 
 ANALYZE_AFTER = (1_000, 10_000, 100_000, 1_000_000)
 """Numbers of appended entries after which a PostgreSQL store refreshes the statistics."""
-ANALYZE = sa.text("ANALYZE " + ", ".join(f'"{table.name}"' for table in t.metadata.sorted_tables))
+ANALYZE = "ANALYZE " + ", ".join(
+    f'"{table.name}"' for table in (t.log, t.log_heads, *t.READ_MODELS)
+)
 
 
 def _json(value: object) -> str:
-    return _encoder.encode(value).decode()
+    return _encode(value).decode()
+
+
+# --- values across the driver --------------------------------------------------------------
+
+
+class _PgCodec:
+    """asyncpg: aware datetimes (read back in UTC), lists for arrays."""
+
+    postgres = True
+
+    @staticmethod
+    def time(value: datetime) -> Any:
+        return value if value.tzinfo is UTC else to_utc(value)
+
+    @staticmethod
+    def from_time(value: Any) -> datetime:
+        return value  # type: ignore[no-any-return]  # timestamptz arrives aware, in UTC
+
+    @staticmethod
+    def ids(ids: Collection[str]) -> Any:
+        return list(ids)
+
+    @staticmethod
+    def keys(keys: Collection[tuple[str, ...]]) -> list[Any]:
+        """One array per part of the key."""
+        return [list(part) for part in zip(*keys, strict=True)] if keys else [[]] * len(NVRPP)
+
+
+class _SqliteCodec:
+    """sqlite3: times as SQLAlchemy's fixed-width UTC text, sets as JSON arrays."""
+
+    postgres = False
+    _last: tuple[datetime | None, str] = (None, "")  # the last time written, and its text
+
+    @classmethod
+    def time(cls, value: datetime) -> Any:
+        # The rows of one append share a few times (the clock is read once per request).
+        last = cls._last
+        if last[0] is value:
+            return last[1]
+        text = to_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+        cls._last = (value, text)
+        return text
+
+    @staticmethod
+    def from_time(value: Any) -> datetime:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+    @staticmethod
+    def ids(ids: Collection[str]) -> Any:
+        return _encode(list(ids)).decode()
+
+    @staticmethod
+    def keys(keys: Collection[tuple[str, ...]]) -> list[Any]:
+        return [_encode(list(keys)).decode()]
+
+
+Codec = type[_PgCodec] | type[_SqliteCodec]
+
+
+# --- the store -----------------------------------------------------------------------------
 
 
 class SqlStore:
-    """Store port over an async SQLAlchemy engine (PostgreSQL via asyncpg, SQLite via aiosqlite)."""
+    """Store port over PostgreSQL (asyncpg) or SQLite (sqlite3); see the module's docstring."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._sql = Statements(engine.dialect.name)
+    def __init__(self, db: PgDatabase | SqliteDatabase) -> None:
+        self._db = db
+        postgres = isinstance(db, PgDatabase)
+        self._sql = q.catalogue("postgresql" if postgres else "sqlite")
+        self._codec: Codec = _PgCodec if postgres else _SqliteCodec
         self._appended = 0  # log entries this store committed (for `_refresh_statistics`)
-        self._analyze_at = iter(ANALYZE_AFTER if self._sql.postgres else ())
+        self._analyze_at = iter(ANALYZE_AFTER if postgres else ())
         self._next_analyze = next(self._analyze_at, None)
 
     @classmethod
     async def connect(cls, url: str, **engine_options: Any) -> SqlStore:
-        """A store over the database at `url` (postgresql://..., sqlite:///path; async drivers).
+        """A store over the database at `url` (postgresql://..., sqlite:///path).
 
         The schema must be migrated already (`adapters.sql.migrations.migrate`).
-        `engine_options` go to SQLAlchemy's `create_async_engine` (pool size ...).
+        PostgreSQL: `engine_options` go to SQLAlchemy's `create_async_engine`, whose
+        pool the store draws its connections from (pool_size ...). SQLite takes none.
         """
-        engine = create_engine(url, **engine_options)
-        try:
-            async with engine.connect():
-                pass  # fail here, not at the first request, when the database is unreachable
+        normalized = normalize_url(url)
+        if normalized.get_backend_name() == "sqlite":
+            if engine_options:
+                raise TypeError(f"a SQLite store takes no engine options: {sorted(engine_options)}")
+            assert normalized.database is not None
+            return cls(SqliteDatabase(normalized.database))
+        db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **engine_options))
+        try:  # fail here, not at the first request, when the database is unreachable
+            await db.run("SELECT 1")
         except BaseException:
-            await engine.dispose()
+            await db.close()
             raise
-        return cls(engine)
+        return cls(db)
 
     @property
     def engine(self) -> AsyncEngine:
-        return self._engine
+        """PostgreSQL: the SQLAlchemy engine whose pool serves the store (and its list queries)."""
+        if not isinstance(self._db, PgDatabase):
+            raise TypeError("a SQLite store has no SQLAlchemy engine: it speaks sqlite3 directly")
+        return self._db.engine
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
-        async with self._engine.connect() as conn:
-            if self._sql.postgres:
-                await conn.execution_options(
-                    isolation_level="REPEATABLE READ", postgresql_readonly=True
-                )
-            async with conn.begin():
-                yield _ReadTx(conn, self._sql)
+        db = self._db
+        if isinstance(db, PgDatabase):
+            async with db.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as pg:
+                yield _ReadTx(_Context(pg, self._sql, self._codec))
+        else:
+            async with db.read() as conn:
+                yield _ReadTx(_Context(conn, self._sql, self._codec))
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
-        async with self._engine.connect() as conn:
-            if not self._sql.postgres:
-                await conn.execution_options(**{SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
-            async with conn.begin():
-                head = await _lock_head(conn, self._sql, tenant_id)
-                tx = _WriteTx(conn, self._sql, tenant_id, head)
+        db, sql = self._db, self._sql
+        if isinstance(db, PgDatabase):
+            # BEGIN, make the head row if missing, lock it: one round trip, or three.
+            prologue = sql.write_prologue(tenant_id)
+            then = (
+                [] if prologue else [(sql.create_head, (tenant_id,)), (sql.lock_head, (tenant_id,))]
+            )
+            async with db.transaction(prologue or q.WRITE_BEGIN, then) as pg:
+                # The head is read by the first statement after the lock (see `_GroupReads`).
+                tx = _WriteTx(_Context(pg, sql, self._codec, tenant_id, None))
                 yield tx
-            if self._next_analyze is not None:
-                await self._refresh_statistics(conn, tx.appended)
+            if self._next_analyze is not None and tx.appended:
+                await self._refresh_statistics(db, tx.appended)
+            return
+        async with db.write() as conn:
+            row = await conn.fetchrow(sql.head, (tenant_id,))
+            if row is None:  # the tenant's first write: make its head row
+                await conn.execute(sql.create_head, (tenant_id,))
+            head = 0 if row is None else int(row[0])
+            yield _WriteTx(_Context(conn, sql, self._codec, tenant_id, head))
 
-    async def _refresh_statistics(self, conn: AsyncConnection, appended: int) -> None:
+    async def _refresh_statistics(self, db: PgDatabase, appended: int) -> None:
         """ANALYZE the tables when this store's appends cross 1k, 10k, 100k, 1M entries.
 
         PostgreSQL plans a prepared statement once it has run a few times and keeps that
@@ -157,51 +257,67 @@ class SqlStore:
             return
         while self._next_analyze is not None and self._appended >= self._next_analyze:
             self._next_analyze = next(self._analyze_at, None)
-        try:
-            async with conn.begin():
-                await conn.execute(ANALYZE)
-        except sa.exc.DBAPIError:
-            pass
+        with suppress(asyncpg.PostgresError):
+            await db.run(ANALYZE)
 
     @asynccontextmanager
     async def rebuild(self) -> AsyncIterator[_Rebuild]:
-        async with self._engine.connect() as conn:
-            if not self._sql.postgres:
-                await conn.execution_options(**{SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
-            async with conn.begin():
-                if self._sql.postgres:
-                    # Every writer's first statement locks a head row or inserts one: an
-                    # EXCLUSIVE table lock waits for the writers in flight and holds back new
-                    # ones until the rebuild commits, while readers go on reading the old
-                    # read models (DELETE, not TRUNCATE, which would block them too).
-                    await conn.execute(sa.text("LOCK TABLE log_heads IN EXCLUSIVE MODE"))
-                for table in t.READ_MODELS:
-                    await conn.execute(sa.delete(table))
-                yield _Rebuild(conn, self._sql)
+        db, sql = self._db, self._sql
+        if isinstance(db, PgDatabase):
+            # Every writer's first statements insert or lock a head row: an EXCLUSIVE table
+            # lock waits for the writers in flight and holds back new ones until the rebuild
+            # commits, while readers go on reading the old read models (DELETE, not
+            # TRUNCATE, which would block them too).
+            begin = "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE log_heads IN EXCLUSIVE MODE"
+            async with db.transaction(begin) as pg:
+                for delete in sql.delete_read_models:
+                    await pg.execute(delete, ())
+                yield _Rebuild(_Context(pg, sql, self._codec))
+            return
+        async with db.write() as conn:
+            for delete in sql.delete_read_models:
+                await conn.execute(delete, ())
+            yield _Rebuild(_Context(conn, sql, self._codec))
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._db.close()
 
 
-async def _lock_head(conn: AsyncConnection, sql: Statements, tenant_id: str) -> int:
-    """Take the tenant's writer lock (PostgreSQL: its head row) and answer its last position."""
-    params = {"tenant_id": tenant_id}
-    position = (await conn.execute(sql.lock_head, params)).scalar_one_or_none()
-    if position is None:  # the tenant's first write: make its head row, then lock it
-        await conn.execute(sql.create_head, {"tenant_id": tenant_id, "position": 0})
-        position = (await conn.execute(sql.lock_head, params)).scalar_one()
-    return int(position)
+class _Context:
+    """What every read and write of one transaction shares."""
+
+    __slots__ = ("codec", "conn", "head", "known_versions", "sql", "tenant_id")
+
+    def __init__(
+        self,
+        conn: Connection,
+        sql: Statements,
+        codec: Codec,
+        tenant_id: str | None = None,
+        head: int | None = None,
+    ) -> None:
+        self.conn = conn
+        self.sql = sql
+        self.codec = codec
+        self.tenant_id = tenant_id  # a write transaction's tenant (it holds its lock)
+        self.head = head  # the tenant's last position, once read (write transactions)
+        self.known_versions: dict[str, int] = {}  # streams read or written under the lock
+
+    async def read_head(self) -> int:
+        assert self.tenant_id is not None
+        row = await self.conn.fetchrow(self.sql.head, (self.tenant_id,))
+        self.head = 0 if row is None else int(row[0])
+        return self.head
 
 
 # --- the projection: one function for append and replay ------------------------------------
 
 
 async def project(
-    conn: AsyncConnection,
-    sql: Statements,
+    ctx: _Context,
     tenant_id: str,
     applied: Sequence[tuple[int, DomainEvent]],
-    log: LogBatch | None = None,
+    log: tuple[list[tuple[Any, ...]], int] | None = None,
 ) -> None:
     """Apply domain events (with their log positions, in log order) to the read models.
 
@@ -215,298 +331,258 @@ async def project(
     """
     if not applied:
         return
-    rows = _Rows(tenant_id)
+    rows = _Rows(tenant_id, ctx.codec)
     for _, event in applied:
         rows.add(event)
     checkpoint = applied[-1][0]
-    if sql.postgres:
-        await _write_postgres(conn, sql, rows, checkpoint, log)
+    if ctx.sql.postgres:
+        await _write_postgres(ctx, rows, checkpoint, log)
     else:
-        await _write_sqlite(conn, sql, rows, checkpoint, log)
-    await rows.write_rare(conn, sql)
-
-
-class LogBatch(msgspec.Struct, frozen=True):
-    """The log rows an append writes with its projection, and the tenant's head after them."""
-
-    rows: list[dict[str, Any]]
-    head: int
+        await _write_sqlite(ctx, rows, checkpoint, log)
+    await rows.write_rare(ctx)
 
 
 async def _write_postgres(
-    conn: AsyncConnection, sql: Statements, rows: _Rows, checkpoint: int, log: LogBatch | None
+    ctx: _Context, rows: _Rows, checkpoint: int, log: tuple[list[tuple[Any, ...]], int] | None
 ) -> None:
-    """The log rows, head, events, latest rows, completions and checkpoint: one statement."""
-    assert sql.write_batch is not None
-    by_table = {
-        "log": [] if log is None else log.rows,
-        "event": rows.events,
-        "latest": list(rows.latest.values()),
-        "completion": rows.completions,
-    }
-    params: dict[str, Any] = {
-        "tenant_id": rows.tenant_id,
-        "head": None if log is None else log.head,
-        "checkpoint": checkpoint,
-    }
-    for prefix, columns in BATCH_PARTS:
-        table_rows = by_table[prefix]
-        for name, _ in columns:
-            params[f"{prefix}_{name}"] = [row[name] for row in table_rows]
-    await conn.execute(sql.write_batch, params)
+    """The log rows, head, events, latest rows, completions and checkpoint: one statement.
+
+    A table with one row passes its values, a table with more its columns as arrays
+    (see `queries.pg_write`); `log` and `latest` rows without their tenant column."""
+    args: list[Any] = [rows.tenant_id, checkpoint]
+    if log is not None:
+        args.append(log[1])
+    shape = []
+    for table_rows, skip in (
+        ([] if log is None else log[0], 1),
+        (rows.events, 0),
+        (list(rows.latest.values()), 1),
+        (rows.completions, 0),
+    ):
+        if not table_rows:
+            shape.append(q.NONE)
+        elif len(table_rows) == 1:
+            shape.append(q.ONE)
+            args.extend(table_rows[0][skip:])
+        else:
+            shape.append(q.MANY)
+            args.extend(list(zip(*table_rows, strict=True))[skip:])
+    await ctx.conn.execute(ctx.sql.write(tuple(shape)), args)
 
 
 async def _write_sqlite(
-    conn: AsyncConnection, sql: Statements, rows: _Rows, checkpoint: int, log: LogBatch | None
+    ctx: _Context, rows: _Rows, checkpoint: int, log: tuple[list[tuple[Any, ...]], int] | None
 ) -> None:
     """One executemany per table, then the head and the checkpoint."""
+    conn, sql = ctx.conn, ctx.sql
     for statement, table_rows in (
-        (sql.insert_log, [] if log is None else log.rows),
+        (sql.insert_log, [] if log is None else log[0]),
         (sql.insert_event, rows.events),
         (sql.upsert_latest, list(rows.latest.values())),
         (sql.insert_completion, rows.completions),
     ):
-        if table_rows:
-            await conn.execute(statement, table_rows)
+        if len(table_rows) == 1:
+            await conn.execute(statement, table_rows[0])
+        elif table_rows:
+            await conn.executemany(statement, table_rows)
     if log is not None:
-        await conn.execute(sql.set_head, {"head_tenant_id": rows.tenant_id, "head": log.head})
-    await conn.execute(sql.set_checkpoint, {"tenant_id": rows.tenant_id, "position": checkpoint})
+        await conn.execute(sql.set_head, (log[1], rows.tenant_id))
+    await conn.execute(sql.set_checkpoint, (rows.tenant_id, checkpoint))
 
 
 class _Rows:
-    """The read-model rows a batch of domain events makes, gathered per table."""
+    """The read-model rows a batch of domain events makes, gathered per table, as tuples."""
 
-    def __init__(self, tenant_id: str) -> None:
+    __slots__ = (
+        "completions",
+        "events",
+        "groups",
+        "latest",
+        "receivers",
+        "tenant_id",
+        "tenants",
+        "time",
+    )
+
+    def __init__(self, tenant_id: str, codec: Codec) -> None:
         self.tenant_id = tenant_id
-        self.tenants: dict[str, dict[str, Any]] = {}
-        self.receivers: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-        self.latest: dict[tuple[str, ...], dict[str, Any]] = {}
-        self.groups: dict[tuple[str, str], dict[str, Any] | None] = {}  # None: deleted
-        self.completions: list[dict[str, Any]] = []
+        self.time = codec.time
+        self.tenants: dict[str, tuple[Any, ...]] = {}
+        self.receivers: list[tuple[Any, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
+        self.latest: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        self.groups: dict[tuple[str, str], tuple[Any, ...] | None] = {}  # None: deleted
+        self.completions: list[tuple[Any, ...]] = []
 
     def add(self, event: DomainEvent) -> None:
+        time = self.time
         match event:
-            case TenantCreated(tenant=x) | TenantModified(tenant=x):
-                self.tenants[x.id] = _tenant_row(x)
-            case ReceiverCreated(receiver=r):
-                self.receivers.append(_receiver_row(r))
             case EventRecorded(event=e):
-                self.events.append(_event_row(e))
+                self.events.append(
+                    (e.tenant_id, e.id, e.name, e.version, e.release, e.platform_id, e.package,
+                     e.description, _json(e.payload), e.success, e.event_receiver_id,
+                     time(e.created_at))
+                )  # fmt: skip
                 key = (e.event_receiver_id, e.name, e.version, e.release, e.platform_id, e.package)
-                self.latest[key] = {
-                    "tenant_id": self.tenant_id,
-                    "receiver_id": e.event_receiver_id,
-                    **{name: getattr(e, name) for name in NVRPP},
-                    "event_id": e.id,
-                }
+                self.latest[key] = (self.tenant_id, *key, e.id)
+            case GroupCompleted(completion=c):
+                self.completions.append(
+                    (c.tenant_id, c.id, c.group_id, c.name, c.version, c.release, c.platform_id,
+                     c.package, c.triggering_event_id, _json(c.member_event_ids),
+                     time(c.completed_at))
+                )  # fmt: skip
+            case TenantCreated(tenant=x) | TenantModified(tenant=x):
+                self.tenants[x.id] = (
+                    x.id, x.slug, x.name, x.disabled, time(x.created_at), time(x.updated_at)
+                )  # fmt: skip
+            case ReceiverCreated(receiver=r):
+                self.receivers.append(
+                    (r.tenant_id, r.id, r.name, r.type, r.version, r.description,
+                     _json(r.schema), r.fingerprint, time(r.created_at))
+                )  # fmt: skip
             case GroupCreated(group=g) | GroupModified(group=g):
-                self.groups[(g.tenant_id, g.id)] = _group_row(g)
+                self.groups[(g.tenant_id, g.id)] = (
+                    g.tenant_id, g.id, g.name, g.type, g.version, g.description, g.enabled,
+                    _json(g.event_receiver_ids), time(g.created_at), time(g.updated_at)
+                )  # fmt: skip
             case GroupDeleted(group=g):
                 self.groups[(g.tenant_id, g.id)] = None
-            case GroupCompleted(completion=c):
-                self.completions.append(_completion_row(c))
             case _:  # pragma: no cover - the registry knows every type
                 raise TypeError(f"no projection for {event!r}")
 
-    async def write_rare(self, conn: AsyncConnection, sql: Statements) -> None:
+    async def write_rare(self, ctx: _Context) -> None:
         """Tenants, receivers and groups: rare changes, one statement each."""
+        conn, sql = ctx.conn, ctx.sql
         if self.tenants:
-            await conn.execute(sql.upsert_tenant, list(self.tenants.values()))
+            await conn.executemany(sql.upsert_tenant, list(self.tenants.values()))
         if self.receivers:
-            await conn.execute(sql.insert_receiver, self.receivers)
+            await conn.executemany(sql.insert_receiver, self.receivers)
         if self.groups:
-            await _project_groups(conn, sql, self.groups)
+            await _project_groups(ctx, self.groups)
 
 
 async def _project_groups(
-    conn: AsyncConnection, sql: Statements, rows: dict[tuple[str, str], dict[str, Any] | None]
+    ctx: _Context, rows: dict[tuple[str, str], tuple[Any, ...] | None]
 ) -> None:
     """Groups changed by the batch: their final state replaces them and their member rows."""
+    conn, sql, ids = ctx.conn, ctx.sql, ctx.codec.ids
     by_tenant: dict[str, list[str]] = {}
     for tenant_id, group_id in rows:
         by_tenant.setdefault(tenant_id, []).append(group_id)
     for tenant_id, group_ids in by_tenant.items():
-        params = {"tenant_id": tenant_id, "group_ids": group_ids}
-        await conn.execute(sql.delete_members, params)
+        await conn.execute(sql.delete_members, (tenant_id, ids(group_ids)))
         gone = [g for g in group_ids if rows[(tenant_id, g)] is None]
         if gone:
-            await conn.execute(sql.delete_groups, {"tenant_id": tenant_id, "group_ids": gone})
+            await conn.execute(sql.delete_groups, (tenant_id, ids(gone)))
     present = [row for row in rows.values() if row is not None]
     if present:
-        await conn.execute(sql.upsert_group, present)
-        members = [
-            {"tenant_id": row["tenant_id"], "receiver_id": receiver_id, "group_id": row["id"]}
-            for row in present
-            for receiver_id in _ids.decode(row["event_receiver_ids"])
-        ]
+        await conn.executemany(sql.upsert_group, present)
+        # (tenant_id, receiver_id, group_id) for each member; row[7] is event_receiver_ids
+        members = [(row[0], member, row[1]) for row in present for member in _ids(row[7])]
         if members:
-            await conn.execute(sql.insert_member, members)
-
-
-def _tenant_row(x: Tenant) -> dict[str, Any]:
-    return {
-        "id": x.id,
-        "slug": x.slug,
-        "name": x.name,
-        "disabled": x.disabled,
-        "created_at": _utc(x.created_at),
-        "updated_at": _utc(x.updated_at),
-    }
-
-
-def _receiver_row(r: Receiver) -> dict[str, Any]:
-    return {
-        "tenant_id": r.tenant_id,
-        "id": r.id,
-        "name": r.name,
-        "type": r.type,
-        "version": r.version,
-        "description": r.description,
-        "schema": _json(r.schema),
-        "fingerprint": r.fingerprint,
-        "created_at": _utc(r.created_at),
-    }
-
-
-def _event_row(e: Event) -> dict[str, Any]:
-    return {
-        "tenant_id": e.tenant_id,
-        "id": e.id,
-        "name": e.name,
-        "version": e.version,
-        "release": e.release,
-        "platform_id": e.platform_id,
-        "package": e.package,
-        "description": e.description,
-        "payload": _json(e.payload),
-        "success": e.success,
-        "event_receiver_id": e.event_receiver_id,
-        "created_at": _utc(e.created_at),
-    }
-
-
-def _group_row(g: Group) -> dict[str, Any]:
-    return {
-        "tenant_id": g.tenant_id,
-        "id": g.id,
-        "name": g.name,
-        "type": g.type,
-        "version": g.version,
-        "description": g.description,
-        "enabled": g.enabled,
-        "event_receiver_ids": _json(g.event_receiver_ids),
-        "created_at": _utc(g.created_at),
-        "updated_at": _utc(g.updated_at),
-    }
-
-
-def _completion_row(c: Completion) -> dict[str, Any]:
-    return {
-        "tenant_id": c.tenant_id,
-        "id": c.id,
-        "group_id": c.group_id,
-        "name": c.name,
-        "version": c.version,
-        "release": c.release,
-        "platform_id": c.platform_id,
-        "package": c.package,
-        "triggering_event_id": c.triggering_event_id,
-        "member_event_ids": _json(c.member_event_ids),
-        "completed_at": _utc(c.completed_at),
-    }
+            await conn.executemany(sql.insert_member, members)
 
 
 # --- rows back into values -----------------------------------------------------------------
 
 
-def _tenant(row: Row) -> Tenant:
+def _tenant(r: Row, codec: Codec) -> Tenant:
+    id_, slug, name, disabled, created_at, updated_at = r
     return Tenant(
-        id=row.id,
-        slug=row.slug,
-        name=row.name,
-        disabled=row.disabled,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=id_,
+        slug=slug,
+        name=name,
+        disabled=bool(disabled),
+        created_at=codec.from_time(created_at),
+        updated_at=codec.from_time(updated_at),
     )
 
 
-def _receiver(row: Row) -> Receiver:
+def _receiver(r: Row, codec: Codec) -> Receiver:
+    tenant_id, id_, name, type_, version, description, schema, fingerprint, created_at = r
     return Receiver(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        name=row.name,
-        type=row.type,
-        version=row.version,
-        description=row.description,
-        schema=_object.decode(row.schema),
-        fingerprint=row.fingerprint,
-        created_at=row.created_at,
+        id=id_,
+        tenant_id=tenant_id,
+        name=name,
+        type=type_,
+        version=version,
+        description=description,
+        schema=_object(schema),
+        fingerprint=fingerprint,
+        created_at=codec.from_time(created_at),
     )
 
 
-def _event(row: Row) -> Event:
+def _event(r: Row, codec: Codec) -> Event:
+    (tenant_id, id_, name, version, release, platform_id, package, description, payload,
+     success, receiver_id, created_at) = r  # fmt: skip
     return Event(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        name=row.name,
-        version=row.version,
-        release=row.release,
-        platform_id=row.platform_id,
-        package=row.package,
-        description=row.description,
-        payload=_object.decode(row.payload),
-        success=row.success,
-        event_receiver_id=row.event_receiver_id,
-        created_at=row.created_at,
+        id=id_,
+        tenant_id=tenant_id,
+        name=name,
+        version=version,
+        release=release,
+        platform_id=platform_id,
+        package=package,
+        description=description,
+        payload=_object(payload),
+        success=bool(success),
+        event_receiver_id=receiver_id,
+        created_at=codec.from_time(created_at),
     )
 
 
-def _group(row: Row) -> Group:
+def _group(r: Row, codec: Codec) -> Group:
+    (tenant_id, id_, name, type_, version, description, enabled, receiver_ids, created_at,
+     updated_at) = r  # fmt: skip
     return Group(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        name=row.name,
-        type=row.type,
-        version=row.version,
-        description=row.description,
-        enabled=row.enabled,
-        event_receiver_ids=_ids.decode(row.event_receiver_ids),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=id_,
+        tenant_id=tenant_id,
+        name=name,
+        type=type_,
+        version=version,
+        description=description,
+        enabled=bool(enabled),
+        event_receiver_ids=_ids(receiver_ids),
+        created_at=codec.from_time(created_at),
+        updated_at=codec.from_time(updated_at),
     )
 
 
-def _completion(row: Row) -> Completion:
+def _completion(r: Row, codec: Codec) -> Completion:
+    (tenant_id, id_, group_id, name, version, release, platform_id, package, triggering,
+     members, completed_at) = r  # fmt: skip
     return Completion(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        group_id=row.group_id,
-        name=row.name,
-        version=row.version,
-        release=row.release,
-        platform_id=row.platform_id,
-        package=row.package,
-        triggering_event_id=row.triggering_event_id,
-        member_event_ids=_ids.decode(row.member_event_ids),
-        completed_at=row.completed_at,
+        id=id_,
+        tenant_id=tenant_id,
+        group_id=group_id,
+        name=name,
+        version=version,
+        release=release,
+        platform_id=platform_id,
+        package=package,
+        triggering_event_id=triggering,
+        member_event_ids=_ids(members),
+        completed_at=codec.from_time(completed_at),
     )
 
 
-def _envelope(row: Row) -> Envelope:
+def _envelope(r: Row, codec: Codec) -> Envelope:
+    (tenant_id, position, id_, stream, stream_version, type_, schema_version, correlation_id,
+     causation_id, actor, occurred_at, data) = r  # fmt: skip
     return Envelope(
-        id=row.id,
-        type=row.type,
-        schema_version=row.schema_version,
-        tenant_id=row.tenant_id,
-        stream=row.stream,
-        stream_version=row.stream_version,
-        position=row.position,
-        correlation_id=row.correlation_id,
-        causation_id=row.causation_id,
-        actor=row.actor,
-        occurred_at=row.occurred_at,
-        data=_object.decode(row.data),
+        id=id_,
+        type=type_,
+        schema_version=schema_version,
+        tenant_id=tenant_id,
+        stream=stream,
+        stream_version=stream_version,
+        position=position,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        actor=actor,
+        occurred_at=codec.from_time(occurred_at),
+        data=_object(data),
     )
 
 
@@ -514,87 +590,81 @@ def _envelope(row: Row) -> Envelope:
 
 
 class _ReadTx:
-    def __init__(self, conn: AsyncConnection, sql: Statements) -> None:
-        self._conn = conn
-        self._sql = sql
-        self.tenants = _TenantReads(conn, sql)
-        self.receivers = _ReceiverReads(conn, sql)
-        self.events = _EventReads(conn, sql)
-        self.groups = _GroupReads(conn, sql)
-        self.latest = _LatestReads(conn, sql)
-        self.completions = _CompletionReads(conn, sql)
-        self.log = _LogReads(conn, sql)
+    def __init__(self, ctx: _Context) -> None:
+        self._ctx = ctx
+        self.tenants = _TenantReads(ctx)
+        self.receivers = _ReceiverReads(ctx)
+        self.events = _EventReads(ctx)
+        self.groups = _GroupReads(ctx)
+        self.latest = _LatestReads(ctx)
+        self.completions = _CompletionReads(ctx)
+        self.log = _LogReads(ctx)
 
     async def tenant_ids(self) -> list[str]:
-        return await _tenant_ids(self._conn, self._sql)
+        return await _tenant_ids(self._ctx)
 
     async def digest(self) -> str:
         """The memory store's digest: same sections, rows in the same order, same values."""
-        conn, sql = self._conn, self._sql
+        conn, sql, codec = self._ctx.conn, self._ctx.sql, self._ctx.codec
         digest = Digest()
-        for name, table, convert in (
-            ("tenants", t.tenants, _tenant),
-            ("receivers", t.receivers, _receiver),
-            ("events", t.events, _event),
-            ("groups", t.groups, _group),
+        for name, query, convert in (
+            ("tenants", sql.digest_tenants, _tenant),
+            ("receivers", sql.digest_receivers, _receiver),
+            ("events", sql.digest_events, _event),
+            ("groups", sql.digest_groups, _group),
         ):
-            rows = await conn.stream(sa.select(table).order_by(sql.by_id(table.c.id)))
-            digest.section(name, [convert(row) async for row in rows])
-        lt = t.latest
-        rows = await conn.stream(
-            sa.select(lt).order_by(*(sql.by_id(lt.c[c]) for c in ("tenant_id", "receiver_id")))
-        )
+            digest.section(name, [convert(row, codec) for row in await conn.fetch(query, ())])
         latest = [
-            (
-                row.tenant_id,
-                row.receiver_id,
-                {name: getattr(row, name) for name in NVRPP},
-                row.event_id,
-            )
-            async for row in rows
+            (row[0], row[1], dict(zip(NVRPP, row[2:7], strict=True)), row[7])
+            for row in await conn.fetch(sql.digest_latest, ())
         ]
         # Python's order for the NVRPP part (the memory store sorts the same tuples).
         latest.sort(key=lambda r: (r[0], r[1], *(r[2][name] for name in NVRPP)))
         digest.section("latest", latest)
-        rows = await conn.stream(sa.select(t.completions).order_by(sql.by_id(t.completions.c.id)))
-        digest.section("completions", [_completion(row) async for row in rows])
-        cp = t.checkpoints
-        rows = await conn.stream(
-            sa.select(cp.c.tenant_id, cp.c.position).order_by(sql.by_id(cp.c.tenant_id))
+        digest.section(
+            "completions",
+            [_completion(row, codec) for row in await conn.fetch(sql.digest_completions, ())],
         )
-        digest.section("checkpoints", [(row.tenant_id, row.position) async for row in rows])
+        digest.section(
+            "checkpoints",
+            [(row[0], int(row[1])) for row in await conn.fetch(sql.digest_checkpoints, ())],
+        )
         return digest.hexdigest()
 
 
 class _WriteTx(_ReadTx):
-    def __init__(self, conn: AsyncConnection, sql: Statements, tenant_id: str, head: int) -> None:
-        super().__init__(conn, sql)
-        self.tenant_id = tenant_id
-        self._head = head
-        self._versions: dict[str, int] = {}  # streams this transaction appended to
+    def __init__(self, ctx: _Context) -> None:
+        super().__init__(ctx)
+        assert ctx.tenant_id is not None
+        self.tenant_id = ctx.tenant_id
         self.appended = 0
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         if not entries:
             return []
-        conn, sql, tenant_id = self._conn, self._sql, self.tenant_id
+        ctx, tenant_id = self._ctx, self.tenant_id
         streams = [stream_of(entry.event) for entry in entries]
-        versions = dict(self._versions)
+        known = ctx.known_versions  # read or written by this transaction, under its lock
         to_read = {
             stream
             for stream, entry in zip(streams, entries, strict=True)
-            if entry.expected_version > 0 and stream not in versions
+            if entry.expected_version > 0 and stream not in known
         }
-        stored = await self._stream_versions(to_read) if to_read else {}
+        if to_read:
+            stored = await _stream_versions(ctx, tenant_id, to_read)
+            known.update({stream: stored.get(stream, 0) for stream in to_read})
+        position = ctx.head if ctx.head is not None else await ctx.read_head()
+        time = ctx.codec.time
+        versions: dict[str, int] = {}  # the streams' versions after this append
         unverified: list[str] = []  # streams taken as new: the unique index checks them
         made: list[Envelope] = []
-        rows: list[dict[str, Any]] = []
-        position = self._head
+        rows: list[tuple[Any, ...]] = []
+        correlation_id, causation_id, actor = meta.correlation_id, meta.causation_id, meta.actor
         for stream, entry in zip(streams, entries, strict=True):
             if stream in versions:
                 current = versions[stream]
-            elif entry.expected_version > 0:
-                current = stored.get(stream, 0)
+            elif stream in known:
+                current = known[stream]
             else:
                 current = 0
                 unverified.append(stream)
@@ -614,61 +684,49 @@ class _WriteTx(_ReadTx):
                     stream=stream,
                     stream_version=current + 1,
                     position=position,
-                    correlation_id=meta.correlation_id,
-                    causation_id=meta.causation_id,
-                    actor=meta.actor,
+                    correlation_id=correlation_id,
+                    causation_id=causation_id,
+                    actor=actor,
                     occurred_at=entry.occurred_at,
                     data=data,
                 )
             )
             rows.append(
-                {
-                    "tenant_id": tenant_id,
-                    "position": position,
-                    "id": entry.id,
-                    "stream": stream,
-                    "stream_version": current + 1,
-                    "type": type_name,
-                    "schema_version": schema_version,
-                    "correlation_id": meta.correlation_id,
-                    "causation_id": meta.causation_id,
-                    "actor": meta.actor,
-                    "occurred_at": _utc(entry.occurred_at),
-                    "data": _json(data),
-                }
-            )
+                (tenant_id, position, entry.id, stream, current + 1, type_name, schema_version,
+                 correlation_id, causation_id, actor, time(entry.occurred_at), _json(data))
+            )  # fmt: skip
+        applied = [(e.position, entry.event) for e, entry in zip(made, entries, strict=True)]
         try:
-            await project(
-                conn,
-                sql,
-                tenant_id,
-                [(e.position, entry.event) for e, entry in zip(made, entries, strict=True)],
-                LogBatch(rows, position),
-            )
-        except IntegrityError as exc:
-            raise _refusal(exc, entries, unverified) from exc
-        self._head = position
-        self._versions = versions
+            await project(ctx, tenant_id, applied, (rows, position))
+        except BaseException as exc:
+            ctx.conn.failed = True  # whatever the block does next, it ends with ROLLBACK
+            refusal = _refusal(exc, entries, unverified)
+            if refusal is None:
+                raise
+            raise refusal from exc
+        ctx.head = position
+        known.update(versions)
         self.appended += len(made)
         return made
 
-    async def _stream_versions(self, streams: Collection[str]) -> dict[str, int]:
-        result = await self._conn.execute(
-            self._sql.stream_versions, {"tenant_id": self.tenant_id, "streams": list(streams)}
-        )
-        return {stream: int(version) for stream, version in result}
+
+async def _stream_versions(
+    ctx: _Context, tenant_id: str, streams: Collection[str]
+) -> dict[str, int]:
+    rows = await ctx.conn.fetch(ctx.sql.stream_versions, (tenant_id, ctx.codec.ids(streams)))
+    return {stream: int(version) for stream, version in rows}
 
 
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<columns>[\w.]+(?:, [\w.]+)*)")
 
 
-def _violated(exc: IntegrityError) -> str | None:
-    """The name of the unique constraint an IntegrityError reports, on either backend."""
-    cause = getattr(exc.orig, "__cause__", None)  # asyncpg's exception, under SQLAlchemy's
-    name = getattr(cause, "constraint_name", None)
-    if isinstance(name, str):
-        return name
-    found = _SQLITE_UNIQUE.search(str(exc.orig))
+def _violated(exc: BaseException) -> str | None:
+    """The name of the unique constraint a driver's error reports, on either backend."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return exc.constraint_name
+    if not isinstance(exc, sqlite3.IntegrityError):
+        return None
+    found = _SQLITE_UNIQUE.search(str(exc))
     if found is None:
         return None
     qualified = [c.split(".", 1) for c in found["columns"].split(", ")]
@@ -685,8 +743,10 @@ def _violated(exc: IntegrityError) -> str | None:
     return None
 
 
-def _refusal(exc: IntegrityError, entries: Sequence[NewEntry], unverified: list[str]) -> Exception:
-    """The domain error for a unique violation, as the memory store words it; else `exc`."""
+def _refusal(
+    exc: BaseException, entries: Sequence[NewEntry], unverified: list[str]
+) -> Exception | None:
+    """The domain error for a unique violation, as the memory store words it; else None."""
     match _violated(exc):
         case "uq_log_stream_version":
             if len(unverified) == 1:
@@ -702,21 +762,20 @@ def _refusal(exc: IntegrityError, entries: Sequence[NewEntry], unverified: list[
         case "uq_receivers_triple":
             return Conflict("An event receiver with this name, type and version exists already.")
         case _:
-            return exc
+            return None
 
 
 class _Rebuild:
-    def __init__(self, conn: AsyncConnection, sql: Statements) -> None:
-        self._conn = conn
-        self._sql = sql
+    def __init__(self, ctx: _Context) -> None:
+        self._ctx = ctx
 
     async def tenant_ids(self) -> list[str]:
-        return await _tenant_ids(self._conn, self._sql)
+        return await _tenant_ids(self._ctx)
 
     async def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]:
         after = 0
         while True:
-            entries = await _read_log(self._conn, self._sql, tenant_id, after, batch)
+            entries = await _read_log(self._ctx, tenant_id, after, batch)
             if not entries:
                 return
             yield entries
@@ -726,112 +785,120 @@ class _Rebuild:
 
     async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None:
         await project(
-            self._conn,
-            self._sql,
-            tenant_id,
-            [(e.position, REGISTRY.decode_envelope(e)) for e in envelopes],
+            self._ctx, tenant_id, [(e.position, REGISTRY.decode_envelope(e)) for e in envelopes]
         )
 
 
-async def _tenant_ids(conn: AsyncConnection, sql: Statements) -> list[str]:
+async def _tenant_ids(ctx: _Context) -> list[str]:
     """Every tenant that has a log (a committed write), in Python's order."""
-    return sorted((await conn.execute(sql.tenant_ids)).scalars())
+    return sorted(row[0] for row in await ctx.conn.fetch(ctx.sql.tenant_ids, ()))
 
 
-async def _read_log(
-    conn: AsyncConnection, sql: Statements, tenant_id: str, after: int, limit: int
-) -> list[Envelope]:
-    result = await conn.execute(
-        sql.read_log, {"tenant_id": tenant_id, "after": after, "limit": limit}
-    )
-    return [_envelope(row) for row in result]
+async def _read_log(ctx: _Context, tenant_id: str, after: int, limit: int) -> list[Envelope]:
+    rows = await ctx.conn.fetch(ctx.sql.read_log, (tenant_id, after, limit))
+    codec = ctx.codec
+    return [_envelope(row, codec) for row in rows]
 
 
 # --- reads ---------------------------------------------------------------------------------
 
 
 class _Reads:
-    def __init__(self, conn: AsyncConnection, sql: Statements) -> None:
-        self._conn = conn
-        self._sql = sql
+    __slots__ = ("_ctx",)
 
-    async def _rows(self, stmt: sa.Executable, params: dict[str, Any] | None = None) -> list[Row]:
-        return list(await self._conn.execute(stmt, params))
-
-    async def _row(self, stmt: sa.Executable, params: dict[str, Any]) -> Row | None:
-        return (await self._conn.execute(stmt, params)).first()
+    def __init__(self, ctx: _Context) -> None:
+        self._ctx = ctx
 
 
 class _TenantReads(_Reads):
     async def get(self, tenant_id: str) -> Tenant | None:
-        row = await self._row(self._sql.tenant_by_id, {"id": tenant_id})
-        return None if row is None else _tenant(row)
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.tenant_by_id, (tenant_id,))
+        return None if row is None else _tenant(row, ctx.codec)
 
     async def by_slug(self, slug: str) -> Tenant | None:
-        row = await self._row(self._sql.tenant_by_slug, {"slug": slug})
-        return None if row is None else _tenant(row)
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.tenant_by_slug, (slug,))
+        return None if row is None else _tenant(row, ctx.codec)
 
     async def list(self, page: PageRequest) -> list[Tenant]:
-        return [_tenant(row) for row in await self._rows(self._sql.tenants_page(page))]
+        ctx = self._ctx
+        found, values = q.tenants_page(ctx.sql, page)
+        return [_tenant(row, ctx.codec) for row in await ctx.conn.page(found, values)]
 
 
 class _ReceiverReads(_Reads):
     async def get(self, tenant_id: str, receiver_id: str) -> Receiver | None:
-        row = await self._row(self._sql.receiver_by_id, {"tenant_id": tenant_id, "id": receiver_id})
-        return None if row is None else _receiver(row)
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.receiver_by_id, (tenant_id, receiver_id))
+        return None if row is None else _receiver(row, ctx.codec)
 
     async def by_triple(
         self, tenant_id: str, name: str, type_: str, version: str
     ) -> Receiver | None:
-        row = await self._row(
-            self._sql.receiver_by_triple,
-            {"tenant_id": tenant_id, "name": name, "type": type_, "version": version},
-        )
-        return None if row is None else _receiver(row)
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.receiver_by_triple, (tenant_id, name, type_, version))
+        return None if row is None else _receiver(row, ctx.codec)
 
     async def get_many(self, tenant_id: str, receiver_ids: Collection[str]) -> dict[str, Receiver]:
         if not receiver_ids:
             return {}
-        rows = await self._rows(
-            self._sql.receivers_by_ids, {"tenant_id": tenant_id, "ids": list(set(receiver_ids))}
+        ctx = self._ctx
+        rows = await ctx.conn.fetch(
+            ctx.sql.receivers_by_ids, (tenant_id, ctx.codec.ids(set(receiver_ids)))
         )
-        found = {row.id: _receiver(row) for row in rows}
+        found = {receiver.id: receiver for receiver in (_receiver(r, ctx.codec) for r in rows)}
         return {i: found[i] for i in receiver_ids if i in found}
 
     async def list(
         self, tenant_id: str, where: ReceiverFilter, page: PageRequest
     ) -> list[Receiver]:
-        rows = await self._rows(self._sql.receivers_page(tenant_id, where, page))
-        return [_receiver(row) for row in rows]
+        ctx = self._ctx
+        found, values = q.receivers_page(ctx.sql, tenant_id, where, page)
+        return [_receiver(row, ctx.codec) for row in await ctx.conn.page(found, values)]
 
 
 class _EventReads(_Reads):
     async def get(self, tenant_id: str, event_id: str) -> Event | None:
-        row = await self._row(self._sql.event_by_id, {"tenant_id": tenant_id, "id": event_id})
-        return None if row is None else _event(row)
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.event_by_id, (tenant_id, event_id))
+        return None if row is None else _event(row, ctx.codec)
 
     async def list(self, tenant_id: str, where: EventFilter, page: PageRequest) -> list[Event]:
-        rows = await self._rows(self._sql.events_page(tenant_id, where, page))
-        return [_event(row) for row in rows]
+        ctx = self._ctx
+        found, values = q.events_page(ctx.sql, tenant_id, where, page, ctx.codec.time)
+        return [_event(row, ctx.codec) for row in await ctx.conn.page(found, values)]
 
 
 class _GroupReads(_Reads):
     async def get(self, tenant_id: str, group_id: str) -> Group | None:
-        row = await self._row(self._sql.group_by_id, {"tenant_id": tenant_id, "id": group_id})
-        return None if row is None else _group(row)
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.group_by_id, (tenant_id, group_id))
+        return None if row is None else _group(row, ctx.codec)
 
     async def containing(self, tenant_id: str, receiver_ids: Collection[str]) -> list[Group]:
         if not receiver_ids:
             return []
-        rows = await self._rows(
-            self._sql.groups_containing,
-            {"tenant_id": tenant_id, "receiver_ids": list(receiver_ids)},
-        )
-        return sorted((_group(row) for row in rows), key=lambda g: g.id)
+        ctx = self._ctx
+        args = (tenant_id, ctx.codec.ids(receiver_ids))
+        with_head = ctx.sql.groups_containing_and_head
+        if with_head is not None and ctx.head is None and ctx.tenant_id == tenant_id:
+            # A write transaction's first read (PostgreSQL): the head comes along.
+            rows = await ctx.conn.fetch(with_head, args)
+            if rows:
+                ctx.head = int(rows[0][0])
+            groups = [_group(row[1:], ctx.codec) for row in rows if row[2] is not None]
+        else:
+            groups = [
+                _group(row, ctx.codec)
+                for row in await ctx.conn.fetch(ctx.sql.groups_containing, args)
+            ]
+        return sorted(groups, key=lambda g: g.id)
 
     async def list(self, tenant_id: str, where: GroupFilter, page: PageRequest) -> list[Group]:
-        rows = await self._rows(self._sql.groups_page(tenant_id, where, page))
-        return [_group(row) for row in rows]
+        ctx = self._ctx
+        found, values = q.groups_page(ctx.sql, tenant_id, where, page)
+        return [_group(row, ctx.codec) for row in await ctx.conn.page(found, values)]
 
 
 class _LatestReads(_Reads):
@@ -840,14 +907,20 @@ class _LatestReads(_Reads):
     ) -> dict[tuple[str, Nvrpp], Event]:
         if not receiver_ids or not keys:
             return {}
+        ctx = self._ctx
+        codec = ctx.codec
         wanted = {(k.name, k.version, k.release, k.platform_id, k.package) for k in keys}
-        rows = await self._rows(
-            self._sql.latest_events,
-            {"tenant_id": tenant_id, "receiver_ids": list(set(receiver_ids)), "keys": list(wanted)},
-        )
+        receivers = set(receiver_ids)
+        if len(receivers) == 1 and len(wanted) == 1:
+            [receiver], [key] = receivers, wanted
+            rows = await ctx.conn.fetch(ctx.sql.latest_event, (tenant_id, receiver, *key))
+        else:
+            rows = await ctx.conn.fetch(
+                ctx.sql.latest_events, (tenant_id, codec.ids(receivers), *codec.keys(wanted))
+            )
         found = {}
         for row in rows:
-            event = _event(row)
+            event = _event(row, codec)
             found[(event.event_receiver_id, event.key)] = event
         return found
 
@@ -856,32 +929,37 @@ class _CompletionReads(_Reads):
     async def list(
         self, tenant_id: str, group_id: str, where: CompletionFilter, page: PageRequest
     ) -> list[Completion]:
-        rows = await self._rows(self._sql.completions_page(tenant_id, group_id, where, page))
-        return [_completion(row) for row in rows]
+        ctx = self._ctx
+        found, values = q.completions_page(ctx.sql, tenant_id, group_id, where, page)
+        return [_completion(row, ctx.codec) for row in await ctx.conn.page(found, values)]
 
 
 class _LogReads(_Reads):
     async def read(self, tenant_id: str, after: int = 0, limit: int = 1000) -> list[Envelope]:
-        return await _read_log(self._conn, self._sql, tenant_id, after, limit)
+        return await _read_log(self._ctx, tenant_id, after, limit)
 
     async def read_stream(self, tenant_id: str, stream: str) -> list[Envelope]:
-        rows = await self._rows(self._sql.read_stream, {"tenant_id": tenant_id, "stream": stream})
-        return [_envelope(row) for row in rows]
+        ctx = self._ctx
+        rows = await ctx.conn.fetch(ctx.sql.read_stream, (tenant_id, stream))
+        return [_envelope(row, ctx.codec) for row in rows]
 
     async def stream_version(self, tenant_id: str, stream: str) -> int:
-        result = await self._conn.execute(
-            self._sql.stream_versions, {"tenant_id": tenant_id, "streams": [stream]}
-        )
-        return {s: int(v) for s, v in result}.get(stream, 0)
+        ctx = self._ctx
+        mine = ctx.tenant_id == tenant_id  # a write transaction of this tenant: under its lock
+        if mine and stream in ctx.known_versions:
+            return ctx.known_versions[stream]
+        row = await ctx.conn.fetchrow(ctx.sql.stream_version, (tenant_id, stream))
+        version = 0 if row is None or row[0] is None else int(row[0])
+        if mine:
+            ctx.known_versions[stream] = version
+        return version
 
     async def head(self, tenant_id: str) -> int:
-        position = (
-            await self._conn.execute(self._sql.head, {"tenant_id": tenant_id})
-        ).scalar_one_or_none()
-        return 0 if position is None else int(position)
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.head, (tenant_id,))
+        return 0 if row is None else int(row[0])
 
     async def checkpoint(self, tenant_id: str) -> int:
-        position = (
-            await self._conn.execute(self._sql.checkpoint, {"tenant_id": tenant_id})
-        ).scalar_one_or_none()
-        return 0 if position is None else int(position)
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.checkpoint, (tenant_id,))
+        return 0 if row is None else int(row[0])

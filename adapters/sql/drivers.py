@@ -1,0 +1,361 @@
+"""The store's connections: each database's own driver, with no SQLAlchemy on the hot path.
+
+A `Connection` runs compiled statements (`queries.Query`) inside one transaction; the
+store opens transactions with `SqliteDatabase.read()` / `.write()` and
+`PgDatabase.transaction(begin, then)`. A transaction ends with COMMIT when its block
+ends cleanly and nothing in it failed (`Connection.failed`), with ROLLBACK otherwise.
+
+SQLite: the stdlib `sqlite3` module, called inline on the event loop's thread. A
+small statement takes microseconds; handing it to a thread (aiosqlite) costs more
+than running it (the price: a long read, such as a page of 1000 events, holds the
+loop while it runs). Nothing may wait on a lock inside a call, so every connection
+has busy_timeout=0 and a lock that is taken is retried from async code, with a
+short sleep between tries (`_retry_busy`): another process holding the writer lock
+delays this one's writers, it never freezes the loop. Writers of this process queue
+on an anyio lock first (fair, and free when there is no contention) and share one
+connection; `BEGIN IMMEDIATE` then takes SQLite's one writer lock up front. Readers
+take a connection from a small free list; in WAL mode they never block the writer
+nor wait for it. WAL checkpoints, with their fsync, run in a thread.
+
+PostgreSQL: asyncpg, on connections from the SQLAlchemy engine's pool (so its size
+and options apply), kept checked out between transactions in a free list of their
+own (a checkout through the pool costs about half a round trip). The engine is in
+AUTOCOMMIT mode: it never begins a transaction; this module sends BEGIN and COMMIT
+itself, and asyncpg keeps every statement prepared. List queries
+(`Connection.page`) run through the engine on the same connection, inside the same
+transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Protocol, cast
+
+import anyio
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
+
+from adapters.sql.queries import Page, Query
+
+Row = Sequence[Any]
+
+SQLITE_PRAGMAS = (
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=0",  # never wait inside a call: `_retry_busy` waits, asynchronously
+    "PRAGMA foreign_keys=ON",
+)
+"""Every connection's settings. WAL mode belongs to the database file: the migrations set
+it, and the writer connection makes sure of it when the store opens."""
+BUSY_WAIT_LIMIT = 30.0
+"""Seconds a transaction waits for a SQLite lock before giving up with `DatabaseBusy`."""
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.0005, 0.02
+_SQLITE_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_IDLE_READERS = 8
+
+
+class DatabaseBusy(Exception):
+    """A SQLite lock stayed taken (by another process) longer than `BUSY_WAIT_LIMIT`."""
+
+
+class Connection(Protocol):
+    """One connection inside one transaction."""
+
+    failed: bool
+    """Set when a statement failed inside the transaction: it ends with ROLLBACK."""
+
+    async def fetch(self, query: Query, args: Sequence[Any]) -> list[Row]: ...
+    async def fetchrow(self, query: Query, args: Sequence[Any]) -> Row | None: ...
+    async def execute(self, query: Query, args: Sequence[Any]) -> None: ...
+    async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def page(self, page: Page, values: dict[str, Any]) -> list[Row]: ...
+
+
+# --- SQLite --------------------------------------------------------------------------------
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # pragma: no cover - Python < 3.11 has no error codes
+        return "locked" in str(exc) or "busy" in str(exc)
+    return code & 0xFF in _SQLITE_BUSY_CODES
+
+
+async def _retry_busy(raw: sqlite3.Connection, statement: str, path: str) -> None:
+    """Run `statement`; while SQLite answers BUSY, sleep a little (longer each time) and retry."""
+    pause = _FIRST_PAUSE
+    deadline = time.monotonic() + BUSY_WAIT_LIMIT
+    while True:
+        try:
+            raw.execute(statement)
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise DatabaseBusy(
+                    f"the SQLite database {path} stayed locked by another connection for "
+                    f"{BUSY_WAIT_LIMIT:g} s ({exc})"
+                ) from exc
+        await anyio.sleep(pause)
+        pause = min(pause * 2, _LONGEST_PAUSE)
+
+
+class SqliteConnection:
+    __slots__ = ("_raw", "failed")
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self._raw = raw
+        self.failed = False
+
+    async def fetch(self, query: Query, args: Sequence[Any]) -> list[Row]:
+        return self._raw.execute(query.sql, query.bind(args)).fetchall()
+
+    async def fetchrow(self, query: Query, args: Sequence[Any]) -> Row | None:
+        row: Row | None = self._raw.execute(query.sql, query.bind(args)).fetchone()
+        return row
+
+    async def execute(self, query: Query, args: Sequence[Any]) -> None:
+        self._raw.execute(query.sql, query.bind(args))
+
+    async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None:
+        self._raw.executemany(query.sql, query.bind_many(rows))
+
+    async def page(self, page: Page, values: dict[str, Any]) -> list[Row]:
+        assert page.query is not None
+        return self._raw.execute(page.query.sql, page.query.bind_named(values)).fetchall()
+
+
+class SqliteDatabase:
+    """One writer connection (behind an anyio lock) and a free list of reader connections.
+
+    Checkpoints (copying the WAL back into the database file, with an fsync) run in a
+    thread of their own: SQLite's automatic checkpoint would run inside a COMMIT on the
+    event loop and stall it for milliseconds every few hundred pages written. The writer
+    starts one, PASSIVE (it waits for no one), after every `CHECKPOINT_AFTER_ROWS` rows
+    written, unless one is running.
+    """
+
+    CHECKPOINT_AFTER_ROWS = 2000
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer = self._open()
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")  # see `_checkpoint`
+        self._writer_lock = anyio.Lock(fast_acquire=True)  # no checkpoint when uncontended
+        self._readers: list[sqlite3.Connection] = []
+        self._checkpointer: threading.Thread | None = None
+        self._checkpointed_at = 0  # the writer's total_changes when the last one started
+
+    def _open(self) -> sqlite3.Connection:
+        raw = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                raw.execute(pragma)
+        except BaseException:
+            raw.close()
+            raise
+        return raw
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqliteConnection]:
+        raw = self._readers.pop() if self._readers else self._open()
+        try:
+            raw.execute("BEGIN")
+            # The snapshot starts at the first read: take it here, where BUSY can be waited for.
+            await _retry_busy(raw, "PRAGMA schema_version", self.path)
+            yield SqliteConnection(raw)
+        except BaseException:
+            self._end(raw, "ROLLBACK")
+            raise
+        self._end(raw, "COMMIT")
+
+    def _end(self, raw: sqlite3.Connection, statement: str) -> None:
+        try:
+            if raw.in_transaction:
+                raw.execute(statement)
+        except sqlite3.Error:
+            raw.close()
+            raise
+        if len(self._readers) < _IDLE_READERS:
+            self._readers.append(raw)
+        else:
+            raw.close()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[SqliteConnection]:
+        """BEGIN IMMEDIATE: SQLite's writer lock, taken before anything is read."""
+        async with self._writer_lock:
+            raw = self._writer
+            await _retry_busy(raw, "BEGIN IMMEDIATE", self.path)
+            conn = SqliteConnection(raw)
+            try:
+                yield conn
+                raw.execute("ROLLBACK" if conn.failed else "COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raise
+            if raw.total_changes - self._checkpointed_at >= self.CHECKPOINT_AFTER_ROWS:
+                self._start_checkpoint()
+
+    def _start_checkpoint(self) -> None:
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            return
+        self._checkpointed_at = self._writer.total_changes
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint, name="waypost-sqlite-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint(self) -> None:
+        """In a thread of its own, on a connection of its own."""
+        try:
+            raw = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                raw.close()
+        except sqlite3.Error:
+            pass  # the next one will do it; a checkpoint is housekeeping, not a write
+
+    async def close(self) -> None:
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            await anyio.to_thread.run_sync(checkpointer.join)
+        for raw in (*self._readers, self._writer):
+            raw.close()
+        self._readers.clear()
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+_DISCONNECTS = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+_UNUSABLE = (*_DISCONNECTS, asyncpg.exceptions.InternalClientError)
+"""Errors after which a connection's state is unknown: it is closed, never reused."""
+
+
+class PgConnection:
+    __slots__ = ("_engine", "_fairy", "_sa", "failed", "raw")
+
+    def __init__(self, engine: AsyncEngine, fairy: PoolProxiedConnection) -> None:
+        self._engine = engine
+        self._fairy = fairy
+        self._sa: AsyncConnection | None = None
+        self.raw: asyncpg.Connection = fairy.driver_connection  # type: ignore[assignment]
+        self.failed = False
+
+    async def fetch(self, query: Query, args: Sequence[Any]) -> list[Row]:
+        return cast(list[Row], await self.raw.fetch(query.sql, *query.bind(args)))
+
+    async def fetchrow(self, query: Query, args: Sequence[Any]) -> Row | None:
+        return cast(Row | None, await self.raw.fetchrow(query.sql, *query.bind(args)))
+
+    async def execute(self, query: Query, args: Sequence[Any]) -> None:
+        await self.raw.execute(query.sql, *query.bind(args))
+
+    async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None:
+        await self.raw.executemany(query.sql, query.bind_many(rows))
+
+    async def page(self, page: Page, values: dict[str, Any]) -> list[Row]:
+        """Through the engine, on this connection and in its transaction (the engine is
+        in AUTOCOMMIT mode: it begins nothing of its own)."""
+        if self._sa is None:
+            sync = sa.Connection(self._engine.sync_engine, connection=self._fairy)
+            self._sa = AsyncConnection(self._engine, sync)
+        result = await self._sa.execute(page.stmt, values)
+        return list(result.all())
+
+
+class PgDatabase:
+    """Transactions on asyncpg connections of the engine's pool (see the module's docstring)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._idle: list[PoolProxiedConnection] = []
+
+    async def _checkout(self) -> PgConnection:
+        while self._idle:
+            fairy = self._idle.pop()
+            conn = PgConnection(self.engine, fairy)
+            if fairy.is_valid and not conn.raw.is_closed():
+                return conn
+            await self._discard(conn, None)  # closed while idle (the server went away ...)
+        return PgConnection(self.engine, await self.engine.raw_connection())
+
+    async def _discard(self, conn: PgConnection, exc: BaseException | None) -> None:
+        """Close a connection whose state is unknown (or that is closed already); after a
+        disconnect, the idle ones too (a server that went away took them all)."""
+        doomed = [conn._fairy]
+        if isinstance(exc, _DISCONNECTS):
+            doomed += self._idle
+            self._idle.clear()
+        with anyio.CancelScope(shield=True):
+            for fairy in doomed:
+                with suppress(Exception):  # it is being thrown away
+                    await greenlet_spawn(fairy.invalidate, exc)
+
+    @asynccontextmanager
+    async def transaction(
+        self, begin: str, then: Sequence[tuple[Query, Sequence[Any]]] = ()
+    ) -> AsyncIterator[PgConnection]:
+        """A transaction: `begin` is a simple query (BEGIN ...; more ...: one round trip),
+        `then` statements to run before the block."""
+        conn = await self._checkout()
+        try:
+            await conn.raw.execute(begin)
+            for query, args in then:
+                await conn.execute(query, args)
+            yield conn
+            await conn.raw.execute("ROLLBACK" if conn.failed else "COMMIT")
+        except BaseException as exc:
+            await self._rollback(conn, exc)
+            raise
+        self._idle.append(conn._fairy)
+
+    async def _rollback(self, conn: PgConnection, exc: BaseException) -> None:
+        """ROLLBACK, shielded from cancellation and bounded in time; a connection that
+        cannot say it rolled back is closed instead (the server then rolls back)."""
+        rolled_back = False
+        if not isinstance(exc, _UNUSABLE):
+            with anyio.move_on_after(5, shield=True):
+                try:
+                    if conn.raw.is_in_transaction():
+                        await conn.raw.execute("ROLLBACK")
+                    rolled_back = not conn.raw.is_closed()
+                except Exception:  # noqa: S110 - the connection is closed below
+                    pass
+        if rolled_back:
+            self._idle.append(conn._fairy)
+        else:
+            await self._discard(conn, exc)
+
+    async def run(self, statement: str) -> None:
+        """One statement outside any transaction (ANALYZE)."""
+        conn = await self._checkout()
+        try:
+            await conn.raw.execute(statement)
+        except BaseException as exc:
+            await self._rollback(conn, exc)
+            raise
+        self._idle.append(conn._fairy)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for fairy in idle:
+            await greenlet_spawn(fairy.close)
+        await self.engine.dispose()
