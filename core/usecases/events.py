@@ -35,9 +35,15 @@ class Events:
         events = await self._validate(actor, cmds, batch=batch)
         async with deps.store.write(actor.tenant_id) as tx:
             receiver_ids = {e.event_receiver_id for e in events}
-            groups = await tx.groups.containing(actor.tenant_id, receiver_ids)
-            members = receiver_ids.union(*(g.event_receiver_ids for g in groups))
-            latest = await tx.latest.get_many(actor.tenant_id, members, {e.key for e in events})
+            # Only enabled groups can fire; with none, the latest events are not needed.
+            groups = [
+                g for g in await tx.groups.containing(actor.tenant_id, receiver_ids) if g.enabled
+            ]
+            latest = {}
+            if groups:
+                members = set().union(*(g.event_receiver_ids for g in groups))
+                keys = {e.key for e in events}
+                latest = await tx.latest.get_many(actor.tenant_id, members, keys)
             decided = decide_record(events, groups, latest, new_id=deps.ids.new_id)
             fired = {d.completion.group_id for d in decided if isinstance(d, GroupCompleted)}
             versions = {g: await tx.log.stream_version(actor.tenant_id, g) for g in fired}
