@@ -284,9 +284,21 @@ class PgConnection:
 class PgDatabase:
     """Transactions on asyncpg connections of the engine's pool (see the module's docstring)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, max_connections: int) -> None:
         self.engine = engine
         self._idle: list[PoolProxiedConnection] = []
+        # Connections leave the engine's pool once and then circulate through `_idle`,
+        # never back to the pool, so the pool's own queue would never wake a waiter.
+        # This semaphore (FIFO) is the one bound on connections in use: a lease holds a
+        # slot until its connection is back in `_idle` or discarded.
+        self._slots = anyio.Semaphore(max_connections)
+
+    @asynccontextmanager
+    async def _lease(self) -> AsyncIterator[PgConnection]:
+        """A connection for one transaction or statement; the caller returns it to `_idle`
+        or discards it before the lease ends."""
+        async with self._slots:
+            yield await self._checkout()
 
     async def _checkout(self) -> PgConnection:
         while self._idle:
@@ -315,17 +327,17 @@ class PgDatabase:
     ) -> AsyncIterator[PgConnection]:
         """A transaction: `begin` is a simple query (BEGIN ...; more ...: one round trip),
         `then` statements to run before the block."""
-        conn = await self._checkout()
-        try:
-            await conn.raw.execute(begin)
-            for query, args in then:
-                await conn.execute(query, args)
-            yield conn
-            await conn.raw.execute("ROLLBACK" if conn.failed else "COMMIT")
-        except BaseException as exc:
-            await self._rollback(conn, exc)
-            raise
-        self._idle.append(conn._fairy)
+        async with self._lease() as conn:
+            try:
+                await conn.raw.execute(begin)
+                for query, args in then:
+                    await conn.execute(query, args)
+                yield conn
+                await conn.raw.execute("ROLLBACK" if conn.failed else "COMMIT")
+            except BaseException as exc:
+                await self._rollback(conn, exc)
+                raise
+            self._idle.append(conn._fairy)
 
     async def _rollback(self, conn: PgConnection, exc: BaseException) -> None:
         """ROLLBACK, shielded from cancellation and bounded in time; a connection that
@@ -346,13 +358,13 @@ class PgDatabase:
 
     async def run(self, statement: str) -> None:
         """One statement outside any transaction (ANALYZE)."""
-        conn = await self._checkout()
-        try:
-            await conn.raw.execute(statement)
-        except BaseException as exc:
-            await self._rollback(conn, exc)
-            raise
-        self._idle.append(conn._fairy)
+        async with self._lease() as conn:
+            try:
+                await conn.raw.execute(statement)
+            except BaseException as exc:
+                await self._rollback(conn, exc)
+                raise
+            self._idle.append(conn._fairy)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -109,6 +109,10 @@ def _json(value: object) -> str:
 # --- values across the driver --------------------------------------------------------------
 
 
+#: Connections a PostgreSQL store keeps at most (its pool, no overflow).
+DEFAULT_PG_CONNECTIONS = 10
+
+
 class _PgCodec:
     """asyncpg: aware datetimes (read back in UTC), lists for arrays."""
 
@@ -193,7 +197,9 @@ class SqlStore:
                 raise TypeError(f"a SQLite store takes no engine options: {sorted(engine_options)}")
             assert normalized.database is not None
             return cls(SqliteDatabase(normalized.database))
-        db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **engine_options))
+        options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0, **engine_options}
+        limit = int(options["pool_size"]) + int(options["max_overflow"])
+        db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), limit)
         try:  # fail here, not at the first request, when the database is unreachable
             await db.run("SELECT 1")
         except BaseException:
