@@ -244,23 +244,30 @@ def _by_id(items: Iterable[T]) -> list[T]:
     return sorted(items, key=lambda item: item.id)  # type: ignore[attr-defined]
 
 
-def _page(items: Iterable[T], page: PageRequest, keep: Callable[[T], bool]) -> list[T]:
-    """Keyset pagination over items sorted by id: after the cursor, in the asked order."""
-    ordered = _by_id(items)
+def _page_ids(
+    ids: Sequence[str], get: Callable[[str], T], page: PageRequest, keep: Callable[[T], bool]
+) -> list[T]:
+    """Keyset pagination over ids sorted ascending: bisect to the cursor, walk in order."""
     if page.order == "desc":
-        ordered.reverse()
+        end = len(ids) if page.after is None else bisect.bisect_left(ids, page.after)
+        positions: Iterable[int] = range(end - 1, -1, -1)
+    else:
+        start = 0 if page.after is None else bisect.bisect_right(ids, page.after)
+        positions = range(start, len(ids))
     found = []
-    for item in ordered:
-        item_id: str = item.id  # type: ignore[attr-defined]
-        if page.after is not None and (
-            item_id >= page.after if page.order == "desc" else item_id <= page.after
-        ):
-            continue
+    for position in positions:
+        item = get(ids[position])
         if keep(item):
             found.append(item)
             if len(found) == page.limit:
                 break
     return found
+
+
+def _page(items: Iterable[T], page: PageRequest, keep: Callable[[T], bool]) -> list[T]:
+    """Keyset pagination over items with ids (sorted here; events keep theirs sorted)."""
+    by_id: dict[str, T] = {item.id: item for item in items}  # type: ignore[attr-defined]
+    return _page_ids(sorted(by_id), by_id.__getitem__, page, keep)
 
 
 def _matches(item: object, **wanted: object) -> bool:
@@ -326,7 +333,6 @@ class _EventReads:
         return event if event is not None and event.tenant_id == tenant_id else None
 
     async def list(self, tenant_id: str, where: EventFilter, page: PageRequest) -> list[Event]:
-        events = (self._m.events[i] for i in self._m.event_ids.get(tenant_id, []))
 
         def keep(e: Event) -> bool:
             return (
@@ -344,7 +350,8 @@ class _EventReads:
                 and (where.until is None or e.created_at < where.until)
             )
 
-        return _page(events, page, keep)
+        ids = self._m.event_ids.get(tenant_id, [])
+        return _page_ids(ids, self._m.events.__getitem__, page, keep)
 
 
 class _GroupReads:
