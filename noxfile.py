@@ -42,9 +42,20 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not part of `tests`): ingest through the use cases against the raw driver."""
+    """Benchmarks (not part of `tests`), each against its raw-driver and bare-framework references.
+
+    `nox -s bench` runs both: ingest through the use cases (bench/ingest.py) and HTTP load
+    on a real server process (bench/http_load.py). `nox -s bench -- ingest --large 10000`
+    or `nox -s bench -- http --seconds 5` runs one, with its own options.
+    """
     session.install("-e", ".[test]")
-    session.run("python", "bench/ingest.py", *session.posargs)
+    scripts = {"ingest": "bench/ingest.py", "http": "bench/http_load.py"}
+    args = list(session.posargs)
+    if args and args[0] not in scripts:
+        session.error(f"options follow a benchmark's name: nox -s bench -- {'|'.join(scripts)} ...")
+    chosen = [args.pop(0)] if args else list(scripts)
+    for name in chosen:
+        session.run("python", scripts[name], *args)
 
 
 @nox.session
