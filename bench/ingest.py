@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +51,7 @@ from adapters.memory.cache import ReceiverLru
 from adapters.sql.migrations import migrate
 from adapters.sql.store import SqlStore
 from adapters.system import SystemClock, UlidSource
-from core.domain.commands import CreateTenant, RecordEvent, RegisterReceiver
+from core.domain.commands import CreateGroup, CreateTenant, RecordEvent, RegisterReceiver
 from core.ports import EventFilter, PageRequest
 from core.usecases import Actor, Deps, Services
 from tests.servers import running_postgres  # the repository root is on sys.path above
@@ -155,21 +155,55 @@ class RawSqlite:
             await self.db.execute("COMMIT")
 
 
+class PgConnections:
+    """A single caller gets one plain asyncpg connection (no pool in its way); n
+    concurrent callers a pool of n, as a server has."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        self.url, self.connections = url, connections
+        self.one: asyncpg.Connection | None = None
+        self.pool: asyncpg.Pool | None = None
+
+    async def open(self) -> PgConnections:
+        if self.connections == 1:
+            self.one = await asyncpg.connect(self.url)
+        else:
+            self.pool = await asyncpg.create_pool(
+                self.url, min_size=self.connections, max_size=self.connections
+            )
+        return self
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:  # a Connection or a pool's proxy of one
+        if self.one is not None:
+            yield self.one
+            return
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        if self.one is not None:
+            await self.one.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+
 class RawPostgres:
-    """A pool of `connections`: concurrent callers insert concurrently, as a server would."""
+    """`connections` callers insert concurrently (see `PgConnections`)."""
 
     def __init__(self, url: str, connections: int = 1) -> None:
         self.url, self.connections = url, connections
 
     async def __aenter__(self) -> RawPostgres:
-        self.db = await asyncpg.create_pool(
-            self.url, min_size=self.connections, max_size=self.connections
-        )
-        await self.db.execute(
-            "CREATE TABLE raw_events (id TEXT PRIMARY KEY, tenant_id TEXT, name TEXT, "
-            "version TEXT, release TEXT, platform_id TEXT, package TEXT, description TEXT, "
-            "payload TEXT, success BOOLEAN, event_receiver_id TEXT, created_at DOUBLE PRECISION)"
-        )
+        self.db = await PgConnections(self.url, self.connections).open()
+        async with self.db.acquire() as conn:
+            await conn.execute(
+                "CREATE TABLE raw_events (id TEXT PRIMARY KEY, tenant_id TEXT, name TEXT, "
+                "version TEXT, release TEXT, platform_id TEXT, package TEXT, description TEXT, "
+                "payload TEXT, success BOOLEAN, event_receiver_id TEXT, "
+                "created_at DOUBLE PRECISION)"
+            )
         marks = ", ".join(f"${i}" for i in range(1, 13))
         self.sql = f"INSERT INTO raw_events ({RAW_COLUMNS}) VALUES ({marks})"
         return self
@@ -178,7 +212,8 @@ class RawPostgres:
         await self.db.close()
 
     async def single(self, row: tuple[Any, ...]) -> None:
-        await self.db.execute(self.sql, *row)
+        async with self.db.acquire() as conn:
+            await conn.execute(self.sql, *row)
 
     async def batch(self, rows: list[tuple[Any, ...]]) -> None:
         async with self.db.acquire() as conn, conn.transaction():
@@ -313,8 +348,8 @@ class HandSqlite:
 
 class HandPostgres:
     """Waypost's writes by hand with asyncpg: the head locked FOR UPDATE, then one statement
-    per table (one executemany per table for a batch), in one transaction. A pool of
-    `connections`: concurrent callers queue on the tenant's head lock, as Waypost's do."""
+    per table (one executemany per table for a batch), in one transaction. `connections`
+    callers (see `PgConnections`) queue on the tenant's head lock, as Waypost's do."""
 
     def __init__(self, url: str, tenant: str, receiver: str, connections: int = 1) -> None:
         self.url, self.tenant, self.receiver = url, tenant, receiver
@@ -326,12 +361,11 @@ class HandPostgres:
 
     async def __aenter__(self) -> HandPostgres:
         await migrate(self.url)
-        self.db = await asyncpg.create_pool(
-            self.url, min_size=self.connections, max_size=self.connections
-        )
-        await self.db.execute(
-            "INSERT INTO log_heads (tenant_id, position) VALUES ($1, 0)", self.tenant
-        )
+        self.db = await PgConnections(self.url, self.connections).open()
+        async with self.db.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO log_heads (tenant_id, position) VALUES ($1, 0)", self.tenant
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -386,6 +420,65 @@ async def services_on(url: str) -> tuple[Services, SqlStore]:
     await migrate(url)
     store = await SqlStore.connect(url)
     return Services(Deps(store, SystemClock(), UlidSource(), ReceiverLru())), store
+
+
+async def gated_receiver(services: Services, actor: Actor) -> str:
+    """A receiver that an enabled group gates with another member. Each of its events
+    also reads the group and the other member's latest event for the artifact under the
+    lock; the other member never records a success, so nothing completes."""
+    members = [
+        (
+            await services.receivers.register(
+                actor, RegisterReceiver(name=name, type="bench.gate", version="1", schema=SCHEMA)
+            )
+        )[0].id
+        for name in ("gated", "other")
+    ]
+    await services.groups.create(
+        actor,
+        CreateGroup(name="release", type="bench.gate", version="1", event_receiver_ids=members),
+    )
+    return members[0]
+
+
+async def latency(
+    services: Services,
+    *,
+    store: SqlStore,
+    actor: Actor,
+    receiver: str,
+    counter: Iterator[int],
+    large: int,
+) -> dict[str, tuple[float, float]]:
+    """p50/p99 of one append and of one page of events, with 10k and `large` stored."""
+    tenant = actor.tenant_id
+    result = {}
+
+    async def fill_to(total: int) -> None:
+        while True:
+            async with store.read() as tx:
+                head = await tx.log.head(tenant)
+            if head >= total:
+                return
+            await services.events.record_batch(
+                actor, [command(receiver, next(counter)) for _ in range(BATCH)]
+            )
+
+    async def one_append() -> None:
+        await services.events.record(actor, command(receiver, next(counter)))
+
+    async def one_page() -> None:
+        await services.events.list(actor, EventFilter(), PageRequest())
+
+    async def one_filtered_page() -> None:
+        await services.events.list(actor, EventFilter(version="1.7"), PageRequest())
+
+    for size in (10_000, large):
+        await fill_to(size)
+        result[f"append_{size}"] = await latencies(200, one_append)
+        result[f"page_{size}"] = await latencies(200, one_page)
+        result[f"filtered_page_{size}"] = await latencies(200, one_filtered_page)
+    return result
 
 
 async def bench_backend(
@@ -456,30 +549,21 @@ async def bench_backend(
         result["hand_batch"] = await rate(batches * BATCH, hand_batches)
         result["ours_batch"] = await rate(batches * BATCH, ours_batches)
 
-    async def fill_to(total: int) -> None:
-        while True:
-            async with store.read() as tx:
-                head = await tx.log.head(tenant.id)
-            if head >= total:
-                return
-            await services.events.record_batch(
-                actor, [command(receiver.id, next(counter)) for _ in range(BATCH)]
-            )
+    # The same singles to a receiver that an enabled group gates with another member.
+    gated = await gated_receiver(services, actor)
 
-    async def one_append() -> None:
-        await services.events.record(actor, command(receiver.id, next(counter)))
+    async def gated_singles() -> None:
+        for _ in range(singles):
+            await services.events.record(actor, command(gated, next(counter)))
 
-    async def one_page() -> None:
-        await services.events.list(actor, EventFilter(), PageRequest())
+    await services.events.record(actor, command(gated, 0))
+    result["ours_gated_single"] = await rate(singles, gated_singles)
 
-    async def one_filtered_page() -> None:
-        await services.events.list(actor, EventFilter(version="1.7"), PageRequest())
-
-    for size in (10_000, large):
-        await fill_to(size)
-        result[f"append_{size}"] = await latencies(200, one_append)
-        result[f"page_{size}"] = await latencies(200, one_page)
-        result[f"filtered_page_{size}"] = await latencies(200, one_filtered_page)
+    result.update(
+        await latency(
+            services, store=store, actor=actor, receiver=receiver.id, counter=counter, large=large
+        )
+    )
     await store.close()
     return result
 
@@ -497,6 +581,11 @@ def report(results: list[dict[str, Any]], large: int) -> str:
                 f"| {r['backend']} | {path} | {ours:,.0f} | {hand:,.0f} "
                 f"| **{ours / hand:.0%}** (>= {target:.0%}) | {raw:,.0f} | {ours / raw:.0%} |"
             )
+        gated, hand = r["ours_gated_single"], r["hand_single"]
+        lines.append(
+            f"| {r['backend']} | single, gated | {gated:,.0f} | ({hand:,.0f}: no gate reads) "
+            f"| {gated / hand:.0%} | {r['raw_single']:,.0f} | {gated / r['raw_single']:.0%} |"
+        )
     lines += [
         "",
         "| backend | stored events | append p50 / p99 ms | page p50 / p99 ms "
