@@ -9,6 +9,7 @@ environment wins. A bad value stops the start with a message naming the setting.
 from __future__ import annotations
 
 import ipaddress
+import math
 import pathlib
 import re
 import tomllib
@@ -82,6 +83,25 @@ class SecretsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         return "SecretsSettings(...)"  # never print a master key
 
 
+class LimitsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Rate limits (429) and backpressure (503), per server process."""
+
+    #: Requests per second each credential (API key, or user's token) may make on
+    #: average; above it, 429 with Retry-After. Batches count as one request.
+    requests_per_second: float = 200.0
+    #: Requests a credential may make at once above that rate (its bucket's size).
+    burst: int = 400
+    #: Requests per minute to the token endpoints (`/api/v1/auth/...`) from one client
+    #: address: password guessing is slowed down to this pace.
+    auth_requests_per_minute: float = 60.0
+    auth_burst: int = 20
+    #: API requests being served at once, all callers together; above it, 503 with
+    #: Retry-After, at once, rather than a queue that grows without bound.
+    max_in_flight: int = 256
+    #: Callers whose allowance is remembered (least recently seen forgotten first).
+    tracked_callers: int = 100_000
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: `development` applies pending migrations at start; `production` refuses to start.
     mode: Literal["development", "production"] = "development"
@@ -89,6 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     secrets: SecretsSettings = msgspec.field(default_factory=SecretsSettings)
+    limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.http.port < 65536:
@@ -106,6 +127,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         self._check_tls()
         self._check_security()
         self._check_secrets()
+        self._check_limits()
 
     def _check_tls(self) -> None:
         http = self.http
@@ -138,6 +160,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise SettingsError(
                     f"security.admin_networks: {network!r} is not a network (CIDR)"
                 ) from None
+
+    def _check_limits(self) -> None:
+        limits = self.limits
+        for name, rate in (
+            ("requests_per_second", limits.requests_per_second),
+            ("auth_requests_per_minute", limits.auth_requests_per_minute),
+        ):
+            if not (math.isfinite(rate) and rate > 0):
+                raise SettingsError(f"limits.{name} must be a positive number")
+        for name, count in (
+            ("burst", limits.burst),
+            ("auth_burst", limits.auth_burst),
+            ("max_in_flight", limits.max_in_flight),
+            ("tracked_callers", limits.tracked_callers),
+        ):
+            if count < 1:
+                raise SettingsError(f"limits.{name} must be at least 1")
 
     def _check_secrets(self) -> None:
         secrets = self.secrets

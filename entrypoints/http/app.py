@@ -27,8 +27,9 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, Middleware
 
 from core.usecases import Services
-from entrypoints.http import auth, common, idempotency
+from entrypoints.http import auth, common, idempotency, limits
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
+from entrypoints.http.limits import BackpressureMiddleware, Limits, RateLimitMiddleware
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
@@ -108,8 +109,13 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         max_body: int | None = None,
         tenant_data: bool = True,
     ) -> Router:
-        # The caller first (401 before anything else), then Idempotency-Key.
-        middleware: list[Middleware] = [auth.AuthenticationMiddleware]
+        # The caller first (401 before anything else), its rate limit, the bound on work
+        # in flight, then Idempotency-Key.
+        middleware: list[Middleware] = [
+            auth.AuthenticationMiddleware,
+            RateLimitMiddleware,
+            BackpressureMiddleware,
+        ]
         if idempotent:
             middleware.append(IdempotencyMiddleware)
         return Router(
@@ -129,6 +135,8 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         route_handlers=auth_routes.HANDLERS,
         tags=["identity"],
         dependencies={"ctx": Provide(auth.provide_context, sync_to_thread=False)},
+        # No credential yet: limited per client address (password guessing).
+        middleware=[RateLimitMiddleware, BackpressureMiddleware],
         request_max_body_size=64 * 1024,
     )
 
@@ -194,4 +202,5 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
     )
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
     idempotency.install(app.state, MemoryRecords())
+    limits.install(app.state, Limits(settings.limits))
     return app

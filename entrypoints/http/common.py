@@ -32,7 +32,11 @@ _DESCRIPTIONS: Final = {
     409: "Conflict with what is stored, or the same Idempotency-Key still running.",
     413: "Body or batch too large.",
     422: "Well-formed but refused by the rules; every error is listed.",
+    429: "Over the credential's (or the address's) rate limit; Retry-After says when to retry.",
+    503: "The server is at its limit of requests in flight; Retry-After says when to retry.",
 }
+#: What every limited route may answer besides its own refusals (entrypoints/http/limits.py).
+LIMITED: Final = (429, 503)
 
 
 class ServicesSlot:
@@ -54,7 +58,7 @@ class ServicesSlot:
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI descriptions of the problem answers a route may give."""
+    """OpenAPI descriptions of the problem answers a route may give (and `LIMITED`'s)."""
     return {
         status: ResponseSpec(
             data_container=Problem,
@@ -62,7 +66,7 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
             description=_DESCRIPTIONS[status],
             generate_examples=False,
         )
-        for status in statuses
+        for status in (*statuses, *LIMITED)
     }
 
 
