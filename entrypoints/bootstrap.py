@@ -210,9 +210,13 @@ async def start_secrets(services: Services) -> None:
         ) from None
 
 
-def _announce(text: str) -> None:
-    log.warning(
-        "first start: created a platform administrator. Its API key, shown this once: %s", text
+def announce_on_stdout(text: str) -> None:
+    """The first platform administrator's key: on stdout, once, never in a log line (logs
+    are shipped and kept; a credential must not be)."""
+    print(
+        "waypost: first start: created a platform administrator. Its API key, shown this "
+        f"once (keep it, or make another with `waypost admin create-api-key`):\n{text}",
+        flush=True,
     )
 
 
@@ -226,7 +230,7 @@ def create_app(
     clock: Clock | None = None,
     ids: IdSource | None = None,
     hasher: PasswordHasher | None = None,
-    announce: Callable[[str], None] = _announce,
+    announce: Callable[[str], None] = announce_on_stdout,
 ) -> Litestar:
     """The HTTP app whose lifespan opens `open_services(settings, ...)` with these overrides,
     loads the signing keys and, on an empty store, makes the first platform administrator

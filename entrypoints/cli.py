@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import os
 import signal
 import ssl
@@ -24,6 +23,7 @@ from core.domain.errors import DomainError
 from core.domain.rotation import VersionState
 from core.ports import AppendMeta
 from core.usecases import Services
+from entrypoints import logs
 from entrypoints.bootstrap import (
     StartupError,
     create_app,
@@ -245,23 +245,6 @@ async def _preflight(settings: Settings) -> None:
         await start_secrets(services)
 
 
-def _announce(text: str) -> None:
-    """The first platform administrator's key: on stdout, once, never in a log line."""
-    print(
-        "waypost: first start: created a platform administrator. Its API key, shown this "
-        f"once (keep it, or make another with `waypost admin create-api-key`):\n{text}",
-        flush=True,
-    )
-
-
-def _logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-    logger = logging.getLogger("waypost")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 def settle_heap() -> None:
     """Move everything alive once the app has started into the collector's permanent generation.
 
@@ -275,11 +258,11 @@ def settle_heap() -> None:
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
-    _logging()
+    logs.configure(settings.log)
     anyio.run(_preflight, settings)
 
     http = settings.http
-    app = create_app(settings, announce=_announce)
+    app = create_app(settings)
     app.on_startup.append(settle_heap)  # runs after the lifespan has opened the services
     config = uvicorn.Config(
         app,
@@ -287,7 +270,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         port=port or http.port,
         timeout_graceful_shutdown=int(http.shutdown_grace_seconds),
         lifespan="on",
-        log_level="info",
+        log_config=None,  # uvicorn's records go through `logs.configure`'s handler
+        log_level=settings.log.level.lower(),
         access_log=False,
         server_header=False,
         # TLS when configured; mTLS: client certificates required, from the configured CA.

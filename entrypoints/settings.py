@@ -83,6 +83,14 @@ class SecretsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         return "SecretsSettings(...)"  # never print a master key
 
 
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the server logs, and how."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: `text` for a terminal; `json`: one JSON object per line, for a log pipeline.
+    format: Literal["text", "json"] = "text"
+
+
 class LimitsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Rate limits (429) and backpressure (503), per server process."""
 
@@ -110,6 +118,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     secrets: SecretsSettings = msgspec.field(default_factory=SecretsSettings)
     limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.http.port < 65536:

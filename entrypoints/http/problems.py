@@ -227,13 +227,16 @@ def _too_large_detail(request: Request[Any, Any, Any]) -> str:
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     error_id = secrets.token_hex(8)
+    rid = request_id(request.scope)
+    method, path = request.scope.get("method", "-"), request.scope.get("path", "-")
     log.error(
         "internal error %s (request %s, %s %s)",
         error_id,
-        request_id(request.scope),
-        request.scope.get("method", "-"),
-        request.scope.get("path", "-"),
+        rid,
+        method,
+        path,
         exc_info=exc,
+        extra={"error_id": error_id, "request_id": rid, "method": method, "path": path},
     )
     body = InternalProblem(
         type=_PREFIX + "internal-error",
