@@ -110,6 +110,16 @@ class LimitsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     tracked_callers: int = 100_000
 
 
+class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`GET /metrics` (Prometheus text format) and the request counting behind it."""
+
+    #: False: no `/metrics` route (404) and no metrics middleware at all.
+    enabled: bool = True
+    #: Where the metrics may be read from (CIDRs, IPv4 and IPv6); anywhere else gets 403.
+    #: Empty: anyone may read them. Environment: comma-separated.
+    allowed_networks: list[str] = msgspec.field(default_factory=list)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: `development` applies pending migrations at start; `production` refuses to start.
     mode: Literal["development", "production"] = "development"
@@ -119,6 +129,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     secrets: SecretsSettings = msgspec.field(default_factory=SecretsSettings)
     limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.http.port < 65536:
@@ -137,6 +148,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         self._check_security()
         self._check_secrets()
         self._check_limits()
+        self._check_metrics()
 
     def _check_tls(self) -> None:
         http = self.http
@@ -168,6 +180,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             except ValueError:
                 raise SettingsError(
                     f"security.admin_networks: {network!r} is not a network (CIDR)"
+                ) from None
+
+    def _check_metrics(self) -> None:
+        for network in self.metrics.allowed_networks:
+            try:
+                ipaddress.ip_network(network.strip(), strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"metrics.allowed_networks: {network!r} is not a network (CIDR)"
                 ) from None
 
     def _check_limits(self) -> None:
@@ -211,7 +232,11 @@ _ORIGIN = re.compile(
     r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
 )
 #: Settings that are lists: the environment gives them comma-separated.
-_LISTS = (("http", "cors_origins"), ("security", "admin_networks"))
+_LISTS = (
+    ("http", "cors_origins"),
+    ("security", "admin_networks"),
+    ("metrics", "allowed_networks"),
+)
 
 
 def _nest(environ: Mapping[str, str]) -> dict[str, Any]:

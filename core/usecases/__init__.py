@@ -9,7 +9,7 @@ from core.domain.rotation import RotationPolicy
 from core.ports import BearerSecrets, IdentityStore, PasswordHasher, SecretSealer, TokenSigner
 from core.usecases.audit import Auditor
 from core.usecases.common import Actor, Deps, RequestContext
-from core.usecases.events import Events
+from core.usecases.events import Events, Recorded
 from core.usecases.groups import Groups, GroupStatus
 from core.usecases.identity import RECENT_SECONDS, Access, Identity, TokenAnswer
 from core.usecases.receivers import Receivers
@@ -108,6 +108,7 @@ __all__ = [
     "Identity",
     "IdentityDeps",
     "Receivers",
+    "Recorded",
     "Replay",
     "RequestContext",
     "SecretInfo",

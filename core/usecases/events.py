@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from core.domain.commands import RecordEvent
 from core.domain.errors import DomainError, FieldError, Invalid, TooLarge
 from core.domain.events import check_batch_size, new_event, prefix_errors
 from core.domain.groups import decide_record
-from core.domain.model import Event, GroupCompleted
+from core.domain.model import Completion, Event, GroupCompleted
 from core.ports import EventFilter, PageRequest
 from core.usecases.common import Actor, Deps, not_found
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """What one recording committed: its events, in input order, and the completions of the
+    groups they fired (a gate that was already complete fires nothing)."""
+
+    events: list[Event]
+    completions: list[Completion]
 
 
 class Events:
@@ -18,17 +28,23 @@ class Events:
         self._deps = deps
 
     async def record(self, actor: Actor, cmd: RecordEvent) -> Event:
-        [event] = await self._record(actor, [cmd], batch=False)
+        [event] = (await self.record_outcome(actor, cmd)).events
         return event
 
     async def record_batch(self, actor: Actor, cmds: Sequence[RecordEvent]) -> list[Event]:
         """All or nothing: one refused event refuses the batch, with every error of every event."""
+        return (await self.record_batch_outcome(actor, cmds)).events
+
+    async def record_outcome(self, actor: Actor, cmd: RecordEvent) -> Recorded:
+        """`record`, telling also which groups the event fired."""
+        return await self._record(actor, [cmd], batch=False)
+
+    async def record_batch_outcome(self, actor: Actor, cmds: Sequence[RecordEvent]) -> Recorded:
+        """`record_batch`, telling also which groups the events fired."""
         check_batch_size(len(cmds))
         return await self._record(actor, cmds, batch=True)
 
-    async def _record(
-        self, actor: Actor, cmds: Sequence[RecordEvent], *, batch: bool
-    ) -> list[Event]:
+    async def _record(self, actor: Actor, cmds: Sequence[RecordEvent], *, batch: bool) -> Recorded:
         deps = self._deps
         # Validation needs no lock: receivers never change. The writer lock is
         # held only to read the gates, decide and append.
@@ -45,10 +61,11 @@ class Events:
                 keys = {e.key for e in events}
                 latest = await tx.latest.get_many(actor.tenant_id, members, keys)
             decided = decide_record(events, groups, latest, new_id=deps.ids.new_id)
-            fired = {d.completion.group_id for d in decided if isinstance(d, GroupCompleted)}
+            completions = [d.completion for d in decided if isinstance(d, GroupCompleted)]
+            fired = {c.group_id for c in completions}
             versions = {g: await tx.log.stream_version(actor.tenant_id, g) for g in fired}
             await tx.append(deps.entries(decided, versions), actor.meta())
-        return events
+        return Recorded(events=events, completions=completions)
 
     async def _validate(
         self, actor: Actor, cmds: Sequence[RecordEvent], *, batch: bool

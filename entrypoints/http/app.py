@@ -6,10 +6,11 @@ signing keys loaded), enters it for the app's lifespan and injects the Services
 into handlers. While it runs, a background task keeps the signing keys up to
 date with their rotation policy and reloads what other processes rotated.
 
-Every route is authenticated (`auth.AuthenticationMiddleware`) and guarded by
-the permission it declares (`auth.authorize`), except the public few: the health
-probes, the JWKS, the API description, and the token endpoint (whose credential
-is in its body).
+Every route is authenticated (`auth.AuthenticationMiddleware`), rate limited and
+bounded (`limits`) and guarded by the permission it declares (`auth.authorize`),
+except the public few: the health probes, the metrics (which may be restricted to
+networks), the JWKS, the API description, and the token endpoints (whose credential
+is in the body; rate limited per client address).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, Middleware
 
 from core.usecases import Services
-from entrypoints.http import auth, common, idempotency, limits
+from entrypoints.http import auth, common, idempotency, limits, metrics
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import BackpressureMiddleware, Limits, RateLimitMiddleware
 from entrypoints.http.problems import EXCEPTION_HANDLERS
@@ -54,12 +55,13 @@ DESCRIPTION = """\
 Waypost records what happened to which artifact, checks every event against its
 receiver's JSON Schema and fires receiver groups (release gates).
 
-Every route but the health probes, the JWKS and this description needs
+Every route but the health probes, the metrics, the JWKS and this description needs
 `Authorization: Bearer <access token or API key>`; get an access token from
 `POST /api/v1/auth/token`. The tenant comes from the credential; a platform
 administrator names one with `X-Tenant: <slug>`. Errors are RFC 9457 problem
 details (`application/problem+json`). Every POST on a tenant's data accepts
-`Idempotency-Key`.
+`Idempotency-Key`. Over a credential's rate limit the answer is 429, from a server at
+its limit of work in flight 503; both say when to retry in `Retry-After`.
 """
 
 
@@ -194,7 +196,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 Tag(name="events", description="Events about artifacts."),
                 Tag(name="groups", description="Receiver groups: release gates."),
                 Tag(name="identity", description="Tokens, users, API keys, the audit log."),
-                Tag(name="operations", description="Health probes."),
+                Tag(name="operations", description="Health probes and metrics."),
             ],
         ),
         logging_config=None,
@@ -203,4 +205,6 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
     idempotency.install(app.state, MemoryRecords())
     limits.install(app.state, Limits(settings.limits))
+    # Last: its middleware wraps everything above (404s and 405s included).
+    metrics.install(app, settings.metrics)
     return app

@@ -278,6 +278,28 @@ async def test_a_batch_fires_groups_in_order(services: Services) -> None:
     assert [c.triggering_event_id for c in fired] == [recorded[1].id, recorded[3].id]
 
 
+async def test_a_recording_tells_the_completions_it_fired(services: Services) -> None:
+    who = await actor(services)
+    a, b = await receiver(services, who, name="a"), await receiver(services, who, name="b")
+    group = await services.groups.create(
+        who, CreateGroup(name="g", type="t", version="1", event_receiver_ids=[a.id, b.id])
+    )
+    first = await services.events.record_outcome(who, event(a.id))
+    assert (len(first.events), first.completions) == (1, [])
+    second = await services.events.record_outcome(who, event(b.id))
+    [fired] = second.completions
+    assert (fired.group_id, fired.triggering_event_id) == (group.id, second.events[0].id)
+    batch = await services.events.record_batch_outcome(
+        who, [event(a.id), event(b.id, success=False), event(b.id)]
+    )
+    assert len(batch.events) == 3
+    assert [c.triggering_event_id for c in batch.completions] == [batch.events[2].id]
+    stored = await services.groups.completions(
+        who, group.id, CompletionFilter(), PageRequest(order="asc")
+    )
+    assert stored == [fired, *batch.completions]
+
+
 async def test_group_patch_delete_list(services: Services) -> None:
     who = await actor(services)
     a, b, c = [await receiver(services, who, name=n) for n in "abc"]

@@ -32,11 +32,13 @@ from tests.http.conftest import (
 
 pytestmark = pytest.mark.anyio
 
-#: The only routes anyone may call without a credential: health, the JWKS, and the token
-#: endpoint and revocation (whose credential is in the body).
+#: The only routes anyone may call without a credential: health, the metrics (which may be
+#: restricted to networks), the JWKS, and the token endpoint and revocation (whose
+#: credential is in the body).
 PUBLIC = {
     ("GET", "/healthz/live"),
     ("GET", "/healthz/ready"),
+    ("GET", "/metrics"),
     ("GET", "/.well-known/jwks.json"),
     ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/revoke"),

@@ -43,6 +43,7 @@ ROUTES = {
     ("get", "/api/v1/audit"),
     ("get", "/healthz/live"),
     ("get", "/healthz/ready"),
+    ("get", "/metrics"),
 }
 PUBLIC = {
     ("post", "/api/v1/auth/token"),
@@ -50,6 +51,7 @@ PUBLIC = {
     ("get", "/.well-known/jwks.json"),
     ("get", "/healthz/live"),
     ("get", "/healthz/ready"),
+    ("get", "/metrics"),
 }
 
 

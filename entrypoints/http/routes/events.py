@@ -8,6 +8,7 @@ from typing import Annotated
 import msgspec
 from litestar import Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.types import Scope
 
 from core.domain.access import Permission
 from core.domain.commands import RecordBatch, RecordEvent
@@ -24,6 +25,7 @@ from entrypoints.http.common import (
     created,
     problems,
 )
+from entrypoints.http.metrics import count_recorded
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.problems import BadRequest
 from entrypoints.http.views import EventData, EventPage, IdData, IdsData, event_view
@@ -52,9 +54,11 @@ Moment = Annotated[
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def record_event(
-    *, data: JSONBody[RecordEvent], services: ServicesDep, actor: ActorDep
+    *, data: JSONBody[RecordEvent], services: ServicesDep, actor: ActorDep, scope: Scope
 ) -> Response[IdData]:
-    event = await services.events.record(actor, data)
+    outcome = await services.events.record_outcome(actor, data)
+    count_recorded(scope, outcome)
+    [event] = outcome.events
     return created(f"{PATH}/{event.id}", event.id)
 
 
@@ -69,10 +73,11 @@ async def record_event(
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def record_batch(
-    *, data: JSONBody[RecordBatch], services: ServicesDep, actor: ActorDep
+    *, data: JSONBody[RecordBatch], services: ServicesDep, actor: ActorDep, scope: Scope
 ) -> IdsData:
-    events = await services.events.record_batch(actor, data.events)
-    return IdsData([event.id for event in events])
+    outcome = await services.events.record_batch_outcome(actor, data.events)
+    count_recorded(scope, outcome)
+    return IdsData([event.id for event in outcome.events])
 
 
 @get(
