@@ -8,8 +8,9 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from types import FrameType
 
 import anyio
 import msgspec
@@ -31,6 +32,7 @@ from entrypoints.bootstrap import (
     open_services,
     start_secrets,
 )
+from entrypoints.http.routes.messages import stop_streams
 from entrypoints.settings import Settings, SettingsError, load_settings
 
 #: The actor of what an operator does with this command, in the log and the audit log.
@@ -257,6 +259,19 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when a stop begins: the live streams then end, so
+    that the graceful stop does not wait for them (they would last its whole grace)."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     logs.configure(settings.log)
     anyio.run(_preflight, settings)
@@ -280,7 +295,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         ssl_ca_certs=http.tls_client_ca_file,
         ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_file else ssl.CERT_NONE,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, on_exit=lambda: stop_streams(app.state))
     # uvicorn handles SIGTERM/SIGINT itself (stop accepting, let in-flight requests
     # finish, run the lifespan shutdown) and re-raises the signal afterwards. With
     # these handlers in place that re-raise is a no-op: a graceful stop exits 0.

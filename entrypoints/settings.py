@@ -106,6 +106,8 @@ class LimitsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: API requests being served at once, all callers together; above it, 503 with
     #: Retry-After, at once, rather than a queue that grows without bound.
     max_in_flight: int = 256
+    #: Live message streams (`GET /api/v1/messages`) open at once; above it, 503.
+    max_streams: int = 100
     #: Callers whose allowance is remembered (least recently seen forgotten first).
     tracked_callers: int = 100_000
 
@@ -203,6 +205,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ("burst", limits.burst),
             ("auth_burst", limits.auth_burst),
             ("max_in_flight", limits.max_in_flight),
+            ("max_streams", limits.max_streams),
             ("tracked_callers", limits.tracked_callers),
         ):
             if count < 1:

@@ -12,6 +12,7 @@ from core.usecases.common import Actor, Deps, RequestContext
 from core.usecases.events import Events, Recorded
 from core.usecases.groups import Groups, GroupStatus
 from core.usecases.identity import RECENT_SECONDS, Access, Identity, TokenAnswer
+from core.usecases.messages import MessagePage, Messages, Positioned
 from core.usecases.receivers import Receivers
 from core.usecases.replay import Replay
 from core.usecases.secrets import SecretInfo, Secrets
@@ -50,6 +51,7 @@ class Services:
         self.receivers = Receivers(deps)
         self.events = Events(deps)
         self.groups = Groups(deps)
+        self.messages = Messages(deps)
         self.replay = Replay(deps)
         self.identity_deps = identity
         if identity is not None:
@@ -107,6 +109,9 @@ __all__ = [
     "Groups",
     "Identity",
     "IdentityDeps",
+    "MessagePage",
+    "Messages",
+    "Positioned",
     "Receivers",
     "Recorded",
     "Replay",

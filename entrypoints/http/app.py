@@ -30,7 +30,12 @@ from litestar.types import ControllerRouterHandler, Middleware
 from core.usecases import Services
 from entrypoints.http import auth, common, idempotency, limits, metrics
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
-from entrypoints.http.limits import BackpressureMiddleware, Limits, RateLimitMiddleware
+from entrypoints.http.limits import (
+    BackpressureMiddleware,
+    Limits,
+    RateLimitMiddleware,
+    StreamsMiddleware,
+)
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
@@ -39,6 +44,7 @@ from entrypoints.http.routes import (
     events,
     groups,
     health,
+    messages,
     receivers,
     tenants,
     users,
@@ -110,13 +116,14 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         idempotent: bool = True,
         max_body: int | None = None,
         tenant_data: bool = True,
+        streams: bool = False,
     ) -> Router:
         # The caller first (401 before anything else), its rate limit, the bound on work
-        # in flight, then Idempotency-Key.
+        # in flight (long-lived streams have their own), then Idempotency-Key.
         middleware: list[Middleware] = [
             auth.AuthenticationMiddleware,
             RateLimitMiddleware,
-            BackpressureMiddleware,
+            StreamsMiddleware if streams else BackpressureMiddleware,
         ]
         if idempotent:
             middleware.append(IdempotencyMiddleware)
@@ -154,6 +161,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 max_body=settings.http.max_batch_body_bytes,
             ),
             api(groups.PATH, groups.HANDLERS, "groups"),
+            api(messages.PATH, messages.HANDLERS, "messages", idempotent=False, streams=True),
             api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
             # A new key's answer holds the key: never kept for a replay.
             api(
@@ -195,6 +203,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 Tag(name="receivers", description="Event receivers: named JSON Schemas."),
                 Tag(name="events", description="Events about artifacts."),
                 Tag(name="groups", description="Receiver groups: release gates."),
+                Tag(name="messages", description="The live tail of a tenant's CloudEvents."),
                 Tag(name="identity", description="Tokens, users, API keys, the audit log."),
                 Tag(name="operations", description="Health probes and metrics."),
             ],
@@ -205,6 +214,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
     idempotency.install(app.state, MemoryRecords())
     limits.install(app.state, Limits(settings.limits))
+    messages.install(app.state)
     # Last: its middleware wraps everything above (404s and 405s included).
     metrics.install(app, settings.metrics)
     return app

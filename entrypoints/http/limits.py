@@ -11,7 +11,8 @@ limit -> backpressure -> the route.
 - `BackpressureMiddleware` bounds the API requests being served at once, all
   callers together. One over the bound is a 503 with `Retry-After` at once: a
   server at its limit answers quickly rather than queueing work without bound
-  (memory, and latency for everyone).
+  (memory, and latency for everyone). `StreamsMiddleware` bounds the live
+  streams (`GET /api/v1/messages`) the same way, on their own count.
 
 Both keep their state in this process (`Limits`, in the app's state): with several
 server processes behind one address, each enforces the limits on its own share.
@@ -40,6 +41,7 @@ __all__ = [
     "Overloaded",
     "RateLimitMiddleware",
     "RateLimited",
+    "StreamsMiddleware",
     "install",
 ]
 
@@ -60,8 +62,19 @@ class Overloaded(HttpProblem):
     title = "Overloaded"
 
 
+class Bound:
+    """How many of something are under way, and how many may be."""
+
+    __slots__ = ("in_flight", "maximum", "what")
+
+    def __init__(self, maximum: int, what: str) -> None:
+        self.maximum = maximum
+        self.in_flight = 0
+        self.what = what
+
+
 class Limits:
-    """This process's limiters and in-flight count."""
+    """This process's limiters and bounds."""
 
     def __init__(
         self, settings: LimitsSettings, clock: Callable[[], float] = time.monotonic
@@ -74,8 +87,8 @@ class Limits:
             Rate(per_second=settings.auth_requests_per_minute / 60, burst=settings.auth_burst),
             capacity=settings.tracked_callers,
         )
-        self.max_in_flight = settings.max_in_flight
-        self.in_flight = 0
+        self.requests = Bound(settings.max_in_flight, "requests as it can")
+        self.streams = Bound(settings.max_streams, "live streams as it may")
         self.clock = clock
 
 
@@ -119,24 +132,37 @@ class RateLimitMiddleware:
 
 
 class BackpressureMiddleware:
-    """503 when `max_in_flight` API requests are being served already."""
+    """503 when `limits.max_in_flight` API requests are being served already."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    @staticmethod
+    def bound(limits: Limits) -> Bound:
+        return limits.requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        limits = _limits(scope)
-        if limits.in_flight >= limits.max_in_flight:
+        bound = self.bound(_limits(scope))
+        if bound.in_flight >= bound.maximum:
             raise Overloaded(
-                "The server is serving as many requests as it can. "
+                f"The server is serving as many {bound.what}. "
                 f"Retry after {OVERLOADED_RETRY_AFTER} s.",
                 headers={"Retry-After": str(OVERLOADED_RETRY_AFTER)},
             )
-        limits.in_flight += 1
+        bound.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            limits.in_flight -= 1
+            bound.in_flight -= 1
+
+
+class StreamsMiddleware(BackpressureMiddleware):
+    """The same for long-lived streams (the live tail), bounded by `limits.max_streams`
+    apart from the requests: a stream open for hours must not hold a request's place."""
+
+    @staticmethod
+    def bound(limits: Limits) -> Bound:
+        return limits.streams

@@ -47,8 +47,14 @@ def test_the_tutorial_runs_as_written(tmp_path: pathlib.Path) -> None:
         out = done.stdout
         assert "/payload/failed" in out
         assert '"complete":false' in out.replace(" ", "")
-        completions = json.loads(out.strip().splitlines()[-1])
+        lines = out.strip().splitlines()
+        completions = json.loads(lines[-2])
         assert len(completions["data"]) == 1
+        tail = lines[-1]
+        assert tail.startswith("data: ")
+        message = json.loads(tail.removeprefix("data: "))
+        assert message["type"] == "waypost.group.completed"
+        assert message["data"]["events"][0]["id"] == completions["data"][0]["triggering_event_id"]
         # the shell got its credentials the way the page says; none was printed to it
         assert "wp_" not in out
     finally:

@@ -15,6 +15,7 @@ def test_limits_from_the_environment() -> None:
             "WAYPOST__LIMITS__AUTH_REQUESTS_PER_MINUTE": "6",
             "WAYPOST__LIMITS__AUTH_BURST": "3",
             "WAYPOST__LIMITS__MAX_IN_FLIGHT": "64",
+            "WAYPOST__LIMITS__MAX_STREAMS": "5",
             "WAYPOST__LIMITS__TRACKED_CALLERS": "1000",
         }
     ).limits
@@ -24,6 +25,7 @@ def test_limits_from_the_environment() -> None:
         auth_requests_per_minute=6,
         auth_burst=3,
         max_in_flight=64,
+        max_streams=5,
         tracked_callers=1000,
     )
 
@@ -39,6 +41,7 @@ def test_limits_from_the_environment() -> None:
         ("BURST", "0"),
         ("AUTH_BURST", "0"),
         ("MAX_IN_FLIGHT", "0"),
+        ("MAX_STREAMS", "0"),
         ("TRACKED_CALLERS", "0"),
         ("BURST", "many"),
     ],

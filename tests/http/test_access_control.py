@@ -165,7 +165,8 @@ async def test_every_route_allows_exactly_the_roles_that_hold_its_permission(
                 method,
                 concrete(path),
                 headers=headers,
-                params=NVRPP if method == "GET" else None,
+                # follow=false: the live tail sends what is there and ends
+                params={**NVRPP, "follow": "false"} if method == "GET" else None,
                 json={} if method in {"POST", "PATCH"} else None,
             )
             allowed = answer.status_code not in {401, 403}

@@ -28,6 +28,7 @@ ROUTES = {
     ("delete", "/api/v1/groups/{group_id}"),
     ("get", "/api/v1/groups/{group_id}/status"),
     ("get", "/api/v1/groups/{group_id}/completions"),
+    ("get", "/api/v1/messages"),
     ("post", "/api/v1/auth/token"),
     ("post", "/api/v1/auth/revoke"),
     ("get", "/.well-known/jwks.json"),

@@ -215,7 +215,7 @@ async def test_past_max_in_flight_requests_are_answered_503_at_once(
             assert (await client.get("/healthz/live")).status_code == 200
             store.go.set()
         assert answers[0].status_code == 201
-        assert state["waypost.limits"].in_flight == 0
+        assert state["waypost.limits"].requests.in_flight == 0
         assert (await client.get("/api/v1/receivers", headers=OTHER_HEADERS)).status_code == 200
 
 
@@ -229,7 +229,7 @@ async def test_failed_requests_leave_no_slot_taken(identity: MemoryIdentity) -> 
                 "/api/v1/events", json=event_body(receiver, payload={}), headers=HEADERS
             )
             assert answer.status_code == 422
-        assert app.state["waypost.limits"].in_flight == 0
+        assert app.state["waypost.limits"].requests.in_flight == 0
 
 
 async def test_every_limited_route_documents_429_and_503(app: Litestar) -> None:
