@@ -32,6 +32,7 @@ from core.domain.identity import (
     RefreshToken,
     User,
 )
+from core.domain.messages import Positioned
 from core.domain.model import (
     Completion,
     DomainEvent,
@@ -170,6 +171,10 @@ class LogReads(Protocol):
     async def stream_version(self, tenant_id: str, stream: str) -> int: ...
     async def head(self, tenant_id: str) -> int:
         """The last committed position of the tenant's log (0 when empty)."""
+        ...
+
+    async def heads(self) -> dict[str, int]:
+        """Every tenant's last committed position, by tenant id (tenants with a log only)."""
         ...
 
     async def checkpoint(self, tenant_id: str) -> int:
@@ -479,3 +484,18 @@ class TokenSigner(Protocol):
     def issue(self, principal: Principal, *, jti: str, now: datetime) -> str: ...
     def verify(self, token: str, *, now: datetime) -> Claims | Refusal: ...
     def jwks(self, now: datetime) -> dict[str, list[dict[str, str]]]: ...
+
+
+class MessageSink(Protocol):
+    """Where a tenant's messages are published (a Redis stream per tenant, ...).
+
+    Idempotent by position: a message at or below the sink's last position is not
+    added again, so publishers may repeat themselves, or run side by side."""
+
+    async def last_position(self, tenant_slug: str) -> int:
+        """The log position of the last message the sink holds for the tenant (0: none)."""
+        ...
+
+    async def publish(self, tenant_slug: str, messages: Sequence[Positioned]) -> None:
+        """Add `messages` (in position order) after the sink's last position."""
+        ...

@@ -22,6 +22,7 @@ from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, Threaded
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
+from adapters.redis.streams import RedisStreams
 from adapters.sql.identity import SqlIdentity
 from adapters.sql.migrations import migrate, pending
 from adapters.sql.store import SqlStore
@@ -177,11 +178,20 @@ async def open_services(
     ids: IdSource | None = None,
     hasher: PasswordHasher | None = None,
 ) -> AsyncIterator[Services]:
-    """Every use case over the adapters the settings name; overrides win. Closes the stores."""
+    """Every use case over the adapters the settings name; overrides win. Closes the stores.
+
+    With `redis_streams.url`, `services.publisher` copies the messages to Redis streams
+    (the app's lifespan runs it)."""
     keys = master_keys(settings)
     opened = store if store is not None else await open_store(settings)
     try:
         people = identity if identity is not None else await open_identity(settings)
+        streams = settings.redis_streams
+        sink = (
+            None
+            if streams.url is None
+            else RedisStreams.from_url(streams.url, max_length=streams.max_length)
+        )
         try:
             yield Services(
                 Deps(
@@ -191,8 +201,11 @@ async def open_services(
                     ReceiverLru(),
                 ),
                 identity_deps(settings, people, hasher=hasher, keys=keys),
+                sink=sink,
             )
         finally:
+            if sink is not None:
+                await sink.close()
             await people.close()
     finally:
         await opened.close()

@@ -122,6 +122,20 @@ class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     allowed_networks: list[str] = msgspec.field(default_factory=list)
 
 
+class RedisStreamsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Publishing every tenant's messages to a Redis stream (`waypost:<slug>:messages`)."""
+
+    #: A `redis://`, `rediss://` or `unix://` URL; none: messages are not sent to Redis.
+    url: str | None = None
+    #: About how many entries each tenant's stream keeps (older ones are trimmed).
+    max_length: int = 100_000
+    #: How often an idle publisher looks for new messages.
+    poll_seconds: float = 0.25
+
+    def __repr__(self) -> str:
+        return "RedisStreamsSettings(...)"  # the URL may hold a password
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: `development` applies pending migrations at start; `production` refuses to start.
     mode: Literal["development", "production"] = "development"
@@ -131,6 +145,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     secrets: SecretsSettings = msgspec.field(default_factory=SecretsSettings)
     limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    redis_streams: RedisStreamsSettings = msgspec.field(default_factory=RedisStreamsSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
 
     def __post_init__(self) -> None:
@@ -150,6 +165,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         self._check_security()
         self._check_secrets()
         self._check_limits()
+        self._check_redis_streams()
         self._check_metrics()
 
     def _check_tls(self) -> None:
@@ -192,6 +208,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise SettingsError(
                     f"metrics.allowed_networks: {network!r} is not a network (CIDR)"
                 ) from None
+
+    def _check_redis_streams(self) -> None:
+        streams = self.redis_streams
+        scheme = (streams.url or "redis:").split(":", 1)[0]
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise SettingsError(
+                "redis_streams.url must be a redis://, rediss:// or unix:// URL"
+            )  # the URL itself is not repeated: it may hold a password
+        if streams.max_length < 1:
+            raise SettingsError("redis_streams.max_length must be at least 1")
+        if not 0.01 <= streams.poll_seconds <= 60:
+            raise SettingsError("redis_streams.poll_seconds must be 0.01..60")
 
     def _check_limits(self) -> None:
         limits = self.limits

@@ -446,5 +446,8 @@ class _LogReads:
         log = self._store._logs.get(tenant_id, [])
         return log[-1].position if log else 0
 
+    async def heads(self) -> dict[str, int]:
+        return {tenant: log[-1].position for tenant, log in self._store._logs.items() if log}
+
     async def checkpoint(self, tenant_id: str) -> int:
         return self._store._models.checkpoints.get(tenant_id, 0)

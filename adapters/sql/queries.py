@@ -208,6 +208,7 @@ class Statements:
             "tenant_id",
         )
         self.tenant_ids = q(sa.select(heads.c.tenant_id))
+        self.heads = q(sa.select(heads.c.tenant_id, heads.c.position))
         self._prologue = self._write_prologue() if postgres else None
         self.checkpoint = q(
             sa.select(cp.c.position).where(cp.c.tenant_id == _p("tenant_id")), "tenant_id"

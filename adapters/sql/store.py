@@ -965,6 +965,10 @@ class _LogReads(_Reads):
         row = await ctx.conn.fetchrow(ctx.sql.head, (tenant_id,))
         return 0 if row is None else int(row[0])
 
+    async def heads(self) -> dict[str, int]:
+        ctx = self._ctx
+        return {row[0]: int(row[1]) for row in await ctx.conn.fetch(ctx.sql.heads, ()) if row[1]}
+
     async def checkpoint(self, tenant_id: str) -> int:
         ctx = self._ctx
         row = await ctx.conn.fetchrow(ctx.sql.checkpoint, (tenant_id,))

@@ -42,6 +42,7 @@ __all__ = [
     "TYPE_RECEIVER_CREATED",
     "CloudEvent",
     "MessageData",
+    "Positioned",
     "build_message",
     "decode_message",
     "encode_message",
@@ -88,6 +89,14 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     package: str | None = None
     tenant: str
     data: MessageData
+
+
+class Positioned(msgspec.Struct, frozen=True, kw_only=True):
+    """A message and the position in its tenant's log of the entry it was built from: the
+    cursor a reader resumes after, and the order of messages."""
+
+    position: int
+    message: CloudEvent
 
 
 def source_for(tenant: Tenant) -> str:

@@ -6,13 +6,21 @@ from datetime import timedelta
 from typing import TypeVar
 
 from core.domain.rotation import RotationPolicy
-from core.ports import BearerSecrets, IdentityStore, PasswordHasher, SecretSealer, TokenSigner
+from core.ports import (
+    BearerSecrets,
+    IdentityStore,
+    MessageSink,
+    PasswordHasher,
+    SecretSealer,
+    TokenSigner,
+)
 from core.usecases.audit import Auditor
 from core.usecases.common import Actor, Deps, RequestContext
 from core.usecases.events import Events, Recorded
 from core.usecases.groups import Groups, GroupStatus
 from core.usecases.identity import RECENT_SECONDS, Access, Identity, TokenAnswer
-from core.usecases.messages import MessagePage, Messages, Positioned
+from core.usecases.messages import MessagePage, Messages
+from core.usecases.publishing import Publisher
 from core.usecases.receivers import Receivers
 from core.usecases.replay import Replay
 from core.usecases.secrets import SecretInfo, Secrets
@@ -45,13 +53,17 @@ class IdentityDeps:
 class Services:
     """Every use case, built over one set of ports."""
 
-    def __init__(self, deps: Deps, identity: IdentityDeps | None = None) -> None:
+    def __init__(
+        self, deps: Deps, identity: IdentityDeps | None = None, sink: MessageSink | None = None
+    ) -> None:
         self.deps = deps
         self.tenants = Tenants(deps)
         self.receivers = Receivers(deps)
         self.events = Events(deps)
         self.groups = Groups(deps)
         self.messages = Messages(deps)
+        #: Copies the messages to `sink`, when there is one (see `Publisher`).
+        self.publisher = None if sink is None else Publisher(deps, self.messages, sink)
         self.replay = Replay(deps)
         self.identity_deps = identity
         if identity is not None:
@@ -111,7 +123,7 @@ __all__ = [
     "IdentityDeps",
     "MessagePage",
     "Messages",
-    "Positioned",
+    "Publisher",
     "Receivers",
     "Recorded",
     "Replay",

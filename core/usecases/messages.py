@@ -12,19 +12,12 @@ import msgspec
 
 from core.domain.envelope import REGISTRY
 from core.domain.errors import FieldError, Invalid
-from core.domain.messages import CloudEvent, build_message
+from core.domain.messages import Positioned, build_message
 from core.domain.model import Event, EventRecorded, GroupCompleted
 from core.usecases.common import Actor, Deps
 
 #: The most log entries one call reads.
 MAX_ENTRIES = 1000
-
-
-class Positioned(msgspec.Struct, frozen=True, kw_only=True):
-    """A message and the log position it was built from (a resumable cursor)."""
-
-    position: int
-    message: CloudEvent
 
 
 class MessagePage(msgspec.Struct, frozen=True, kw_only=True):

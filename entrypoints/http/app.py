@@ -27,7 +27,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, Middleware
 
-from core.usecases import Services
+from core.usecases import Publisher, Services
 from entrypoints.http import auth, common, idempotency, limits, metrics
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
@@ -82,6 +82,32 @@ async def _maintain(services: Services, every: float) -> None:
             log.exception("the signing keys could not be maintained; retrying later")
 
 
+#: The longest wait between two attempts while the message sink fails.
+MAX_PUBLISH_BACKOFF_SECONDS = 30.0
+
+
+async def _publish(publisher: Publisher, every: float) -> None:
+    """Copy the messages to the sink for as long as the app runs: again at once while
+    there were some, every `every` seconds when idle; while the sink fails, after a
+    wait that doubles up to `MAX_PUBLISH_BACKOFF_SECONDS` (one log line per outage)."""
+    backoff = 0.0
+    while True:
+        try:
+            published = await publisher.publish_once()
+        except Exception:
+            if backoff == 0.0:
+                log.exception("publishing messages failed; retrying with backoff")
+            backoff = min(MAX_PUBLISH_BACKOFF_SECONDS, max(every, backoff * 2))
+            publisher.forget()
+            await anyio.sleep(backoff)
+            continue
+        if backoff:
+            log.info("publishing messages works again")
+            backoff = 0.0
+        if not published:
+            await anyio.sleep(every)
+
+
 def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar:
     """The Waypost HTTP app over the Services that `services_factory` opens."""
 
@@ -93,6 +119,8 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             slot.services = services
             app.state[auth.SERVICES_KEY] = services
             tasks.start_soon(_maintain, services, settings.secrets.reload_seconds)
+            if services.publisher is not None:
+                tasks.start_soon(_publish, services.publisher, settings.redis_streams.poll_seconds)
             try:
                 yield
             finally:

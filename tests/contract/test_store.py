@@ -61,6 +61,7 @@ async def test_positions_are_gap_free_per_tenant_and_envelopes_round_trip(store:
         assert await tx.log.stream_version(TA, TA) == 2
         assert await tx.log.read_stream(TA, TA) == made
         assert sorted(await tx.tenant_ids()) == [TA, TB]
+        assert await tx.log.heads() == {TA: 2, TB: 1}
 
 
 async def test_a_wrong_expected_version_is_a_conflict_and_writes_nothing(store: Store) -> None:
@@ -95,6 +96,7 @@ async def test_a_failed_block_leaves_no_trace(store: Store) -> None:
         await append_then_fail()
     async with store.read() as rtx:
         assert await rtx.log.head(TA) == 0
+        assert await rtx.log.heads() == {}  # no tenant with a log
         assert await rtx.tenants.by_slug("alpha") is None
     # and the tenant can still be written afterwards
     async with store.write(TA) as tx:

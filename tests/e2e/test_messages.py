@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import threading
 import time
+from typing import Any
 
 import httpx
+import pytest
+import redis
 
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.test_api import new_tenant
@@ -46,3 +50,33 @@ def test_a_tail_receives_what_commits_while_open_and_a_stop_ends_it(
     assert time.monotonic() - started < 10
     reader.join(10)
     assert not reader.is_alive()
+
+
+@pytest.mark.redis
+def test_the_server_publishes_each_tenants_messages_to_its_redis_stream(
+    server_env: dict[str, str], redis_db: str, tmp_path: pathlib.Path
+) -> None:
+    server = ServerProcess(
+        {**server_env, "WAYPOST__REDIS_STREAMS__URL": redis_db}, tmp_path / "server.log"
+    )
+    try:
+        server.wait_ready()
+        api = new_tenant(server.url, server.bootstrap_key(), "acme")
+        receiver = api.receiver("build")
+        event_id = api.post("/api/v1/events", api.event(receiver))["data"]
+        client = redis.Redis.from_url(redis_db)
+        try:
+            # a consumer blocks on the stream from its start, as a subscriber would
+            deadline = time.monotonic() + 10
+            found: list[dict[str, object]] = []
+            while len(found) < 2 and time.monotonic() < deadline:
+                reply: list[Any] = client.xread(  # type: ignore[assignment]
+                    {"waypost:acme:messages": "0-0"}, count=10, block=500
+                )
+                found = [json.loads(f[b"cloudevent"]) for _, got in reply for _, f in got]
+        finally:
+            client.close()
+        assert [m["type"] for m in found] == ["waypost.receiver.created", "ci.build"]
+        assert found[1]["data"]["events"][0]["id"] == event_id  # type: ignore[index]
+    finally:
+        assert server.stop() == 0, server.output()
