@@ -209,3 +209,21 @@ async def test_the_publishing_loop_backs_off_while_the_sink_fails_then_catches_u
     failed = [r for r in caplog.records if "publishing messages failed" in r.getMessage()]
     assert len(failed) == 1  # one line per outage, not one per attempt
     assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_sink_adds_a_message_once_however_often_it_is_handed_over(
+    redis_db: str, raw: aioredis.Redis, sinks: list[RedisStreams]
+) -> None:
+    sinks.append(sink := RedisStreams.from_url(redis_db, max_length=1000))
+    services = services_over(MemoryStore(), sink)
+    who = await actor(services, "acme")
+    build = await receiver(services, who)
+    for _ in range(3):
+        await services.events.record(who, event(build.id))
+    page = await services.messages.after(who, 0)
+    await sink.publish("acme", page.messages[:2])
+    await sink.publish("acme", page.messages)  # the first two again, then the rest
+    await sink.publish("acme", page.messages)  # all again
+    found = await entries(raw, "acme")
+    assert [entry_id for entry_id, _, _ in found] == [f"{p.position}-0" for p in page.messages]
+    assert await sink.last_position("acme") == page.messages[-1].position
