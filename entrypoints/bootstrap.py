@@ -233,8 +233,6 @@ def announce_on_stdout(text: str) -> None:
     )
 
 
-# The HTTP stack is imported only by those who build the app (not by the CLI's other
-# commands or the worker).
 def create_app(
     settings: Settings,
     *,
