@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import anyio
 import httpx
@@ -191,3 +192,59 @@ async def test_open_tails_are_bounded_apart_from_requests(identity: MemoryIdenti
             messages.stop_streams(app.state)
         assert answers[0].status_code == 200
         assert app.state["waypost.limits"].streams.in_flight == 0
+
+
+# --- a stream ends when its credential stops being valid -----------------------------------
+
+
+async def tail_while(
+    app: Litestar, api: Client, headers: dict[str, str], during: Callable[[], Awaitable[None]]
+) -> httpx.Response | None:
+    """Open a following tail with `headers`, run `during`, and give the tail's answer if the
+    stream ended by itself within 5 s after (None: it kept streaming, and was stopped)."""
+    answers: list[httpx.Response] = []
+    ended = anyio.Event()
+
+    async def tail() -> None:
+        answers.append(await api.get("/api/v1/messages", headers=headers))
+        ended.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(tail)
+        await anyio.sleep(0.3)  # the tail is open and has read the head
+        await during()
+        with anyio.move_on_after(5.0):
+            await ended.wait()
+        by_itself = ended.is_set()
+        messages.stop_streams(app.state)
+    return answers[0] if by_itself else None
+
+
+async def new_key(api: Client, role: str = "event_viewer", **fields: str) -> tuple[str, str]:
+    made = await api.post(
+        "/api/v1/api-keys", json={"name": "tail", "role": role, **fields}, headers=HEADERS
+    )
+    assert made.status_code == 201, made.text
+    return made.json()["data"]["id"], made.json()["data"]["key"]
+
+
+@pytest.mark.xfail(reason="bug: an open stream keeps streaming after its key is revoked")
+async def test_an_open_tail_ends_when_its_api_key_is_revoked(app: Litestar, api: Client) -> None:
+    receiver = await make_receiver(api)
+    key_id, key = await new_key(api)
+    recorded: list[str] = []
+
+    async def revoke_between_two_events() -> None:
+        first = await api.post("/api/v1/events", json=event_body(receiver), headers=HEADERS)
+        recorded.append(first.json()["data"])
+        await anyio.sleep(4 * messages.POLL_SECONDS)  # the tail has sent it
+        assert (await api.delete(f"/api/v1/api-keys/{key_id}", headers=HEADERS)).status_code == 204
+        second = await api.post("/api/v1/events", json=event_body(receiver), headers=HEADERS)
+        recorded.append(second.json()["data"])
+
+    answer = await tail_while(
+        app, api, {"Authorization": f"Bearer {key}"}, revoke_between_two_events
+    )
+    assert answer is not None, "the stream went on after its key was revoked"
+    sent = [json.loads(e["data"])["data"]["events"][0]["id"] for e in sse(answer) if "data" in e]
+    assert sent == recorded[:1]  # what committed after the revocation was not sent
