@@ -31,6 +31,8 @@ from core.domain.model import (
     Nvrpp,
     Receiver,
     ReceiverCreated,
+    SubscriptionDisabled,
+    SubscriptionPinged,
     Tenant,
     TenantCreated,
     TenantModified,
@@ -98,6 +100,8 @@ class _ReadModels:
                 self.groups.pop(g.id, None)
             case GroupCompleted(completion=c):
                 self.completions[c.id] = c
+            case SubscriptionPinged() | SubscriptionDisabled():
+                pass  # messages only: subscriptions keep their own tables
             case _:  # pragma: no cover - the registry knows every type
                 raise TypeError(f"no projection for {event!r}")
         self.checkpoints[tenant_id] = position

@@ -74,6 +74,8 @@ from core.domain.model import (
     Nvrpp,
     Receiver,
     ReceiverCreated,
+    SubscriptionDisabled,
+    SubscriptionPinged,
     Tenant,
     TenantCreated,
     TenantModified,
@@ -206,6 +208,12 @@ class SqlStore:
             await db.close()
             raise
         return cls(db)
+
+    @property
+    def database(self) -> PgDatabase | SqliteDatabase:
+        """The connections this store runs on: a SQLite delivery store shares them, so that
+        the process has one writer connection (`adapters.sql.delivery`)."""
+        return self._db
 
     @property
     def engine(self) -> AsyncEngine:
@@ -453,6 +461,8 @@ class _Rows:
                 )  # fmt: skip
             case GroupDeleted(group=g):
                 self.groups[(g.tenant_id, g.id)] = None
+            case SubscriptionPinged() | SubscriptionDisabled():
+                pass  # messages only: subscriptions keep their own tables
             case _:  # pragma: no cover - the registry knows every type
                 raise TypeError(f"no projection for {event!r}")
 

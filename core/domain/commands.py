@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from core.domain.subscriptions import Ordering, SubscriptionFilter
+
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every command."""
@@ -64,6 +66,47 @@ class PatchGroup(Command, frozen=True, kw_only=True):
     description: str | None = None
     add_receiver_ids: list[str] = msgspec.field(default_factory=list)
     remove_receiver_ids: list[str] = msgspec.field(default_factory=list)
+
+
+# --- subscriptions ----------------------------------------------------------------------------
+
+
+class CreateSubscription(Command, frozen=True, kw_only=True):
+    name: str
+    url: str
+    description: str = ""
+    enabled: bool = True
+    filter: SubscriptionFilter = msgspec.field(default_factory=SubscriptionFilter)
+    ordering: Ordering = "none"
+
+
+class PatchSubscription(Command, frozen=True, kw_only=True):
+    """Any of the create fields; a field left out is unchanged (`filter: {}` matches all)."""
+
+    name: str | None = None
+    url: str | None = None
+    description: str | None = None
+    enabled: bool | None = None
+    filter: SubscriptionFilter | None = None
+    ordering: Ordering | None = None
+
+
+class RotateSecret(Command, frozen=True, kw_only=True):
+    #: How long the old secret keeps signing beside the new one (default one day).
+    grace_seconds: int = 86_400
+
+
+class Redrive(Command, frozen=True, kw_only=True):
+    """Dead deliveries of messages committed in [since, until) go back to pending."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class Replay(Command, frozen=True, kw_only=True):
+    """Every matching message after this log position is delivered (again)."""
+
+    after: int
 
 
 # --- identity --------------------------------------------------------------------------------

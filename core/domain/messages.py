@@ -27,6 +27,8 @@ from core.domain.model import (
     GroupModified,
     Receiver,
     ReceiverCreated,
+    SubscriptionDisabled,
+    SubscriptionPinged,
     Tenant,
     TenantCreated,
     TenantModified,
@@ -40,6 +42,8 @@ __all__ = [
     "TYPE_GROUP_DELETED",
     "TYPE_GROUP_MODIFIED",
     "TYPE_RECEIVER_CREATED",
+    "TYPE_SUBSCRIPTION_DISABLED",
+    "TYPE_SUBSCRIPTION_PING",
     "CloudEvent",
     "MessageData",
     "Positioned",
@@ -56,6 +60,8 @@ TYPE_GROUP_CREATED = "waypost.group.created"
 TYPE_GROUP_MODIFIED = "waypost.group.modified"
 TYPE_GROUP_DELETED = "waypost.group.deleted"
 TYPE_GROUP_COMPLETED = "waypost.group.completed"
+TYPE_SUBSCRIPTION_PING = "waypost.subscription.ping"
+TYPE_SUBSCRIPTION_DISABLED = "waypost.subscription.disabled"
 
 
 class MessageData(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,7 +143,7 @@ def _evidence(completion: Completion, group_events: Sequence[Event], tenant: Ten
     return [by_id[i] for i in wanted]
 
 
-def build_message(
+def build_message(  # noqa: PLR0911 - one answer per kind of event
     event: DomainEvent,
     *,
     tenant: Tenant,
@@ -159,6 +165,9 @@ def build_message(
       `completion.member_event_ids`). `data.events` lists the triggering
       event first, then the other members' latest events in the order the
       completion lists them.
+    - `SubscriptionPinged` / `SubscriptionDisabled`: `waypost.subscription.ping` /
+      `.disabled`, subject the subscription id, `data` lists empty (the subscription
+      itself is read with `GET /api/v1/subscriptions/{id}`: its `disabled_reason`).
     - `TenantCreated` / `TenantModified`: None (platform-level, not published
       to the tenant's subscribers).
 
@@ -242,6 +251,10 @@ def build_message(
                 success=True,
                 nvrpp=completion,
             )
+        case SubscriptionPinged(subscription_id=subject):
+            return message(TYPE_SUBSCRIPTION_PING, subject, MessageData())
+        case SubscriptionDisabled(subscription_id=subject):
+            return message(TYPE_SUBSCRIPTION_DISABLED, subject, MessageData())
         case TenantCreated() | TenantModified():
             return None
     raise TypeError(f"no message is defined for {type(event).__name__}")

@@ -153,6 +153,24 @@ class GroupCompleted(DomainEvent, frozen=True, kw_only=True, tag="group.complete
     group: Group
 
 
+class SubscriptionPinged(DomainEvent, frozen=True, kw_only=True, tag="subscription.pinged"):
+    """Someone asked for a test message to a subscription (`waypost.subscription.ping`).
+    Each ping is a stream of its own (`ping_id`): pings never contend with each other."""
+
+    ping_id: str
+    subscription_id: str
+
+
+class SubscriptionDisabled(DomainEvent, frozen=True, kw_only=True, tag="subscription.disabled"):
+    """The registry disabled a subscription by itself (`waypost.subscription.disabled`).
+
+    Subscriptions live outside the log (they publish nothing else); their stream holds
+    these announcements only, one version per time the registry disabled it."""
+
+    subscription_id: str
+    reason: str
+
+
 AnyDomainEvent = (
     TenantCreated
     | TenantModified
@@ -162,6 +180,8 @@ AnyDomainEvent = (
     | GroupModified
     | GroupDeleted
     | GroupCompleted
+    | SubscriptionPinged
+    | SubscriptionDisabled
 )
 
 
@@ -170,7 +190,7 @@ def type_name(event: DomainEvent) -> str:
     return str(type(event).__struct_config__.tag)
 
 
-def stream_of(event: DomainEvent) -> str:
+def stream_of(event: DomainEvent) -> str:  # noqa: PLR0911 - one per kind of event
     """The aggregate a domain event belongs to: a tenant, a receiver, a group, or an event.
 
     A recorded event is an immutable aggregate of its own (its stream has one
@@ -187,4 +207,8 @@ def stream_of(event: DomainEvent) -> str:
             return g.id
         case GroupCompleted(completion=c):
             return c.group_id
+        case SubscriptionPinged(ping_id=ping_id):
+            return ping_id
+        case SubscriptionDisabled(subscription_id=subscription_id):
+            return subscription_id
     raise TypeError(f"not a domain event: {event!r}")

@@ -349,6 +349,12 @@ STRATEGIES: dict[type[model.DomainEvent], st.SearchStrategy[model.DomainEvent]] 
     model.GroupModified: st.builds(model.GroupModified, group=_groups),
     model.GroupDeleted: st.builds(model.GroupDeleted, group=_groups),
     model.GroupCompleted: st.builds(model.GroupCompleted, completion=_completions),
+    model.SubscriptionPinged: st.builds(
+        model.SubscriptionPinged, ping_id=_ulids, subscription_id=_ulids
+    ),
+    model.SubscriptionDisabled: st.builds(
+        model.SubscriptionDisabled, subscription_id=_ulids, reason=_text
+    ),
 }
 
 
