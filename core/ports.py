@@ -15,7 +15,7 @@ and replay uses the very same projection code.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 import msgspec
 
 from core.domain.audit import AuditRecord
+from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.envelope import Envelope
 from core.domain.identity import (
     ApiKey,
@@ -45,6 +46,7 @@ from core.domain.model import (
 from core.domain.refusals import Refusal
 from core.domain.rotation import SecretVersion
 from core.domain.schemas import CompiledSchema
+from core.domain.subscriptions import Subscription
 
 Order = Literal["asc", "desc"]
 DEFAULT_PAGE_SIZE = 50
@@ -262,6 +264,16 @@ class ReceiverCache(Protocol):
 class IdSource(Protocol):
     def new_id(self) -> str:
         """A new ULID, greater than every one this source made before."""
+        ...
+
+
+class Randomness(Protocol):
+    def random(self) -> float:
+        """A number in [0, 1) (jitter: need not be unpredictable)."""
+        ...
+
+    def token_bytes(self, count: int) -> bytes:
+        """`count` bytes from a cryptographically secure source (secrets)."""
         ...
 
 
@@ -542,3 +554,216 @@ class WebhookSender(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# --- subscriptions and deliveries (adapters.memory.delivery, adapters.sql.delivery) ------------
+# Each call is its own transaction. The dispatcher's checkpoint of a tenant moves only with
+# the deliveries it created (`DeliveryStore.dispatch`), and a deliverer's result is written
+# only while its claim still holds the delivery (`finish`: the fence).
+
+
+class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    """A message (its encoded CloudEvent) to deliver to one subscription."""
+
+    id: str
+    tenant_id: str
+    subscription_id: str
+    message_id: str
+    message_type: str
+    position: int
+    ordering_key: str | None = None
+    body: bytes
+    message_time: datetime
+
+
+class Claimed(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery a deliverer holds, with what its attempt needs. `claim` is the fence:
+    the claim's token, which `finish` and `release` must present."""
+
+    delivery: Delivery
+    body: bytes
+    subscription: Subscription
+    claim: str
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What one attempt leaves behind: its record (the store numbers it), the delivery's
+    next state, and what it says about the subscription."""
+
+    attempt: Attempt
+    status: DeliveryStatus
+    #: Pending: when it is due again; finished: None.
+    next_attempt_at: datetime | None
+    #: True: failing (since the attempt, unless failing already); False: it succeeds.
+    failing: bool
+    #: Disable the subscription (if enabled) for this reason.
+    disable: str | None = None
+
+
+class DeliveryCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Every tenant's together: what the metrics show."""
+
+    pending: int
+    delivering: int
+    dead: int
+    disabled_subscriptions: int
+
+
+class SubscriptionStore(Protocol):
+    async def add(self, subscription: Subscription, secret: SecretRecord) -> Subscription:
+        """Store a new subscription with the first version of its secret; answers it as
+        stored. Its `start_position` becomes the greater of the one given (the tenant's
+        log head) and the tenant's dispatch checkpoint, read under the dispatcher's lock:
+        the dispatcher has either passed no message after the start yet, or it sees the
+        subscription before it passes one."""
+        ...
+
+    async def get(self, tenant_id: str, subscription_id: str) -> Subscription | None: ...
+    async def update(self, before: Subscription, after: Subscription) -> bool:
+        """Write what people change (name, url, description, enabled, filter, ordering,
+        disabled_reason, failing_since, updated_at), only if the stored one is still
+        `before` (its `updated_at`): False when another writer came first or it is gone."""
+        ...
+
+    async def delete(self, tenant_id: str, subscription_id: str) -> bool:
+        """Remove it with its secrets, deliveries and attempts; whether there was one."""
+        ...
+
+    async def secrets(self, tenant_id: str, subscription_id: str) -> list[SecretRecord]:
+        """Every version of its secret, in version order."""
+        ...
+
+    async def save_secrets(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        before: Sequence[SecretVersion],
+        after: Sequence[SecretRecord],
+    ) -> None:
+        """As `SecretStore.save`: compare-and-set; `Conflict` when another writer came first."""
+        ...
+
+    async def unannounced(self) -> list[Subscription]:
+        """Subscriptions the registry disabled more often than their log announced."""
+        ...
+
+    async def announce(self, tenant_id: str, subscription_id: str, announced: int) -> None:
+        """Record that `announced` disables have been announced (never lowers it)."""
+        ...
+
+    async def list(self, tenant_id: str, page: PageRequest) -> list[Subscription]: ...
+
+
+class DeliveryStore(Protocol):
+    @property
+    def subscriptions(self) -> SubscriptionStore: ...
+
+    # --- the dispatcher ---
+
+    async def checkpoints(self) -> dict[str, int]:
+        """Every tenant's dispatch checkpoint (tenants with a subscription, ever)."""
+        ...
+
+    async def lease_dispatch(
+        self, tenant_id: str, dispatcher: str, now: datetime, until: datetime
+    ) -> int | None:
+        """Take (or keep) the tenant's dispatching until `until`, and answer its checkpoint;
+        None while another dispatcher's lease runs (or the tenant has no checkpoint)."""
+        ...
+
+    async def dispatch(
+        self,
+        tenant_id: str,
+        expected: int,
+        to: int,
+        make: Callable[[Sequence[Subscription]], Sequence[NewDelivery]],
+        now: datetime,
+    ) -> int | None:
+        """In one transaction: move the checkpoint from `expected` to `to` and add the
+        deliveries `make` builds from the tenant's subscriptions as they are in that
+        transaction (due at `now`; one that exists already, made by a replay, is left as
+        it is); answers how many were added. None (nothing written) when the
+        checkpoint is not at `expected`: another dispatcher came first."""
+        ...
+
+    # --- deliverers ---
+
+    async def claim(
+        self,
+        *,
+        claim: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        retries: bool,
+        room: int,
+        rooms: Mapping[str, int],
+        ordering_since: datetime,
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries of enabled subscriptions to `claim`, until
+        `lease_until`, soonest due first. Due: pending with `next_attempt_at <= now`.
+        `retries`: those attempted before (else the never attempted). At most
+        `rooms[subscription]` (default `room`) of one subscription. A delivery with an
+        `ordering_key` waits while an earlier one (by position) of its subscription and key
+        is pending or delivering, unless it was created before `ordering_since`."""
+        ...
+
+    async def finish(self, delivery_id: str, claim: str, outcome: Outcome) -> bool:
+        """Record an attempt and its outcome, if `claim` still holds the delivery: False
+        (nothing written) when it does not (its lease lapsed and it was expired or taken
+        again, or its subscription was deleted)."""
+        ...
+
+    async def release(self, delivery_id: str, claim: str, now: datetime) -> bool:
+        """Hand a claimed delivery back unattempted (due at `now`), if `claim` holds it."""
+        ...
+
+    async def expire(self, now: datetime) -> int:
+        """Deliveries whose lease lapsed before `now` (their deliverer died or hangs): back
+        to pending, due at `now`; answers how many. A late finish of theirs is refused."""
+        ...
+
+    async def next_due(self) -> datetime | None:
+        """When the next pending delivery of an enabled subscription is due, or the next
+        lease lapses (None: neither)."""
+        ...
+
+    async def wait(self, seconds: float) -> None:
+        """Return when deliveries may have become due (made, requeued, enabled), or after
+        `seconds`; other processes on the same database count where the backend
+        can tell (PostgreSQL: LISTEN/NOTIFY)."""
+        ...
+
+    # --- people ---
+
+    async def requeue(self, deliveries: Sequence[NewDelivery], now: datetime) -> int:
+        """Replay: add each delivery, or send an existing one of the same subscription and
+        message again (succeeded or dead: pending, due at `now`, a new round); answers
+        how many were added or sent again."""
+        ...
+
+    async def redrive(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        since: datetime | None,
+        until: datetime | None,
+        now: datetime,
+    ) -> int:
+        """Dead deliveries of messages of [since, until) back to pending, due at `now`."""
+        ...
+
+    async def get(
+        self, tenant_id: str, subscription_id: str, delivery_id: str
+    ) -> tuple[Delivery, list[Attempt]] | None: ...
+
+    async def counts(self) -> DeliveryCounts: ...
+    async def close(self) -> None: ...
+
+    async def list(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        status: DeliveryStatus | None,
+        page: PageRequest,
+    ) -> list[Delivery]: ...

@@ -238,6 +238,7 @@ READ_MODELS: tuple[sa.Table, ...] = (
 )
 """What a rebuild empties: every read model and the checkpoints, never the log or its heads."""
 
-# The identity tables live in their own module on the same MetaData; importing it here
-# means anything that reads `metadata` (migrations, the drift test) sees them too.
-from adapters.sql import identity_tables  # noqa: E402, F401
+# The identity and delivery tables live in modules of their own on the same MetaData;
+# importing them here means anything that reads `metadata` (migrations, the drift test)
+# sees them too.
+from adapters.sql import delivery_tables, identity_tables  # noqa: E402, F401

@@ -18,7 +18,7 @@ from adapters.sql.tables import metadata
 
 pytestmark = pytest.mark.anyio
 
-REVISIONS = ["0001", "0002"]
+REVISIONS = ["0001", "0002", "0003"]
 BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -112,3 +112,9 @@ async def test_the_comparison_sees_a_drifted_index_type_and_constraint(url: str)
     receivers.constraints.discard(triple)
     kinds = {d[0] if isinstance(d, tuple) else d[0][0] for d in await _schema_diffs(url, drifted)}
     assert {"add_index", "modify_type", "remove_constraint"} <= kinds
+
+
+def test_the_delivery_tables_are_declared_on_the_one_metadata() -> None:
+    from adapters.sql import delivery_tables
+
+    assert {t.name for t in delivery_tables.TABLES} <= set(metadata.tables)

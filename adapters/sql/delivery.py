@@ -1,0 +1,719 @@
+"""The DeliveryStore port over SQLite and PostgreSQL, on the drivers themselves.
+
+Statements come from `adapters.sql.delivery_queries`; connections and transactions from
+`adapters.sql.drivers`. Every method is one transaction.
+
+SQLite shares the SqlStore's `SqliteDatabase` when it is given one (`connect(share=...)`):
+the process then has one writer connection, and the dispatcher's and deliverers' writes
+queue on the same lock as the API's instead of retrying on SQLite's file lock.
+PostgreSQL gets a pool of its own, so that delivery work never waits for the API's
+connections, nor the API for delivery's.
+
+Concurrency
+    - The dispatcher's checkpoint row of a tenant is the lock that orders a dispatch and
+      a new subscription (`SubscriptionStore.add` reads the start under it): PostgreSQL
+      locks the row (`UPDATE ... WHERE position = expected`, `SELECT ... FOR UPDATE`),
+      SQLite has one writer.
+    - Claims: a plain read picks candidates (fairly: at most `room` per subscription),
+      then `FOR UPDATE SKIP LOCKED` takes those still due and not taken by anyone else,
+      in the same transaction; SQLite's claim runs under its one writer.
+    - A finish or a release is written only while the delivery is `delivering` under the
+      same claim token (the fence).
+    - Wake-ups: PostgreSQL transactions that make deliveries due send `NOTIFY` (delivered
+      at commit) on `waypost_deliveries`, which `wait` LISTENs to on a connection of its
+      own; every backend also wakes this process's waiters at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import asyncpg
+import msgspec
+
+from adapters.sql.delivery_queries import (
+    CHANNEL,
+    DELIVERY,
+    DeliveryStatements,
+    catalogue,
+)
+from adapters.sql.drivers import Connection, PgDatabase, Row, SqliteDatabase
+from adapters.sql.engine import create_engine, normalize_url
+from adapters.sql.store import Codec, SqlStore, _PgCodec, _SqliteCodec
+from core.domain.delivery import Attempt, Delivery, DeliveryStatus
+from core.domain.errors import Conflict
+from core.domain.rotation import SecretVersion, VersionState
+from core.domain.subscriptions import Subscription, SubscriptionFilter, secret_name
+from core.ports import (
+    Claimed,
+    DeliveryCounts,
+    NewDelivery,
+    Outcome,
+    PageRequest,
+    SecretRecord,
+)
+
+__all__ = ["SqlDeliveries"]
+
+log = logging.getLogger("waypost.delivery")
+
+_encode = msgspec.json.Encoder().encode
+_filter = msgspec.json.Decoder(SubscriptionFilter).decode
+_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+#: Connections a PostgreSQL delivery store keeps at most.
+DEFAULT_PG_CONNECTIONS = 10
+_FOREVER = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
+_DELIVERY_COLUMNS = len(DELIVERY)
+_UNIQUE = (asyncpg.UniqueViolationError, sqlite3.IntegrityError)
+
+
+class _Signal:
+    """Wakes this process's tasks waiting in `wait`."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def ring(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self, seconds: float) -> None:
+        event = self._event
+        with anyio.move_on_after(seconds):
+            await event.wait()
+
+
+class SqlDeliveries:
+    """DeliveryStore port over PostgreSQL (asyncpg) or SQLite (sqlite3)."""
+
+    def __init__(
+        self, db: PgDatabase | SqliteDatabase, *, owned: bool, dsn: str | None = None
+    ) -> None:
+        self._db = db
+        self._owned = owned
+        self._dsn = dsn
+        postgres = isinstance(db, PgDatabase)
+        self._sql = catalogue("postgresql" if postgres else "sqlite")
+        self._codec: Codec = _PgCodec if postgres else _SqliteCodec
+        self._signal = _Signal()
+        self._listener: asyncpg.Connection | None = None
+        self._listen_failed_at = 0.0
+        self.subscriptions = SqlSubscriptions(self)
+
+    @classmethod
+    async def connect(cls, url: str, *, share: SqlStore | None = None) -> SqlDeliveries:
+        """A delivery store on the (migrated) database at `url`; SQLite shares `share`'s
+        connections when given (the same database)."""
+        normalized = normalize_url(url)
+        if normalized.get_backend_name() == "sqlite":
+            if share is not None and isinstance(share.database, SqliteDatabase):
+                return cls(share.database, owned=False)
+            assert normalized.database is not None
+            return cls(SqliteDatabase(normalized.database), owned=True)
+        options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0}
+        db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), 10)
+        try:
+            await db.run("SELECT 1")
+        except BaseException:
+            await db.close()
+            raise
+        dsn = normalized.set(drivername="postgresql").render_as_string(hide_password=False)
+        return cls(db, owned=True, dsn=dsn)
+
+    @property
+    def sql(self) -> DeliveryStatements:
+        return self._sql
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Connection]:
+        db = self._db
+        if isinstance(db, PgDatabase):
+            async with db.transaction(_WRITE) as pg:
+                yield pg
+        else:
+            async with db.write() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Connection]:
+        db = self._db
+        if isinstance(db, PgDatabase):
+            async with db.transaction(_READ) as pg:
+                yield pg
+        else:
+            async with db.read() as conn:
+                yield conn
+
+    async def notify(self, conn: Connection) -> None:
+        """Inside a transaction that makes deliveries due: wake other processes' deliverers
+        at its commit (PostgreSQL); call `rang` after the commit for this process's."""
+        if self._sql.postgres:
+            await conn.execute(self._sql.notify, ())
+
+    def rang(self) -> None:
+        self._signal.ring()
+
+    # --- the dispatcher ---
+
+    async def checkpoints(self) -> dict[str, int]:
+        async with self.read() as conn:
+            rows = await conn.fetch(self._sql.checkpoints, ())
+        return {row[0]: int(row[1]) for row in rows}
+
+    async def lease_dispatch(
+        self, tenant_id: str, dispatcher: str, now: datetime, until: datetime
+    ) -> int | None:
+        time = self._codec.time
+        async with self.write() as conn:
+            row = await conn.fetchrow(
+                self._sql.lease_dispatch, (tenant_id, dispatcher, time(now), time(until))
+            )
+        return None if row is None else int(row[0])
+
+    async def dispatch(
+        self,
+        tenant_id: str,
+        expected: int,
+        to: int,
+        make: Callable[[Sequence[Subscription]], Sequence[NewDelivery]],
+        now: datetime,
+    ) -> int | None:
+        sql, codec = self._sql, self._codec
+        async with self.write() as conn:
+            moved = await conn.fetchrow(sql.advance_checkpoint, (tenant_id, expected, to))
+            if moved is None:
+                return None
+            rows = await conn.fetch(sql.tenant_subscriptions, (tenant_id,))
+            made = make([_subscription(row, codec) for row in rows])
+            added = await self._insert(conn, made, now)
+            if added:
+                await self.notify(conn)
+        if added:
+            self.rang()
+        return added
+
+    async def _insert(self, conn: Connection, made: Sequence[NewDelivery], now: datetime) -> int:
+        if not made:
+            return 0
+        sql, time = self._sql, self._codec.time
+        at = time(now)
+        rows = [
+            (n.id, n.tenant_id, n.subscription_id, n.message_id, n.message_type, n.position,
+             n.ordering_key, n.body, "pending", 0, 0, False, at, None, None, None,
+             time(n.message_time), at, None, None)
+            for n in made
+        ]  # fmt: skip
+        if sql.postgres:
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            return len(await conn.fetch(sql.insert_deliveries, columns))
+        added = 0
+        for row in rows:
+            added += await conn.fetchrow(sql.insert_delivery, row) is not None
+        return added
+
+    # --- deliverers ---
+
+    async def claim(
+        self,
+        *,
+        claim: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        retries: bool,
+        room: int,
+        rooms: Mapping[str, int],
+        ordering_since: datetime,
+    ) -> list[Claimed]:
+        if limit < 1 or room < 1:
+            return []
+        sql, codec = self._sql, self._codec
+        time = codec.time
+        excluded = codec.ids([s for s, n in rooms.items() if n < 1])
+        async with self.write() as conn:
+            # PostgreSQL locks the rows it scans (skipping others'): scan no more than asked
+            scan = limit if sql.postgres else limit * 4 + room
+            candidates = await conn.fetch(
+                sql.candidates[retries],
+                (time(now), excluded, time(ordering_since), scan, room, scan),
+            )
+            chosen: list[str] = []
+            taken: dict[str, int] = {}
+            for delivery_id, subscription_id in candidates:
+                if len(chosen) >= limit:
+                    break
+                if taken.get(subscription_id, 0) >= rooms.get(subscription_id, room):
+                    continue
+                taken[subscription_id] = taken.get(subscription_id, 0) + 1
+                chosen.append(delivery_id)
+            if not chosen:
+                return []
+            rows = await conn.fetch(
+                sql.claim, (codec.ids(chosen), time(now), claim, time(lease_until))
+            )
+            pairs: list[tuple[Row, Row]]
+            if sql.postgres:
+                cut = _DELIVERY_COLUMNS + 1
+                pairs = [(tuple(row)[:cut], tuple(row)[cut:]) for row in rows]
+            else:
+                ids = codec.ids({row[2] for row in rows})
+                subs = {sub[1]: sub for sub in await conn.fetch(sql.subscriptions_by_ids, (ids,))}
+                pairs = [(row, subs[row[2]]) for row in rows]
+        claimed = [
+            Claimed(
+                delivery=_delivery(d[:_DELIVERY_COLUMNS], codec),
+                body=bytes(d[_DELIVERY_COLUMNS]),
+                subscription=_subscription(s, codec),
+                claim=claim,
+            )
+            for d, s in pairs
+        ]
+        claimed.sort(key=lambda c: (c.delivery.next_attempt_at or now, c.delivery.position))
+        return claimed
+
+    async def finish(self, delivery_id: str, claim: str, outcome: Outcome) -> bool:
+        sql, time = self._sql, self._codec.time
+        attempt = outcome.attempt
+        next_at = None if outcome.next_attempt_at is None else time(outcome.next_attempt_at)
+        started = time(attempt.started_at)
+        clear = outcome.status == DeliveryStatus.SUCCEEDED
+        async with self.write() as conn:
+            if sql.postgres:
+                row = await conn.fetchrow(
+                    sql.finish,
+                    (delivery_id, claim, str(outcome.status), next_at, started,
+                     attempt.duration_ms, attempt.status_code, attempt.error,
+                     attempt.response_excerpt, clear, outcome.failing, outcome.disable),
+                )  # fmt: skip
+                return row is not None and int(row[0]) == 1
+            done = await conn.fetchrow(
+                sql.finish_delivery,
+                (delivery_id, claim, str(outcome.status), next_at, started,
+                 attempt.status_code, attempt.error, clear),
+            )  # fmt: skip
+            if done is None:
+                return False
+            tenant_id, subscription_id, number = done
+            await conn.execute(
+                sql.insert_attempt,
+                (delivery_id, number, tenant_id, started, attempt.duration_ms,
+                 attempt.status_code, attempt.error, attempt.response_excerpt),
+            )  # fmt: skip
+            await conn.execute(
+                sql.finish_subscription,
+                (tenant_id, subscription_id, started, outcome.failing, outcome.disable),
+            )
+            return True
+
+    async def release(self, delivery_id: str, claim: str, now: datetime) -> bool:
+        async with self.write() as conn:
+            row = await conn.fetchrow(
+                self._sql.release, (delivery_id, claim, self._codec.time(now))
+            )
+            if row is not None:
+                await self.notify(conn)
+        if row is not None:
+            self.rang()
+        return row is not None
+
+    async def expire(self, now: datetime) -> int:
+        async with self.write() as conn:
+            rows = await conn.fetch(self._sql.expire, (self._codec.time(now),))
+            if rows:
+                await self.notify(conn)
+        if rows:
+            self.rang()
+        return len(rows)
+
+    async def next_due(self) -> datetime | None:
+        codec = self._codec
+        async with self.read() as conn:
+            pending = await conn.fetchrow(self._sql.next_pending, ())
+            lapse = await conn.fetchrow(self._sql.next_lapse, ())
+        times = [
+            codec.from_time(r[0]) for r in (pending, lapse) if r is not None and r[0] is not None
+        ]
+        return min(times, default=None)
+
+    async def wait(self, seconds: float) -> None:
+        if self._dsn is not None:
+            await self._listen()
+        await self._signal.wait(seconds)
+
+    async def _listen(self) -> None:
+        """Keep a connection LISTENing (PostgreSQL); after a failure, try again at most
+        every few seconds (the callers' poll keeps working meanwhile)."""
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            return
+        now = anyio.current_time()
+        if now - self._listen_failed_at < 5.0:
+            return
+        assert self._dsn is not None
+        try:
+            with anyio.fail_after(5):
+                listener = await asyncpg.connect(self._dsn)
+            await listener.add_listener(CHANNEL, self._heard)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            self._listen_failed_at = now
+            log.warning("cannot LISTEN for new deliveries (%s); polling meanwhile", exc)
+            return
+        self._listener = listener
+        self._signal.ring()  # anything made while nobody listened: look now
+
+    def _heard(self, *_: object) -> None:
+        self._signal.ring()
+
+    # --- people ---
+
+    async def requeue(self, deliveries: Sequence[NewDelivery], now: datetime) -> int:
+        if not deliveries:
+            return 0
+        sql, time = self._sql, self._codec.time
+        at = time(now)
+        changed = 0
+        async with self.write() as conn:
+            for n in deliveries:
+                row = await conn.fetchrow(
+                    sql.requeue,
+                    (n.id, n.tenant_id, n.subscription_id, n.message_id, n.message_type,
+                     n.position, n.ordering_key, n.body, time(n.message_time), at),
+                )  # fmt: skip
+                changed += row is not None
+            if changed:
+                await self.notify(conn)
+        if changed:
+            self.rang()
+        return changed
+
+    async def redrive(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        since: datetime | None,
+        until: datetime | None,
+        now: datetime,
+    ) -> int:
+        time = self._codec.time
+        lower, upper = since or _FOREVER[0], until or _FOREVER[1]
+        async with self.write() as conn:
+            rows = await conn.fetch(
+                self._sql.redrive,
+                (tenant_id, subscription_id, time(lower), time(upper), time(now)),
+            )
+            if rows:
+                await self.notify(conn)
+        if rows:
+            self.rang()
+        return len(rows)
+
+    async def get(
+        self, tenant_id: str, subscription_id: str, delivery_id: str
+    ) -> tuple[Delivery, list[Attempt]] | None:
+        codec = self._codec
+        async with self.read() as conn:
+            row = await conn.fetchrow(self._sql.delivery, (tenant_id, subscription_id, delivery_id))
+            if row is None:
+                return None
+            attempts = await conn.fetch(self._sql.attempts, (delivery_id,))
+        return _delivery(row, codec), [_attempt(a, codec) for a in attempts]
+
+    async def counts(self) -> DeliveryCounts:
+        async with self.read() as conn:
+            statuses = {
+                row[0]: int(row[1]) for row in await conn.fetch(self._sql.status_counts, ())
+            }
+            disabled = await conn.fetchrow(self._sql.disabled_count, ())
+        return DeliveryCounts(
+            pending=statuses.get("pending", 0),
+            delivering=statuses.get("delivering", 0),
+            dead=statuses.get("dead", 0),
+            disabled_subscriptions=0 if disabled is None else int(disabled[0]),
+        )
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with suppress(Exception):  # it is being thrown away
+                await listener.close(timeout=5)
+        if self._owned:
+            await self._db.close()
+
+    async def list(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        status: DeliveryStatus | None,
+        page: PageRequest,
+    ) -> list[Delivery]:
+        query = self._sql.deliveries_page(
+            status=status is not None, order=page.order, after=page.after is not None
+        )
+        args: list[Any] = [tenant_id, subscription_id]
+        if status is not None:
+            args.append(str(status))
+        if page.after is not None:
+            args.append(page.after)
+        args.append(page.limit)
+        async with self.read() as conn:
+            rows = await conn.fetch(query, args)
+        return [_delivery(row, self._codec) for row in rows]
+
+
+class SqlSubscriptions:
+    def __init__(self, store: SqlDeliveries) -> None:
+        self._store = store
+
+    async def add(self, subscription: Subscription, secret: SecretRecord) -> Subscription:
+        store = self._store
+        sql, codec = store.sql, store.codec
+        async with store.write() as conn:
+            await conn.execute(
+                sql.create_checkpoint, (subscription.tenant_id, subscription.start_position)
+            )
+            row = await conn.fetchrow(sql.lock_checkpoint, (subscription.tenant_id,))
+            assert row is not None  # made just above, never deleted
+            stored = msgspec.structs.replace(
+                subscription, start_position=max(subscription.start_position, int(row[0]))
+            )
+            try:
+                await conn.execute(sql.insert_subscription, _subscription_row(stored, codec))
+                await conn.execute(
+                    sql.insert_secret, _secret_row(stored.tenant_id, stored.id, secret, codec)
+                )
+            except _UNIQUE as exc:
+                conn.failed = True
+                raise Conflict(f"Subscription {stored.id} exists already.") from exc
+        return stored
+
+    async def get(self, tenant_id: str, subscription_id: str) -> Subscription | None:
+        store = self._store
+        async with store.read() as conn:
+            row = await conn.fetchrow(store.sql.subscription, (tenant_id, subscription_id))
+        return None if row is None else _subscription(row, store.codec)
+
+    async def update(self, before: Subscription, after: Subscription) -> bool:
+        store = self._store
+        time = store.codec.time
+        async with store.write() as conn:
+            row = await conn.fetchrow(
+                store.sql.update_subscription,
+                (before.tenant_id, before.id, time(before.updated_at), after.name, after.url,
+                 after.description, after.enabled, _encode(after.filter).decode(),
+                 after.ordering, after.disabled_reason,
+                 None if after.failing_since is None else time(after.failing_since),
+                 time(after.updated_at)),
+            )  # fmt: skip
+            woken = row is not None and after.enabled and not before.enabled
+            if woken:
+                await store.notify(conn)
+        if woken:
+            store.rang()
+        return row is not None
+
+    async def delete(self, tenant_id: str, subscription_id: str) -> bool:
+        store = self._store
+        sql = store.sql
+        async with store.write() as conn:
+            row = await conn.fetchrow(sql.delete_subscription, (tenant_id, subscription_id))
+            if row is None:
+                return False
+            for statement in (
+                sql.delete_attempts_of,
+                sql.delete_deliveries_of,
+                sql.delete_secrets_of,
+            ):
+                await conn.execute(statement, (tenant_id, subscription_id))
+        return True
+
+    async def secrets(self, tenant_id: str, subscription_id: str) -> list[SecretRecord]:
+        store = self._store
+        async with store.read() as conn:
+            rows = await conn.fetch(store.sql.secrets, (tenant_id, subscription_id))
+        return [_secret(row, store.codec) for row in rows]
+
+    async def save_secrets(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        before: Sequence[SecretVersion],
+        after: Sequence[SecretRecord],
+    ) -> None:
+        store = self._store
+        sql, codec = store.sql, store.codec
+        time = codec.time
+
+        def at(moment: datetime | None) -> Any:
+            return None if moment is None else time(moment)
+
+        planned = {v.version: v for v in before}
+        async with store.write() as conn:
+            for record in after:
+                v = record.version
+                old = planned.get(v.version)
+                if old is None:
+                    try:
+                        await conn.execute(
+                            sql.insert_secret,
+                            _secret_row(tenant_id, subscription_id, record, codec),
+                        )
+                    except _UNIQUE as exc:
+                        conn.failed = True
+                        raise Conflict("The secret was changed by another writer.") from exc
+                    continue
+                if old == v:
+                    continue
+                row = await conn.fetchrow(
+                    sql.update_secret,
+                    (tenant_id, subscription_id, v.version, str(old.state), str(v.state),
+                     at(v.activated_at), at(v.demoted_at), at(v.verify_until),
+                     at(v.retired_at)),
+                )  # fmt: skip
+                if row is None:
+                    conn.failed = True
+                    raise Conflict("The secret was changed by another writer.")
+
+    async def unannounced(self) -> list[Subscription]:
+        store = self._store
+        async with store.read() as conn:
+            rows = await conn.fetch(store.sql.unannounced, ())
+        return [_subscription(row, store.codec) for row in rows]
+
+    async def announce(self, tenant_id: str, subscription_id: str, announced: int) -> None:
+        store = self._store
+        async with store.write() as conn:
+            await conn.execute(store.sql.announce, (tenant_id, subscription_id, announced))
+
+    async def list(self, tenant_id: str, page: PageRequest) -> list[Subscription]:
+        store = self._store
+        query = store.sql.subscriptions_page(order=page.order, after=page.after is not None)
+        args: list[Any] = [tenant_id]
+        if page.after is not None:
+            args.append(page.after)
+        args.append(page.limit)
+        async with store.read() as conn:
+            rows = await conn.fetch(query, args)
+        return [_subscription(row, store.codec) for row in rows]
+
+
+# --- rows <-> values ---------------------------------------------------------------------------
+
+
+def _subscription_row(s: Subscription, codec: Codec) -> tuple[Any, ...]:
+    time = codec.time
+    return (
+        s.tenant_id, s.id, s.name, s.url, s.description, s.enabled,
+        _encode(s.filter).decode(), s.ordering, time(s.created_at), time(s.updated_at),
+        s.disabled_reason, s.start_position,
+        None if s.failing_since is None else time(s.failing_since), s.disables, s.announced,
+    )  # fmt: skip
+
+
+def _subscription(row: Row, codec: Codec) -> Subscription:
+    at = codec.from_time
+    return Subscription(
+        tenant_id=row[0],
+        id=row[1],
+        name=row[2],
+        url=row[3],
+        description=row[4],
+        enabled=bool(row[5]),
+        filter=_filter(row[6]),
+        ordering=row[7],
+        created_at=at(row[8]),
+        updated_at=at(row[9]),
+        disabled_reason=row[10],
+        start_position=int(row[11]),
+        failing_since=None if row[12] is None else at(row[12]),
+        disables=int(row[13]),
+        announced=int(row[14]),
+    )
+
+
+def _delivery(row: Row, codec: Codec) -> Delivery:
+    at = codec.from_time
+
+    def maybe(value: Any) -> datetime | None:
+        return None if value is None else at(value)
+
+    return Delivery(
+        id=row[0],
+        tenant_id=row[1],
+        subscription_id=row[2],
+        message_id=row[3],
+        message_type=row[4],
+        position=int(row[5]),
+        ordering_key=row[6],
+        status=DeliveryStatus(row[7]),
+        attempts=int(row[8]),
+        round_attempts=int(row[9]),
+        next_attempt_at=maybe(row[10]),
+        last_attempt_at=maybe(row[11]),
+        last_status_code=row[12],
+        last_error=row[13],
+        message_time=at(row[14]),
+        created_at=at(row[15]),
+        claimed_by=row[16],
+        lease_until=maybe(row[17]),
+    )
+
+
+def _attempt(row: Row, codec: Codec) -> Attempt:
+    return Attempt(
+        delivery_id=row[0],
+        number=int(row[1]),
+        started_at=codec.from_time(row[3]),
+        duration_ms=float(row[4]),
+        status_code=row[5],
+        error=row[6],
+        response_excerpt=row[7],
+    )
+
+
+def _secret_row(
+    tenant_id: str, subscription_id: str, record: SecretRecord, codec: Codec
+) -> tuple[Any, ...]:
+    time = codec.time
+    v = record.version
+
+    def at(moment: datetime | None) -> Any:
+        return None if moment is None else time(moment)
+
+    return (
+        tenant_id, subscription_id, v.version, str(v.state), time(v.created_at),
+        at(v.activated_at), at(v.demoted_at), at(v.verify_until), at(v.retired_at),
+        record.envelope,
+    )  # fmt: skip
+
+
+def _secret(row: Row, codec: Codec) -> SecretRecord:
+    at = codec.from_time
+
+    def maybe(value: Any) -> datetime | None:
+        return None if value is None else at(value)
+
+    return SecretRecord(
+        tenant_id=row[0],
+        name=secret_name(row[1]),
+        version=SecretVersion(
+            version=int(row[2]),
+            state=VersionState(row[3]),
+            created_at=at(row[4]),
+            activated_at=maybe(row[5]),
+            demoted_at=maybe(row[6]),
+            verify_until=maybe(row[7]),
+            retired_at=maybe(row[8]),
+        ),
+        envelope=bytes(row[9]),
+    )
