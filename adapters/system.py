@@ -1,8 +1,10 @@
-"""The real clock and a monotonic ULID source."""
+"""The real clock, a monotonic ULID source, and randomness."""
 
 from __future__ import annotations
 
 import os
+import random
+import secrets
 import threading
 import time
 from datetime import UTC, datetime
@@ -28,3 +30,16 @@ class UlidSource:
                 self._last, time.time_ns() // 1_000_000, int.from_bytes(os.urandom(10))
             )
             return ulid
+
+
+class SystemRandomness:
+    """Jitter from `random` (need not be unpredictable); secret bytes from `secrets`."""
+
+    def __init__(self) -> None:
+        self._random = random.Random()  # noqa: S311 - jitter, not a secret
+
+    def random(self) -> float:
+        return self._random.random()
+
+    def token_bytes(self, count: int) -> bytes:
+        return secrets.token_bytes(count)

@@ -16,6 +16,8 @@ from core.ports import (
 )
 from core.usecases.audit import Auditor
 from core.usecases.common import Actor, Deps, RequestContext
+from core.usecases.delivery import Announcer, AttemptReport, Deliverer, Dispatcher
+from core.usecases.delivery_deps import DeliveryDeps
 from core.usecases.events import Events, Recorded
 from core.usecases.groups import Groups, GroupStatus
 from core.usecases.identity import RECENT_SECONDS, Access, Identity, TokenAnswer
@@ -24,6 +26,7 @@ from core.usecases.publishing import Publisher
 from core.usecases.receivers import Receivers
 from core.usecases.replay import Replay
 from core.usecases.secrets import SecretInfo, Secrets
+from core.usecases.subscriptions import Subscriptions
 from core.usecases.tenants import Tenants
 
 
@@ -54,7 +57,11 @@ class Services:
     """Every use case, built over one set of ports."""
 
     def __init__(
-        self, deps: Deps, identity: IdentityDeps | None = None, sink: MessageSink | None = None
+        self,
+        deps: Deps,
+        identity: IdentityDeps | None = None,
+        sink: MessageSink | None = None,
+        delivery: DeliveryDeps | None = None,
     ) -> None:
         self.deps = deps
         self.tenants = Tenants(deps)
@@ -88,6 +95,11 @@ class Services:
             )
         else:
             self._audit = self._secrets = self._identity = None
+        #: The ports of subscriptions and delivery (the worker builds its loops on them).
+        self.delivery_deps = delivery
+        self._subscriptions = (
+            None if delivery is None else Subscriptions(deps, delivery, self.messages, self._audit)
+        )
 
     @property
     def audit(self) -> Auditor:
@@ -101,21 +113,30 @@ class Services:
     def identity(self) -> Identity:
         return _given(self._identity)
 
+    @property
+    def subscriptions(self) -> Subscriptions:
+        return _given(self._subscriptions)
+
 
 S = TypeVar("S")
 
 
 def _given(service: S | None) -> S:
     if service is None:
-        raise RuntimeError("these Services were built without identity ports")
+        raise RuntimeError("these Services were built without the ports this needs")
     return service
 
 
 __all__ = [
     "Access",
     "Actor",
+    "Announcer",
+    "AttemptReport",
     "Auditor",
+    "Deliverer",
+    "DeliveryDeps",
     "Deps",
+    "Dispatcher",
     "Events",
     "GroupStatus",
     "Groups",
@@ -131,6 +152,7 @@ __all__ = [
     "SecretInfo",
     "Secrets",
     "Services",
+    "Subscriptions",
     "Tenants",
     "TokenAnswer",
 ]
