@@ -7,6 +7,7 @@ these same functions, so the wiring the tests exercise is the wiring that ships.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import pathlib
@@ -17,21 +18,39 @@ from datetime import timedelta
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 
+from adapters.commits import CommitSignal, SignallingStore
 from adapters.crypto.envelope import EnvelopeError, generate_master_key, parse_master_key
 from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, ThreadedScrypt
 from adapters.memory.cache import ReceiverLru
+from adapters.memory.delivery import MemoryDeliveries
 from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
 from adapters.redis.streams import RedisStreams
+from adapters.sql.delivery import SqlDeliveries
 from adapters.sql.identity import SqlIdentity
 from adapters.sql.migrations import migrate, pending
 from adapters.sql.store import SqlStore
-from adapters.system import SystemClock, UlidSource
+from adapters.system import SystemClock, SystemRandomness, UlidSource
+from adapters.webhooks import HttpWebhookSender
+from core.domain.addresses import parse_networks
+from core.domain.delivery import RetryPolicy
 from core.domain.rotation import RotationPolicy
-from core.ports import Clock, IdentityStore, IdSource, PasswordHasher, Store
-from core.usecases import Deps, IdentityDeps, Services
+from core.domain.subscriptions import UrlPolicy
+from core.ports import (
+    Clock,
+    DeliveryStore,
+    IdentityStore,
+    IdSource,
+    PasswordHasher,
+    SecretSealer,
+    Store,
+    WebhookSender,
+)
+from core.usecases import DeliveryDeps, Deps, IdentityDeps, Services
+from entrypoints.delivery_metrics import DeliveryMetrics
 from entrypoints.http.app import build_app
 from entrypoints.settings import Settings
+from entrypoints.worker import delivering
 
 log = logging.getLogger("waypost")
 
@@ -71,6 +90,60 @@ async def open_identity(settings: Settings) -> IdentityStore:
     if database_kind(url) == "memory":
         return MemoryIdentity()
     return await SqlIdentity.connect(url)
+
+
+async def open_deliveries(settings: Settings, store: Store) -> DeliveryStore:
+    """Subscriptions and deliveries on the settings' database (migrated by `open_store`);
+    SQLite shares `store`'s connections (one writer per process)."""
+    url = settings.database.url
+    if database_kind(url) == "memory":
+        return MemoryDeliveries()
+    return await SqlDeliveries.connect(url, share=store if isinstance(store, SqlStore) else None)
+
+
+def user_agent() -> str:
+    """What outgoing webhooks say they come from: `Waypost/<version>`."""
+    try:
+        return f"Waypost/{importlib.metadata.version('waypost')}"
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout
+        return "Waypost"
+
+
+def webhook_sender(settings: Settings) -> WebhookSender:
+    """The sender of webhooks, behind the address guard the settings configure."""
+    delivery = settings.delivery
+    return HttpWebhookSender(
+        allowed_networks=parse_networks(delivery.allowed_networks),
+        require_https=delivery.https_required(settings.mode),
+        excerpt_bytes=delivery.response_excerpt_bytes,
+        max_connections=delivery.concurrency,
+    )
+
+
+def delivery_deps(
+    settings: Settings,
+    store: DeliveryStore,
+    sealer: SecretSealer,
+    sender: WebhookSender | None,
+) -> DeliveryDeps:
+    delivery = settings.delivery
+    return DeliveryDeps(
+        store,
+        sealer=sealer,
+        randomness=SystemRandomness(),
+        url_policy=UrlPolicy(
+            allow_http=not delivery.https_required(settings.mode),
+            allowed=parse_networks(delivery.allowed_networks),
+        ),
+        retry=RetryPolicy(
+            schedule=tuple(delivery.retry_schedule_seconds),
+            disable_after=timedelta(hours=delivery.disable_after_hours),
+        ),
+        sender=sender,
+        timeout=timedelta(seconds=delivery.timeout_seconds),
+        ordering_wait=timedelta(seconds=delivery.ordering_wait_seconds),
+        user_agent=user_agent(),
+    )
 
 
 def _sqlite_path(url: str) -> pathlib.Path:
@@ -177,11 +250,17 @@ async def open_services(
     clock: Clock | None = None,
     ids: IdSource | None = None,
     hasher: PasswordHasher | None = None,
+    deliveries: DeliveryStore | None = None,
+    sender: WebhookSender | None = None,
+    sending: bool = False,
+    commits: CommitSignal | None = None,
 ) -> AsyncIterator[Services]:
     """Every use case over the adapters the settings name; overrides win. Closes the stores.
 
     With `redis_streams.url`, `services.publisher` copies the messages to Redis streams
-    (the app's lifespan runs it)."""
+    (the app's lifespan runs it). `sending`: webhooks are sent from this process (a
+    sender is made unless one is given). `commits` rings after each write of this
+    process commits (the delivery dispatcher waits on it)."""
     keys = master_keys(settings)
     opened = store if store is not None else await open_store(settings)
     try:
@@ -192,18 +271,28 @@ async def open_services(
             if streams.url is None
             else RedisStreams.from_url(streams.url, max_length=streams.max_length)
         )
+        subscriptions = (
+            deliveries if deliveries is not None else await open_deliveries(settings, opened)
+        )
+        if sender is None and sending:
+            sender = webhook_sender(settings)
         try:
+            secrets = identity_deps(settings, people, hasher=hasher, keys=keys)
             yield Services(
                 Deps(
-                    opened,
+                    opened if commits is None else SignallingStore(opened, commits),
                     clock if clock is not None else SystemClock(),
                     ids if ids is not None else UlidSource(),
                     ReceiverLru(),
                 ),
-                identity_deps(settings, people, hasher=hasher, keys=keys),
+                secrets,
                 sink=sink,
+                delivery=delivery_deps(settings, subscriptions, secrets.sealer, sender),
             )
         finally:
+            if sender is not None:
+                await sender.close()
+            await subscriptions.close()
             if sink is not None:
                 await sink.close()
             await people.close()
@@ -241,21 +330,40 @@ def create_app(
     clock: Clock | None = None,
     ids: IdSource | None = None,
     hasher: PasswordHasher | None = None,
+    deliveries: DeliveryStore | None = None,
+    sender: WebhookSender | None = None,
     announce: Callable[[str], None] = announce_on_stdout,
 ) -> Litestar:
     """The HTTP app whose lifespan opens `open_services(settings, ...)` with these overrides,
     loads the signing keys and, on an empty store, makes the first platform administrator
-    (its key goes to `announce`, once)."""
+    (its key goes to `announce`, once). With `delivery.in_process`, the lifespan runs
+    delivery too (and stops it gracefully at shutdown)."""
+    in_process = settings.delivery.in_process
+    metrics = DeliveryMetrics()
+    commits = CommitSignal() if in_process else None
 
     @asynccontextmanager
     async def services() -> AsyncIterator[Services]:
         async with open_services(
-            settings, store=store, identity=identity, clock=clock, ids=ids, hasher=hasher
+            settings,
+            store=store,
+            identity=identity,
+            clock=clock,
+            ids=ids,
+            hasher=hasher,
+            deliveries=deliveries,
+            sender=sender,
+            sending=in_process,
+            commits=commits,
         ) as opened:
             await start_secrets(opened)
             made = await opened.identity.bootstrap()
             if made is not None:
                 announce(made)
-            yield opened
+            if not in_process:
+                yield opened
+                return
+            async with delivering(opened, settings.delivery, metrics=metrics, wake=commits):
+                yield opened
 
-    return build_app(services, settings)
+    return build_app(services, settings, collectors=[metrics] if in_process else [])

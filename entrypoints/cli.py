@@ -1,4 +1,4 @@
-"""The `waypost` command: serve, migrate, replay, admin, secrets."""
+"""The `waypost` command: serve, worker, migrate, replay, admin, secrets."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from types import FrameType
 import anyio
 import msgspec
 import uvicorn
+from prometheus_client import CollectorRegistry, start_http_server
 
+from adapters.commits import CommitSignal
 from adapters.crypto.envelope import EnvelopeError, generate_master_key
 from adapters.sql.migrations import migrate, pending
 from core.domain.audit import AuditAction
@@ -32,8 +34,10 @@ from entrypoints.bootstrap import (
     open_services,
     start_secrets,
 )
+from entrypoints.delivery_metrics import DeliveryMetrics
 from entrypoints.http.routes.messages import stop_streams
 from entrypoints.settings import Settings, SettingsError, load_settings
+from entrypoints.worker import DeliveryRunner, stop_on_signals
 
 #: The actor of what an operator does with this command, in the log and the audit log.
 OPERATOR = "cli"
@@ -56,6 +60,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (default: http.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: http.port, 8042)")
+
+    worker = commands.add_parser(
+        "worker",
+        help="deliver webhooks (no HTTP server)",
+        description="Run webhook delivery: dispatch every subscription's messages and send "
+        "them, with retries. Any number of workers (and servers with delivery.in_process) "
+        "may run on one database. SIGTERM or SIGINT stops it gracefully.",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve delivery's Prometheus metrics on this port (at http.host); default: none",
+    )
 
     commands.add_parser(
         "migrate",
@@ -138,10 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
+def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: PLR0911 - one per command
     match args.command:
         case "serve":
             return _serve(settings, args.host, args.port)
+        case "worker":
+            logs.configure(settings.log)
+            return anyio.run(_worker, settings, args.metrics_port)
         case "migrate":
             return anyio.run(_migrate, settings)
         case "admin":
@@ -215,6 +235,26 @@ async def rotate_signing_key(services: Services) -> None:
         await services.secrets.maintain(force=True, actor=OPERATOR)
     except EnvelopeError as exc:
         raise StartupError(f"the master key does not open the stored secrets ({exc})") from None
+
+
+async def _worker(settings: Settings, metrics_port: int | None) -> int:
+    metrics = DeliveryMetrics()
+    if metrics_port is not None:
+        registry = CollectorRegistry()
+        registry.register(metrics)
+        start_http_server(metrics_port, addr=settings.http.host, registry=registry)
+    commits = CommitSignal()
+    async with (
+        open_services(settings, sending=True, commits=commits) as services,
+        anyio.create_task_group() as tasks,
+    ):
+        runner = DeliveryRunner(services, settings.delivery, metrics=metrics, wake=commits)
+        tasks.start_soon(stop_on_signals, runner)
+        await tasks.start(runner.run)
+        print(f"waypost: delivering (worker {runner.name})", flush=True)
+        await runner.stopped()
+        tasks.cancel_scope.cancel()
+    return 0
 
 
 async def _migrate(settings: Settings) -> int:

@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from core.domain.addresses import parse_networks
+from core.domain.delivery import MAX_SCHEDULE_LENGTH as MAX_RETRIES
+
 PREFIX = "WAYPOST__"
 CONFIG_VARIABLE = "WAYPOST__CONFIG"
 
@@ -136,6 +139,43 @@ class RedisStreamsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
         return "RedisStreamsSettings(...)"  # the URL may hold a password
 
 
+class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Webhook delivery: every subscription's messages POSTed to its URL, signed."""
+
+    #: `waypost serve` delivers in its own process too (false: `waypost worker`s do).
+    in_process: bool = True
+    #: Attempts in flight at once per process (a quarter of them, at least one, are kept
+    #: for retries, so that failing targets never hold back first attempts).
+    concurrency: int = 64
+    #: Attempts in flight at once per process for one subscription.
+    subscription_concurrency: int = 16
+    #: How long an attempt may take, all of it (connect, TLS, send, answer).
+    timeout_seconds: float = 15.0
+    #: Delays before the 2nd, 3rd ... attempt, each varied by +-10%. Environment:
+    #: comma-separated.
+    retry_schedule_seconds: list[float] = msgspec.field(
+        default_factory=lambda: [5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400]
+    )
+    #: Networks (CIDRs) webhooks may reach although the address guard refuses them
+    #: (loopback, private ...). Environment: comma-separated.
+    allowed_networks: list[str] = msgspec.field(default_factory=list)
+    #: Refuse `http://` target URLs. Default: in production mode only.
+    require_https: bool | None = None
+    #: A subscription whose deliveries fail this long without a success is disabled.
+    disable_after_hours: float = 120.0
+    #: How much of a target's answer is kept with each attempt.
+    response_excerpt_bytes: int = 1024
+    #: How often idle dispatchers look for new messages (processes on the database that
+    #: committed nothing themselves); deliverers look four times less often.
+    poll_seconds: float = 0.25
+    #: Ordering `artifact`: how long a message waits behind an earlier one of its
+    #: artifact that is not delivered yet, before it goes anyway.
+    ordering_wait_seconds: float = 600.0
+
+    def https_required(self, mode: str) -> bool:
+        return self.require_https if self.require_https is not None else mode == "production"
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: `development` applies pending migrations at start; `production` refuses to start.
     mode: Literal["development", "production"] = "development"
@@ -147,6 +187,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     redis_streams: RedisStreamsSettings = msgspec.field(default_factory=RedisStreamsSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.http.port < 65536:
@@ -167,6 +208,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         self._check_limits()
         self._check_redis_streams()
         self._check_metrics()
+        self._check_delivery()
 
     def _check_tls(self) -> None:
         http = self.http
@@ -208,6 +250,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise SettingsError(
                     f"metrics.allowed_networks: {network!r} is not a network (CIDR)"
                 ) from None
+
+    def _check_delivery(self) -> None:
+        d = self.delivery
+
+        def between(name: str, value: float, low: float, high: float) -> None:
+            if not (math.isfinite(value) and low <= value <= high):
+                raise SettingsError(f"delivery.{name} must be {low:g}..{high:g}, not {value!r}")
+
+        between("concurrency", d.concurrency, 2, 10_000)
+        between("subscription_concurrency", d.subscription_concurrency, 1, d.concurrency)
+        between("timeout_seconds", d.timeout_seconds, 0.1, 600)
+        between("disable_after_hours", d.disable_after_hours, 0.01, 24 * 366)
+        between("response_excerpt_bytes", d.response_excerpt_bytes, 0, 64 * 1024)
+        between("poll_seconds", d.poll_seconds, 0.01, 60)
+        between("ordering_wait_seconds", d.ordering_wait_seconds, 0, 7 * 86_400)
+        schedule = d.retry_schedule_seconds
+        if not 1 <= len(schedule) <= MAX_RETRIES:
+            raise SettingsError(
+                f"delivery.retry_schedule_seconds must list 1 to {MAX_RETRIES} delays"
+            )
+        for delay in schedule:
+            if not (math.isfinite(delay) and 0 < delay <= 30 * 86_400):
+                raise SettingsError(
+                    "delivery.retry_schedule_seconds: every delay must be more than 0 and at "
+                    f"most 30 days, not {delay!r}"
+                )
+        try:
+            parse_networks(d.allowed_networks)
+        except ValueError as exc:
+            raise SettingsError(f"delivery.allowed_networks: {exc}") from None
 
     def _check_redis_streams(self) -> None:
         streams = self.redis_streams
@@ -267,6 +339,8 @@ _LISTS = (
     ("http", "cors_origins"),
     ("security", "admin_networks"),
     ("metrics", "allowed_networks"),
+    ("delivery", "retry_schedule_seconds"),
+    ("delivery", "allowed_networks"),
 )
 
 

@@ -345,6 +345,9 @@ class Deliverer:
             kept.keep(subscription.id, records, now)
         return kept.signing(subscription.id, records, now)
 
+    def now(self) -> datetime:
+        return self._deps.clock.now()
+
     async def expire(self) -> int:
         """Deliveries whose lease lapsed (a deliverer died): due again now."""
         return await self._store.expire(self._deps.clock.now())

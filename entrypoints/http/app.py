@@ -26,6 +26,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, Middleware
+from prometheus_client.registry import Collector
 
 from core.usecases import Publisher, Services
 from entrypoints.http import auth, common, idempotency, limits, metrics
@@ -46,6 +47,7 @@ from entrypoints.http.routes import (
     health,
     messages,
     receivers,
+    subscriptions,
     tenants,
     users,
 )
@@ -108,8 +110,14 @@ async def _publish(publisher: Publisher, every: float) -> None:
             await anyio.sleep(every)
 
 
-def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar:
-    """The Waypost HTTP app over the Services that `services_factory` opens."""
+def build_app(
+    services_factory: ServicesFactory,
+    settings: Settings,
+    *,
+    collectors: Sequence[Collector] = (),
+) -> Litestar:
+    """The Waypost HTTP app over the Services that `services_factory` opens; `collectors`
+    add to its metrics (delivery's, when it runs in this process)."""
 
     slot = common.ServicesSlot()
 
@@ -190,6 +198,14 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             ),
             api(groups.PATH, groups.HANDLERS, "groups"),
             api(messages.PATH, messages.HANDLERS, "messages", idempotent=False, streams=True),
+            api(subscriptions.PATH, subscriptions.HANDLERS, "subscriptions"),
+            # A secret's answer holds the secret: never kept for a replay.
+            api(
+                subscriptions.PATH,
+                subscriptions.SECRET_HANDLERS,
+                "subscriptions",
+                idempotent=False,
+            ),
             api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
             # A new key's answer holds the key: never kept for a replay.
             api(
@@ -232,6 +248,11 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 Tag(name="events", description="Events about artifacts."),
                 Tag(name="groups", description="Receiver groups: release gates."),
                 Tag(name="messages", description="The live tail of a tenant's CloudEvents."),
+                Tag(
+                    name="subscriptions",
+                    description="Webhooks: messages POSTed to subscribers, signed, retried, "
+                    "with every attempt recorded.",
+                ),
                 Tag(name="identity", description="Tokens, users, API keys, the audit log."),
                 Tag(name="operations", description="Health probes and metrics."),
             ],
@@ -244,5 +265,5 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
     limits.install(app.state, Limits(settings.limits))
     messages.install(app.state)
     # Last: its middleware wraps everything above (404s and 405s included).
-    metrics.install(app, settings.metrics)
+    metrics.install(app, settings.metrics, collectors)
     return app

@@ -239,14 +239,17 @@ def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(metrics.exposition(), headers={"content-type": CONTENT_TYPE})
 
 
-def install(app: Litestar, settings: MetricsSettings) -> None:
-    """`GET /metrics` and the middleware around the whole app, unless disabled.
+def install(app: Litestar, settings: MetricsSettings, collectors: Iterable[Collector] = ()) -> None:
+    """`GET /metrics` and the middleware around the whole app, unless disabled; `collectors`
+    join its registry.
 
     Call it last in `build_app`: the middleware then wraps everything the app does
     (CORS, exception handling, routing), so it sees every answer."""
     if not settings.enabled:
         return
     metrics = Metrics(settings.allowed_networks)
+    for collector in collectors:
+        metrics.registry.register(collector)
     app.state[_STATE_KEY] = metrics
     app.register(scrape)
     app.asgi_handler = MetricsMiddleware(app.asgi_handler, metrics)

@@ -28,7 +28,13 @@ from core.domain.identity import new_api_key, parse_api_key
 from core.usecases import Services
 from entrypoints.bootstrap import create_app
 from entrypoints.http.auth import SERVICES_KEY
-from entrypoints.settings import DatabaseSettings, HttpSettings, SecretsSettings, Settings
+from entrypoints.settings import (
+    DatabaseSettings,
+    DeliverySettings,
+    HttpSettings,
+    SecretsSettings,
+    Settings,
+)
 
 TENANT = "acme"
 OTHER = "globex"
@@ -78,6 +84,8 @@ def settings(
             max_body_bytes=max_body_bytes, max_batch_body_bytes=max_batch_body_bytes
         ),
         "secrets": SecretsSettings(master_key=MASTER_KEY),
+        # no webhooks leave these apps unless a test asks (tests/http/test_subscriptions.py)
+        "delivery": DeliverySettings(in_process=False),
     }
     return Settings(**{**given, **sections})
 

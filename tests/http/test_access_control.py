@@ -193,18 +193,36 @@ async def objects_of(api: Client, headers: dict[str, str]) -> dict[str, str]:
         headers=headers,
     )
     key = await api.post("/api/v1/api-keys", json={"name": "k", "role": "admin"}, headers=headers)
+    subscription = await api.post(
+        "/api/v1/subscriptions",
+        json={"name": "hooks", "url": "https://hooks.example.com/in"},
+        headers=headers,
+    )
+    assert subscription.status_code == 201, subscription.text
+    subscription_id = subscription.json()["data"]
+    replayed = await api.post(  # a delivery, made without sending anything
+        f"/api/v1/subscriptions/{subscription_id}/replay", json={"after": 0}, headers=headers
+    )
+    assert replayed.status_code == 202, replayed.text
+    deliveries = await api.get(
+        f"/api/v1/subscriptions/{subscription_id}/deliveries", headers=headers
+    )
     made = {
         "receiver_id": receiver,
         "event_id": event.json()["data"],
         "group_id": group.json()["data"],
         "user_id": user.json()["data"],
         "key_id": key.json()["data"]["id"],
+        "subscription_id": subscription_id,
+        "delivery_id": deliveries.json()["data"][0]["id"],
     }
     assert all(isinstance(v, str) and len(v) == 26 for v in made.values()), made
     return made
 
 
 def body_for(method: str, path: str) -> Any:
+    if path.endswith("/replay"):
+        return {"after": 0}  # well-formed: the 404 is about the id, not the body
     return {} if method in {"POST", "PATCH"} else None
 
 
