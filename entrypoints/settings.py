@@ -147,7 +147,7 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     #: Attempts in flight at once per process (a quarter of them, at least one, are kept
     #: for retries, so that failing targets never hold back first attempts).
     concurrency: int = 64
-    #: Attempts in flight at once per process for one subscription.
+    #: Attempts in flight at once per process for one subscription (at most `concurrency`).
     subscription_concurrency: int = 16
     #: How long an attempt may take, all of it (connect, TLS, send, answer).
     timeout_seconds: float = 15.0
@@ -259,7 +259,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise SettingsError(f"delivery.{name} must be {low:g}..{high:g}, not {value!r}")
 
         between("concurrency", d.concurrency, 2, 10_000)
-        between("subscription_concurrency", d.subscription_concurrency, 1, d.concurrency)
+        between("subscription_concurrency", d.subscription_concurrency, 1, 10_000)
         between("timeout_seconds", d.timeout_seconds, 0.1, 600)
         between("disable_after_hours", d.disable_after_hours, 0.01, 24 * 366)
         between("response_excerpt_bytes", d.response_excerpt_bytes, 0, 64 * 1024)

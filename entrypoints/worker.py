@@ -16,7 +16,8 @@ The loops
       more than `subscription_concurrency` of one subscription in flight (its breaker
       may allow fewer), and attempts each in a task of its own; idle, it waits for the
       store to say deliveries may be due (made, requeued, enabled: NOTIFY across
-      processes on PostgreSQL) or for the next due time, at most `4 * poll_seconds`.
+      processes on PostgreSQL), for an attempt to end (what waits behind a cap or a
+      breaker may go then) or for the next due time, at most `4 * poll_seconds`.
     - housekeeping, every second or so: lapsed leases expire, disables are announced,
       and the counts behind the metrics are read.
 
@@ -59,7 +60,7 @@ COUNTS_SECONDS: Final = 5.0
 #: Extra time an attempt in flight gets on a graceful stop, beyond the attempt timeout.
 STOP_MARGIN_SECONDS: Final = 5.0
 #: A lease outlives the attempt's timeout by this much (the finish's write included).
-LEASE_MARGIN_SECONDS: Final = 15.0
+LEASE_MARGIN_SECONDS: Final = 5.0
 
 
 class Wakeup(Protocol):
@@ -127,6 +128,7 @@ class DeliveryRunner:
         self._stop = anyio.Event()
         self._drained = anyio.Event()
         self._stopped = anyio.Event()
+        self._progress = anyio.Event()  # set when an attempt ends
         self._attempts: TaskGroup | None = None
 
     # --- running and stopping ------------------------------------------------------------
@@ -231,12 +233,27 @@ class DeliveryRunner:
                 self._start(pool, one)
             if claimed:
                 continue
+            # Idle until deliveries may be due (the store says so), the next one is due, or
+            # an attempt ends (a due one held back by a subscription's cap or breaker may
+            # go then); never spinning on due ones that are held back.
             due = await self.deliverer.next_due()
             wait = idle_wait
             if due is not None:
                 until = (due - self.deliverer.now()).total_seconds()
-                wait = min(wait, max(0.0, until))
-            await self.store.wait(wait)
+                if until > 0:
+                    wait = min(wait, until)
+            await self._idle(wait)
+
+    async def _idle(self, seconds: float) -> None:
+        progress = self._progress
+        async with anyio.create_task_group() as waits:
+
+            async def first(wait: Callable[[], Awaitable[object]]) -> None:
+                await wait()
+                waits.cancel_scope.cancel()
+
+            waits.start_soon(first, lambda: self.store.wait(seconds))
+            waits.start_soon(first, progress.wait)
 
     def _start(self, pool: _Pool, claimed: Claimed) -> None:
         assert self._attempts is not None
@@ -265,6 +282,8 @@ class DeliveryRunner:
             else:
                 del self._in_flight[subscription]
             pool.free()
+            self._progress.set()
+            self._progress = anyio.Event()
             if self._stop.is_set() and not self._busy():
                 self._drained.set()
         if report is not None:

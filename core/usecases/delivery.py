@@ -68,7 +68,7 @@ class Dispatcher:
         messages: Messages,
         *,
         name: str,
-        lease: timedelta = timedelta(seconds=10),
+        lease: timedelta = timedelta(seconds=5),
     ) -> None:
         self._deps = deps
         self._store = delivery.store

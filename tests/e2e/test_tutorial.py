@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,9 @@ def test_the_tutorial_runs_as_written(tmp_path: pathlib.Path) -> None:
     assert len(blocks) >= 8
     script = "set -euo pipefail\n" + "\n".join(blocks)
     database = {"WAYPOST__DATABASE__URL": f"sqlite:///{tmp_path / 't.db'}"}
-    server = ServerProcess(database, tmp_path / "log")
+    # step 10's receiver is on loopback, which the tutorial's server allows (step 1)
+    allowed = {"WAYPOST__DELIVERY__ALLOWED_NETWORKS": "127.0.0.0/8"}
+    server = ServerProcess({**database, **allowed}, tmp_path / "log")
     # `waypost` on the PATH, as in the tutorial's virtualenv
     bin_dir = pathlib.Path(sys.executable).parent
     try:
@@ -36,8 +38,10 @@ def test_the_tutorial_runs_as_written(tmp_path: pathlib.Path) -> None:
             env={
                 "WAYPOST": server.url,
                 "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+                "HOOK_PORT": str(free_port()),
                 **database,
             },
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=120,
@@ -48,14 +52,17 @@ def test_the_tutorial_runs_as_written(tmp_path: pathlib.Path) -> None:
         assert "/payload/failed" in out
         assert '"complete":false' in out.replace(" ", "")
         lines = out.strip().splitlines()
-        completions = json.loads(lines[-2])
+        # step 10: the webhook arrived and verified, and the subscription lists it
+        assert lines[-2:] == ["verified waypost.group.completed", "1 delivered"]
+        completions = json.loads(lines[-4])
         assert len(completions["data"]) == 1
-        tail = lines[-1]
+        tail = lines[-3]
         assert tail.startswith("data: ")
         message = json.loads(tail.removeprefix("data: "))
         assert message["type"] == "waypost.group.completed"
         assert message["data"]["events"][0]["id"] == completions["data"][0]["triggering_event_id"]
         # the shell got its credentials the way the page says; none was printed to it
         assert "wp_" not in out
+        assert "whsec_" not in out
     finally:
         assert server.stop() == 0

@@ -45,13 +45,7 @@ def test_from_the_environment() -> None:
         ({"WAYPOST__DELIVERY__IN_PROCESS": "maybe"}, "WAYPOST__DELIVERY__IN_PROCESS"),
         ({"WAYPOST__DELIVERY__CONCURRENCY": "1"}, "delivery.concurrency"),
         ({"WAYPOST__DELIVERY__CONCURRENCY": "many"}, "WAYPOST__DELIVERY__CONCURRENCY"),
-        (
-            {
-                "WAYPOST__DELIVERY__CONCURRENCY": "4",
-                "WAYPOST__DELIVERY__SUBSCRIPTION_CONCURRENCY": "5",
-            },
-            "delivery.subscription_concurrency",
-        ),
+        ({"WAYPOST__DELIVERY__SUBSCRIPTION_CONCURRENCY": "0"}, "subscription_concurrency"),
         ({"WAYPOST__DELIVERY__TIMEOUT_SECONDS": "0"}, "delivery.timeout_seconds"),
         ({"WAYPOST__DELIVERY__TIMEOUT_SECONDS": "inf"}, "delivery.timeout_seconds"),
         ({"WAYPOST__DELIVERY__RETRY_SCHEDULE_SECONDS": "5,soon"}, "RETRY_SCHEDULE_SECONDS"),
