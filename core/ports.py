@@ -594,8 +594,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     status: DeliveryStatus
     #: Pending: when it is due again; finished: None.
     next_attempt_at: datetime | None
-    #: True: failing (since the attempt, unless failing already); False: it succeeds.
-    failing: bool
+    #: True: failing (since the attempt, unless failing already); False: it succeeds again;
+    #: None: no change (what the deliverer saw of the subscription says so already).
+    failing: bool | None
     #: Disable the subscription (if enabled) for this reason.
     disable: str | None = None
 
@@ -723,9 +724,9 @@ class DeliveryStore(Protocol):
         to pending, due at `now`; answers how many. A late finish of theirs is refused."""
         ...
 
-    async def next_due(self) -> datetime | None:
-        """When the next pending delivery of an enabled subscription is due, or the next
-        lease lapses (None: neither)."""
+    async def next_due(self, retries: bool) -> datetime | None:
+        """When the next pending delivery of an enabled subscription is due, of those never
+        attempted or (`retries`) of those attempted before; None: there is none."""
         ...
 
     async def wait(self, seconds: float) -> None:

@@ -161,7 +161,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: PLR0911 
             return _serve(settings, args.host, args.port)
         case "worker":
             logs.configure(settings.log)
-            return anyio.run(_worker, settings, args.metrics_port)
+            # the libuv loop where there is one, as `serve` has (uvicorn picks it)
+            options = {"use_uvloop": True} if sys.platform != "win32" else {}
+            return anyio.run(_worker, settings, args.metrics_port, backend_options=options)
         case "migrate":
             return anyio.run(_migrate, settings)
         case "admin":

@@ -146,9 +146,9 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     in_process: bool = True
     #: Attempts in flight at once per process (a quarter of them, at least one, are kept
     #: for retries, so that failing targets never hold back first attempts).
-    concurrency: int = 64
+    concurrency: int = 32
     #: Attempts in flight at once per process for one subscription (at most `concurrency`).
-    subscription_concurrency: int = 16
+    subscription_concurrency: int = 8
     #: How long an attempt may take, all of it (connect, TLS, send, answer).
     timeout_seconds: float = 15.0
     #: Delays before the 2nd, 3rd ... attempt, each varied by +-10%. Environment:

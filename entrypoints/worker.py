@@ -129,6 +129,7 @@ class DeliveryRunner:
         self._drained = anyio.Event()
         self._stopped = anyio.Event()
         self._progress = anyio.Event()  # set when an attempt ends
+        self._ended = 0  # attempts ended so far
         self._attempts: TaskGroup | None = None
 
     # --- running and stopping ------------------------------------------------------------
@@ -217,9 +218,12 @@ class DeliveryRunner:
     async def _claim(self, pool: _Pool) -> None:
         settings = self.settings
         idle_wait = settings.poll_seconds * 4
+        # Claims take a quarter of the slots at a time while attempts are in flight (one
+        # claim per attempt would cost a query per delivery), any number when idle.
+        batch = max(1, pool.slots // 4)
         while True:
             free = pool.slots - pool.busy
-            if free <= 0:
+            if free <= 0 or (pool.busy and free < batch):
                 pool.freed = anyio.Event()
                 await pool.freed.wait()
                 continue
@@ -236,16 +240,28 @@ class DeliveryRunner:
             # Idle until deliveries may be due (the store says so), the next one is due, or
             # an attempt ends (a due one held back by a subscription's cap or breaker may
             # go then); never spinning on due ones that are held back.
-            due = await self.deliverer.next_due()
+            due = await self.deliverer.next_due(pool.retries)
             wait = idle_wait
             if due is not None:
                 until = (due - self.deliverer.now()).total_seconds()
                 if until > 0:
                     wait = min(wait, until)
-            await self._idle(wait)
+            # what is due but held back needs room: look again once a batch of attempts
+            # (or all those in flight) ended, rather than after each one
+            await self._idle(wait, ended=min(batch, self._in_flight_total()))
 
-    async def _idle(self, seconds: float) -> None:
-        progress = self._progress
+    def _in_flight_total(self) -> int:
+        return sum(pool.busy for pool in self._pools)
+
+    async def _idle(self, seconds: float, *, ended: int) -> None:
+        """Until the store says deliveries may be due, `ended` more attempts ended (none:
+        not waited for), or `seconds` passed."""
+        goal = self._ended + ended
+
+        async def attempts_ended() -> None:
+            while self._ended < goal:
+                await self._progress.wait()
+
         async with anyio.create_task_group() as waits:
 
             async def first(wait: Callable[[], Awaitable[object]]) -> None:
@@ -253,7 +269,8 @@ class DeliveryRunner:
                 waits.cancel_scope.cancel()
 
             waits.start_soon(first, lambda: self.store.wait(seconds))
-            waits.start_soon(first, progress.wait)
+            if ended:
+                waits.start_soon(first, attempts_ended)
 
     def _start(self, pool: _Pool, claimed: Claimed) -> None:
         assert self._attempts is not None
@@ -282,6 +299,7 @@ class DeliveryRunner:
             else:
                 del self._in_flight[subscription]
             pool.free()
+            self._ended += 1
             self._progress.set()
             self._progress = anyio.Event()
             if self._stop.is_set() and not self._busy():

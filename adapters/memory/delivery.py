@@ -351,9 +351,9 @@ class MemoryDeliveries:
                 disables=subscription.disables + 1,
                 updated_at=attempt.started_at,
             )
-        if outcome.failing and subscription.failing_since is None:
+        if outcome.failing is True and subscription.failing_since is None:
             subscription = _replace(subscription, failing_since=attempt.started_at)
-        elif not outcome.failing and subscription.failing_since is not None:
+        elif outcome.failing is False and subscription.failing_since is not None:
             subscription = _replace(subscription, failing_since=None)
         if outcome.disable is not None:
             subscription = _replace(subscription, enabled=False)
@@ -390,16 +390,18 @@ class MemoryDeliveries:
             self.signal.ring()
         return len(lapsed)
 
-    async def next_due(self) -> datetime | None:
+    async def next_due(self, retries: bool) -> datetime | None:
         times = []
         for d in self.rows.values():
             subscription = self.subs.get((d.tenant_id, d.subscription_id))
             if subscription is None or not subscription.enabled:
                 continue
-            if d.status == DeliveryStatus.PENDING and d.next_attempt_at is not None:
+            if (
+                d.status == DeliveryStatus.PENDING
+                and d.next_attempt_at is not None
+                and (d.attempts > 0) == retries
+            ):
                 times.append(d.next_attempt_at)
-            elif d.status == DeliveryStatus.DELIVERING and d.lease_until is not None:
-                times.append(d.lease_until)
         return min(times, default=None)
 
     async def wait(self, seconds: float) -> None:

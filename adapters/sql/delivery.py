@@ -310,10 +310,11 @@ class SqlDeliveries:
                 (delivery_id, number, tenant_id, started, attempt.duration_ms,
                  attempt.status_code, attempt.error, attempt.response_excerpt),
             )  # fmt: skip
-            await conn.execute(
-                sql.finish_subscription,
-                (tenant_id, subscription_id, started, outcome.failing, outcome.disable),
-            )
+            if outcome.failing is not None or outcome.disable is not None:
+                await conn.execute(
+                    sql.finish_subscription,
+                    (tenant_id, subscription_id, started, outcome.failing, outcome.disable),
+                )
             return True
 
     async def release(self, delivery_id: str, claim: str, now: datetime) -> bool:
@@ -336,15 +337,10 @@ class SqlDeliveries:
             self.rang()
         return len(rows)
 
-    async def next_due(self) -> datetime | None:
-        codec = self._codec
+    async def next_due(self, retries: bool) -> datetime | None:
         async with self.read() as conn:
-            pending = await conn.fetchrow(self._sql.next_pending, ())
-            lapse = await conn.fetchrow(self._sql.next_lapse, ())
-        times = [
-            codec.from_time(r[0]) for r in (pending, lapse) if r is not None and r[0] is not None
-        ]
-        return min(times, default=None)
+            row = await conn.fetchrow(self._sql.next_due, (retries,))
+        return None if row is None or row[0] is None else self._codec.from_time(row[0])
 
     async def wait(self, seconds: float) -> None:
         if self._dsn is not None:

@@ -258,16 +258,16 @@ class DeliveryStatements:
             .returning(d.c.id),
             "now",
         )
-        enabled_join = d.join(
-            s, sa.and_(s.c.tenant_id == d.c.tenant_id, s.c.id == d.c.subscription_id)
+        enabled = sa.exists().where(
+            s.c.tenant_id == d.c.tenant_id, s.c.id == d.c.subscription_id, s.c.enabled.is_(True)
         )
-        self.next_pending = q(
-            sa.select(sa.func.min(d.c.next_attempt_at))
-            .select_from(enabled_join)
-            .where(d.c.status == "pending", s.c.enabled.is_(True))
-        )
-        self.next_lapse = q(
-            sa.select(sa.func.min(d.c.lease_until)).where(d.c.status == "delivering")
+        # in the due index's order: the first pending one of an enabled subscription
+        self.next_due = q(
+            sa.select(d.c.next_attempt_at)
+            .where(d.c.status == "pending", d.c.attempted == _p("retries", sa.Boolean()), enabled)
+            .order_by(d.c.next_attempt_at)
+            .limit(1),
+            "retries",
         )
         self.status_counts = q(sa.select(d.c.status, sa.func.count()).group_by(d.c.status))
         self.disabled_count = q(
@@ -335,7 +335,9 @@ class DeliveryStatements:
         attempted = true if retries else ("false" if self.postgres else "0")
         now, since = self._time("now"), self._time("ordering_since")
         # PostgreSQL: the rows looked at are locked, skipping those that others hold, so
-        # that deliverers claiming at once look at different rows.
+        # that deliverers claiming at once look at different rows. The scan is in the due
+        # index's order (status, attempted, next_attempt_at): it stops at `scan` rows
+        # rather than sorting every due one.
         lock = "\n    FOR UPDATE OF d SKIP LOCKED" if self.postgres else ""
         return f"""
 SELECT c.id, c.subscription_id FROM (
@@ -353,7 +355,7 @@ SELECT c.id, c.subscription_id FROM (
         SELECT 1 FROM deliveries AS e
         WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
           AND e.position < d.position AND e.status IN {_UNFINISHED}))
-    ORDER BY d.next_attempt_at, d.position
+    ORDER BY d.next_attempt_at
     LIMIT :scan{lock}
   ) AS w
 ) AS c
@@ -383,9 +385,10 @@ WITH picked AS (
 SELECT {_cols("claimed", DELIVERY)}, claimed.body, {subscription}
 FROM claimed
 JOIN subscriptions AS s ON s.tenant_id = claimed.tenant_id AND s.id = claimed.subscription_id"""
+        # `+`: no index on these, so that SQLite finds the rows by their primary key
         return f"""
 UPDATE deliveries SET status = 'delivering', claimed_by = :claim, lease_until = {until}
-WHERE id {self._ids("ids")} AND status = 'pending' AND next_attempt_at <= {now}
+WHERE id {self._ids("ids")} AND +status = 'pending' AND +next_attempt_at <= {now}
 RETURNING {", ".join(DELIVERY)}, body"""
 
     _pg_insert_args = tuple(f"r_{name}" for name in DELIVERY_ALL)
@@ -445,15 +448,17 @@ RETURNING id"""
                     "disable")  # fmt: skip
 
     def _subscription_set(self) -> str:
-        """The SET of a finish's subscription update: the failing streak starts or ends; a
-        disable (if it is still enabled) turns it off, says why, and counts."""
+        """The SET of a finish's subscription update: the failing streak starts or ends (a
+        `failing` of NULL leaves it); a disable (if it is still enabled) turns it off, says
+        why, and counts."""
         started = self._time("started_at")
         disabling = (
             "CAST(:disable AS text) IS NOT NULL" if self.postgres else ":disable IS NOT NULL"
         )
         false = "false" if self.postgres else "0"
-        return f"""failing_since = CASE WHEN :failing THEN COALESCE(failing_since, {started})
-                     ELSE NULL END,
+        return f"""failing_since = CASE WHEN :failing IS NULL THEN failing_since
+                         WHEN :failing THEN COALESCE(failing_since, {started})
+                         ELSE NULL END,
     disabled_reason = CASE WHEN {disabling} AND enabled THEN :disable
                            ELSE disabled_reason END,
     disables = disables + CASE WHEN {disabling} AND enabled THEN 1 ELSE 0 END,
@@ -464,7 +469,10 @@ RETURNING id"""
         disabling = (
             "CAST(:disable AS text) IS NOT NULL" if self.postgres else ":disable IS NOT NULL"
         )
-        return f"((failing_since IS NULL) = :failing OR ({disabling} AND enabled))"
+        return (
+            f"((:failing IS NOT NULL AND (failing_since IS NULL) = :failing)"
+            f" OR ({disabling} AND enabled))"
+        )
 
     def _pg_finish(self) -> str:
         """The fenced finish in one statement: the delivery (only while `claim` holds it),

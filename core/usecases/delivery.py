@@ -294,7 +294,12 @@ class Deliverer:
                 attempt=attempt,
                 status=decided.status,
                 next_attempt_at=decided.next_attempt_at,
-                failing=decided.failing,
+                # only a change of the failing streak is written (most attempts change none)
+                failing=(
+                    None
+                    if decided.failing == (subscription.failing_since is not None)
+                    else decided.failing
+                ),
                 disable=decided.disable if subscription.enabled else None,
             ),
         )
@@ -352,8 +357,8 @@ class Deliverer:
         """Deliveries whose lease lapsed (a deliverer died): due again now."""
         return await self._store.expire(self._deps.clock.now())
 
-    async def next_due(self) -> datetime | None:
-        return await self._store.next_due()
+    async def next_due(self, retries: bool) -> datetime | None:
+        return await self._store.next_due(retries)
 
 
 class Announcer:

@@ -284,7 +284,7 @@ async def test_disables_are_announced_once(store: DeliveryStore) -> None:
 
 
 async def _claim_of(store: DeliveryStore, delivery_id: str) -> str:
-    sub_id = next(iter(await _deliveries(store)))[1]
+    sub_id = dict(await _deliveries(store))[delivery_id]
     found = await store.get(TENANT, sub_id, delivery_id)
     assert found is not None
     assert found[0].claimed_by is not None
@@ -404,10 +404,17 @@ async def test_first_attempts_and_retries_are_claimed_apart(store: DeliveryStore
 
 async def test_a_future_delivery_is_not_due(store: DeliveryStore) -> None:
     sub = await add(store)
-    await dispatch(store, sub, [new(sub, 1)], now=T0 + timedelta(seconds=5))
+    off = await add(store, enabled=False)
+    await dispatch(store, sub, [new(off, 1)], now=T0)  # waits: not due for anyone
+    await dispatch(store, sub, [new(sub, 2)], now=T0 + timedelta(seconds=5))
     assert await claim(store, now=T0) == []
-    assert await store.next_due() == T0 + timedelta(seconds=5)
-    assert len(await claim(store, now=T0 + timedelta(seconds=5))) == 1
+    assert await store.next_due(False) == T0 + timedelta(seconds=5)
+    assert await store.next_due(True) is None
+    [made] = await claim(store, now=T0 + timedelta(seconds=5))
+    retry = outcome(DeliveryStatus.PENDING, code=500, next_at=T0 + timedelta(seconds=9))
+    assert await store.finish(made, await _claim_of(store, made), retry)
+    assert await store.next_due(False) is None
+    assert await store.next_due(True) == T0 + timedelta(seconds=9)
 
 
 async def test_room_bounds_each_subscription(store: DeliveryStore) -> None:
@@ -546,7 +553,6 @@ async def test_a_lapsed_lease_expires_and_its_late_finish_is_refused(store: Deli
     made = new(sub, 1)
     await dispatch(store, sub, [made])
     await claim(store, claim="dead-worker")
-    assert await store.next_due() == T0 + timedelta(seconds=30)
     assert await store.expire(T0 + timedelta(seconds=30)) == 0
     assert await store.expire(T0 + timedelta(seconds=31)) == 1
     assert await claim(store, now=T0 + timedelta(seconds=31), claim="alive") == [made.id]
@@ -659,3 +665,24 @@ async def test_wait_wakes_when_deliveries_are_made(store: DeliveryStore) -> None
         await dispatch(store, sub, [new(sub, 1)])
         with anyio.fail_after(10):
             await woke.wait()
+
+
+async def test_an_outcome_that_changes_no_streak_leaves_the_subscription(
+    store: DeliveryStore,
+) -> None:
+    sub = await add(store)
+    made = [new(sub, 1), new(sub, 2)]
+    await dispatch(store, sub, made)
+    await claim(store, claim="c")
+    failed = outcome(DeliveryStatus.PENDING, code=500, next_at=T0, failing=True)
+    assert await store.finish(made[0].id, "c", failed)
+    unchanged = Outcome(
+        attempt=failed.attempt,
+        status=DeliveryStatus.SUCCEEDED,
+        next_attempt_at=None,
+        failing=None,
+    )
+    assert await store.finish(made[1].id, "c", unchanged)
+    after = await store.subscriptions.get(TENANT, sub.id)
+    assert after is not None
+    assert after.failing_since == T0
