@@ -69,7 +69,7 @@ def catalogue(dialect: str) -> DeliveryStatements:
 class DeliveryStatements:
     """Every statement of the delivery store for one dialect (`postgresql` or `sqlite`)."""
 
-    def __init__(self, dialect: str) -> None:  # noqa: PLR0915 - the catalogue
+    def __init__(self, dialect: str) -> None:
         if dialect not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported dialect {dialect!r}")
         self.postgres = postgres = dialect == "postgresql"
