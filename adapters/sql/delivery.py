@@ -241,9 +241,17 @@ class SqlDeliveries:
         sql, codec = self._sql, self._codec
         time = codec.time
         excluded = codec.ids([s for s, n in rooms.items() if n < 1])
+        if isinstance(self._db, PgDatabase):  # one statement: atomic by itself
+            given = [(s, n) for s, n in rooms.items() if n >= 1]
+            rows = await self._db.fetch(
+                sql.pg_claim[retries],
+                (time(now), excluded, time(ordering_since), limit, [s for s, _ in given],
+                 [n for _, n in given], room, limit, claim, time(lease_until)),
+            )  # fmt: skip
+            cut = _DELIVERY_COLUMNS + 1
+            return self._claimed([(tuple(row)[:cut], tuple(row)[cut:]) for row in rows], claim, now)
         async with self.write() as conn:
-            # PostgreSQL locks the rows it scans (skipping others'): scan no more than asked
-            scan = limit if sql.postgres else limit * 4 + room
+            scan = limit * 4 + room
             candidates = await conn.fetch(
                 sql.candidates[retries],
                 (time(now), excluded, time(ordering_since), scan, room, scan),
@@ -262,14 +270,14 @@ class SqlDeliveries:
             rows = await conn.fetch(
                 sql.claim, (codec.ids(chosen), time(now), claim, time(lease_until))
             )
-            pairs: list[tuple[Row, Row]]
-            if sql.postgres:
-                cut = _DELIVERY_COLUMNS + 1
-                pairs = [(tuple(row)[:cut], tuple(row)[cut:]) for row in rows]
-            else:
-                ids = codec.ids({row[2] for row in rows})
-                subs = {sub[1]: sub for sub in await conn.fetch(sql.subscriptions_by_ids, (ids,))}
-                pairs = [(row, subs[row[2]]) for row in rows]
+            ids = codec.ids({row[2] for row in rows})
+            subs = {sub[1]: sub for sub in await conn.fetch(sql.subscriptions_by_ids, (ids,))}
+        return self._claimed([(row, subs[row[2]]) for row in rows], claim, now)
+
+    def _claimed(
+        self, pairs: Sequence[tuple[Row, Row]], claim: str, now: datetime
+    ) -> list[Claimed]:
+        codec = self._codec
         claimed = [
             Claimed(
                 delivery=_delivery(d[:_DELIVERY_COLUMNS], codec),
@@ -288,15 +296,15 @@ class SqlDeliveries:
         next_at = None if outcome.next_attempt_at is None else time(outcome.next_attempt_at)
         started = time(attempt.started_at)
         clear = outcome.status == DeliveryStatus.SUCCEEDED
+        if isinstance(self._db, PgDatabase):  # one statement: atomic by itself
+            row = await self._db.fetchrow(
+                sql.finish,
+                (delivery_id, claim, str(outcome.status), next_at, started,
+                 attempt.duration_ms, attempt.status_code, attempt.error,
+                 attempt.response_excerpt, clear, outcome.failing, outcome.disable),
+            )  # fmt: skip
+            return row is not None and int(row[0]) == 1
         async with self.write() as conn:
-            if sql.postgres:
-                row = await conn.fetchrow(
-                    sql.finish,
-                    (delivery_id, claim, str(outcome.status), next_at, started,
-                     attempt.duration_ms, attempt.status_code, attempt.error,
-                     attempt.response_excerpt, clear, outcome.failing, outcome.disable),
-                )  # fmt: skip
-                return row is not None and int(row[0]) == 1
             done = await conn.fetchrow(
                 sql.finish_delivery,
                 (delivery_id, claim, str(outcome.status), next_at, started,

@@ -69,7 +69,7 @@ def catalogue(dialect: str) -> DeliveryStatements:
 class DeliveryStatements:
     """Every statement of the delivery store for one dialect (`postgresql` or `sqlite`)."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str) -> None:  # noqa: PLR0915 - the catalogue
         if dialect not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported dialect {dialect!r}")
         self.postgres = postgres = dialect == "postgresql"
@@ -279,6 +279,10 @@ class DeliveryStatements:
         }
         self.claim = q(sa.text(self._claim()), *self._claim_args)
         if postgres:
+            self.pg_claim = {
+                retries: q(sa.text(self._pg_claim(retries)), *self._pg_claim_args)
+                for retries in (False, True)
+            }
             self.insert_deliveries = q(sa.text(self._pg_insert()), *self._pg_insert_args)
             self.finish = q(sa.text(self._pg_finish()), *self._finish_args)
             self.notify = q(sa.text(f"SELECT pg_notify('{CHANNEL}', '')"))
@@ -326,25 +330,18 @@ class DeliveryStatements:
 
     _candidate_args = ("now", "excluded", "ordering_since", "scan", "room", "limit")
 
-    def _candidates(self, retries: bool) -> str:
-        """Due deliveries of enabled subscriptions, soonest first, at most `room` of one
-        subscription, none of the `excluded` subscriptions, ordering `artifact` kept; the
-        first `scan` due ones are looked at (a bound on the work of one claim). The
-        caller then claims the ones it picks (`_claim`) in the same transaction."""
+    def _due(self, retries: bool) -> str:
+        """The due deliveries of enabled subscriptions (less those of the `excluded`
+        subscriptions, and those ordering `artifact` holds back), soonest first, the first
+        `scan` of them. PostgreSQL locks the rows it looks at, skipping those that others
+        hold, so that deliverers claiming at once look at different rows. The scan is in
+        the due index's order (status, attempted, next_attempt_at): it stops at `scan`
+        rows rather than sorting every due one."""
         true = "true" if self.postgres else "1"
         attempted = true if retries else ("false" if self.postgres else "0")
         now, since = self._time("now"), self._time("ordering_since")
-        # PostgreSQL: the rows looked at are locked, skipping those that others hold, so
-        # that deliverers claiming at once look at different rows. The scan is in the due
-        # index's order (status, attempted, next_attempt_at): it stops at `scan` rows
-        # rather than sorting every due one.
         lock = "\n    FOR UPDATE OF d SKIP LOCKED" if self.postgres else ""
         return f"""
-SELECT c.id, c.subscription_id FROM (
-  SELECT w.id, w.subscription_id, w.next_attempt_at, w.position,
-         row_number() OVER (PARTITION BY w.subscription_id
-                            ORDER BY w.next_attempt_at, w.position) AS rank
-  FROM (
     SELECT d.id, d.subscription_id, d.next_attempt_at, d.position
     FROM deliveries AS d
     JOIN subscriptions AS s ON s.tenant_id = d.tenant_id AND s.id = d.subscription_id
@@ -356,7 +353,47 @@ SELECT c.id, c.subscription_id FROM (
         WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
           AND e.position < d.position AND e.status IN {_UNFINISHED}))
     ORDER BY d.next_attempt_at
-    LIMIT :scan{lock}
+    LIMIT :scan{lock}"""
+
+    _pg_claim_args = ("now", "excluded", "ordering_since", "scan", "room_ids", "rooms",
+                      "room", "limit", "claim", "lease_until")  # fmt: skip
+
+    def _pg_claim(self, retries: bool) -> str:
+        """PostgreSQL's claim in one statement: the due rows (`_due`, locked), at most each
+        subscription's room of them (`room_ids`/`rooms`, else `room`), soonest first, at
+        most `limit`, leased to `claim`; with their subscriptions."""
+        until = self._time("lease_until")
+        return f"""
+WITH scanned AS ({self._due(retries)}
+), ranked AS (
+  SELECT w.id, w.next_attempt_at, w.position,
+         row_number() OVER (PARTITION BY w.subscription_id
+                            ORDER BY w.next_attempt_at, w.position) AS rank,
+         COALESCE(r.room, CAST(:room AS integer)) AS room
+  FROM scanned AS w
+  LEFT JOIN unnest(CAST(:room_ids AS text[]), CAST(:rooms AS integer[])) AS r(id, room)
+    ON r.id = w.subscription_id
+), picked AS (
+  SELECT id FROM ranked WHERE rank <= room ORDER BY next_attempt_at, position LIMIT :limit
+), claimed AS (
+  UPDATE deliveries AS d SET status = 'delivering', claimed_by = CAST(:claim AS text),
+                             lease_until = {until}
+  FROM picked WHERE d.id = picked.id
+  RETURNING {_cols("d", DELIVERY)}, d.body
+)
+SELECT {_cols("claimed", DELIVERY)}, claimed.body, {_cols("s", SUBSCRIPTION)}
+FROM claimed
+JOIN subscriptions AS s ON s.tenant_id = claimed.tenant_id AND s.id = claimed.subscription_id"""
+
+    def _candidates(self, retries: bool) -> str:
+        """`_due`, at most `room` of one subscription: the caller then picks (rooms of their
+        own) and claims them (`_claim`) in the same transaction (SQLite)."""
+        return f"""
+SELECT c.id, c.subscription_id FROM (
+  SELECT w.id, w.subscription_id, w.next_attempt_at, w.position,
+         row_number() OVER (PARTITION BY w.subscription_id
+                            ORDER BY w.next_attempt_at, w.position) AS rank
+  FROM ({self._due(retries)}
   ) AS w
 ) AS c
 WHERE c.rank <= :room

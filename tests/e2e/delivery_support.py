@@ -31,11 +31,11 @@ DELIVERY_ENV = {
 class WorkerProcess:
     """One `waypost worker` child process; `stop()` sends SIGTERM and waits."""
 
-    def __init__(self, env: Mapping[str, str], log: pathlib.Path) -> None:
+    def __init__(self, env: Mapping[str, str], log: pathlib.Path, *args: str) -> None:
         self.log = log
         self._log_file = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "entrypoints.cli", "worker"],
+            [sys.executable, "-m", "entrypoints.cli", "worker", *args],
             env={**os.environ, **env},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -7,10 +7,11 @@ import pathlib
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from tests.e2e.conftest import ServerProcess, cli
+from tests.e2e.conftest import ServerProcess, cli, free_port
 from tests.e2e.delivery_support import (
     DELIVERY_ENV,
     WorkerProcess,
@@ -71,9 +72,18 @@ def test_a_worker_delivers_for_a_server_that_does_not_and_stops_gracefully(
             events = [api.post("/api/v1/events", api.event(receiver))["data"] for _ in range(3)]
             time.sleep(1.0)
             assert hook.requests == []  # the server sends nothing itself
-            worker = WorkerProcess(env, tmp_path / "w.log")
+            port = free_port()
+            worker = WorkerProcess(env, tmp_path / "w.log", "--metrics-port", str(port))
             worker.wait_ready()
             wait_for(hook.requests, 3)
+            counted = 'waypost_deliveries_total{outcome="succeeded"} 3.0'
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # counted once the outcome is written
+                scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+                if counted in scraped:
+                    break
+                time.sleep(0.1)
+            assert counted in scraped
             started = time.monotonic()
             assert worker.stop() == 0, worker.output()
             assert time.monotonic() - started < 10
