@@ -6,8 +6,16 @@ Statements come from `adapters.sql.delivery_queries`; connections and transactio
 SQLite shares the SqlStore's `SqliteDatabase` when it is given one (`connect(share=...)`):
 the process then has one writer connection, and the dispatcher's and deliverers' writes
 queue on the same lock as the API's instead of retrying on SQLite's file lock.
-PostgreSQL gets a pool of its own, so that delivery work never waits for the API's
-connections, nor the API for delivery's.
+PostgreSQL gets pools of its own, so that delivery work never waits for the API's
+connections, nor the API for delivery's: one for what people do (subscriptions and their
+secrets, replays, redrives, reading deliveries), one for the dispatcher's and deliverers'
+bookkeeping (dispatch, claims, finishes, releases, expiries). The latter runs with
+`synchronous_commit = off`: a commit does not wait for its WAL flush (an fsync, often
+the longest part of a finish). A database crash may then lose the last fraction of a
+second of that bookkeeping, and losing it is always safe: a lost dispatch took its
+checkpoint's move with it (the messages are dispatched again), a lost claim or finish
+leaves the delivery to be attempted again (a duplicate with the same webhook-id: at
+least once still holds). What people write is flushed as usual.
 
 Concurrency
     - The dispatcher's checkpoint row of a tenant is the lock that orders a dispatch and
@@ -67,8 +75,10 @@ _encode = msgspec.json.Encoder().encode
 _filter = msgspec.json.Decoder(SubscriptionFilter).decode
 _WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-#: Connections a PostgreSQL delivery store keeps at most.
-DEFAULT_PG_CONNECTIONS = 10
+#: Connections a PostgreSQL delivery store keeps at most: for what people do (subscriptions,
+#: secrets, replays, redrives, reading deliveries), and for delivery's own bookkeeping.
+PEOPLE_CONNECTIONS = 4
+WORK_CONNECTIONS = 8
 _FOREVER = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
 _DELIVERY_COLUMNS = len(DELIVERY)
 _UNIQUE = (asyncpg.UniqueViolationError, sqlite3.IntegrityError)
@@ -90,13 +100,26 @@ class _Signal:
             await event.wait()
 
 
+def _pool(url: str, size: int, settings: dict[str, str] | None = None) -> PgDatabase:
+    options: dict[str, Any] = {"pool_size": size, "max_overflow": 0}
+    if settings:
+        options["connect_args"] = {"server_settings": settings}
+    return PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), size)
+
+
 class SqlDeliveries:
     """DeliveryStore port over PostgreSQL (asyncpg) or SQLite (sqlite3)."""
 
     def __init__(
-        self, db: PgDatabase | SqliteDatabase, *, owned: bool, dsn: str | None = None
+        self,
+        db: PgDatabase | SqliteDatabase,
+        *,
+        owned: bool,
+        dsn: str | None = None,
+        work: PgDatabase | None = None,
     ) -> None:
         self._db = db
+        self._work = work or db
         self._owned = owned
         self._dsn = dsn
         postgres = isinstance(db, PgDatabase)
@@ -117,15 +140,17 @@ class SqlDeliveries:
                 return cls(share.database, owned=False)
             assert normalized.database is not None
             return cls(SqliteDatabase(normalized.database), owned=True)
-        options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0}
-        db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), 10)
+        db = _pool(url, PEOPLE_CONNECTIONS)
+        work = _pool(url, WORK_CONNECTIONS, {"synchronous_commit": "off"})
         try:
             await db.run("SELECT 1")
+            await work.run("SELECT 1")
         except BaseException:
             await db.close()
+            await work.close()
             raise
         dsn = normalized.set(drivername="postgresql").render_as_string(hide_password=False)
-        return cls(db, owned=True, dsn=dsn)
+        return cls(db, owned=True, dsn=dsn, work=work)
 
     @property
     def sql(self) -> DeliveryStatements:
@@ -136,8 +161,10 @@ class SqlDeliveries:
         return self._codec
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[Connection]:
-        db = self._db
+    async def write(self, *, work: bool = False) -> AsyncIterator[Connection]:
+        """A write transaction; `work`: the dispatcher's and deliverers' bookkeeping (on
+        PostgreSQL, connections that do not wait for the commit to be flushed)."""
+        db = self._work if work else self._db
         if isinstance(db, PgDatabase):
             async with db.transaction(_WRITE) as pg:
                 yield pg
@@ -146,8 +173,8 @@ class SqlDeliveries:
                 yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Connection]:
-        db = self._db
+    async def read(self, *, work: bool = False) -> AsyncIterator[Connection]:
+        db = self._work if work else self._db
         if isinstance(db, PgDatabase):
             async with db.transaction(_READ) as pg:
                 yield pg
@@ -167,7 +194,7 @@ class SqlDeliveries:
     # --- the dispatcher ---
 
     async def checkpoints(self) -> dict[str, int]:
-        async with self.read() as conn:
+        async with self.read(work=True) as conn:
             rows = await conn.fetch(self._sql.checkpoints, ())
         return {row[0]: int(row[1]) for row in rows}
 
@@ -175,7 +202,7 @@ class SqlDeliveries:
         self, tenant_id: str, dispatcher: str, now: datetime, until: datetime
     ) -> int | None:
         time = self._codec.time
-        async with self.write() as conn:
+        async with self.write(work=True) as conn:
             row = await conn.fetchrow(
                 self._sql.lease_dispatch, (tenant_id, dispatcher, time(now), time(until))
             )
@@ -190,7 +217,7 @@ class SqlDeliveries:
         now: datetime,
     ) -> int | None:
         sql, codec = self._sql, self._codec
-        async with self.write() as conn:
+        async with self.write(work=True) as conn:
             moved = await conn.fetchrow(sql.advance_checkpoint, (tenant_id, expected, to))
             if moved is None:
                 return None
@@ -241,16 +268,16 @@ class SqlDeliveries:
         sql, codec = self._sql, self._codec
         time = codec.time
         excluded = codec.ids([s for s, n in rooms.items() if n < 1])
-        if isinstance(self._db, PgDatabase):  # one statement: atomic by itself
+        if isinstance(self._work, PgDatabase):  # one statement: atomic by itself
             given = [(s, n) for s, n in rooms.items() if n >= 1]
-            rows = await self._db.fetch(
+            rows = await self._work.fetch(
                 sql.pg_claim[retries],
                 (time(now), excluded, time(ordering_since), limit, [s for s, _ in given],
                  [n for _, n in given], room, limit, claim, time(lease_until)),
             )  # fmt: skip
             cut = _DELIVERY_COLUMNS + 1
             return self._claimed([(tuple(row)[:cut], tuple(row)[cut:]) for row in rows], claim, now)
-        async with self.write() as conn:
+        async with self.write(work=True) as conn:
             scan = limit * 4 + room
             candidates = await conn.fetch(
                 sql.candidates[retries],
@@ -296,15 +323,15 @@ class SqlDeliveries:
         next_at = None if outcome.next_attempt_at is None else time(outcome.next_attempt_at)
         started = time(attempt.started_at)
         clear = outcome.status == DeliveryStatus.SUCCEEDED
-        if isinstance(self._db, PgDatabase):  # one statement: atomic by itself
-            row = await self._db.fetchrow(
+        if isinstance(self._work, PgDatabase):  # one statement: atomic by itself
+            row = await self._work.fetchrow(
                 sql.finish,
                 (delivery_id, claim, str(outcome.status), next_at, started,
                  attempt.duration_ms, attempt.status_code, attempt.error,
                  attempt.response_excerpt, clear, outcome.failing, outcome.disable),
             )  # fmt: skip
             return row is not None and int(row[0]) == 1
-        async with self.write() as conn:
+        async with self.write(work=True) as conn:
             done = await conn.fetchrow(
                 sql.finish_delivery,
                 (delivery_id, claim, str(outcome.status), next_at, started,
@@ -326,7 +353,7 @@ class SqlDeliveries:
             return True
 
     async def release(self, delivery_id: str, claim: str, now: datetime) -> bool:
-        async with self.write() as conn:
+        async with self.write(work=True) as conn:
             row = await conn.fetchrow(
                 self._sql.release, (delivery_id, claim, self._codec.time(now))
             )
@@ -337,7 +364,7 @@ class SqlDeliveries:
         return row is not None
 
     async def expire(self, now: datetime) -> int:
-        async with self.write() as conn:
+        async with self.write(work=True) as conn:
             rows = await conn.fetch(self._sql.expire, (self._codec.time(now),))
             if rows:
                 await self.notify(conn)
@@ -346,7 +373,7 @@ class SqlDeliveries:
         return len(rows)
 
     async def next_due(self, retries: bool) -> datetime | None:
-        async with self.read() as conn:
+        async with self.read(work=True) as conn:
             row = await conn.fetchrow(self._sql.next_due, (retries,))
         return None if row is None or row[0] is None else self._codec.from_time(row[0])
 
@@ -453,6 +480,8 @@ class SqlDeliveries:
                 await listener.close(timeout=5)
         if self._owned:
             await self._db.close()
+            if self._work is not self._db:
+                await self._work.close()
 
     async def list(
         self,
