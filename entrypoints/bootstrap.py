@@ -18,7 +18,7 @@ from datetime import timedelta
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 
-from adapters.commits import CommitSignal, SignallingStore
+from adapters.commit_signal import CommitSignal, SignallingStore
 from adapters.crypto.envelope import EnvelopeError, generate_master_key, parse_master_key
 from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, ThreadedScrypt
 from adapters.memory.cache import ReceiverLru

@@ -17,7 +17,7 @@ import msgspec
 import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
 
-from adapters.commits import CommitSignal
+from adapters.commit_signal import CommitSignal
 from adapters.crypto.envelope import EnvelopeError, generate_master_key
 from adapters.sql.migrations import migrate, pending
 from core.domain.audit import AuditAction

@@ -4,8 +4,10 @@ slow a healthy subscription down.
 The same steady load runs twice, each on a fresh database with delivery running: once with
 the healthy subscription alone, once with the failing and the slow ones beside it (every
 subscription gets every message). The healthy target's lag (from a message's commit time to
-its arrival) must keep its p99 within 10% of the first run's, or within 50 ms of it: on a
-shared machine a p99 of a few milliseconds moves by more than 10% from noise alone.
+its arrival) must keep its p99 within 10% of the first run's, or within 250 ms of it: on a
+shared, loaded machine two runs' p99 differ by that much from noise alone (the figures of
+each run are printed). Without isolation the difference is seconds: the slow target holds
+a connection 10 s per message, and the failing one is retried without end.
 """
 
 from __future__ import annotations
@@ -87,4 +89,4 @@ async def test_failing_and_slow_targets_do_not_slow_a_healthy_one(tmp_path: path
         f"{alone_p99 * 1000:.1f} ms, beside a failing and a 10 s target "
         f"{statistics.median(beside) * 1000:.1f}/{beside_p99 * 1000:.1f} ms"
     )
-    assert beside_p99 <= max(alone_p99 * 1.1, alone_p99 + 0.05)
+    assert beside_p99 <= max(alone_p99 * 1.1, alone_p99 + 0.25)

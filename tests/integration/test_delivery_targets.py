@@ -14,7 +14,7 @@ import anyio
 import pytest
 from standardwebhooks import Webhook
 
-from adapters.commits import CommitSignal
+from adapters.commit_signal import CommitSignal
 from adapters.webhooks import HttpWebhookSender
 from core.domain.addresses import Address, parse_networks
 from core.domain.commands import (
