@@ -34,6 +34,7 @@ from entrypoints.bootstrap import (
 )
 from entrypoints.http.routes.messages import stop_streams
 from entrypoints.settings import Settings, SettingsError, load_settings
+from entrypoints.tracing import Tracing
 
 #: The actor of what an operator does with this command, in the log and the audit log.
 OPERATOR = "cli"
@@ -277,7 +278,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     anyio.run(_preflight, settings)
 
     http = settings.http
-    app = create_app(settings)
+    tracing = Tracing.from_settings(settings, os.environ)
+    app = create_app(settings, tracing=tracing)
     app.on_startup.append(settle_heap)  # runs after the lifespan has opened the services
     config = uvicorn.Config(
         app,
@@ -287,7 +289,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         lifespan="on",
         log_config=None,  # uvicorn's records go through `logs.configure`'s handler
         log_level=settings.log.level.lower(),
-        access_log=False,
+        access_log=logs.access_log(settings.log),
         server_header=False,
         # TLS when configured; mTLS: client certificates required, from the configured CA.
         ssl_certfile=http.tls_cert_file,
@@ -295,13 +297,18 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         ssl_ca_certs=http.tls_client_ca_file,
         ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_file else ssl.CERT_NONE,
     )
+    logs.apply_levels(settings.log)  # uvicorn's Config set its loggers' levels to log.level
     server = _Server(config, on_exit=lambda: stop_streams(app.state))
     # uvicorn handles SIGTERM/SIGINT itself (stop accepting, let in-flight requests
     # finish, run the lifespan shutdown) and re-raises the signal afterwards. With
     # these handlers in place that re-raise is a no-op: a graceful stop exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    server.run()
+    try:
+        server.run()
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
     # uvicorn swallows lifespan start-up failures after logging them; report them as ours.
     return 0 if server.started else 3
 

@@ -586,6 +586,10 @@ class SqlIdentity:
         return cls(create_engine(url, **engine_options))
 
     @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
     def users(self) -> SqlUsers:
         return self._users
 

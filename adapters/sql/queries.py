@@ -79,7 +79,7 @@ class Query:
     constants SQLAlchemy made parameters of, such as SQLite's OFFSET 0, are filled in).
     """
 
-    __slots__ = ("_order", "args", "sql")
+    __slots__ = ("_order", "args", "name", "sql")
 
     def __init__(
         self, sql: str, args: tuple[str, ...], order: tuple[int | _Constant, ...] | None
@@ -87,6 +87,9 @@ class Query:
         self.sql = sql
         self.args = args
         self._order = order
+        #: The statement's name in the catalogue (`Statements`' attribute): what logs and
+        #: traces call it, never its text.
+        self.name = "statement"
 
     def bind(self, values: Sequence[Any]) -> Sequence[Any]:
         order = self._order
@@ -158,11 +161,12 @@ _TEXTS = postgresql.ARRAY(sa.Text())
 class Page:
     """One shape of a list query: the Core statement and, for SQLite, its compiled text."""
 
-    __slots__ = ("query", "stmt")
+    __slots__ = ("name", "query", "stmt")
 
-    def __init__(self, stmt: sa.Select[Any], query: Query | None) -> None:
+    def __init__(self, stmt: sa.Select[Any], query: Query | None, name: str = "page") -> None:
         self.stmt = stmt
         self.query = query
+        self.name = name
 
 
 @functools.cache
@@ -329,6 +333,11 @@ class Statements:
             self.digest_completions,
             self.digest_checkpoints,
         ) = self._digest()
+        for name, value in vars(self).items():
+            if isinstance(value, Query):
+                value.name = name
+        for table, delete in zip(t.READ_MODELS, self.delete_read_models, strict=True):
+            delete.name = f"delete_{table.name}"
 
     def _digest(self) -> list[Query]:
         by_id = self.by_id
@@ -514,6 +523,7 @@ class Statements:
         if found is None:
             text, args = pg_write(shape)
             found = self._writes[shape] = self._compile(sa.text(text), *args)
+            found.name = "append"
         return found
 
     # --- list queries: one Page per shape ----------------------------------------------------
@@ -524,7 +534,7 @@ class Statements:
         if found is None:
             stmt = build()
             query = None if self.postgres else compile_query(stmt, self._dialect)
-            found = self._pages[shape] = Page(stmt, query)
+            found = self._pages[shape] = Page(stmt, query, f"{shape[0]}_page")
         return found
 
 

@@ -56,6 +56,7 @@ from adapters.sql import queries as q
 from adapters.sql import tables as t
 from adapters.sql.drivers import Connection, PgDatabase, Row, SqliteDatabase
 from adapters.sql.engine import create_engine, normalize_url
+from adapters.sql.observe import ObservedConnection, StatementObserver
 from adapters.sql.queries import NVRPP, Statements
 from adapters.sql.tables import to_utc
 from core.domain.digest import Digest
@@ -182,6 +183,15 @@ class SqlStore:
         self._appended = 0  # log entries this store committed (for `_refresh_statistics`)
         self._analyze_at = iter(ANALYZE_AFTER if postgres else ())
         self._next_analyze = next(self._analyze_at, None)
+        self._observer: StatementObserver | None = None
+
+    def observe(self, observer: StatementObserver | None) -> None:
+        """Pass every later statement through `observer` (slow-query log, spans); None: stop."""
+        self._observer = observer if observer is not None and observer.active else None
+
+    def _watched(self, conn: Connection) -> Connection:
+        observer = self._observer
+        return conn if observer is None else ObservedConnection(conn, observer)
 
     @classmethod
     async def connect(cls, url: str, **engine_options: Any) -> SqlStore:
@@ -219,10 +229,10 @@ class SqlStore:
         db = self._db
         if isinstance(db, PgDatabase):
             async with db.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as pg:
-                yield _ReadTx(_Context(pg, self._sql, self._codec))
+                yield _ReadTx(_Context(self._watched(pg), self._sql, self._codec))
         else:
             async with db.read() as conn:
-                yield _ReadTx(_Context(conn, self._sql, self._codec))
+                yield _ReadTx(_Context(self._watched(conn), self._sql, self._codec))
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
@@ -235,7 +245,7 @@ class SqlStore:
             )
             async with db.transaction(prologue or q.WRITE_BEGIN, then) as pg:
                 # The head is read by the first statement after the lock (see `_GroupReads`).
-                tx = _WriteTx(_Context(pg, sql, self._codec, tenant_id, None))
+                tx = _WriteTx(_Context(self._watched(pg), sql, self._codec, tenant_id, None))
                 yield tx
             if self._next_analyze is not None and tx.appended:
                 await self._refresh_statistics(db, tx.appended)
@@ -245,7 +255,7 @@ class SqlStore:
             if row is None:  # the tenant's first write: make its head row
                 await conn.execute(sql.create_head, (tenant_id,))
             head = 0 if row is None else int(row[0])
-            yield _WriteTx(_Context(conn, sql, self._codec, tenant_id, head))
+            yield _WriteTx(_Context(self._watched(conn), sql, self._codec, tenant_id, head))
 
     async def _refresh_statistics(self, db: PgDatabase, appended: int) -> None:
         """ANALYZE the tables when this store's appends cross 1k, 10k, 100k, 1M entries.

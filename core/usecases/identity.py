@@ -108,7 +108,7 @@ class Access(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str | None
     tenant_slug: str | None = None
 
-    def actor(self, correlation_id: str | None = None) -> Actor:
+    def actor(self, correlation_id: str | None = None, causation_id: str | None = None) -> Actor:
         """The use cases' caller, for routes that act on a tenant's data."""
         if self.tenant_id is None:
             raise Forbidden(None, "Name a tenant with X-Tenant: this acts on a tenant's data.")
@@ -116,6 +116,7 @@ class Access(msgspec.Struct, frozen=True, kw_only=True):
             tenant_id=self.tenant_id,
             principal=self.principal.subject,
             correlation_id=correlation_id,
+            causation_id=causation_id,
         )
 
 

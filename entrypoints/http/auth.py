@@ -61,6 +61,8 @@ _AUTHORIZATION: Final = b"authorization"
 _ACCESS_KEY: Final = "waypost.access"
 SERVICES_KEY: Final = "waypost.services"
 NETWORKS_KEY: Final = "waypost.admin_networks"
+#: Where tracing keeps the request's (trace id, span id) (entrypoints.tracing).
+TRACE_KEY: Final = "waypost.trace"
 
 
 def requires(permission: Permission) -> dict[str, Any]:
@@ -188,8 +190,14 @@ def provide_access(
 def provide_actor(
     request: Request[Any, Any, Any], services: NamedDependency[SkipValidation[Services]]
 ) -> Actor:
-    """The dependency `actor` of routes on a tenant's data (see `provide_access`)."""
-    return provide_access(request, services).actor(request_id(request.scope))
+    """The dependency `actor` of routes on a tenant's data (see `provide_access`). What it
+    writes is correlated with the request's trace when it is traced (trace id, span id),
+    else with its request id."""
+    traced: tuple[str, str] | None = request.scope["state"].get(TRACE_KEY)
+    access = provide_access(request, services)
+    if traced is not None:
+        return access.actor(*traced)
+    return access.actor(request_id(request.scope))
 
 
 def provide_context(request: Request[Any, Any, Any]) -> RequestContext:
