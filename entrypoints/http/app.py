@@ -28,7 +28,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, Middleware
 
 from core.usecases import Publisher, Services
-from entrypoints.http import auth, common, idempotency, limits, metrics
+from entrypoints.http import auth, common, idempotency, limits, metrics, metrics_json
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
     BackpressureMiddleware,
@@ -200,6 +200,19 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 tenant_data=False,
             ),
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
+            *(
+                [
+                    api(
+                        metrics_json.PATH,
+                        metrics_json.HANDLERS,
+                        "operations",
+                        idempotent=False,
+                        tenant_data=False,
+                    )
+                ]
+                if settings.metrics.enabled
+                else []
+            ),
             public_api,
             *auth_routes.PUBLIC_HANDLERS,
             *health.HANDLERS,

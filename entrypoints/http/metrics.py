@@ -43,6 +43,7 @@ from prometheus_client.registry import Collector
 from core.domain.errors import Forbidden
 from core.usecases import Recorded
 from entrypoints.http.auth import PUBLIC, AdminNetworks, client_address
+from entrypoints.http.metrics_json import Key, Snapshots, values
 from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.settings import MetricsSettings
 
@@ -139,6 +140,12 @@ class Metrics:
         # The labelled children of each (method, route, status), found once: `labels()`
         # checks its arguments and takes a lock on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        #: Readings kept for the JSON summary's rates (`metrics_json`).
+        self.snapshots = Snapshots(time.monotonic())
+
+    def remember(self, samples: dict[Key, float], now: float | None = None) -> None:
+        """Keep a reading of the registry (each scrape, each summary) for windowed rates."""
+        self.snapshots.take(time.monotonic() if now is None else now, samples)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """One answered request. `route` is a template or UNMATCHED, never a path."""
@@ -235,6 +242,7 @@ def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise Forbidden(None)
     if metrics.readers is not None and not metrics.readers.allows(client_address(request.scope)):
         raise Forbidden(None, "The metrics may not be read from this address.")
+    metrics.remember(values(metrics.registry))
     # As a header: Litestar would add a second `charset` to the media type of a text/*.
     return Response(metrics.exposition(), headers={"content-type": CONTENT_TYPE})
 
