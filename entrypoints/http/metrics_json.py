@@ -170,7 +170,7 @@ class Snapshots:
     def __init__(self, started: float) -> None:
         #: (monotonic time, samples); the first is the process's start, with nothing counted.
         self._taken: deque[tuple[float, dict[Key, float]]] = deque(maxlen=_KEPT)
-        self._start = (started, {})
+        self._start: tuple[float, dict[Key, float]] = (started, {})
 
     def take(self, now: float, samples: dict[Key, float]) -> None:
         if not self._taken or now - self._taken[-1][0] >= _EVERY:

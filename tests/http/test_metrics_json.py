@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from entrypoints.http.metrics_json import Snapshots, histogram_quantile, summarize
+from entrypoints.http.metrics_json import Key, Snapshots, histogram_quantile, summarize
 from entrypoints.settings import MetricsSettings, SecuritySettings
 from tests.http.conftest import (
     HEADERS,
@@ -56,8 +56,8 @@ def test_a_summary_of_two_readings(anyio_backend: str) -> None:
     requests = "waypost_http_requests_total"
     route = (("method", "GET"), ("route", "/x"), ("status", "200"))
     failed = (("method", "GET"), ("route", "/x"), ("status", "503"))
-    then = {(requests, route): 10.0}
-    now = {(requests, route): 28.0, (requests, failed): 2.0}
+    then: dict[Key, float] = {(requests, route): 10.0}
+    now: dict[Key, float] = {(requests, route): 28.0, (requests, failed): 2.0}
     found = summarize(now, then, 10.0)
     assert found.requests.total == 20.0
     assert found.requests.per_second == 2.0
