@@ -1,4 +1,4 @@
-"""The `waypost` command: serve, migrate, replay, admin, secrets."""
+"""The `waypost` command: serve, migrate, replay, doctor, admin, secrets."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from core.domain.errors import DomainError
 from core.domain.rotation import VersionState
 from core.ports import AppendMeta
 from core.usecases import Services
-from entrypoints import logs
+from entrypoints import doctor, logs
 from entrypoints.bootstrap import (
     StartupError,
     create_app,
@@ -73,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--verify", action="store_true", help="compare read-model digests before and after"
     )
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this deployment and say what is wrong",
+        description="Check the settings, the database (reachable, migrated, its clock), the "
+        "master key and signing keys, Redis, the SQLite file's disk, the TLS files and "
+        "production-mode risks: one line each (ok, warn, fail). Exits 1 when a check fails. "
+        "Changes nothing.",
+    )
+    doctor.add_argument("--json", action="store_true", help="one JSON document instead of lines")
 
     admin = commands.add_parser(
         "admin",
@@ -128,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":  # it reports bad settings as a finding of its own
+        return doctor.main(os.environ, args.json)
     try:
         return _run(args, load_settings(os.environ))
     except (SettingsError, StartupError) as exc:
