@@ -160,15 +160,21 @@ async def test_an_overdue_signing_key(healthy: dict[str, str]) -> None:
     assert _line(await run(healthy, _env(clock=timedelta(days=29))), "signing keys").status == "ok"
 
 
+def _nfs_mounts(folder: pathlib.Path) -> pathlib.Path:
+    """A mounts table in which `folder` is on NFS."""
+    mounts = folder / "mounts"
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw 0 0\n"
+        f"server:/export {folder.resolve()} nfs4 rw,relatime 0 0\n"
+        "tmpfs /tmp/other tmpfs rw 0 0\n"
+    )
+    return mounts
+
+
 async def test_sqlite_on_a_network_file_system(
     healthy: dict[str, str], tmp_path: pathlib.Path
 ) -> None:
-    mounts = tmp_path / "mounts"
-    mounts.write_text(
-        "/dev/sda1 / ext4 rw 0 0\n"
-        f"server:/export {tmp_path.resolve()} nfs4 rw,relatime 0 0\n"
-        "tmpfs /tmp/other tmpfs rw 0 0\n"
-    )
+    mounts = _nfs_mounts(tmp_path)
     report = await run(healthy, _env(mounts=str(mounts)))
     _failed(report, "disk", "network file system (nfs4)")
 
