@@ -32,6 +32,7 @@ from core.domain.rotation import (
     apply,
     next_due,
     plan,
+    signing,
 )
 from core.ports import IdentityStore, SecretRecord, SecretSealer, TokenSigner
 from core.usecases.audit import Auditor
@@ -79,6 +80,7 @@ class Secrets:
         self._opened: dict[int, bytes] = {}
         self._loaded_at: datetime | None = None
         self._next_due: datetime | None = None
+        self._active_since: datetime | None = None
 
     async def start(self) -> None:
         """Bring the signing key up to date and load it (the server's start)."""
@@ -182,6 +184,8 @@ class Secrets:
         self._signer.load(keys, retired)
         self._loaded_at = self._deps.clock.now()
         self._next_due = next_due([r.version for r in records], self.policy)
+        active = signing([r.version for r in records])
+        self._active_since = None if active is None else active.activated_at
 
     async def reload_if_older_than(self, age: timedelta) -> bool:
         """Reload unless the last load is younger than `age` (a token named an unknown key:
@@ -195,6 +199,10 @@ class Secrets:
     def next_due(self) -> datetime | None:
         """When the policy next has something to do (None: at once)."""
         return self._next_due
+
+    def active_since(self) -> datetime | None:
+        """When the signing key that signs now was activated (as of the last reload)."""
+        return self._active_since
 
     async def list(self) -> list[SecretInfo]:
         """Every version of every secret, without values."""
