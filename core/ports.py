@@ -385,9 +385,16 @@ class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class AuditLog(Protocol):
-    """Append-only: there is no way to change or remove a record."""
+    """Append-only: there is no way to change a record, nor to remove one but by age
+    (`purge`, the retention policy)."""
 
     async def append(self, record: AuditRecord) -> None: ...
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` records (of every tenant) older than `before`, oldest
+        first; how many were deleted."""
+        ...
+
     async def list(
         self, tenant_id: str | None, where: AuditFilter, page: PageRequest
     ) -> list[AuditRecord]: ...

@@ -167,6 +167,9 @@ def identity_deps(
             ttl=timedelta(seconds=security.access_token_ttl_seconds),
         ),
         policy=rotation_policy(settings),
+        audit_retention=(
+            timedelta(days=settings.audit.retention_days) if settings.audit.retention_days else None
+        ),
     )
 
 

@@ -233,6 +233,12 @@ class MemoryAudit:
             raise Conflict("The audit record exists already.")
         self._records[record.id] = record
 
+    async def purge(self, before: datetime, limit: int) -> int:
+        old = sorted((r for r in self._records.values() if r.at < before), key=lambda r: r.at)
+        for record in old[:limit]:
+            del self._records[record.id]
+        return min(len(old), limit)
+
     async def list(
         self, tenant_id: str | None, where: AuditFilter, page: PageRequest
     ) -> list[AuditRecord]:

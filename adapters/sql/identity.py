@@ -534,6 +534,13 @@ class SqlAudit:
         except IntegrityError:
             raise Conflict("The audit record exists already.") from None
 
+    async def purge(self, before: datetime, limit: int) -> int:
+        a = t.audit_log
+        oldest = sa.select(a.c.id).where(a.c.at < before).order_by(a.c.at).limit(limit)
+        async with self._db.write() as conn:
+            done = await conn.execute(sa.delete(a).where(a.c.id.in_(oldest)))
+        return int(done.rowcount)
+
     async def list(
         self, tenant_id: str | None, where: AuditFilter, page: PageRequest
     ) -> list[AuditRecord]:

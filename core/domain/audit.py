@@ -53,6 +53,8 @@ class AuditAction(StrEnum):
     SECRET_ROTATED = "secret.rotated"  # noqa: S105 - a name, not a secret
     SECRET_ACCESSED = "secret.accessed"  # noqa: S105 - a name, not a secret
     PLATFORM_BOOTSTRAPPED = "platform.bootstrapped"
+    #: Records older than `audit.retention_days` were deleted (how many: the reason).
+    AUDIT_PURGED = "audit.purged"
 
 
 class Outcome(StrEnum):

@@ -40,8 +40,11 @@ class IdentityDeps:
         signer: TokenSigner,
         policy: RotationPolicy,
         recent: timedelta = timedelta(seconds=RECENT_SECONDS),
+        audit_retention: timedelta | None = None,
     ) -> None:
         self.store = store
+        #: Audit records older than this are deleted (None: kept forever).
+        self.audit_retention = audit_retention
         self.hasher = hasher
         self.bearer = bearer
         self.sealer = sealer
@@ -85,6 +88,7 @@ class Services:
                 secrets=self._secrets,
                 audit=self._audit,
                 recent=identity.recent,
+                audit_retention=identity.audit_retention,
             )
         else:
             self._audit = self._secrets = self._identity = None

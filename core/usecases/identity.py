@@ -94,6 +94,8 @@ RECENT_CAPACITY: Final = 10_000
 #: A token under an unknown key reloads the key set at most this often.
 RELOAD_AFTER: Final = timedelta(seconds=5)
 BOOTSTRAP_KEY_NAME: Final = "bootstrap"
+#: How often a server purges the audit log of records past their retention.
+AUDIT_PURGE_EVERY: Final = timedelta(hours=1)
 GRANT_TYPES: Final = ("password", "api_key", "refresh_token")
 _KEY_ATTEMPTS: Final = 3
 
@@ -168,8 +170,11 @@ class Identity:
         secrets: Secrets,
         audit: Auditor,
         recent: timedelta = timedelta(seconds=RECENT_SECONDS),
+        audit_retention: timedelta | None = None,
     ) -> None:
         self._deps = deps
+        self._audit_retention = audit_retention
+        self._purged_at: datetime | None = None
         self._store = store
         self._hasher = hasher
         self._bearer = bearer
@@ -801,8 +806,16 @@ class Identity:
         return text
 
     async def housekeeping(self) -> int:
-        """Forget revoked token ids whose tokens have expired anyway; how many."""
-        return await self._store.revocations.purge(self._deps.clock.now())
+        """Forget revoked token ids whose tokens have expired anyway (how many); and, at
+        most every `AUDIT_PURGE_EVERY`, delete audit records past their retention."""
+        now = self._deps.clock.now()
+        retention = self._audit_retention
+        if retention is not None and (
+            self._purged_at is None or now - self._purged_at >= AUDIT_PURGE_EVERY
+        ):
+            self._purged_at = now
+            await self._audit.purge(retention)
+        return await self._store.revocations.purge(now)
 
     # --- the public keys ----------------------------------------------------------------------
 

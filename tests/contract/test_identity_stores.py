@@ -343,3 +343,20 @@ async def test_audit_is_append_only_filtered_and_paged(identity: IdentityStore) 
     platform = await audit.list(None, AuditFilter(action="auth.refused"), PageRequest())
     assert [r.id for r in platform] == [ulid(11)]
     assert [r.id for r in await audit.list(GLOBEX, AuditFilter(), PageRequest())] == [ulid(12)]
+
+
+async def test_audit_purge_deletes_only_what_is_older_oldest_first(identity: IdentityStore) -> None:
+    audit = identity.audit
+    for n in range(1, 9):
+        await audit.append(record(n, ACME if n % 2 else GLOBEX))
+    await audit.append(record(9, None))
+    before = T0 + timedelta(minutes=6)  # records 1..5 are older
+    assert await audit.purge(before, 2) == 2  # at most `limit`, the oldest first
+    left = await audit.list(ACME, AuditFilter(), PageRequest(order="asc"))
+    assert [r.id for r in left] == [ulid(3), ulid(5), ulid(7)]
+    assert await audit.purge(before, 100) == 3
+    assert await audit.purge(before, 100) == 0
+    acme = await audit.list(ACME, AuditFilter(), PageRequest(order="asc"))
+    globex = await audit.list(GLOBEX, AuditFilter(), PageRequest(order="asc"))
+    platform = await audit.list(None, AuditFilter(), PageRequest(order="asc"))
+    assert [r.id for r in acme + globex + platform] == [ulid(7), ulid(6), ulid(8), ulid(9)]

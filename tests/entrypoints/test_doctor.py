@@ -141,7 +141,7 @@ async def test_no_database_file(sqlite_env: dict[str, str]) -> None:
 async def test_pending_migrations(sqlite_env: dict[str, str], tmp_path: pathlib.Path) -> None:
     (tmp_path / "waypost.db").write_bytes(b"")  # a database nobody migrated
     report = await run(sqlite_env, _env())
-    _failed(report, "migrations", "2 pending", "waypost migrate")
+    _failed(report, "migrations", "3 pending", "waypost migrate")
 
 
 async def test_a_wrong_master_key(healthy: dict[str, str]) -> None:
