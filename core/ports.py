@@ -371,6 +371,14 @@ class SecretStore(Protocol):
         `before`. Raises `Conflict` (and writes nothing) when another writer came first."""
         ...
 
+    async def reseal(
+        self, tenant_id: str | None, name: str, version: int, before: bytes, after: bytes
+    ) -> bool:
+        """Compare-and-set of a version's envelope (a master-key rewrap): replace `before`
+        with `after`; False (and nothing written) when the stored envelope is not `before`.
+        `save` never changes an existing version's envelope: only this does."""
+        ...
+
     async def names(self) -> list[tuple[str | None, str]]: ...
 
 
@@ -458,7 +466,13 @@ class SecretSealer(Protocol):
     any altered byte; it never returns something else."""
 
     @property
-    def key_id(self) -> str: ...
+    def key_id(self) -> str:
+        """The id of the master key that seals (safe to show)."""
+        ...
+
+    def sealed_with(self, envelope: bytes) -> str:
+        """The id of the master key an envelope was sealed under."""
+        ...
 
     def seal(
         self, plaintext: bytes, *, tenant_id: str | None, name: str, version: int

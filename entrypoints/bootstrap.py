@@ -82,6 +82,27 @@ def _sqlite_path(url: str) -> pathlib.Path:
 
 
 def master_keys(settings: Settings) -> list[bytes]:
+    """The master key the settings give, then the previous one while it is being rotated
+    (`secrets.previous_master_key[_file]`: it still opens, never seals)."""
+    keys = _master_key(settings)
+    secrets = settings.secrets
+    if secrets.previous_master_key is not None:
+        keys.append(_parse(secrets.previous_master_key, "WAYPOST__SECRETS__PREVIOUS_MASTER_KEY"))
+    elif secrets.previous_master_key_file is not None:
+        keys.append(read_master_key_file(secrets.previous_master_key_file))
+    return keys
+
+
+def read_master_key_file(name: str) -> bytes:
+    path = pathlib.Path(name)
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read the master key file {path}: {exc}") from None
+    return _parse(text, f"the master key file {path}")
+
+
+def _master_key(settings: Settings) -> list[bytes]:
     """The master key the settings give (environment or file), or development's own.
 
     Development mode without one: a generated key kept (0600) beside the SQLite

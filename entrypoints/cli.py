@@ -17,6 +17,7 @@ import msgspec
 import uvicorn
 
 from adapters.crypto.envelope import EnvelopeError, generate_master_key
+from adapters.crypto.identity import EnvelopeSealer
 from adapters.sql.migrations import migrate, pending
 from core.domain.audit import AuditAction
 from core.domain.commands import CreateTenant
@@ -29,7 +30,9 @@ from entrypoints.bootstrap import (
     StartupError,
     create_app,
     database_kind,
+    master_keys,
     open_services,
+    read_master_key_file,
     start_secrets,
 )
 from entrypoints.http.routes.messages import stop_streams
@@ -128,6 +131,20 @@ def _parser() -> argparse.ArgumentParser:
         description="A new signing key signs at once; the previous one keeps verifying until "
         "its grace period ends. Running servers pick the new key up within a minute.",
     )
+    rewrap = secrets_commands.add_parser(
+        "rewrap",
+        help="seal every stored secret again under a new master key",
+        description="Open each stored secret with the configured master key(s) and seal it "
+        "under the key in --new-master-key-file. Online (servers may keep running; give "
+        "them the new key as secrets.master_key_file and the old one as "
+        "secrets.previous_master_key_file first) and resumable (run it again after an "
+        "interruption: what is done is skipped). Afterwards only the new key is needed.",
+    )
+    rewrap.add_argument(
+        "--new-master-key-file",
+        required=True,
+        help="a file holding the new master key (`waypost secrets new-master-key`)",
+    )
     secrets_commands.add_parser(
         "new-master-key",
         help="print a new random master key",
@@ -163,7 +180,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(generate_master_key())
             return 0
         case "secrets":
-            return anyio.run(_secrets, settings, args.secrets_command)
+            return anyio.run(_secrets, settings, args)
     return anyio.run(_replay, settings, args.verify)
 
 
@@ -206,7 +223,10 @@ def _moment(text: str | None) -> datetime | None:
         raise StartupError(f"--expires-at: {text!r} is not an RFC 3339 time") from None
 
 
-async def _secrets(settings: Settings, action: str) -> int:
+async def _secrets(settings: Settings, args: argparse.Namespace) -> int:
+    action = args.secrets_command
+    if action == "rewrap":
+        return await _rewrap(settings, args.new_master_key_file)
     async with open_services(settings) as services:
         if action == "rotate":
             await rotate_signing_key(services)
@@ -220,6 +240,27 @@ async def _secrets(settings: Settings, action: str) -> int:
             f"{info.name:<16} {info.version:>7}  {info.state:<12} "
             f"{info.public_id or '-':<44} {until}"
         )
+    return 0
+
+
+async def _rewrap(settings: Settings, new_key_file: str) -> int:
+    new = read_master_key_file(new_key_file)
+    old = master_keys(settings)
+    sealer = EnvelopeSealer([new, *(key for key in old if key != new)])
+    async with open_services(settings) as services:
+        try:
+            done = await services.secrets.rewrap(
+                sealer, actor=OPERATOR, on_step=lambda text: print(f"waypost: {text}")
+            )
+        except EnvelopeError as exc:
+            raise StartupError(
+                f"a stored secret does not open with the configured master key ({exc}); "
+                "configure the key it was sealed with (or as secrets.previous_master_key_file)"
+            ) from None
+    print(
+        f"waypost: {done.sealed} secret version(s) sealed under master key {sealer.key_id}, "
+        f"{done.already} already were; the new key alone opens them all now"
+    )
     return 0
 
 

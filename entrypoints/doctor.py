@@ -200,7 +200,18 @@ class _Doctor:
     # --- secrets -------------------------------------------------------------------------
 
     def master_keys(self) -> list[bytes] | None:
-        """The master key(s) the settings give, or development's own file; None: none."""
+        """The master key(s) the settings give (the previous one last), or development's
+        own file; None: none."""
+        keys = self._master_key()
+        secrets = self.settings.secrets
+        previous = secrets.previous_master_key
+        if previous is None and secrets.previous_master_key_file is not None:
+            previous = pathlib.Path(secrets.previous_master_key_file).read_text("ascii")
+        if keys is not None and previous is not None:
+            keys.append(parse_master_key(previous))
+        return keys
+
+    def _master_key(self) -> list[bytes] | None:
         secrets = self.settings.secrets
         if secrets.master_key is not None:
             return [parse_master_key(secrets.master_key)]
@@ -267,7 +278,28 @@ class _Doctor:
                 )
                 return
         self.add("master key", "ok", f"opens the {len(live)} stored secret(s) in use")
+        if len(keys) > 1:
+            self.rotation_of_master_key(cipher, records)
         self.signing_keys([r.version for r in records])
+
+    def rotation_of_master_key(self, cipher: EnvelopeCipher, records: Sequence[Any]) -> None:
+        """A previous master key is configured: is the rewrap done?"""
+        current = cipher.master_key_id
+        behind = [r for r in records if cipher.sealed_with(r.envelope) != current]
+        if behind:
+            self.add(
+                "master key",
+                "warn",
+                f"{len(behind)} secret version(s) still sealed under the previous master "
+                "key: run `waypost secrets rewrap --new-master-key-file ...`",
+            )
+        else:
+            self.add(
+                "master key",
+                "warn",
+                "every secret is sealed under the new master key: drop "
+                "secrets.previous_master_key[_file]",
+            )
 
     def signing_keys(self, versions: Sequence[Any]) -> None:
         from entrypoints.bootstrap import rotation_policy  # noqa: PLC0415 - one policy

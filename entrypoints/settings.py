@@ -80,6 +80,10 @@ class SecretsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     #: database; production mode refuses to start.
     master_key: str | None = None
     master_key_file: str | None = None
+    #: While rotating the master key (`waypost secrets rewrap`): the one before, which still
+    #: opens what it sealed; new secrets are sealed under `master_key`.
+    previous_master_key: str | None = None
+    previous_master_key_file: str | None = None
     #: Algorithm of new JWT signing keys: EdDSA (Ed25519) or RS256.
     signing_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
     rotate_every_days: float = 30.0
@@ -306,6 +310,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         secrets = self.secrets
         if secrets.master_key is not None and secrets.master_key_file is not None:
             raise SettingsError("secrets.master_key and secrets.master_key_file exclude each other")
+        if secrets.previous_master_key is not None and secrets.previous_master_key_file is not None:
+            raise SettingsError(
+                "secrets.previous_master_key and secrets.previous_master_key_file exclude "
+                "each other"
+            )
         if not 1 <= secrets.reload_seconds <= 3600:
             raise SettingsError("secrets.reload_seconds must be 1..3600")
         if secrets.rotate_every_days <= 0:
