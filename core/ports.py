@@ -226,8 +226,19 @@ class Store(Protocol):
     def read(self) -> AbstractAsyncContextManager[ReadTx]: ...
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]: ...
 
-    def rebuild(self) -> AbstractAsyncContextManager[Rebuild]:
-        """Empty every read model (in one transaction) and replay into it; commits at block end."""
+    def rebuild(self, tenant_id: str | None = None) -> AbstractAsyncContextManager[Rebuild]:
+        """Empty the read models (every tenant's, or `tenant_id`'s alone) and replay into
+        them, in one transaction that commits at the block's end. It holds the writer lock
+        of every tenant it rebuilds (their writers wait); readers go on reading the old
+        read models until it commits."""
+        ...
+
+    async def replay_done(self, run: str) -> set[str]:
+        """The tenants a replay run (`run`: what identifies it) has finished so far."""
+        ...
+
+    async def replay_finished(self, run: str) -> None:
+        """Forget a run's progress: it is over."""
         ...
 
     async def close(self) -> None: ...
@@ -237,6 +248,15 @@ class Rebuild(Protocol):
     async def tenant_ids(self) -> list[str]: ...
     def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]: ...
     async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None: ...
+
+    def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
+        """Apply the tenant's whole log (`log` then `apply`, without making envelopes);
+        yields the number of entries applied after each batch."""
+        ...
+
+    async def mark_done(self, run: str, tenant_id: str) -> None:
+        """Record, in this transaction, that `run` has rebuilt `tenant_id`."""
+        ...
 
 
 # --- the rest of the world -----------------------------------------------------------------

@@ -36,6 +36,7 @@ from entrypoints.bootstrap import (
     start_secrets,
 )
 from entrypoints.http.routes.messages import stop_streams
+from entrypoints.progress import Progress
 from entrypoints.settings import Settings, SettingsError, load_settings
 from entrypoints.tracing import Tracing
 
@@ -70,11 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="rebuild every read model from the log",
-        description="Empty the read models and apply the whole log again. With --verify, "
-        "fail unless the rebuilt read models equal the ones before.",
+        description="Empty the read models and apply the whole log again, tenant by tenant "
+        "(each in one transaction: its writers wait, nobody reads a half-built tenant). A "
+        "run that stops (Ctrl-C, a lost connection, kill) goes on where it was when started "
+        "again with the same options. A progress bar on a terminal, plain lines otherwise. "
+        "With --verify, fail unless the rebuilt read models equal the ones before.",
     )
     replay.add_argument(
         "--verify", action="store_true", help="compare read-model digests before and after"
+    )
+    replay.add_argument("--tenant", help="rebuild this tenant's read models only (its slug)")
+    replay.add_argument(
+        "--restart",
+        action="store_true",
+        help="forget an interrupted run's progress and start from the first tenant",
     )
 
     doctor = commands.add_parser(
@@ -181,7 +191,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         case "secrets":
             return anyio.run(_secrets, settings, args)
-    return anyio.run(_replay, settings, args.verify)
+    return anyio.run(_replay, settings, args)
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
@@ -282,13 +292,29 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _replay(settings: Settings, verify: bool) -> int:
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     async with open_services(settings) as services:
-        before = await services.replay.digest()
-        applied = await services.replay.rebuild()
+        tenant_id = None
+        if args.tenant is not None:
+            tenant_id = (await services.tenants.get(args.tenant)).id
+        run = f"cli:{args.tenant or '*'}"
+        if args.restart:
+            await services.deps.store.replay_finished(run)
+        plan = await services.replay.plan(tenant_id, run)
+        done_before = len(await services.deps.store.replay_done(run))
+        if done_before:
+            print(f"waypost: resuming an interrupted replay: {done_before} tenant(s) done before")
+        before = await services.replay.digest() if args.verify else None
+        progress = Progress("replay", sum(plan.values()), sys.stdout)
+        result = await services.replay.rebuild(tenant_id, run=run, on_progress=progress.advance)
         after = await services.replay.digest()
-    print(f"waypost: replayed {applied} log entries; read-model digest {after}")
-    if verify and before != after:
+        progress.finish(
+            f"waypost: replayed {result.applied} log entries of {result.tenants} tenant(s) "
+            f"at {progress.rate():,.0f}/s; read-model digest {after}"
+        )
+    if before is not None and done_before:
+        print("waypost: --verify compares with the digest when this run resumed", file=sys.stderr)
+    if before is not None and before != after:
         print(f"waypost: digest changed (was {before})", file=sys.stderr)
         return 1
     return 0

@@ -8,6 +8,7 @@ trace and a reader never sees half a write. Everything lives in one process.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -64,6 +65,22 @@ class _ReadModels:
         self.completions: dict[str, Completion] = {}
         self.checkpoints: dict[str, int] = {}
 
+    def without(self, tenants: Collection[str]) -> _ReadModels:
+        """A copy without the read models of `tenants` (a rebuild starts from it)."""
+        gone = set(tenants)
+        kept = _ReadModels()
+        kept.tenants = {k: v for k, v in self.tenants.items() if k not in gone}
+        kept.slugs = {slug: k for slug, k in self.slugs.items() if k not in gone}
+        kept.receivers = {k: v for k, v in self.receivers.items() if v.tenant_id not in gone}
+        kept.triples = {k: v for k, v in self.triples.items() if k[0] not in gone}
+        kept.events = {k: v for k, v in self.events.items() if v.tenant_id not in gone}
+        kept.event_ids = {k: list(v) for k, v in self.event_ids.items() if k not in gone}
+        kept.groups = {k: v for k, v in self.groups.items() if v.tenant_id not in gone}
+        kept.latest = {k: v for k, v in self.latest.items() if k[0] not in gone}
+        kept.completions = {k: v for k, v in self.completions.items() if v.tenant_id not in gone}
+        kept.checkpoints = {k: v for k, v in self.checkpoints.items() if k not in gone}
+        return kept
+
     def check(self, tenant_id: str, event: DomainEvent) -> None:
         """Refuse what the unique constraints refuse, before anything is applied."""
         match event:
@@ -111,6 +128,7 @@ class MemoryStore:
         self._logs: dict[str, list[Envelope]] = {}
         self._versions: dict[tuple[str, str], int] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        self._replays: dict[str, set[str]] = {}
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
@@ -125,10 +143,22 @@ class MemoryStore:
             tx.commit()
 
     @asynccontextmanager
-    async def rebuild(self) -> AsyncIterator[_Rebuild]:
-        target = _Rebuild(self)
-        yield target
-        self._models = target.models
+    async def rebuild(self, tenant_id: str | None = None) -> AsyncIterator[_Rebuild]:
+        tenants = sorted(self._logs) if tenant_id is None else [tenant_id]
+        async with contextlib.AsyncExitStack() as locks:
+            for one in tenants:
+                await locks.enter_async_context(self._locks.setdefault(one, anyio.Lock()))
+            target = _Rebuild(self, tenants, self._models.without(tenants))
+            yield target
+            self._models = target.models
+            for run, done in target.done.items():
+                self._replays.setdefault(run, set()).update(done)
+
+    async def replay_done(self, run: str) -> set[str]:
+        return set(self._replays.get(run, ()))
+
+    async def replay_finished(self, run: str) -> None:
+        self._replays.pop(run, None)
 
     async def close(self) -> None:
         return None
@@ -220,12 +250,22 @@ class _WriteTx(_ReadTx):
 
 
 class _Rebuild:
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore, tenants: list[str], models: _ReadModels) -> None:
         self._store = store
-        self.models = _ReadModels()
+        self._tenants = tenants
+        self.models = models
+        self.done: dict[str, set[str]] = {}
 
     async def tenant_ids(self) -> list[str]:
-        return sorted(self._store._logs)
+        return list(self._tenants)
+
+    async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
+        async for envelopes in self.log(tenant_id, batch):
+            await self.apply(tenant_id, envelopes)
+            yield len(envelopes)
+
+    async def mark_done(self, run: str, tenant_id: str) -> None:
+        self.done.setdefault(run, set()).add(tenant_id)
 
     async def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]:
         entries = self._store._logs.get(tenant_id, [])

@@ -178,7 +178,7 @@ def catalogue(dialect: str) -> Statements:
 class Statements:
     """Every statement of the store for one dialect (`postgresql` or `sqlite`)."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str) -> None:  # noqa: PLR0915 - one statement per line
         if dialect not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported dialect {dialect!r}")
         self.dialect = dialect
@@ -223,6 +223,16 @@ class Statements:
         self.insert_log = q(sa.insert(log), *LOG)
         self.read_log = q(
             sa.select(log)
+            .where(log.c.tenant_id == _p("tenant_id"), log.c.position > _p("after"))
+            .order_by(log.c.position)
+            .limit(_p("limit")),
+            "tenant_id",
+            "after",
+            "limit",
+        )
+        # Replay: what the projection needs of each entry, nothing more.
+        self.read_log_events = q(
+            sa.select(log.c.position, log.c.type, log.c.schema_version, log.c.data)
             .where(log.c.tenant_id == _p("tenant_id"), log.c.position > _p("after"))
             .order_by(log.c.position)
             .limit(_p("limit")),
@@ -278,6 +288,25 @@ class Statements:
         self.insert_member = q(sa.insert(t.group_members), *MEMBERS)
         self.insert_completion = q(sa.insert(t.completions), *COMPLETIONS)
         self.delete_read_models = [q(sa.delete(table)) for table in t.READ_MODELS]
+        self.delete_tenant_read_models = [
+            q(
+                sa.delete(table).where(
+                    (table.c.id if table is t.tenants else table.c.tenant_id) == _p("tenant_id")
+                ),
+                "tenant_id",
+            )
+            for table in t.READ_MODELS
+        ]
+        rp = t.replay_progress
+        self.replay_mark = q(
+            self._insert(rp)
+            .values(run=_p("run"), tenant_id=_p("tenant_id"))
+            .on_conflict_do_nothing(index_elements=[rp.c.run, rp.c.tenant_id]),
+            "run",
+            "tenant_id",
+        )
+        self.replay_done = q(sa.select(rp.c.tenant_id).where(rp.c.run == _p("run")), "run")
+        self.replay_forget = q(sa.delete(rp).where(rp.c.run == _p("run")), "run")
         self._writes: dict[tuple[int, ...], Query] = {}
 
         # --- reads by key ------------------------------------------------------------------
@@ -336,8 +365,11 @@ class Statements:
         for name, value in vars(self).items():
             if isinstance(value, Query):
                 value.name = name
-        for table, delete in zip(t.READ_MODELS, self.delete_read_models, strict=True):
+        for table, delete, of_tenant in zip(
+            t.READ_MODELS, self.delete_read_models, self.delete_tenant_read_models, strict=True
+        ):
             delete.name = f"delete_{table.name}"
+            of_tenant.name = f"delete_tenant_{table.name}"
 
     def _digest(self) -> list[Query]:
         by_id = self.by_id

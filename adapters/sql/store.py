@@ -277,23 +277,51 @@ class SqlStore:
             await db.run(ANALYZE)
 
     @asynccontextmanager
-    async def rebuild(self) -> AsyncIterator[_Rebuild]:
+    async def rebuild(self, tenant_id: str | None = None) -> AsyncIterator[_Rebuild]:
+        db, sql = self._db, self._sql
+        deletes: list[tuple[q.Query, tuple[str, ...]]]
+        if tenant_id is None:
+            deletes = [(delete, ()) for delete in sql.delete_read_models]
+        else:
+            deletes = [(delete, (tenant_id,)) for delete in sql.delete_tenant_read_models]
+        if isinstance(db, PgDatabase):
+            if tenant_id is None:
+                # Every writer's first statements insert or lock a head row: an EXCLUSIVE
+                # table lock waits for the writers in flight and holds back new ones until
+                # the rebuild commits, while readers go on reading the old read models
+                # (DELETE, not TRUNCATE, which would block them too).
+                begin = (
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE log_heads IN EXCLUSIVE MODE"
+                )
+                then: list[tuple[q.Query, Sequence[Any]]] = []
+            else:  # that tenant's writer lock only: the others go on writing
+                begin = q.WRITE_BEGIN
+                then = [(sql.create_head, (tenant_id,)), (sql.lock_head, (tenant_id,))]
+            async with db.transaction(begin, then) as pg:
+                conn = self._watched(pg)
+                for delete, args in deletes:
+                    await conn.execute(delete, args)
+                yield _Rebuild(_Context(conn, sql, self._codec), tenant_id)
+            return
+        async with db.write() as raw:
+            conn = self._watched(raw)
+            for delete, args in deletes:
+                await conn.execute(delete, args)
+            yield _Rebuild(_Context(conn, sql, self._codec), tenant_id)
+
+    async def replay_done(self, run: str) -> set[str]:
+        async with self.read() as tx:
+            ctx = tx._ctx
+            return {row[0] for row in await ctx.conn.fetch(ctx.sql.replay_done, (run,))}
+
+    async def replay_finished(self, run: str) -> None:
         db, sql = self._db, self._sql
         if isinstance(db, PgDatabase):
-            # Every writer's first statements insert or lock a head row: an EXCLUSIVE table
-            # lock waits for the writers in flight and holds back new ones until the rebuild
-            # commits, while readers go on reading the old read models (DELETE, not
-            # TRUNCATE, which would block them too).
-            begin = "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE log_heads IN EXCLUSIVE MODE"
-            async with db.transaction(begin) as pg:
-                for delete in sql.delete_read_models:
-                    await pg.execute(delete, ())
-                yield _Rebuild(_Context(pg, sql, self._codec))
+            async with db.transaction("BEGIN") as pg:
+                await pg.execute(sql.replay_forget, (run,))
             return
         async with db.write() as conn:
-            for delete in sql.delete_read_models:
-                await conn.execute(delete, ())
-            yield _Rebuild(_Context(conn, sql, self._codec))
+            await conn.execute(sql.replay_forget, (run,))
 
     async def close(self) -> None:
         await self._db.close()
@@ -782,11 +810,35 @@ def _refusal(
 
 
 class _Rebuild:
-    def __init__(self, ctx: _Context) -> None:
+    def __init__(self, ctx: _Context, tenant_id: str | None = None) -> None:
         self._ctx = ctx
+        self._tenant_id = tenant_id
 
     async def tenant_ids(self) -> list[str]:
+        if self._tenant_id is not None:
+            return [self._tenant_id]
         return await _tenant_ids(self._ctx)
+
+    async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
+        """The log's entries decoded straight into their domain events (no envelope, no
+        dict in between), then the one projection, a batch at a time."""
+        ctx, decode = self._ctx, REGISTRY.decode_json
+        fetch, statement = ctx.conn.fetch, ctx.sql.read_log_events
+        after = 0
+        while True:
+            rows = await fetch(statement, (tenant_id, after, batch))
+            if not rows:
+                return
+            await project(
+                ctx, tenant_id, [(row[0], decode(row[1], row[2], row[3])) for row in rows]
+            )
+            yield len(rows)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    async def mark_done(self, run: str, tenant_id: str) -> None:
+        await self._ctx.conn.execute(self._ctx.sql.replay_mark, (run, tenant_id))
 
     async def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]:
         after = 0

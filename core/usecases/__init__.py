@@ -22,7 +22,7 @@ from core.usecases.identity import RECENT_SECONDS, Access, Identity, TokenAnswer
 from core.usecases.messages import MessagePage, Messages
 from core.usecases.publishing import Publisher
 from core.usecases.receivers import Receivers
-from core.usecases.replay import Replay
+from core.usecases.replay import Replay, Replayed
 from core.usecases.secrets import SecretInfo, Secrets
 from core.usecases.tenants import Tenants
 
@@ -131,6 +131,7 @@ __all__ = [
     "Receivers",
     "Recorded",
     "Replay",
+    "Replayed",
     "RequestContext",
     "SecretInfo",
     "Secrets",

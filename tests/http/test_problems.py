@@ -49,8 +49,14 @@ class BrokenReads:
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]:
         return self._store.write(tenant_id)
 
-    def rebuild(self) -> AbstractAsyncContextManager[Rebuild]:
-        return self._store.rebuild()
+    def rebuild(self, tenant_id: str | None = None) -> AbstractAsyncContextManager[Rebuild]:
+        return self._store.rebuild(tenant_id)
+
+    async def replay_done(self, run: str) -> set[str]:
+        return await self._store.replay_done(run)
+
+    async def replay_finished(self, run: str) -> None:
+        await self._store.replay_finished(run)
 
     async def close(self) -> None:
         await self._store.close()
