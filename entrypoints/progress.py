@@ -49,12 +49,12 @@ class Progress:
         self._clock = clock
         self._start = clock()
         self._shown = float("-inf")
+        self._shown_done = -1  # what `done` was when last shown
 
     def advance(self, count: int) -> None:
         self.done += count
         now = self._clock()
         if now - self._shown >= (TTY_EVERY if self._tty else PLAIN_EVERY):
-            self._shown = now
             self._show(now)
 
     def rate(self, now: float | None = None) -> float:
@@ -62,6 +62,7 @@ class Progress:
         return self.done / spent if spent > 0 else 0.0
 
     def _show(self, now: float) -> None:
+        self._shown, self._shown_done = now, self.done
         rate = self.rate(now)
         share = self.done / self.total if self.total else 1.0
         left = (self.total - self.done) / rate if rate > 0 else 0.0
@@ -82,7 +83,7 @@ class Progress:
 
     def finish(self, summary: str) -> None:
         """The last state, then `summary` on a line of its own."""
-        now = self._clock()
-        self._show(now)
-        self._stream.write(("\n" if self._tty else "") + summary + "\n")
+        if self._shown_done != self.done:
+            self._show(self._clock())
+        self._stream.write(("\n" if self._tty and self._shown_done >= 0 else "") + summary + "\n")
         self._stream.flush()
