@@ -313,6 +313,34 @@ class Identity:
             await self._refuse(Refusal.MALFORMED_TOKEN, ctx)
         return await self._scope(principal, own, tenant, ctx)
 
+    async def authenticate_service(
+        self,
+        name: str | None,
+        *,
+        tenant_slug: str,
+        role: Role,
+        tenant: str | None,
+        ctx: RequestContext,
+    ) -> Access:
+        """A service identity: a client certificate the transport verified (mTLS) and the
+        configuration mapped (`name`, None: it maps to nothing) to a tenant and a role. It
+        acts in that tenant only, with that role's permissions; a disabled or unknown tenant
+        refuses it, as it refuses the tenant's other principals."""
+        if name is None:
+            await self._refuse(Refusal.UNMAPPED_CERTIFICATE, ctx)
+        found = await self._tenant_by_slug(tenant_slug)
+        if found is None or found.disabled:
+            await self._refuse(
+                Refusal.TENANT_DISABLED if found is not None else Refusal.PRINCIPAL_GONE,
+                ctx,
+                tenant_id=None if found is None else found.id,
+                actor=f"service:{name}",
+            )
+        principal = Principal(
+            kind=PrincipalKind.SERVICE, id=name, tenant_id=found.id, name=name, roles=(role,)
+        )
+        return await self._scope(principal, found, tenant, ctx)
+
     async def _api_key(
         self, text: str, ctx: RequestContext, action: AuditAction
     ) -> tuple[Principal, Tenant | None]:
