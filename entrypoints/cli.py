@@ -35,6 +35,7 @@ from entrypoints.bootstrap import (
     read_master_key_file,
     start_secrets,
 )
+from entrypoints.http.mtls import ClientCertProtocol
 from entrypoints.http.routes.messages import stop_streams
 from entrypoints.progress import Progress
 from entrypoints.settings import Settings, SettingsError, load_settings
@@ -375,6 +376,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         ssl_keyfile=http.tls_key_file,
         ssl_ca_certs=http.tls_client_ca_file,
         ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_file else ssl.CERT_NONE,
+        # mTLS: the client's certificate reaches the app (service identities)
+        http=ClientCertProtocol if http.tls_client_ca_file else "auto",
     )
     logs.apply_levels(settings.log)  # uvicorn's Config set its loggers' levels to log.level
     server = _Server(config, on_exit=lambda: stop_streams(app.state))

@@ -6,10 +6,13 @@ A bad value stops the start with a message naming the setting, as every other se
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from cryptography import x509
 
 if TYPE_CHECKING:
     from entrypoints.settings import Settings
@@ -101,6 +104,22 @@ def _service_identities(settings: Settings) -> str | None:
                 "server's certificate)"
             )
     return None
+
+
+def _is_subject(text: str) -> bool:
+    try:
+        x509.Name.from_rfc4514_string(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def level_number(name: str) -> int:

@@ -36,6 +36,7 @@ from entrypoints.http.limits import (
     RateLimitMiddleware,
     StreamsMiddleware,
 )
+from entrypoints.http.mtls import ServiceIdentities
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
@@ -253,6 +254,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         debug=False,
     )
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
+    app.state[auth.SERVICE_IDENTITIES_KEY] = ServiceIdentities(settings.http.service_identities)
     idempotency.install(app.state, MemoryRecords())
     limits.install(app.state, Limits(settings.limits))
     messages.install(app.state)
