@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -87,14 +88,9 @@ def _service_identities(settings: Settings) -> str | None:
         where = f"http.service_identities[{index}]"
         if identity.role not in SERVICE_ROLES:
             return f"{where}.role must be one of {', '.join(SERVICE_ROLES)}"
-        scheme, colon, value = identity.match.partition(":")
-        if colon and scheme.lower() in SAN_SCHEMES:
-            if not value.strip():
-                return f"{where}.match: {identity.match!r} names no value"
-        elif "=" not in identity.match:
-            return (
-                f"{where}.match must be a subject (CN=...) or dns:, uri:, email:, ip: and a value"
-            )
+        problem = _match_problem(where, identity.match)
+        if problem is not None:
+            return problem
         if identity.match in seen:
             return f"{where}.match: {identity.match!r} is mapped twice"
         seen.add(identity.match)
@@ -106,9 +102,27 @@ def _service_identities(settings: Settings) -> str | None:
     return None
 
 
+def _match_problem(where: str, identity_match: str) -> str | None:
+    scheme, colon, value = identity_match.partition(":")
+    if colon and scheme.lower() in SAN_SCHEMES:
+        if not value.strip():
+            return f"{where}.match: {identity_match!r} names no value"
+    elif "=" not in identity_match or not _is_subject(identity_match):
+        return f"{where}.match must be a subject (CN=...) or dns:, uri:, email:, ip: and a value"
+    if colon and scheme.lower() == "ip" and not _is_ip(value.strip()):
+        return f"{where}.match: {value.strip()!r} is not an IP address"
+    return None
+
+
+def parse_subject(text: str) -> x509.Name:
+    """A distinguished name from RFC 4514 text; spaces after the commas are allowed (as
+    `openssl x509 -subject -nameopt RFC2253` and people write them)."""
+    return x509.Name.from_rfc4514_string(re.sub(r"(?<!\\),\s+", ",", text.strip()))
+
+
 def _is_subject(text: str) -> bool:
     try:
-        x509.Name.from_rfc4514_string(text)
+        parse_subject(text)
     except ValueError:
         return False
     return True

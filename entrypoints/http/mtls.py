@@ -27,6 +27,7 @@ from litestar.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from core.domain.access import Role
+from entrypoints.operations_settings import parse_subject
 from entrypoints.settings import ServiceIdentity
 
 __all__ = ["ClientCertProtocol", "ServiceIdentities", "client_certificate"]
@@ -71,7 +72,7 @@ class _Matcher:
             kind = scheme.lower()
             self.san = (kind, _normal_san(kind, value.strip()))
         else:
-            self.subject = x509.Name.from_rfc4514_string(entry.match)
+            self.subject = parse_subject(entry.match)
 
     def matches(self, subject: x509.Name, sans: set[tuple[str, str]]) -> bool:
         if self.subject is not None:
