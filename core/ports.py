@@ -224,6 +224,12 @@ class WriteTx(ReadTx, Protocol):
 
 class Store(Protocol):
     def read(self) -> AbstractAsyncContextManager[ReadTx]: ...
+
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[ReadTx]:
+        """A read that may be a little behind (from a read replica), for what decides
+        nothing: lists, gets, message pages. Never behind what this process has written
+        for the tenant (read-your-writes). A store without a replica reads as `read`."""
+        ...
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]: ...
 
     def rebuild(self, tenant_id: str | None = None) -> AbstractAsyncContextManager[Rebuild]:

@@ -26,6 +26,7 @@ from adapters.redis.streams import RedisStreams
 from adapters.sql.identity import SqlIdentity
 from adapters.sql.migrations import migrate, pending
 from adapters.sql.observe import StatementObserver, observe_engine
+from adapters.sql.replica import ReplicaStore
 from adapters.sql.store import SqlStore
 from adapters.system import SystemClock, UlidSource
 from core.domain.rotation import RotationPolicy
@@ -64,7 +65,12 @@ async def open_store(settings: Settings) -> Store:
                 "run `waypost migrate` first (production mode never migrates by itself)"
             )
         await migrate(url)
-    return await SqlStore.connect(url)
+    primary = await SqlStore.connect(url)
+    if settings.database.read_url is None:
+        return primary
+    return ReplicaStore(
+        primary, settings.database.read_url, max_lag=settings.database.read_max_lag_seconds
+    )
 
 
 async def open_identity(settings: Settings) -> IdentityStore:
@@ -244,6 +250,8 @@ def observe_sql(
 ) -> None:
     """Slow statements logged (`log.slow_query_ms`), every one a span when tracing."""
     span = None if tracing is None else tracing.span
+    if isinstance(store, ReplicaStore):
+        store = store.primary  # the replica's reads are not watched
     if isinstance(store, SqlStore):
         system = database_kind(settings.database.url)
         store.observe(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypeVar
 
 import anyio
@@ -133,6 +133,9 @@ class MemoryStore:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
         yield _ReadTx(self)
+
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[_ReadTx]:
+        return self.read()
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:

@@ -297,6 +297,13 @@ class Statements:
             )
             for table in t.READ_MODELS
         ]
+        # A read replica's lag (PostgreSQL standbys): none when it replayed all it received.
+        self.replica_lag = q(
+            sa.text(
+                "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+                "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+            )
+        )
         rp = t.replay_progress
         self.replay_mark = q(
             self._insert(rp)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -233,6 +233,10 @@ class SqlStore:
         else:
             async with db.read() as conn:
                 yield _ReadTx(_Context(self._watched(conn), self._sql, self._codec))
+
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[_ReadTx]:
+        """No replica here: the primary (`adapters.sql.replica.ReplicaStore` has one)."""
+        return self.read()
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
@@ -647,6 +651,12 @@ class _ReadTx:
     async def tenant_ids(self) -> list[str]:
         return await _tenant_ids(self._ctx)
 
+    async def replica_lag(self) -> float | None:
+        """PostgreSQL standby: seconds behind its primary (0: it replayed all it received;
+        None: it never replayed a transaction)."""
+        row = await self._ctx.conn.fetchrow(self._ctx.sql.replica_lag, ())
+        return None if row is None or row[0] is None else float(row[0])
+
     async def digest(self) -> str:
         """The memory store's digest: same sections, rows in the same order, same values."""
         conn, sql, codec = self._ctx.conn, self._ctx.sql, self._ctx.codec
@@ -682,6 +692,11 @@ class _WriteTx(_ReadTx):
         assert ctx.tenant_id is not None
         self.tenant_id = ctx.tenant_id
         self.appended = 0
+
+    @property
+    def head(self) -> int | None:
+        """The tenant's last position once this transaction appended (None: it did not)."""
+        return self._ctx.head if self.appended else None
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         if not entries:

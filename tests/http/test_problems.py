@@ -46,6 +46,9 @@ class BrokenReads:
     def read(self) -> AbstractAsyncContextManager[ReadTx]:
         return _Failing()
 
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[ReadTx]:
+        return _Failing()
+
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]:
         return self._store.write(tenant_id)
 

@@ -59,8 +59,13 @@ async def _readiness(services: ServicesDep) -> Response[Readiness]:
             status_code=503,
             headers={"Retry-After": "5"},
         )
-    store = Component(status="ok", detail="a read transaction works")
-    return Response(Readiness(status="ok", components={"store": store}), status_code=200)
+    components = {"store": Component(status="ok", detail="a read transaction works")}
+    replica = getattr(services.deps.store, "readiness", None)  # a read replica's state
+    if replica is not None:
+        status, detail = replica()
+        components["replica"] = Component(status=status, detail=detail)
+    overall = "ok" if all(c.status == "ok" for c in components.values()) else "degraded"
+    return Response(Readiness(status=overall, components=components), status_code=200)
 
 
 HANDLERS = [live, ready]
