@@ -25,6 +25,7 @@ from entrypoints.bootstrap import open_services, start_secrets
 from entrypoints.doctor import Environment, Finding, Report, run
 from entrypoints.settings import load_settings
 from tests.e2e.conftest import free_port
+from tests.servers import ReplicaServer
 
 pytestmark = pytest.mark.anyio
 
@@ -293,3 +294,25 @@ async def test_postgres_unreachable() -> None:
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/waypost"
     report = await run({"WAYPOST__DATABASE__URL": url, **MASTER}, _env())
     _failed(report, "database", "PostgreSQL not reachable")
+
+
+@pytest.mark.postgres
+async def test_the_read_replica(fresh_database: str, postgres_replica: ReplicaServer) -> None:
+    environ = {
+        "WAYPOST__DATABASE__URL": fresh_database,
+        "WAYPOST__DATABASE__READ_URL": postgres_replica.url(fresh_database),
+        **MASTER,
+    }
+    await _deploy(environ)
+    await anyio.to_thread.run_sync(postgres_replica.caught_up)
+    report = await run(environ, _env())
+    assert report.ok, report.findings
+    assert _line(report, "replica").message == "a streaming standby, reachable"
+    primary = {**environ, "WAYPOST__DATABASE__READ_URL": fresh_database}
+    _failed(await run(primary, _env()), "replica", "is not a standby")
+    gone = f"postgresql://postgres@127.0.0.1:{free_port()}/waypost"
+    _failed(
+        await run({**environ, "WAYPOST__DATABASE__READ_URL": gone}, _env()),
+        "replica",
+        "not reachable",
+    )
