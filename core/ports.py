@@ -230,13 +230,17 @@ class Store(Protocol):
         nothing: lists, gets, message pages. Never behind what this process has written
         for the tenant (read-your-writes). A store without a replica reads as `read`."""
         ...
+
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]: ...
 
-    def rebuild(self, tenant_id: str | None = None) -> AbstractAsyncContextManager[Rebuild]:
+    def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AbstractAsyncContextManager[Rebuild]:
         """Empty the read models (every tenant's, or `tenant_id`'s alone) and replay into
         them, in one transaction that commits at the block's end. It holds the writer lock
         of every tenant it rebuilds (their writers wait); readers go on reading the old
-        read models until it commits."""
+        read models until it commits. With `after` (and `tenant_id`), only what the log
+        entries after that position made is replaced: `replay` applies those again."""
         ...
 
     async def replay_done(self, run: str) -> set[str]:
@@ -256,8 +260,9 @@ class Rebuild(Protocol):
     async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None: ...
 
     def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
-        """Apply the tenant's whole log (`log` then `apply`, without making envelopes);
-        yields the number of entries applied after each batch."""
+        """Apply the tenant's log (all of it, or what follows the rebuild's `after`), as
+        `log` then `apply` would, without making envelopes; yields the number of entries
+        applied after each batch."""
         ...
 
     async def mark_done(self, run: str, tenant_id: str) -> None:

@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--tenant", help="rebuild this tenant's read models only (its slug)")
     replay.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="POSITION",
+        help="replay only the log entries after this position (of each tenant): what they "
+        "made is replaced, what earlier entries made is kept",
+    )
+    replay.add_argument(
         "--restart",
         action="store_true",
         help="forget an interrupted run's progress and start from the first tenant",
@@ -298,16 +306,20 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
         tenant_id = None
         if args.tenant is not None:
             tenant_id = (await services.tenants.get(args.tenant)).id
-        run = f"cli:{args.tenant or '*'}"
+        if args.after < 0:
+            raise StartupError("--after: a log position is 0 or more")
+        run = f"cli:{args.tenant or '*'}:{args.after}"
         if args.restart:
             await services.deps.store.replay_finished(run)
-        plan = await services.replay.plan(tenant_id, run)
+        plan = await services.replay.plan(tenant_id, run, args.after)
         done_before = len(await services.deps.store.replay_done(run))
         if done_before:
             print(f"waypost: resuming an interrupted replay: {done_before} tenant(s) done before")
         before = await services.replay.digest() if args.verify else None
         progress = Progress("replay", sum(plan.values()), sys.stdout)
-        result = await services.replay.rebuild(tenant_id, run=run, on_progress=progress.advance)
+        result = await services.replay.rebuild(
+            tenant_id, run=run, after=args.after, on_progress=progress.advance
+        )
         after = await services.replay.digest()
         progress.finish(
             f"waypost: replayed {result.applied} log entries of {result.tenants} tenant(s) "

@@ -81,6 +81,25 @@ class _ReadModels:
         kept.checkpoints = {k: v for k, v in self.checkpoints.items() if k not in gone}
         return kept
 
+    def without_ids(self, made: dict[str, set[str]]) -> _ReadModels:
+        """A copy without the rows of the insert-only read models that `made` names
+        (`_made_by`: what some log entries made); the others are overwritten on replay."""
+        kept = _ReadModels()
+        kept.__dict__.update({k: type(v)(v) for k, v in self.__dict__.items()})
+        kept.event_ids = {k: list(v) for k, v in self.event_ids.items()}
+        for event_id in made["events"]:
+            gone = kept.events.pop(event_id, None)
+            if gone is not None:
+                kept.event_ids[gone.tenant_id].remove(event_id)
+        for receiver_id in made["receivers"]:
+            gone_receiver = kept.receivers.pop(receiver_id, None)
+            if gone_receiver is not None:
+                r = gone_receiver
+                kept.triples.pop((r.tenant_id, r.name, r.type, r.version), None)
+        for completion_id in made["completions"]:
+            kept.completions.pop(completion_id, None)
+        return kept
+
     def check(self, tenant_id: str, event: DomainEvent) -> None:
         """Refuse what the unique constraints refuse, before anything is applied."""
         match event:
@@ -146,12 +165,23 @@ class MemoryStore:
             tx.commit()
 
     @asynccontextmanager
-    async def rebuild(self, tenant_id: str | None = None) -> AsyncIterator[_Rebuild]:
+    async def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AsyncIterator[_Rebuild]:
+        if after and tenant_id is None:
+            raise ValueError("a rebuild after a position is a tenant's")
         tenants = sorted(self._logs) if tenant_id is None else [tenant_id]
         async with contextlib.AsyncExitStack() as locks:
             for one in tenants:
                 await locks.enter_async_context(self._locks.setdefault(one, anyio.Lock()))
-            target = _Rebuild(self, tenants, self._models.without(tenants))
+            if after:
+                assert tenant_id is not None
+                later = self._logs.get(tenant_id, [])[after:]
+                made = _made_by([REGISTRY.decode_envelope(e) for e in later])
+                models = self._models.without_ids(made)
+            else:
+                models = self._models.without(tenants)
+            target = _Rebuild(self, tenants, models, after)
             yield target
             self._models = target.models
             for run, done in target.done.items():
@@ -253,9 +283,12 @@ class _WriteTx(_ReadTx):
 
 
 class _Rebuild:
-    def __init__(self, store: MemoryStore, tenants: list[str], models: _ReadModels) -> None:
+    def __init__(
+        self, store: MemoryStore, tenants: list[str], models: _ReadModels, after: int = 0
+    ) -> None:
         self._store = store
         self._tenants = tenants
+        self._after = after
         self.models = models
         self.done: dict[str, set[str]] = {}
 
@@ -263,7 +296,9 @@ class _Rebuild:
         return list(self._tenants)
 
     async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
-        async for envelopes in self.log(tenant_id, batch):
+        entries = self._store._logs.get(tenant_id, [])[self._after :]
+        for start in range(0, len(entries), batch):
+            envelopes = entries[start : start + batch]
             await self.apply(tenant_id, envelopes)
             yield len(envelopes)
 
@@ -278,6 +313,22 @@ class _Rebuild:
     async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None:
         for envelope in envelopes:
             self.models.apply(tenant_id, envelope.position, REGISTRY.decode_envelope(envelope))
+
+
+def _made_by(events: Iterable[DomainEvent]) -> dict[str, set[str]]:
+    """The ids of the rows of insert-only read models that these domain events made."""
+    made: dict[str, set[str]] = {"events": set(), "receivers": set(), "completions": set()}
+    for event in events:
+        match event:
+            case EventRecorded(event=e):
+                made["events"].add(e.id)
+            case ReceiverCreated(receiver=r):
+                made["receivers"].add(r.id)
+            case GroupCompleted(completion=c):
+                made["completions"].add(c.id)
+            case _:
+                pass
+    return made
 
 
 # --- reads ---------------------------------------------------------------------------------

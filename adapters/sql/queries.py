@@ -304,6 +304,23 @@ class Statements:
                 "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
             )
         )
+        # Replay after a position: the rows of insert-only read models those entries made.
+        self.delete_made = {
+            name: q(
+                sa.delete(table).where(
+                    table.c.tenant_id == _p("tenant_id"), self._among(table.c.id, "ids")
+                ),
+                "tenant_id",
+                "ids",
+            )
+            for name, table in (
+                ("events", t.events),
+                ("receivers", t.receivers),
+                ("completions", t.completions),
+            )
+        }
+        for name, delete in self.delete_made.items():
+            delete.name = f"delete_made_{name}"
         rp = t.replay_progress
         self.replay_mark = q(
             self._insert(rp)

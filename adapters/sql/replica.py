@@ -96,8 +96,10 @@ class ReplicaStore:
                 oldest = min(self._written, key=lambda t: self._written[t][1])
                 del self._written[oldest]
 
-    def rebuild(self, tenant_id: str | None = None) -> AbstractAsyncContextManager[_Rebuild]:
-        return self.primary.rebuild(tenant_id)
+    def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AbstractAsyncContextManager[_Rebuild]:
+        return self.primary.rebuild(tenant_id, after)
 
     async def replay_done(self, run: str) -> set[str]:
         return await self.primary.replay_done(run)

@@ -281,10 +281,16 @@ class SqlStore:
             await db.run(ANALYZE)
 
     @asynccontextmanager
-    async def rebuild(self, tenant_id: str | None = None) -> AsyncIterator[_Rebuild]:
+    async def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AsyncIterator[_Rebuild]:
         db, sql = self._db, self._sql
+        if after and tenant_id is None:
+            raise ValueError("a rebuild after a position is a tenant's")
         deletes: list[tuple[q.Query, tuple[str, ...]]]
-        if tenant_id is None:
+        if after:  # what the later entries made is replaced as they are replayed
+            deletes = []
+        elif tenant_id is None:
             deletes = [(delete, ()) for delete in sql.delete_read_models]
         else:
             deletes = [(delete, (tenant_id,)) for delete in sql.delete_tenant_read_models]
@@ -305,13 +311,13 @@ class SqlStore:
                 conn = self._watched(pg)
                 for delete, args in deletes:
                     await conn.execute(delete, args)
-                yield _Rebuild(_Context(conn, sql, self._codec), tenant_id)
+                yield _Rebuild(_Context(conn, sql, self._codec), tenant_id, after)
             return
         async with db.write() as raw:
             conn = self._watched(raw)
             for delete, args in deletes:
                 await conn.execute(delete, args)
-            yield _Rebuild(_Context(conn, sql, self._codec), tenant_id)
+            yield _Rebuild(_Context(conn, sql, self._codec), tenant_id, after)
 
     async def replay_done(self, run: str) -> set[str]:
         async with self.read() as tx:
@@ -825,9 +831,10 @@ def _refusal(
 
 
 class _Rebuild:
-    def __init__(self, ctx: _Context, tenant_id: str | None = None) -> None:
+    def __init__(self, ctx: _Context, tenant_id: str | None = None, after: int = 0) -> None:
         self._ctx = ctx
         self._tenant_id = tenant_id
+        self._after = after
 
     async def tenant_ids(self) -> list[str]:
         if self._tenant_id is not None:
@@ -839,14 +846,15 @@ class _Rebuild:
         dict in between), then the one projection, a batch at a time."""
         ctx, decode = self._ctx, REGISTRY.decode_json
         fetch, statement = ctx.conn.fetch, ctx.sql.read_log_events
-        after = 0
+        after = self._after
         while True:
             rows = await fetch(statement, (tenant_id, after, batch))
             if not rows:
                 return
-            await project(
-                ctx, tenant_id, [(row[0], decode(row[1], row[2], row[3])) for row in rows]
-            )
+            applied = [(row[0], decode(row[1], row[2], row[3])) for row in rows]
+            if self._after:
+                await _delete_made(ctx, tenant_id, [event for _, event in applied])
+            await project(ctx, tenant_id, applied)
             yield len(rows)
             if len(rows) < batch:
                 return
@@ -870,6 +878,25 @@ class _Rebuild:
         await project(
             self._ctx, tenant_id, [(e.position, REGISTRY.decode_envelope(e)) for e in envelopes]
         )
+
+
+async def _delete_made(ctx: _Context, tenant_id: str, events: Sequence[DomainEvent]) -> None:
+    """Delete the rows of the insert-only read models (events, receivers, completions) that
+    these domain events made; the other read models are overwritten when they are applied."""
+    made: dict[str, list[str]] = {"events": [], "receivers": [], "completions": []}
+    for event in events:
+        match event:
+            case EventRecorded(event=e):
+                made["events"].append(e.id)
+            case ReceiverCreated(receiver=r):
+                made["receivers"].append(r.id)
+            case GroupCompleted(completion=c):
+                made["completions"].append(c.id)
+            case _:
+                pass
+    for name, ids in made.items():
+        if ids:
+            await ctx.conn.execute(ctx.sql.delete_made[name], (tenant_id, ctx.codec.ids(ids)))
 
 
 async def _tenant_ids(ctx: _Context) -> list[str]:

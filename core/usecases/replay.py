@@ -32,35 +32,41 @@ class Replay:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    async def plan(self, tenant_id: str | None = None, run: str | None = None) -> dict[str, int]:
+    async def plan(
+        self, tenant_id: str | None = None, run: str | None = None, after: int = 0
+    ) -> dict[str, int]:
         """The tenants a replay would rebuild (those of `run` not yet done), with the number
-        of log entries of each."""
+        of log entries it would apply of each (those after `after`)."""
         store = self._deps.store
         async with store.read() as tx:
             heads = await tx.log.heads()
             tenants = await tx.tenant_ids() if tenant_id is None else [tenant_id]
         done = await store.replay_done(run) if run is not None else set()
-        return {t: heads.get(t, 0) for t in tenants if t not in done}
+        return {t: max(0, heads.get(t, 0) - after) for t in tenants if t not in done}
 
     async def rebuild(
         self,
         tenant_id: str | None = None,
         *,
         run: str | None = None,
+        after: int = 0,
         on_progress: Callable[[int], None] | None = None,
     ) -> Replayed:
         """Rebuild every tenant's read models (or `tenant_id`'s), tenant by tenant.
 
-        `on_progress` hears the entries applied after each batch. With `run`, tenants
-        that run finished before are skipped and, once all are done, the run is forgotten."""
+        With `after`, each tenant's log entries after that position only: what they made
+        is replaced, the rest kept (a tail that was lost, or that a fixed projection must
+        redo). `on_progress` hears the entries applied after each batch. With `run`,
+        tenants that run finished before are skipped and, once all are done, the run is
+        forgotten."""
         store = self._deps.store
-        plan = await self.plan(tenant_id, run)
+        plan = await self.plan(tenant_id, run, after)
         skipped = 0
         if run is not None:
             skipped = len(await store.replay_done(run))
         applied = 0
         for tenant in plan:
-            async with store.rebuild(tenant) as target:
+            async with store.rebuild(tenant, after) as target:
                 async for count in target.replay(tenant, BATCH):
                     applied += count
                     if on_progress is not None:

@@ -466,3 +466,16 @@ async def test_replaying_one_tenant_leaves_the_others_alone(services: Services) 
     assert await services.replay.digest() == before
     async with services.deps.store.read() as tx:
         assert len(await tx.events.list(alpha.tenant_id, EventFilter(), PageRequest())) == 8
+
+
+async def test_a_replay_after_a_position_redoes_only_what_the_later_entries_made(
+    services: Services,
+) -> None:
+    alpha, *_ = await _three_tenants(services)
+    before = await services.replay.digest()
+    for after in (0, 1, 5, 12, 13, 40):
+        done = await services.replay.rebuild(alpha.tenant_id, after=after)
+        assert done.applied == max(0, 13 - after), after
+        assert await services.replay.digest() == before, after
+    plan = await services.replay.plan(after=10)
+    assert sorted(plan.values()) == [3, 3, 3]

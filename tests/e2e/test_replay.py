@@ -140,3 +140,28 @@ def test_a_run_killed_midway_resumes_where_it_was(tmp_path: pathlib.Path) -> Non
     assert f"resuming an interrupted replay: {done} tenant(s) done before" in again.stdout
     assert f"of {3 - done} tenant(s)" in again.stdout
     assert _digest(again.stdout) == once
+
+
+def test_after_a_position_a_lost_tail_comes_back(filled: dict[str, str]) -> None:
+    whole = _digest(cli("replay", env=filled).stdout)
+    path = filled["WAYPOST__DATABASE__URL"].removeprefix("sqlite:///")
+    database = sqlite3.connect(path)
+    try:  # the read models lose the newest 100 events of a tenant (a restore gone wrong)
+        (tenant,) = database.execute("SELECT id FROM tenants WHERE slug = 'tenant-1'").fetchone()
+        with database:
+            database.execute(
+                "DELETE FROM events WHERE tenant_id = ? AND id IN "
+                "(SELECT id FROM events WHERE tenant_id = ? ORDER BY id DESC LIMIT 100)",
+                (tenant, tenant),
+            )
+    finally:
+        database.close()
+    damaged = cli("replay", "--tenant", "tenant-1", "--after", "3004", env=filled)
+    assert "replayed 0 log entries" in damaged.stdout
+    assert _digest(damaged.stdout) != whole
+    repaired = cli("replay", "--tenant", "tenant-1", "--after", "2800", env=filled)
+    assert "replayed 204 log entries of 1 tenant(s)" in repaired.stdout
+    assert _digest(repaired.stdout) == whole
+    refused = cli("replay", "--after", "-1", env=filled, check=False)
+    assert refused.returncode == 2
+    assert "--after" in refused.stderr

@@ -52,8 +52,10 @@ class BrokenReads:
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]:
         return self._store.write(tenant_id)
 
-    def rebuild(self, tenant_id: str | None = None) -> AbstractAsyncContextManager[Rebuild]:
-        return self._store.rebuild(tenant_id)
+    def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AbstractAsyncContextManager[Rebuild]:
+        return self._store.rebuild(tenant_id, after)
 
     async def replay_done(self, run: str) -> set[str]:
         return await self._store.replay_done(run)
