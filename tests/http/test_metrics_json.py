@@ -146,3 +146,24 @@ async def test_switched_off_with_the_metrics() -> None:
     async with asgi_client(make_app(await platform_identity(), config=config)) as client:
         assert_problem(await client.get(f"{METRICS}/summary", headers=PLATFORM), 404)
         assert_problem(await client.get(METRICS, headers=PLATFORM), 404)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+def test_deliveries_are_summed_by_outcome_with_their_lag(anyio_backend: str) -> None:
+    """What the summary makes of the delivery metrics, once a server delivers webhooks."""
+    deliveries = "waypost_deliveries_total"
+    lag = "waypost_delivery_lag_seconds_bucket"
+    ok = (("outcome", "succeeded"), ("subscription_kind", "webhook"))
+    dead = (("outcome", "dead"), ("subscription_kind", "webhook"))
+    now: dict[Key, float] = {
+        (deliveries, ok): 90.0,
+        (deliveries, dead): 10.0,
+        (lag, (("le", "0.1"),)): 50.0,
+        (lag, (("le", "1.0"),)): 100.0,
+        (lag, (("le", "+Inf"),)): 100.0,
+    }
+    found = summarize(now, {}, 10.0).deliveries
+    assert found is not None
+    assert found.by_outcome == {"succeeded": 90.0, "dead": 10.0}
+    assert found.lag_seconds.p50 == pytest.approx(0.1)
+    assert found.lag_seconds.p99 == pytest.approx(0.1 + 0.9 * 49 / 50)
