@@ -1,0 +1,88 @@
+"""The client distribution against the real app, served in this process on loopback.
+
+The app is the one the bootstrap makes (memory store, seeded platform key), served by
+uvicorn in a thread of its own; the SDK speaks real HTTP to it, so the sync `Client`
+and the `AsyncClient` are tested the same way. `acme_key` is an admin key of tenant
+`acme`, made over the API with the platform key (X-Tenant), as an operator would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+
+from tests.e2e.conftest import free_port
+from tests.http.conftest import PLATFORM_KEY, make_app, platform_identity
+from waypost_client import Client, RetryPolicy
+
+#: No waiting between retries in tests that do not test retries.
+QUICK = RetryPolicy(attempts=3, first=0.01, longest=0.05, budget=5)
+
+
+@dataclass
+class Served:
+    url: str
+    platform_key: str
+    acme_key: str
+    globex_key: str
+
+    def client(self, key: str | None = None, **over: object) -> Client:
+        return Client(self.url, key or self.acme_key, retry=QUICK, **over)  # type: ignore[arg-type]
+
+
+class ThreadServer(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the test's thread owns the signals
+        pass
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    identity = anyio.run(platform_identity)
+    app = make_app(identity)
+    port = free_port()
+    server = ThreadServer(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="waypost-test-server", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise AssertionError("the in-process server did not start")
+        time.sleep(0.02)
+    keys = {}
+    with Client(url, PLATFORM_KEY, retry=QUICK) as platform:
+        for slug in ("acme", "globex"):
+            platform.create_tenant(slug, slug.title())
+            with Client(url, PLATFORM_KEY, act_as=slug, retry=QUICK) as admin:
+                keys[slug] = admin.create_api_key("tests", "admin").key
+    try:
+        yield Served(url, PLATFORM_KEY, keys["acme"], keys["globex"])
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture
+def acme(served: Served) -> Iterator[Client]:
+    with served.client() as client:
+        yield client
+
+
+def wait_until(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+__all__ = ["QUICK", "Served", "httpx", "wait_until"]
