@@ -17,10 +17,10 @@ import anyio
 import httpx
 import pytest
 import uvicorn
+from waypost_client import Client, RetryPolicy
 
 from tests.e2e.conftest import free_port
 from tests.http.conftest import PLATFORM_KEY, make_app, platform_identity
-from waypost_client import Client, RetryPolicy
 
 #: No waiting between retries in tests that do not test retries.
 QUICK = RetryPolicy(attempts=3, first=0.01, longest=0.05, budget=5)

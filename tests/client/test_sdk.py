@@ -6,12 +6,11 @@ import itertools
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
-
-from tests.client.conftest import QUICK, Served
 from waypost_client import (
     AsyncClient,
     Client,
@@ -22,6 +21,8 @@ from waypost_client import (
     Nvrpp,
     Unprocessable,
 )
+
+from tests.client.conftest import QUICK, Served
 
 SCHEMA = {"type": "object", "properties": {"build": {"type": "integer"}}, "required": ["build"]}
 _names = itertools.count()
@@ -50,7 +51,8 @@ def test_receivers_register_idempotently_read_find_and_list(acme: Client) -> Non
     assert refused.value.status == 409
     receiver = acme.get_receiver(made)
     assert (receiver.name, receiver.type, receiver.version) == (name, "ci.build", "1")
-    assert receiver.schema == SCHEMA and len(receiver.fingerprint) == 64
+    assert receiver.schema == SCHEMA
+    assert len(receiver.fingerprint) == 64
     assert acme.find_receiver(f"{name}@1") == receiver
     assert acme.find_receiver(made) == receiver
     with pytest.raises(NotFound):
@@ -75,7 +77,9 @@ def test_events_one_batch_get_and_filters(acme: Client) -> None:
         **k.params(), event_receiver_id=receiver, success=False, payload={"build": 2}
     )
     got = acme.get_event(one)
-    assert got.key == k and got.success is False and got.payload == {"build": 2}
+    assert got.key == k
+    assert got.success is False
+    assert got.payload == {"build": 2}
     batch = acme.create_events([event(receiver, k), event(receiver, k)])
     assert len(batch) == 2
     failed = list(acme.list_events(version=k.version, success=False))
@@ -84,7 +88,8 @@ def test_events_one_batch_get_and_filters(acme: Client) -> None:
     assert [e.id for e in since] == [one, *batch]
     with pytest.raises(Unprocessable) as refused:
         acme.create_events([event(receiver, k), {**event(receiver, k), "payload": {"build": "x"}}])
-    assert refused.value.errors and refused.value.errors[0].field.startswith("/events/1")
+    assert refused.value.errors
+    assert refused.value.errors[0].field.startswith("/events/1")
     with pytest.raises(ValueError, match="1 to 1000"):
         acme.create_events([])
 
@@ -106,7 +111,8 @@ def test_groups_status_completions_enable_disable_delete(acme: Client) -> None:
     acme.create_event(**k.params(), event_receiver_id=test, success=True, payload={"build": 1})
     assert acme.group_status(group, k, wait=5).complete is True
     [completion] = acme.list_completions(group, version=k.version)
-    assert completion.group_id == group and completion.version == k.version
+    assert completion.group_id == group
+    assert completion.version == k.version
     assert acme.disable_group(group).enabled is False
     assert acme.enable_group(group).enabled is True
     other = acme.create_receiver(unique("s"), "ci.s", "1", schema=SCHEMA)
@@ -148,7 +154,8 @@ def test_messages_follow_false_reads_the_log(acme: Client) -> None:
     positions = [m.position for m in messages]
     assert positions == sorted(positions)
     created = [m for m in messages if m.subject == receiver]
-    assert created and created[0].type == "waypost.receiver.created"
+    assert created
+    assert created[0].type == "waypost.receiver.created"
     tail = list(acme.messages(positions[-2]))
     assert [m.position for m in tail] == positions[-1:]
 
@@ -169,7 +176,8 @@ def test_tenants_identity_and_operations(served: Served) -> None:
         assert admin.get_api_key(made.id).role == "event_producer"
         assert made.id in [k.id for k in admin.list_api_keys()]
         token = admin.exchange_api_key(made.key)
-        assert token.token_type == "Bearer" and token.expires_in > 0
+        assert token.token_type == "Bearer"
+        assert token.expires_in > 0
         with Client(served.url, token.access_token, retry=QUICK) as bearer:
             assert list(bearer.list_receivers(limit=1)) is not None
         with Client(served.url, made.key, retry=QUICK) as producer, pytest.raises(Forbidden):
@@ -216,7 +224,7 @@ def test_subscriptions_methods_reach_their_routes(acme: Client) -> None:
     """The server of this branch has no subscriptions yet: every method reaches its route
     and gets the server's 404 (with a server that has them, tests/e2e covers them)."""
     sid = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: acme.create_subscription("hook", "https://example.invalid/hook"),
         lambda: acme.get_subscription(sid),
         lambda: list(acme.list_subscriptions()),
