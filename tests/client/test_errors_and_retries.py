@@ -12,10 +12,6 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-
-from tests.client.conftest import QUICK, Served
-from tests.client.test_sdk import SCHEMA, event, key, unique
-from tests.e2e.conftest import free_port
 from waypost_client import (
     ApiError,
     BadRequest,
@@ -32,6 +28,10 @@ from waypost_client import (
     Unauthorized,
     Unprocessable,
 )
+
+from tests.client.conftest import QUICK, Served
+from tests.client.test_sdk import SCHEMA, event, key, unique
+from tests.e2e.conftest import free_port
 
 
 class Faulty(httpx.BaseTransport):

@@ -7,9 +7,6 @@ import threading
 
 import anyio
 import pytest
-
-from tests.client.conftest import QUICK, Served, wait_until
-from tests.client.test_sdk import SCHEMA, key, unique
 from waypost_client import (
     AsyncClient,
     AsyncWatcher,
@@ -20,6 +17,9 @@ from waypost_client import (
     MessageFilter,
     Watcher,
 )
+
+from tests.client.conftest import QUICK, Served, wait_until
+from tests.client.test_sdk import SCHEMA, key, unique
 
 
 def head(client: Client) -> int:
@@ -130,7 +130,7 @@ def test_a_checkpoint_file_resumes_where_it_stopped_and_dedupe_drops_repeats(
     assert not set(first) & set(second)
     # The dedupe window: a message seen again (by id) is not handed over twice.
     state = again.state
-    repeat = list(acme.messages(second[0] - 1))[0]
+    repeat = next(iter(acme.messages(second[0] - 1)))
     state.position = None
     assert state.wanted(repeat) is False
     assert not list(tmp_path.glob("deep/.watch.position.*"))  # no temporary left behind
