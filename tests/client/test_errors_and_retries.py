@@ -108,9 +108,12 @@ def test_429_503_and_500_from_the_double(served: Served) -> None:
         (500, "Internal error", ServerError),
         (502, "Bad gateway", ServerError),
     ):
-        double = Faulty(
-            lambda _req, _resp, s=status, t=title: problem(s, t, **{"Retry-After": "0"})
-        )
+        def answer(
+            _request: httpx.Request, _response: httpx.Response, s: int = status, t: str = title
+        ) -> httpx.Response:
+            return problem(s, t, **{"Retry-After": "0"})
+
+        double = Faulty(answer)
         no_retry = RetryPolicy(attempts=1)
         with Client(served.url, served.acme_key, transport=double, retry=no_retry) as client:
             with pytest.raises(error) as raised:
