@@ -108,6 +108,7 @@ def test_429_503_and_500_from_the_double(served: Served) -> None:
         (500, "Internal error", ServerError),
         (502, "Bad gateway", ServerError),
     ):
+
         def answer(
             _request: httpx.Request, _response: httpx.Response, s: int = status, t: str = title
         ) -> httpx.Response:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pathlib
 import re
 import sys
@@ -385,7 +386,11 @@ def cmd_group_completions(client: Client, args: argparse.Namespace, out: Output)
 
 
 def cmd_gate_wait(client: Client, args: argparse.Namespace, out: Output) -> int:
-    ident = group_id(client, args.group)
+    try:
+        ident = group_id(client, args.group)
+        client.get_group(ident)
+    except NotFound as exc:  # a gate that does not exist is a mistake in the pipeline
+        raise UsageError(str(exc)) from None
     try:
         status = client.wait_for_gate(ident, key_of(args), timeout=args.timeout)
     except GateTimeout as exc:
@@ -398,8 +403,14 @@ def cmd_gate_wait(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 def cmd_watch(client: Client, args: argparse.Namespace, out: Output) -> int:
     def emit(message: Message) -> None:
-        line = json.dumps({"position": message.position, **message.raw}, sort_keys=True)
-        print(line, file=out.out, flush=True)
+        line = json.dumps({**message.raw, "position": message.position}, sort_keys=True)
+        try:
+            print(line, file=out.out, flush=True)
+        except BrokenPipeError:  # the reader went away (| head): stop, this one not done
+            watcher.stop()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.out.fileno())
+            raise
 
     watcher = Watcher(
         client,
@@ -623,8 +634,8 @@ def parser() -> argparse.ArgumentParser:
         nouns,
         "watch",
         cmd_watch,
-        "the tenant's messages as JSON Lines on stdout, as they come (at least once; "
-        "resumable with --checkpoint)",
+        "the tenant's messages as JSON Lines on stdout (each a CloudEvent with its log "
+        "position as `position`), as they come; at least once, resumable with --checkpoint",
     )
     sub.add_argument("--type", action="append", help="a message type (repeatable)")
     sub.add_argument("--subject", action="append", help="a receiver or group id (repeatable)")

@@ -355,6 +355,8 @@ class Watcher:
                 except Exception:
                     attempt += 1
                     delay = state.handler_delay(attempt)
+                    if state.stopped():
+                        raise _Stopped from None  # not done: the next run starts with it
                     log.exception(
                         "the handler failed on message %s (position %d, attempt %d); "
                         "again in %.1f s",
