@@ -16,10 +16,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from waypost_client import Client, Nvrpp
 
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.test_api import new_tenant
-from waypost_client import Client, Nvrpp
 
 pytestmark = pytest.mark.slow
 
@@ -86,8 +86,8 @@ def register(admin: Ctl) -> str:
                            "--version", "1", "--schema", '{"type": "object"}')  # fmt: skip
         test = admin.json("receiver", "create", "--name", "test", "--type", "ci.test",
                           "--version", "1")  # fmt: skip
-        group = admin.json("group", "create", "--name", "release", "--type", "gate",
-                           "--version", "1", "--receivers", "build@1", "test@1", "--if-absent")  # fmt: skip
+        group = admin.json("group", "create", "--name", "release", "--type", "gate", "--version",
+                           "1", "--receivers", "build@1", "test@1", "--if-absent")  # fmt: skip
         ids.append((build, test, group))
     assert ids[0][0] == ids[1][0]
     assert ids[0][1] == ids[1][1]
@@ -113,7 +113,7 @@ def test_gate_wait_returns_0_when_the_completing_event_lands(
     waiting = ci.start("gate", "wait", "--group", "release@1", *ARTIFACT, "--timeout", "60s")
     wait_started(waiting)
     test = sdk.find_receiver("test@1").id
-    sdk.create_event(**KEY.params(), event_receiver_id=test, success=True)
+    sdk.create_events([{**KEY.params(), "event_receiver_id": test, "success": True}])
     posted = time.monotonic()  # the completing event is recorded (its 201 is in)
     out, err = waiting.communicate(timeout=60)
     returned = time.monotonic()
