@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterator, Mapping
 
 import pytest
+from waypost_client import Client, RetryPolicy
 
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.test_api import new_tenant
-from waypost_client import Client, RetryPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def handled(log: pathlib.Path) -> list[tuple[int, str]]:
 
 
 @pytest.fixture
-def restartable(server_env: dict[str, str], tmp_path: pathlib.Path) -> Iterator[PortServer]:
+def restartable(server_env: dict[str, str], tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
     probe = ServerProcess(server_env, tmp_path / "server.log")
     try:
         probe.wait_ready()
@@ -105,7 +105,7 @@ def restartable(server_env: dict[str, str], tmp_path: pathlib.Path) -> Iterator[
 
 
 def test_kill_9_and_a_server_restart_lose_no_message(
-    restartable: PortServer, server_env: dict[str, str], tmp_path: pathlib.Path
+    restartable: ServerProcess, server_env: dict[str, str], tmp_path: pathlib.Path
 ) -> None:
     server = restartable
     api = new_tenant(server.url, server.bootstrap_key(), "acme")
