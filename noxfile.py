@@ -8,7 +8,7 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "typecheck", "imports", "tests"]
 
-CODE = ["core", "adapters", "entrypoints", "tests", "bench", "noxfile.py"]
+CODE = ["core", "adapters", "entrypoints", "tests", "bench", "noxfile.py", "client"]
 
 
 @nox.session
@@ -21,9 +21,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over core, adapters, entrypoints and tests."""
-    session.install("-e", ".[dev]")
+    """mypy --strict over core, adapters, entrypoints and tests, and over the client."""
+    session.install("-e", ".[dev]", "./client[yaml]")
     session.run("mypy")
+    with session.chdir("client"):
+        session.run("mypy")
 
 
 @nox.session
@@ -35,8 +37,8 @@ def imports(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole suite, every layer (pass pytest arguments after --)."""
-    session.install("-e", ".[test]")
+    """The whole suite, every layer and the client (pass pytest arguments after --)."""
+    session.install("-e", ".[test]", "./client[yaml]")
     session.run("pytest", *session.posargs)
 
 
@@ -46,10 +48,16 @@ def bench(session: nox.Session) -> None:
 
     `nox -s bench` runs both: ingest through the use cases (bench/ingest.py) and HTTP load
     on a real server process (bench/http_load.py). `nox -s bench -- ingest --large 10000`
-    or `nox -s bench -- http --seconds 5` runs one, with its own options.
+    or `nox -s bench -- http --seconds 5` runs one, with its own options. `nox -s bench --
+    gate` measures a gate's latency to its waiters (SDK, waypostctl, a polling loop) and the
+    client's install size (bench/gate_latency.py).
     """
-    session.install("-e", ".[test]")
-    scripts = {"ingest": "bench/ingest.py", "http": "bench/http_load.py"}
+    session.install("-e", ".[test]", "./client[yaml]")
+    scripts = {
+        "ingest": "bench/ingest.py",
+        "http": "bench/http_load.py",
+        "gate": "bench/gate_latency.py",
+    }
     args = list(session.posargs)
     if args and args[0] not in scripts:
         session.error(f"options follow a benchmark's name: nox -s bench -- {'|'.join(scripts)} ...")

@@ -35,3 +35,23 @@ def test_the_client_imports_nothing_of_the_server() -> None:
 
 def test_it_is_typed() -> None:
     assert (pathlib.Path(waypost_client.__file__).parent / "py.typed").exists()
+
+
+def test_the_client_imports_only_what_it_declares() -> None:
+    import ast
+    import tomllib
+
+    declared = {"httpx", "yaml", "anyio"}
+    requirements = tomllib.loads((CLIENT / "pyproject.toml").read_text())["project"]
+    names = {r.split(">")[0].split("=")[0].strip().lower() for r in requirements["dependencies"]}
+    assert names == {"httpx", "anyio"}
+    assert requirements["optional-dependencies"]["yaml"] == ["pyyaml>=6"]
+    imported = set()
+    for path in (CLIENT / "src" / "waypost_client").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"waypost_client"}
+    assert third_party <= declared, third_party - declared

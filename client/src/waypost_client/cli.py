@@ -22,8 +22,6 @@ from dataclasses import fields, is_dataclass
 from datetime import datetime
 from typing import Any, NoReturn, TextIO
 
-import yaml
-
 from waypost_client import __version__
 from waypost_client._core import Config, ConfigError
 from waypost_client.client import Client, split_ref
@@ -178,6 +176,13 @@ def _json_lines(text: str) -> list[Any]:
 
 
 def _yaml(text: str) -> Any:
+    try:
+        import yaml  # noqa: PLC0415 - an optional dependency (the `yaml` extra)
+    except ImportError:
+        raise UsageError(
+            "reading YAML needs PyYAML: pip install 'waypost-client[yaml]' (JSON and JSON "
+            "Lines need nothing)"
+        ) from None
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
