@@ -1,9 +1,11 @@
-"""The client distribution against the real app, served in this process on loopback.
+"""The client distribution against the real app, twice: in this process, and as a process.
 
-The app is the one the bootstrap makes (memory store, seeded platform key), served by
-uvicorn in a thread of its own; the SDK speaks real HTTP to it, so the sync `Client`
-and the `AsyncClient` are tested the same way. `acme_key` is an admin key of tenant
-`acme`, made over the API with the platform key (X-Tenant), as an operator would.
+`app`: the app the bootstrap makes (memory store, seeded platform key), served by
+uvicorn in a thread of its own (fast). `serve` (slow): a real `waypost serve` process
+on SQLite, whose platform key is the one it prints on its first start. Either way the
+SDK speaks real HTTP, so the sync `Client` and the `AsyncClient` are tested the same
+way. `acme_key` is an admin key of tenant `acme`, made over the API with the platform
+key (X-Tenant), as an operator would.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 import uvicorn
 from waypost_client import Client, RetryPolicy
 
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import ServerProcess, free_port
 from tests.http.conftest import PLATFORM_KEY, make_app, platform_identity
 
 #: No waiting between retries in tests that do not test retries.
@@ -42,8 +44,20 @@ class ThreadServer(uvicorn.Server):
         pass
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
+@pytest.fixture(scope="module", params=["app", pytest.param("serve", marks=pytest.mark.slow)])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    if request.param == "serve":
+        tmp = tmp_path_factory.mktemp("serve")
+        env = {"WAYPOST__DATABASE__URL": f"sqlite:///{tmp / 'waypost.db'}"}
+        process = ServerProcess(env, tmp / "server.log")
+        try:
+            process.wait_ready()
+            yield with_tenants(process.url, process.bootstrap_key())
+        finally:
+            process.stop()
+        return
     identity = anyio.run(platform_identity)
     app = make_app(identity)
     port = free_port()
@@ -58,17 +72,21 @@ def served() -> Iterator[Served]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise AssertionError("the in-process server did not start")
         time.sleep(0.02)
-    keys = {}
-    with Client(url, PLATFORM_KEY, retry=QUICK) as platform:
-        for slug in ("acme", "globex"):
-            platform.create_tenant(slug, slug.title())
-            with Client(url, PLATFORM_KEY, act_as=slug, retry=QUICK) as admin:
-                keys[slug] = admin.create_api_key("tests", "admin").key
     try:
-        yield Served(url, PLATFORM_KEY, keys["acme"], keys["globex"])
+        yield with_tenants(url, PLATFORM_KEY)
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def with_tenants(url: str, platform_key: str) -> Served:
+    keys = {}
+    with Client(url, platform_key, retry=QUICK) as platform:
+        for slug in ("acme", "globex"):
+            platform.create_tenant(slug, slug.title())
+            with Client(url, platform_key, act_as=slug, retry=QUICK) as admin:
+                keys[slug] = admin.create_api_key("tests", "admin").key
+    return Served(url, platform_key, keys["acme"], keys["globex"])
 
 
 @pytest.fixture
