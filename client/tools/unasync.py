@@ -7,6 +7,7 @@ drift apart. Run `python client/tools/unasync.py` after changing client.py; a te
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import re
 import shutil
@@ -134,12 +135,18 @@ def formatted(text: str) -> str:
 
 
 def main() -> None:
-    made = formatted(generate())
     if "--check" in sys.argv:
-        if TARGET.read_text(encoding="utf-8") != made:
+        if not up_to_date():
             raise SystemExit("aio.py is out of date: run python client/tools/unasync.py")
         return
-    TARGET.write_text(made, encoding="utf-8")
+    TARGET.write_text(formatted(generate()), encoding="utf-8")
+
+
+def up_to_date() -> bool:
+    """Whether aio.py is what `generate` makes, formatting aside (its syntax trees are
+    equal; docstrings and comments are part of them or irrelevant)."""
+    made = ast.dump(ast.parse(generate()))
+    return made == ast.dump(ast.parse(TARGET.read_text(encoding="utf-8")))
 
 
 if __name__ == "__main__":
