@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 
 from core.ports import Store
 
-__all__ = ["DEFAULT_POLL_SECONDS", "LocalFeed", "PolledFeed", "Watch"]
+__all__ = ["DEFAULT_POLL_SECONDS", "LocalFeed", "PolledFeed", "Watch", "background"]
 
 log = logging.getLogger("waypost.commits")
 
@@ -130,6 +130,23 @@ class LocalFeed:
         yield self
 
 
+@asynccontextmanager
+async def background(_owner: object) -> AsyncIterator[TaskGroup]:
+    """A task group for a feed's background work (cancelled when the block ends) that lets
+    an exception of the block through as it is, not wrapped in an exception group: the
+    feed wraps the server's whole life, and a refused start must read as itself."""
+    try:
+        async with anyio.create_task_group() as tasks:
+            try:
+                yield tasks
+            finally:
+                tasks.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
 class PolledFeed(LocalFeed):
     """This process's commits at once, other processes' within `interval` seconds: a poller
     reads the watched tenants' heads while there are watches. For SQLite, whose writers
@@ -145,13 +162,12 @@ class PolledFeed(LocalFeed):
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[PolledFeed]:
-        async with anyio.create_task_group() as tasks:
+        async with background(self) as tasks:
             self._tasks = tasks
             try:
                 yield self
             finally:
                 self._tasks = None
-                tasks.cancel_scope.cancel()
 
     async def _entered(self, watch: Watch) -> None:
         if self._polling:

@@ -28,7 +28,7 @@ import asyncpg
 from anyio.abc import TaskGroup
 from sqlalchemy.engine import make_url
 
-from adapters.commits import LocalFeed, Watch
+from adapters.commits import LocalFeed, Watch, background
 
 __all__ = ["CHANNEL", "PgCommitFeed", "notify_statement"]
 
@@ -67,13 +67,12 @@ class PgCommitFeed(LocalFeed):
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[PgCommitFeed]:
-        async with anyio.create_task_group() as tasks:
+        async with background(self) as tasks:
             self._tasks = tasks
             try:
                 yield self
             finally:
                 self._tasks = None
-                tasks.cancel_scope.cancel()
 
     async def _entered(self, watch: Watch) -> None:
         if not self._started:

@@ -278,3 +278,11 @@ async def test_a_lost_listening_connection_is_made_again_and_watches_look_again(
         await fx.commit(who)
     assert woken == [True]
     assert fx.feed.connections == 2
+
+
+async def test_an_error_inside_a_running_feed_comes_out_as_itself(store: Store) -> None:
+    """The feed wraps the server's whole life: a refused start must not turn into an
+    exception group (the CLI tells its errors apart by type)."""
+    with pytest.raises(LookupError, match="refused"):
+        async with open_feed(Settings(), store).running():
+            raise LookupError("refused")
