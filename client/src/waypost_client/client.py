@@ -218,6 +218,20 @@ class Client:
     ) -> Iterator[Message]:
         """The tenant's messages after log position `after` (None: from now on), as they
         come with `follow`. One connection; `Watcher` reconnects, resumes and checkpoints."""
+        for message in self._tail(after, follow=follow, types=types, subjects=subjects):
+            if message is not None:
+                yield message
+
+    def _tail(
+        self,
+        after: int | None,
+        *,
+        follow: bool,
+        types: Sequence[str],
+        subjects: Sequence[str],
+    ) -> Iterator[Message | None]:
+        """The messages, and None for each keep-alive the server sends while idle (every
+        15 s), so that a follower can act on a stop between messages."""
         headers = request_headers(Call("GET", api.MESSAGES, lambda a: a), self._credentials, None)
         headers["Accept"] = "text/event-stream"
         if after is not None:
@@ -235,6 +249,9 @@ class Client:
                 raise error_of(response)
             parser = SseParser()
             for line in response.iter_lines():
+                if line.startswith(":"):
+                    yield None  # a keep-alive
+                    continue
                 event = parser.feed(line)
                 if event is not None and event.id is not None:
                     yield Message.from_json(int(event.id), _json("\n".join(event.data)))

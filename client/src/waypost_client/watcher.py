@@ -293,7 +293,8 @@ class Watcher:
         return self.state.position
 
     def stop(self) -> None:
-        """Stop after the message being handled (or at the next message or keep-alive)."""
+        """Stop after the message being handled; from another thread, at the next message
+        or keep-alive (the server sends one every 15 s while idle)."""
         self.state.request_stop()
         self._wake.set()
 
@@ -316,7 +317,8 @@ class Watcher:
                 try:
                     for message in self._messages():
                         failures = 0
-                        self._dispatch(message)
+                        if message is not None:  # None: a keep-alive
+                            self._dispatch(message)
                         if state.stopped():
                             break
                 except _TRANSIENT as exc:
@@ -336,9 +338,9 @@ class Watcher:
                 signal.signal(number, handler)  # type: ignore[arg-type]
             state.save(float("inf"))
 
-    def _messages(self) -> Iterator[Message]:
+    def _messages(self) -> Iterator[Message | None]:
         f = self.state.filter
-        return self.client.messages(
+        return self.client._tail(
             self.state.position, follow=True, types=f.types, subjects=f.subjects
         )
 
