@@ -594,3 +594,35 @@ class WebhookSender(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# --- the commit feed -------------------------------------------------------------------------
+
+
+class CommitWatch(Protocol):
+    """One caller's view of a tenant's commits, for a bounded time (see `CommitFeed.watch`)."""
+
+    async def wait(self, after: int) -> bool:
+        """Until the tenant's log passes position `after` (True) or the watch's time is up
+        (False, at once from then on).
+
+        True may also mean "look again": the feed may have missed commits (its database
+        connection was lost and is back), so the caller reads what it waits on again and,
+        if that is still not there, waits again from the position it read."""
+        ...
+
+
+class CommitFeed(Protocol):
+    """Wake-ups when a tenant's log grows, written by this process or another on the same
+    store: what a long poll waits on instead of asking the store in a loop.
+
+    The way to use it without missing a commit: enter `watch`, read (position p and what
+    you wait for, in one snapshot), and `wait(p)` while it is not there. Every commit that
+    is not in a snapshot taken inside the block wakes the watch.
+    """
+
+    def watch(
+        self, tenant_id: str, seconds: float | None
+    ) -> AbstractAsyncContextManager[CommitWatch]:
+        """Watch the tenant's commits for at most `seconds` (None: until the block ends)."""
+        ...

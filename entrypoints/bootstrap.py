@@ -17,6 +17,7 @@ from datetime import timedelta
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 
+from adapters.commits import LocalFeed, PolledFeed
 from adapters.crypto.envelope import EnvelopeError, generate_master_key, parse_master_key
 from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, ThreadedScrypt
 from adapters.memory.cache import ReceiverLru
@@ -24,6 +25,7 @@ from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
 from adapters.redis.streams import RedisStreams
 from adapters.sql.identity import SqlIdentity
+from adapters.sql.listen import PgCommitFeed
 from adapters.sql.migrations import migrate, pending
 from adapters.sql.observe import StatementObserver, observe_engine
 from adapters.sql.replica import ReplicaStore
@@ -79,6 +81,19 @@ async def open_identity(settings: Settings) -> IdentityStore:
     if database_kind(url) == "memory":
         return MemoryIdentity()
     return await SqlIdentity.connect(url)
+
+
+def open_feed(settings: Settings, store: Store) -> LocalFeed:
+    """The commit feed of `store`: LISTEN/NOTIFY on PostgreSQL; in-process wake-ups for the
+    memory store; for SQLite (and any other store) in-process wake-ups where the store
+    tells of its commits, plus a head poller for other processes' while someone waits."""
+    primary = store.primary if isinstance(store, ReplicaStore) else store
+    if isinstance(primary, SqlStore) and primary.postgres:
+        return PgCommitFeed(primary.url or settings.database.url)
+    feed = LocalFeed() if isinstance(store, MemoryStore) else PolledFeed(store)
+    if isinstance(store, MemoryStore | SqlStore):
+        store.on_commit(feed.committed)
+    return feed
 
 
 def _sqlite_path(url: str) -> pathlib.Path:
@@ -227,16 +242,18 @@ async def open_services(
             else RedisStreams.from_url(streams.url, max_length=streams.max_length)
         )
         try:
-            yield Services(
-                Deps(
-                    opened,
-                    clock if clock is not None else SystemClock(),
-                    ids if ids is not None else UlidSource(),
-                    ReceiverLru(),
-                ),
-                identity_deps(settings, people, hasher=hasher, keys=keys),
-                sink=sink,
-            )
+            async with open_feed(settings, opened).running() as feed:
+                yield Services(
+                    Deps(
+                        opened,
+                        clock if clock is not None else SystemClock(),
+                        ids if ids is not None else UlidSource(),
+                        ReceiverLru(),
+                    ),
+                    identity_deps(settings, people, hasher=hasher, keys=keys),
+                    sink=sink,
+                    feed=feed,
+                )
         finally:
             if sink is not None:
                 await sink.close()

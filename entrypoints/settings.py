@@ -166,6 +166,9 @@ class LimitsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_in_flight: int = 256
     #: Live message streams (`GET /api/v1/messages`) open at once; above it, 503.
     max_streams: int = 100
+    #: Requests waiting on a gate (`GET /api/v1/groups/{id}/status?wait=`) at once, per
+    #: process; above it, 503. Each holds a connection and costs nothing else while it waits.
+    max_waiters: int = 1000
     #: Callers whose allowance is remembered (least recently seen forgotten first).
     tracked_callers: int = 100_000
 
@@ -301,6 +304,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ("auth_burst", limits.auth_burst),
             ("max_in_flight", limits.max_in_flight),
             ("max_streams", limits.max_streams),
+            ("max_waiters", limits.max_waiters),
             ("tracked_callers", limits.tracked_callers),
         ):
             if count < 1:

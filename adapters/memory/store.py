@@ -148,6 +148,12 @@ class MemoryStore:
         self._versions: dict[tuple[str, str], int] = {}
         self._locks: dict[str, anyio.Lock] = {}
         self._replays: dict[str, set[str]] = {}
+        self._observers: list[Callable[[str, int], None]] = []
+
+    def on_commit(self, observer: Callable[[str, int], None]) -> None:
+        """Call `observer(tenant_id, new head)` after every commit that appended (the
+        commit feed, `adapters.commits.LocalFeed.committed`)."""
+        self._observers.append(observer)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
@@ -163,6 +169,10 @@ class MemoryStore:
             tx = _WriteTx(self, tenant_id)
             yield tx
             tx.commit()
+        if tx.appended and self._observers:
+            head = self._logs[tenant_id][-1].position
+            for observer in self._observers:
+                observer(tenant_id, head)
 
     @asynccontextmanager
     async def rebuild(
@@ -237,6 +247,10 @@ class _WriteTx(_ReadTx):
         self.tenant_id = tenant_id
         self._staged: list[tuple[Envelope, DomainEvent]] = []
         self._versions: dict[str, int] = {}
+
+    @property
+    def appended(self) -> int:
+        return len(self._staged)
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         store = self._store

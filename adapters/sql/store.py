@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -54,8 +54,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql import queries as q
 from adapters.sql import tables as t
-from adapters.sql.drivers import Connection, PgDatabase, Row, SqliteDatabase
+from adapters.sql.drivers import Connection, PgConnection, PgDatabase, Row, SqliteDatabase
 from adapters.sql.engine import create_engine, normalize_url
+from adapters.sql.listen import CHANNEL, notify_statement
 from adapters.sql.observe import ObservedConnection, StatementObserver
 from adapters.sql.queries import NVRPP, Statements
 from adapters.sql.tables import to_utc
@@ -184,6 +185,8 @@ class SqlStore:
         self._analyze_at = iter(ANALYZE_AFTER if postgres else ())
         self._next_analyze = next(self._analyze_at, None)
         self._observer: StatementObserver | None = None
+        self._commit_observers: list[Callable[[str, int], None]] = []
+        self.url: str | None = None  # what `connect` was given
 
     def observe(self, observer: StatementObserver | None) -> None:
         """Pass every later statement through `observer` (slow-query log, spans); None: stop."""
@@ -192,6 +195,18 @@ class SqlStore:
     def _watched(self, conn: Connection) -> Connection:
         observer = self._observer
         return conn if observer is None else ObservedConnection(conn, observer)
+
+    @property
+    def postgres(self) -> bool:
+        return isinstance(self._db, PgDatabase)
+
+    def on_commit(self, observer: Callable[[str, int], None]) -> None:
+        """SQLite: call `observer(tenant_id, new head)` after every commit of this store that
+        appended (the commit feed's in-process wake-ups). PostgreSQL needs none: its
+        writes NOTIFY (`adapters.sql.listen`), which every process hears, this one too."""
+        if self.postgres:
+            raise TypeError("a PostgreSQL store announces its commits with NOTIFY")
+        self._commit_observers.append(observer)
 
     @classmethod
     async def connect(cls, url: str, **engine_options: Any) -> SqlStore:
@@ -206,7 +221,9 @@ class SqlStore:
             if engine_options:
                 raise TypeError(f"a SQLite store takes no engine options: {sorted(engine_options)}")
             assert normalized.database is not None
-            return cls(SqliteDatabase(normalized.database))
+            store = cls(SqliteDatabase(normalized.database))
+            store.url = url
+            return store
         options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0, **engine_options}
         limit = int(options["pool_size"]) + int(options["max_overflow"])
         db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), limit)
@@ -215,7 +232,9 @@ class SqlStore:
         except BaseException:
             await db.close()
             raise
-        return cls(db)
+        store = cls(db)
+        store.url = url
+        return store
 
     @property
     def engine(self) -> AsyncEngine:
@@ -251,6 +270,8 @@ class SqlStore:
                 # The head is read by the first statement after the lock (see `_GroupReads`).
                 tx = _WriteTx(_Context(self._watched(pg), sql, self._codec, tenant_id, None))
                 yield tx
+                if tx.head is not None and not pg.failed:
+                    await _notify(pg, tenant_id, tx.head)
             if self._next_analyze is not None and tx.appended:
                 await self._refresh_statistics(db, tx.appended)
             return
@@ -259,7 +280,12 @@ class SqlStore:
             if row is None:  # the tenant's first write: make its head row
                 await conn.execute(sql.create_head, (tenant_id,))
             head = 0 if row is None else int(row[0])
-            yield _WriteTx(_Context(self._watched(conn), sql, self._codec, tenant_id, head))
+            tx = _WriteTx(_Context(self._watched(conn), sql, self._codec, tenant_id, head))
+            yield tx
+            failed = conn.failed
+        if tx.head is not None and not failed:
+            for observer in self._commit_observers:
+                observer(tenant_id, tx.head)
 
     async def _refresh_statistics(self, db: PgDatabase, appended: int) -> None:
         """ANALYZE the tables when this store's appends cross 1k, 10k, 100k, 1M entries.
@@ -773,6 +799,16 @@ class _WriteTx(_ReadTx):
         known.update(versions)
         self.appended += len(made)
         return made
+
+
+async def _notify(conn: PgConnection, tenant_id: str, head: int) -> None:
+    """Announce the commit to every listening process: NOTIFY, sent with the COMMIT in one
+    simple query (no round trip of its own); delivered when, and only if, it commits."""
+    statement = notify_statement(tenant_id, head)
+    if statement is not None:
+        conn.before_commit = statement
+    else:  # pragma: no cover - tenant ids are ULIDs
+        await conn.raw.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{tenant_id}:{head}")
 
 
 async def _stream_versions(

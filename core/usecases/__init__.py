@@ -8,6 +8,7 @@ from typing import TypeVar
 from core.domain.rotation import RotationPolicy
 from core.ports import (
     BearerSecrets,
+    CommitFeed,
     IdentityStore,
     MessageSink,
     PasswordHasher,
@@ -57,13 +58,19 @@ class Services:
     """Every use case, built over one set of ports."""
 
     def __init__(
-        self, deps: Deps, identity: IdentityDeps | None = None, sink: MessageSink | None = None
+        self,
+        deps: Deps,
+        identity: IdentityDeps | None = None,
+        sink: MessageSink | None = None,
+        feed: CommitFeed | None = None,
     ) -> None:
         self.deps = deps
+        #: Wake-ups on the tenants' commits: what long polls wait on.
+        self.feed = feed
         self.tenants = Tenants(deps)
         self.receivers = Receivers(deps)
         self.events = Events(deps)
-        self.groups = Groups(deps)
+        self.groups = Groups(deps, feed)
         self.messages = Messages(deps)
         #: Copies the messages to `sink`, when there is one (see `Publisher`).
         self.publisher = None if sink is None else Publisher(deps, self.messages, sink)

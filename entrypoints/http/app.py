@@ -33,6 +33,7 @@ from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
     BackpressureMiddleware,
     Limits,
+    LongPollMiddleware,
     RateLimitMiddleware,
     StreamsMiddleware,
 )
@@ -146,13 +147,21 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         max_body: int | None = None,
         tenant_data: bool = True,
         streams: bool = False,
+        long_poll: bool = False,
     ) -> Router:
         # The caller first (401 before anything else), its rate limit, the bound on work
-        # in flight (long-lived streams have their own), then Idempotency-Key.
+        # in flight (long-lived streams and long polls have their own), then Idempotency-Key.
+        bounded = (
+            StreamsMiddleware
+            if streams
+            else LongPollMiddleware
+            if long_poll
+            else BackpressureMiddleware
+        )
         middleware: list[Middleware] = [
             auth.AuthenticationMiddleware,
             RateLimitMiddleware,
-            StreamsMiddleware if streams else BackpressureMiddleware,
+            bounded,
         ]
         if idempotent:
             middleware.append(IdempotencyMiddleware)
@@ -189,7 +198,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 "events",
                 max_body=settings.http.max_batch_body_bytes,
             ),
-            api(groups.PATH, groups.HANDLERS, "groups"),
+            api(groups.PATH, groups.HANDLERS, "groups", long_poll=True),
             api(messages.PATH, messages.HANDLERS, "messages", idempotent=False, streams=True),
             api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
             # A new key's answer holds the key: never kept for a replay.
