@@ -23,12 +23,13 @@ import anyio
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, Middleware
 
 from core.usecases import Publisher, Services
-from entrypoints.http import auth, common, idempotency, limits, metrics
+from entrypoints.http import auth, common, console, idempotency, limits, metrics
+from entrypoints.http.apidocs import LocalSwaggerPlugin
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
     BackpressureMiddleware,
@@ -203,10 +204,12 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             public_api,
             *auth_routes.PUBLIC_HANDLERS,
             *health.HANDLERS,
+            *console.routes(settings.http.max_body_bytes),
         ],
         lifespan=[lifespan],
         dependencies={"services": Provide(slot.provide, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        template_config=console.template_config(),
         before_send=[add_request_id, add_security_headers],
         cors_config=cors_config(settings),
         request_max_body_size=settings.http.max_body_bytes,
@@ -215,7 +218,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             version="1",
             description=DESCRIPTION,
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+            render_plugins=[LocalSwaggerPlugin(), JsonRenderPlugin()],
             components=Components(
                 security_schemes={
                     auth.SECURITY_SCHEME: SecurityScheme(

@@ -38,10 +38,12 @@ from entrypoints.http.request_id import request_id
 __all__ = [
     "PERMISSION",
     "PUBLIC",
+    "ACCESS_KEY",
     "SECURITY_SCHEME",
     "AdminNetworks",
     "AuthenticationMiddleware",
     "authorize",
+    "check_network",
     "client_address",
     "idempotency_scope",
     "provide_access",
@@ -58,7 +60,8 @@ PUBLIC: Final = {"public": True}
 SECURITY_SCHEME: Final = "bearer"
 TENANT_HEADER: Final = b"x-tenant"
 _AUTHORIZATION: Final = b"authorization"
-_ACCESS_KEY: Final = "waypost.access"
+#: Where the middleware keeps the request's `Access` (the console's sets it too).
+ACCESS_KEY: Final = "waypost.access"
 SERVICES_KEY: Final = "waypost.services"
 NETWORKS_KEY: Final = "waypost.admin_networks"
 
@@ -122,6 +125,19 @@ def services_of(scope: Scope) -> Services:
     return services
 
 
+async def check_network(scope: Scope, access: Access, ctx: RequestContext) -> None:
+    """Platform administrators only from the configured networks (403, audited)."""
+    if Role.PLATFORM_ADMIN in access.principal.roles:
+        networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
+        if not networks.allows(ctx.address):
+            await services_of(scope).identity.deny(
+                access,
+                ctx,
+                reason="address not in the administrators' networks",
+                detail="Platform administrators cannot connect from this address.",
+            )
+
+
 class AuthenticationMiddleware:
     """Authenticates every request of the routes it guards (CORS preflights aside)."""
 
@@ -135,21 +151,13 @@ class AuthenticationMiddleware:
             access = await identity.authenticate(
                 _bearer(scope), tenant=_header(scope, TENANT_HEADER), ctx=ctx
             )
-            if Role.PLATFORM_ADMIN in access.principal.roles:
-                networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
-                if not networks.allows(ctx.address):
-                    await identity.deny(
-                        access,
-                        ctx,
-                        reason="address not in the administrators' networks",
-                        detail="Platform administrators cannot connect from this address.",
-                    )
-            scope["state"][_ACCESS_KEY] = access
+            await check_network(scope, access, ctx)
+            scope["state"][ACCESS_KEY] = access
         await self.app(scope, receive, send)
 
 
 def access_of(scope: Scope) -> Access | None:
-    found: Access | None = scope["state"].get(_ACCESS_KEY)
+    found: Access | None = scope["state"].get(ACCESS_KEY)
     return found
 
 

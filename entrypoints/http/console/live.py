@@ -1,0 +1,144 @@
+"""The live page: the tenant's messages as they commit, from the log (the same as
+`GET /api/v1/messages`), filtered by type and subject.
+
+`/console/live/stream` is an event stream the page's script reads with
+`EventSource`: its `id` is the log position, so a reconnection (`Last-Event-ID`, which
+the browser sends by itself) resumes where it stopped. The stream ends when the
+session's access token expires or stops being valid (checked every
+`RECHECK_SECONDS`), and when the server stops; the browser then reconnects, and the
+session middleware refreshes the tokens or sends it to the sign-in page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import anyio
+from litestar import Request, get
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
+
+from core.domain.access import Permission
+from core.domain.errors import FieldError, Unauthenticated
+from core.domain.messages import CloudEvent, encode_message
+from core.usecases import Actor, Services
+from entrypoints.http.auth import request_context, requires
+from entrypoints.http.common import ServicesDep
+from entrypoints.http.console.common import BASE, actor_of, page
+from entrypoints.http.console.session import Session, session_of
+from entrypoints.http.problems import BadRequest
+from entrypoints.http.routes.messages import Streams, streams_of
+
+POLL_SECONDS: Final = 0.25
+RECHECK_SECONDS: Final = 15.0
+MAX_FILTERS: Final = 20
+
+
+def _values(text: str, name: str) -> frozenset[str]:
+    found = frozenset(part.strip() for part in text.split(",") if part.strip())
+    if len(found) > MAX_FILTERS:
+        raise BadRequest(
+            "Too many filters.", [FieldError(name, f"at most {MAX_FILTERS} values")]
+        )
+    return found
+
+
+@get(f"{BASE}/live", opt=requires(Permission.EVENTS_READ), include_in_schema=False)
+async def live(request: Request[Any, Any, Any], type: str = "", subject: str = "") -> Template:  # noqa: A002
+    """The page: filters, and the messages the script appends as they come."""
+    return page(request, "live.html", filters={"type": type, "subject": subject})
+
+
+def _position(text: str | None) -> int | None:
+    if text is None:
+        return None
+    text = text.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise BadRequest("The request is malformed.", [FieldError("Last-Event-ID", "not a position")])
+    return int(text)
+
+
+@get(
+    f"{BASE}/live/stream",
+    opt=requires(Permission.EVENTS_READ),
+    include_in_schema=False,
+    media_type="text/event-stream",
+)
+async def stream(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    type: str = "",  # noqa: A002
+    subject: str = "",
+) -> ServerSentEvent:
+    """The messages after `Last-Event-ID`, or from now on, that match the filters."""
+    actor = actor_of(request.scope)
+    start = _position(request.headers.get("last-event-id"))
+    if start is None:
+        start = await services.messages.head(actor)
+    wanted = (_values(type, "type"), _values(subject, "subject"))
+    return ServerSentEvent(
+        _messages(
+            services,
+            actor,
+            start,
+            wanted=wanted,
+            session=session_of(request.scope),
+            streams=streams_of(request.app.state),
+            request=request,
+        ),
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _matches(message: CloudEvent, wanted: tuple[frozenset[str], frozenset[str]]) -> bool:
+    types, subjects = wanted
+    return (not types or message.type in types) and (not subjects or message.subject in subjects)
+
+
+async def _messages(
+    services: Services,
+    actor: Actor,
+    position: int,
+    *,
+    wanted: tuple[frozenset[str], frozenset[str]],
+    session: Session,
+    streams: Streams,
+    request: Request[Any, Any, Any],
+) -> AsyncIterator[ServerSentEventMessage]:
+    # Tell the page the stream is open (a comment-only message is not an event for it).
+    yield ServerSentEventMessage(event="ready", data="")
+    since_check = 0.0
+    while not streams.stopping:
+        page_ = await services.messages.after(actor, position)
+        for item in page_.messages:
+            if _matches(item.message, wanted):
+                yield ServerSentEventMessage(
+                    id=item.position, data=encode_message(item.message).decode()
+                )
+        if page_.last != position:
+            position = page_.last
+            continue
+        await anyio.sleep(POLL_SECONDS)
+        since_check += POLL_SECONDS
+        if since_check >= RECHECK_SECONDS:
+            since_check = 0.0
+            if not await _still_valid(services, session, request):
+                return
+            # The reconnection (with Last-Event-ID) is where the tokens are refreshed.
+            yield ServerSentEventMessage(comment="keep-alive", data=None)
+        if services.deps.clock.now().timestamp() >= session.expires_at:
+            yield ServerSentEventMessage(id=position, event="reconnect", data="")
+            return
+
+
+async def _still_valid(services: Services, session: Session, request: Request[Any, Any, Any]) -> bool:
+    try:
+        await services.identity.authenticate(
+            session.access_token, tenant=session.tenant, ctx=request_context(request.scope)
+        )
+    except Unauthenticated:
+        return False
+    return True
+
+
+HANDLERS = [live, stream]
