@@ -7,7 +7,8 @@
 - `Strict-Transport-Security` when the request came over TLS (a browser ignores
   it over plain HTTP, and it must never pin a plain-HTTP development server).
 - `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY` (and
-  `frame-ancestors 'none'`), `Referrer-Policy: no-referrer`.
+  `frame-ancestors 'none'`), `Referrer-Policy: no-referrer` (`same-origin` on the
+  console, whose forms are checked against the `Origin` they are sent from).
 
 CORS is off unless origins are configured; the settings refuse a wildcard in
 production mode.
@@ -35,9 +36,12 @@ CONSOLE_PATH: Final = "/console"
 _COMMON: Final = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
 )
+#: The console's forms are checked against their `Origin`, which a browser sends as
+#: "null" under `no-referrer`: its pages tell their own origin, and no one else.
+_REFERRER: Final = (b"referrer-policy", b"no-referrer")
+_CONSOLE_REFERRER: Final = (b"referrer-policy", b"same-origin")
 
 
 async def add_security_headers(message: Message, scope: Scope) -> None:
@@ -46,9 +50,11 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
         return
     headers = list(message.get("headers", ()))
     path: str = scope.get("path", "")
-    page = _under(path, DOCS_PATH) or _under(path, CONSOLE_PATH)
+    console = _under(path, CONSOLE_PATH)
+    page = console or _under(path, DOCS_PATH)
     headers.append((b"content-security-policy", (PAGE_CSP if page else API_CSP).encode()))
     headers.extend(_COMMON)
+    headers.append(_CONSOLE_REFERRER if console else _REFERRER)
     if scope.get("scheme") == "https":
         headers.append((b"strict-transport-security", HSTS.encode()))
     message["headers"] = headers
