@@ -37,6 +37,7 @@ from entrypoints.http.limits import (
     RateLimitMiddleware,
     StreamsMiddleware,
 )
+from entrypoints.http.openapi import declare_idempotency
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
@@ -156,6 +157,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         ]
         if idempotent:
             middleware.append(IdempotencyMiddleware)
+            declare_idempotency(handlers)
         return Router(
             path,
             route_handlers=handlers,

@@ -22,7 +22,6 @@ from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
-from entrypoints.http.auth import PUBLIC
 
 __all__ = ["Asset", "Assets"]
 
@@ -76,7 +75,6 @@ class Assets:
 
         @get(
             f"{self.prefix[len(mount) :]}/{{version:str}}/{{file:str}}",
-            opt=PUBLIC,
             include_in_schema=False,
             sync_to_thread=False,
             name=name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from core.domain.access import PLATFORM_ROLES, TENANT_ROLES, Permission, Role
@@ -76,14 +77,17 @@ async def _users_page(
 
 @get(f"{ADMIN}/users", opt=requires(Permission.USERS_MANAGE), include_in_schema=False)
 async def users(
-    request: Request[Any, Any, Any], services: ServicesDep, cursor: str | None = None
+    request: Request[Any, Any, Any], services: ServicesDep, cursor: FromQuery[str | None] = None
 ) -> Template:
     """The scope's users, and the form that adds one."""
     return await _users_page(request, services, cursor)
 
 
 @post(
-    f"{ADMIN}/users", opt=requires(Permission.USERS_MANAGE), include_in_schema=False, status_code=200
+    f"{ADMIN}/users",
+    opt=requires(Permission.USERS_MANAGE),
+    include_in_schema=False,
+    status_code=200,
 )
 async def create_user(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
     form = await request.form()
@@ -115,7 +119,7 @@ async def create_user(request: Request[Any, Any, Any], services: ServicesDep) ->
     status_code=200,
 )
 async def change_user(
-    request: Request[Any, Any, Any], services: ServicesDep, user_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, user_id: FromPath[str]
 ) -> Response[Any]:
     """Disable or enable a user, or delete one (`action`)."""
     check_id("user", user_id)
@@ -130,7 +134,9 @@ async def change_user(
             access, user_id, PatchUser(disabled=action == "disable"), ctx
         )
     else:
-        raise BadRequest("Unknown action.", [FieldError("action", "must be disable, enable or delete")])
+        raise BadRequest(
+            "Unknown action.", [FieldError("action", "must be disable, enable or delete")]
+        )
     return redirect(f"{ADMIN}/users")
 
 
@@ -170,7 +176,7 @@ async def _keys_page(
 
 @get(f"{ADMIN}/api-keys", opt=requires(Permission.API_KEYS_MANAGE), include_in_schema=False)
 async def api_keys(
-    request: Request[Any, Any, Any], services: ServicesDep, cursor: str | None = None
+    request: Request[Any, Any, Any], services: ServicesDep, cursor: FromQuery[str | None] = None
 ) -> Template:
     """The scope's API keys, and the form that makes one."""
     return await _keys_page(request, services, cursor)
@@ -215,7 +221,7 @@ async def create_api_key(request: Request[Any, Any, Any], services: ServicesDep)
     status_code=200,
 )
 async def revoke_api_key(
-    request: Request[Any, Any, Any], services: ServicesDep, key_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, key_id: FromPath[str]
 ) -> Response[Any]:
     check_id("API key", key_id)
     await services.identity.revoke_api_key(
@@ -231,8 +237,8 @@ async def revoke_api_key(
 async def audit(
     request: Request[Any, Any, Any],
     services: ServicesDep,
-    cursor: str | None = None,
-    rows: bool = False,
+    cursor: FromQuery[str | None] = None,
+    rows: FromQuery[bool] = False,
 ) -> Template:
     """The scope's audit log, newest first, filtered by action, actor, outcome and time."""
     given = {name: request.query_params.get(name, "") for name in AUDIT_FILTERS}

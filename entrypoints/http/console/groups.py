@@ -7,6 +7,7 @@ import re
 from typing import Any, Final
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from core.domain.access import Permission
@@ -45,12 +46,12 @@ def _enabled(text: str) -> bool | None:
 async def groups(
     request: Request[Any, Any, Any],
     services: ServicesDep,
-    name: str = "",
-    type: str = "",  # noqa: A002
-    version: str = "",
-    enabled: str = "",
-    cursor: str | None = None,
-    rows: bool = False,
+    name: FromQuery[str] = "",
+    type: FromQuery[str] = "",  # noqa: A002
+    version: FromQuery[str] = "",
+    enabled: FromQuery[str] = "",
+    cursor: FromQuery[str | None] = None,
+    rows: FromQuery[bool] = False,
 ) -> Template:
     """Groups, newest first, filtered by name, type, version and whether enabled."""
     where = GroupFilter(
@@ -96,7 +97,10 @@ def _ids(text: str) -> list[str]:
 
 
 @post(
-    f"{BASE}/groups", opt=requires(Permission.GROUPS_CREATE), include_in_schema=False, status_code=200
+    f"{BASE}/groups",
+    opt=requires(Permission.GROUPS_CREATE),
+    include_in_schema=False,
+    status_code=200,
 )
 async def create_group(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
     form = await request.form()
@@ -128,12 +132,14 @@ async def create_group(request: Request[Any, Any, Any], services: ServicesDep) -
     return redirect(f"{BASE}/groups/{group.id}")
 
 
-@get(f"{BASE}/groups/{{group_id:str}}", opt=requires(Permission.GROUPS_READ), include_in_schema=False)
+@get(
+    f"{BASE}/groups/{{group_id:str}}", opt=requires(Permission.GROUPS_READ), include_in_schema=False
+)
 async def group(
     request: Request[Any, Any, Any],
     services: ServicesDep,
-    group_id: str,
-    cursor: str | None = None,
+    group_id: FromPath[str],
+    cursor: FromQuery[str | None] = None,
 ) -> Template:
     """One group: its members (by name) and every time it fired, newest first."""
     check_id("group", group_id)
@@ -190,7 +196,7 @@ async def _patch(
     status_code=200,
 )
 async def set_enabled(
-    request: Request[Any, Any, Any], services: ServicesDep, group_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, group_id: FromPath[str]
 ) -> Response[Any]:
     form = await request.form()
     return await _patch(
@@ -205,7 +211,7 @@ async def set_enabled(
     status_code=200,
 )
 async def change_members(
-    request: Request[Any, Any, Any], services: ServicesDep, group_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, group_id: FromPath[str]
 ) -> Response[Any]:
     form = await request.form()
     cmd = PatchGroup(
@@ -221,7 +227,7 @@ async def change_members(
     status_code=200,
 )
 async def delete_group(
-    request: Request[Any, Any, Any], services: ServicesDep, group_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, group_id: FromPath[str]
 ) -> Response[Any]:
     check_id("group", group_id)
     await services.groups.delete(actor_of(request.scope), group_id)

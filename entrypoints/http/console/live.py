@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import anyio
 from litestar import Request, get
+from litestar.params import FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 
 from core.domain.access import Permission
@@ -37,14 +38,14 @@ MAX_FILTERS: Final = 20
 def _values(text: str, name: str) -> frozenset[str]:
     found = frozenset(part.strip() for part in text.split(",") if part.strip())
     if len(found) > MAX_FILTERS:
-        raise BadRequest(
-            "Too many filters.", [FieldError(name, f"at most {MAX_FILTERS} values")]
-        )
+        raise BadRequest("Too many filters.", [FieldError(name, f"at most {MAX_FILTERS} values")])
     return found
 
 
 @get(f"{BASE}/live", opt=requires(Permission.EVENTS_READ), include_in_schema=False)
-async def live(request: Request[Any, Any, Any], type: str = "", subject: str = "") -> Template:  # noqa: A002
+async def live(
+    request: Request[Any, Any, Any], type: FromQuery[str] = "", subject: FromQuery[str] = ""
+) -> Template:  # noqa: A002
     """The page: filters, and the messages the script appends as they come."""
     return page(request, "live.html", filters={"type": type, "subject": subject})
 
@@ -54,7 +55,9 @@ def _position(text: str | None) -> int | None:
         return None
     text = text.strip()
     if not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise BadRequest("The request is malformed.", [FieldError("Last-Event-ID", "not a position")])
+        raise BadRequest(
+            "The request is malformed.", [FieldError("Last-Event-ID", "not a position")]
+        )
     return int(text)
 
 
@@ -67,8 +70,8 @@ def _position(text: str | None) -> int | None:
 async def stream(
     request: Request[Any, Any, Any],
     services: ServicesDep,
-    type: str = "",  # noqa: A002
-    subject: str = "",
+    type: FromQuery[str] = "",  # noqa: A002
+    subject: FromQuery[str] = "",
 ) -> ServerSentEvent:
     """The messages after `Last-Event-ID`, or from now on, that match the filters."""
     actor = actor_of(request.scope)
@@ -131,7 +134,9 @@ async def _messages(
             return
 
 
-async def _still_valid(services: Services, session: Session, request: Request[Any, Any, Any]) -> bool:
+async def _still_valid(
+    services: Services, session: Session, request: Request[Any, Any, Any]
+) -> bool:
     try:
         await services.identity.authenticate(
             session.access_token, tenant=session.tenant, ctx=request_context(request.scope)

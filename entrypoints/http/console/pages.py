@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from core.domain.access import Permission
@@ -97,9 +98,7 @@ async def artifact(request: Request[Any, Any, Any], services: ServicesDep) -> Te
     actor = actor_of(request.scope)
     given = {name: request.query_params.get(name, "") for name in NVRPP}
     if not any(given.values()):
-        recent = await services.events.list(
-            actor, EventFilter(), PageRequest(limit=RECENT_SCANNED)
-        )
+        recent = await services.events.list(actor, EventFilter(), PageRequest(limit=RECENT_SCANNED))
         keys = list(dict.fromkeys(e.key for e in recent))[:RECENT_SHOWN]
         return page(request, "artifact.html", key=given, view=None, recent=keys, errors={})
     errors: list[FieldError] = []
@@ -135,11 +134,11 @@ async def artifact(request: Request[Any, Any, Any], services: ServicesDep) -> Te
 async def receivers(
     request: Request[Any, Any, Any],
     services: ServicesDep,
-    name: str = "",
-    type: str = "",  # noqa: A002
-    version: str = "",
-    cursor: str | None = None,
-    rows: bool = False,
+    name: FromQuery[str] = "",
+    type: FromQuery[str] = "",  # noqa: A002
+    version: FromQuery[str] = "",
+    cursor: FromQuery[str | None] = None,
+    rows: FromQuery[bool] = False,
 ) -> Template:
     """Receivers, newest first, filtered by name, type and version (exact)."""
     where = ReceiverFilter(name=name or None, type=type or None, version=version or None)
@@ -170,10 +169,16 @@ def _schema_of(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise BadRequest(
             "The schema is not JSON.",
-            [FieldError("/schema", f"is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")],
+            [
+                FieldError(
+                    "/schema", f"is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+                )
+            ],
         ) from None
     if not isinstance(value, dict):
-        raise BadRequest("The schema is not a JSON object.", [FieldError("/schema", "must be a JSON object")])
+        raise BadRequest(
+            "The schema is not a JSON object.", [FieldError("/schema", "must be a JSON object")]
+        )
     return value
 
 
@@ -215,7 +220,7 @@ async def create_receiver(request: Request[Any, Any, Any], services: ServicesDep
     include_in_schema=False,
 )
 async def receiver(
-    request: Request[Any, Any, Any], services: ServicesDep, receiver_id: str
+    request: Request[Any, Any, Any], services: ServicesDep, receiver_id: FromPath[str]
 ) -> Template:
     """One receiver: its schema, fingerprint and latest events."""
     check_id("event receiver", receiver_id)
@@ -236,8 +241,8 @@ async def receiver(
 async def events(
     request: Request[Any, Any, Any],
     services: ServicesDep,
-    cursor: str | None = None,
-    rows: bool = False,
+    cursor: FromQuery[str | None] = None,
+    rows: FromQuery[bool] = False,
 ) -> Template:
     """Events, newest first, filtered by any field and a time range; scrolls on by cursor."""
     given = {name: request.query_params.get(name, "") for name in EVENT_FILTERS}
@@ -277,8 +282,12 @@ async def events(
     return page(request, "events_rows.html" if rows else "events.html", **context)
 
 
-@get(f"{BASE}/events/{{event_id:str}}", opt=requires(Permission.EVENTS_READ), include_in_schema=False)
-async def event(request: Request[Any, Any, Any], services: ServicesDep, event_id: str) -> Template:
+@get(
+    f"{BASE}/events/{{event_id:str}}", opt=requires(Permission.EVENTS_READ), include_in_schema=False
+)
+async def event(
+    request: Request[Any, Any, Any], services: ServicesDep, event_id: FromPath[str]
+) -> Template:
     """One event, its payload pretty-printed."""
     check_id("event", event_id)
     actor = actor_of(request.scope)

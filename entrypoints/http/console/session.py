@@ -136,9 +136,7 @@ def open_session(services: Services, text: str | None) -> Session | None:
 
 
 def session_cookie(value: str) -> Cookie:
-    return Cookie(
-        key=COOKIE, value=value, path="/", secure=True, httponly=True, samesite="strict"
-    )
+    return Cookie(key=COOKIE, value=value, path="/", secure=True, httponly=True, samesite="strict")
 
 
 def cleared_cookie(key: str = COOKIE) -> Cookie:
@@ -237,7 +235,9 @@ class SessionMiddleware:
         except NotFound:  # the tenant a platform administrator picked is gone
             current = msgspec.structs.replace(current, tenant=None)
             refreshed = current
-            access = await services.identity.authenticate(current.access_token, tenant=None, ctx=ctx)
+            access = await services.identity.authenticate(
+                current.access_token, tenant=None, ctx=ctx
+            )
         await auth.check_network(scope, access, ctx)
         scope["state"][auth.ACCESS_KEY] = access
         scope["state"][_SESSION_KEY] = current
@@ -338,4 +338,3 @@ async def csrf_guard(
     given = await submitted_token(connection)
     if not tokens_match(session_of(connection.scope).csrf, given):
         raise CsrfRefused("The form's security token is missing or out of date; reload the page.")
-

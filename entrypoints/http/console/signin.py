@@ -13,6 +13,7 @@ from typing import Any, Final
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.params import FromQuery
 from litestar.response import Template
 
 from core.domain.access import Permission, Role
@@ -88,7 +89,9 @@ def _sign_in_page(
 
 
 @get(SIGN_IN, opt=PUBLIC, include_in_schema=False)
-async def sign_in_form(request: Request[Any, Any, Any], next: str | None = None) -> Template:  # noqa: A002
+async def sign_in_form(
+    request: Request[Any, Any, Any], next: FromQuery[str | None] = None
+) -> Template:  # noqa: A002
     """The sign-in page (its CSRF token reused while its cookie lives)."""
     csrf = cookie_value(request.scope, PRE_COOKIE) or new_csrf()
     return _sign_in_page(csrf=csrf, next_=_next(next))
@@ -146,7 +149,9 @@ async def sign_in(request: Request[Any, Any, Any], services: ServicesDep) -> Res
     return response
 
 
-async def end_session(services: Services, session: Session, request: Request[Any, Any, Any]) -> None:
+async def end_session(
+    services: Services, session: Session, request: Request[Any, Any, Any]
+) -> None:
     """Revoke the session's tokens: the refresh token's family, and the access token."""
     ctx = request_context(request.scope)
     await services.identity.revoke(session.refresh_token, ctx)
@@ -188,7 +193,9 @@ async def home(request: Request[Any, Any, Any]) -> Response[Any]:
     nav = frame(request)["nav"]
     if nav:
         return redirect(nav[0][1])
-    return page(request, "error.html", status=403, title="Nothing to show", detail=_nothing(request))
+    return page(
+        request, "error.html", status=403, title="Nothing to show", detail=_nothing(request)
+    )
 
 
 def _nothing(request: Request[Any, Any, Any]) -> str:
