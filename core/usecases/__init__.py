@@ -14,7 +14,7 @@ from core.ports import (
     SecretSealer,
     TokenSigner,
 )
-from core.usecases.artifacts import ArtifactView, Artifacts, GateView
+from core.usecases.artifacts import Artifacts, ArtifactView, GateView
 from core.usecases.audit import Auditor
 from core.usecases.common import Actor, Deps, RequestContext
 from core.usecases.events import Events, Recorded

@@ -22,7 +22,6 @@ from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
-
 __all__ = ["Asset", "Assets"]
 
 IMMUTABLE: Final = "public, max-age=31536000, immutable"

@@ -36,9 +36,9 @@ from core.usecases import Access, Actor, RequestContext, Services
 from entrypoints.http.request_id import request_id
 
 __all__ = [
+    "ACCESS_KEY",
     "PERMISSION",
     "PUBLIC",
-    "ACCESS_KEY",
     "SECURITY_SCHEME",
     "AdminNetworks",
     "AuthenticationMiddleware",

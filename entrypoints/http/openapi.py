@@ -42,7 +42,7 @@ _JSON: Final = "application/json"
 def _idempotency_parameter() -> Parameter:
     return Parameter(
         name=IDEMPOTENCY_KEY,
-        param_in="header",  # type: ignore[arg-type]
+        param_in="header",
         required=False,
         description="Up to 255 characters. The same key with the same body replays the first "
         "answer (`Idempotent-Replayed: true`); with another body 422; while the first is "

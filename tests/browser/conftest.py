@@ -26,7 +26,7 @@ import pytest
 from tests.e2e.conftest import ServerProcess
 
 pytest.importorskip("playwright")
-from playwright.sync_api import (  # noqa: E402
+from playwright.sync_api import (
     Browser,
     BrowserContext,
     Page,
@@ -65,7 +65,9 @@ def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         if os.environ.get("WAYPOST_REQUIRE_SERVICES") == "1":
             pytest.fail("/usr/bin/chromium is missing (apt-get install -y chromium)")
-        pytest.skip("BROWSER TESTS SKIPPED: /usr/bin/chromium is missing (apt-get install chromium)")
+        pytest.skip(
+            "BROWSER TESTS SKIPPED: /usr/bin/chromium is missing (apt-get install chromium)"
+        )
     with sync_playwright() as driver:
         yield driver
 

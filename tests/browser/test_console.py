@@ -198,7 +198,13 @@ def test_events_scroll_on_by_cursor(page: Page, site: Site) -> None:
 def test_a_form_post_without_the_csrf_token_is_refused(page: Page, site: Site) -> None:
     page.goto("/console/groups")
     token = csrf_token(page)
-    form = {"name": "x", "type": "t", "version": "1", "description": "", "schema": "{}"}
+    form: dict[str, str | float | bool] = {
+        "name": "x",
+        "type": "t",
+        "version": "1",
+        "description": "",
+        "schema": "{}",
+    }
     refused = page.request.post(
         "/console/receivers", form=form, headers={"Origin": site.url}, max_redirects=0
     )
@@ -297,11 +303,13 @@ def test_sign_out_revokes_the_session(browser: Browser, site: Site) -> None:
         sign_in_with_key(page, site.keys["admin"])
         cookies = context.cookies()
         session = next(c for c in cookies if c["name"] == "__Host-waypost-console")
-        assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict"
+        assert session["httpOnly"]
+        assert session["secure"]
+        assert session["sameSite"] == "Strict"
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
         # The old cookie, put back, no longer opens a page: its tokens were revoked.
-        context.add_cookies([session])
+        context.add_cookies([session])  # type: ignore[list-item]
         page.goto("/console/events")
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     finally:
@@ -339,7 +347,7 @@ def test_every_page_is_light_accessible_and_fits_a_phone(
         assert weights, "the page loads its script and stylesheet"
         total = sum(weights.values())
         assert total <= BUDGET_BYTES, (total, weights)
-        print(f"page weight {name}: {total} bytes gzipped ({len(weights)} files)")  # noqa: T201
+        print(f"page weight {name}: {total} bytes gzipped ({len(weights)} files)")
         assert not recorder.foreign()
         assert not recorder.console_errors, recorder.console_errors
         violations = axe_violations(page)
@@ -387,6 +395,6 @@ def test_the_api_description_works_offline(browser: Browser, site: Site) -> None
         assert not recorder.foreign(), recorder.foreign()
         assert not recorder.console_errors, recorder.console_errors
         weights = recorder.weight()
-        print(f"page weight /schema: {sum(weights.values())} bytes gzipped")  # noqa: T201
+        print(f"page weight /schema: {sum(weights.values())} bytes gzipped")
     finally:
         context.close()

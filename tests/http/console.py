@@ -33,9 +33,11 @@ class Console:
                 self.cookies.pop(name, None)
             else:
                 self.cookies[name] = value
-        found = _TOKEN.search(answer.text) if "text/html" in answer.headers.get(
-            "content-type", ""
-        ) else None
+        found = (
+            _TOKEN.search(answer.text)
+            if "text/html" in answer.headers.get("content-type", "")
+            else None
+        )
         if found is not None:
             self.csrf = found.group(1)
 

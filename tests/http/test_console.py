@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from litestar import Litestar
 
@@ -53,7 +54,9 @@ async def test_sign_in_with_a_key_sets_a_sealed_strict_cookie(app: Litestar, api
         form = await console.get("/console/sign-in")
         assert form.status_code == 200
         pre = form.headers["set-cookie"]
-        assert "HttpOnly" in pre and "Secure" in pre and "SameSite=strict" in pre
+        assert "HttpOnly" in pre
+        assert "Secure" in pre
+        assert "SameSite=strict" in pre
         answer = await console.sign_in(api_key=ACME_KEY)
         assert answer.status_code == 303
         assert answer.headers["location"] == "/console"
@@ -61,7 +64,8 @@ async def test_sign_in_with_a_key_sets_a_sealed_strict_cookie(app: Litestar, api
         for part in ("HttpOnly", "Secure", "SameSite=strict", "Path=/"):
             assert part in cookie
         # Sealed: neither the key nor the tokens can be read from it.
-        assert ACME_KEY not in cookie and "ey" not in cookie.split(";")[0][len(SESSION) + 1 :][:2]
+        assert ACME_KEY not in cookie
+        assert "ey" not in cookie.split(";")[0][len(SESSION) + 1 :][:2]
         page = await console.get("/console/events")
         assert page.status_code == 200
         assert "acme" in page.text
@@ -98,7 +102,9 @@ async def test_a_missing_credential_is_named(app: Litestar, api: Client) -> None
         assert "username" in answer.text
 
 
-async def test_the_sign_in_form_refuses_a_post_without_its_token(app: Litestar, api: Client) -> None:
+async def test_the_sign_in_form_refuses_a_post_without_its_token(
+    app: Litestar, api: Client
+) -> None:
     async with console_client(app) as http:
         console = Console(http)
         await console.get("/console/sign-in")
@@ -145,16 +151,15 @@ async def test_without_a_session_pages_send_to_sign_in(app: Litestar, api: Clien
         assert page.headers["location"].startswith("/console/sign-in?next=")
         htmx = await console.get("/console/events?rows=1", headers={"HX-Request": "true"})
         assert htmx.headers["hx-redirect"].startswith("/console/sign-in")
-        stream = await console.get(
-            "/console/live/stream", headers={"Accept": "text/event-stream"}
-        )
+        stream = await console.get("/console/live/stream", headers={"Accept": "text/event-stream"})
         assert stream.status_code == 401
         console.cookies[SESSION] = "tampered" + "A" * 200
         answer = await console.get("/console/events")
         assert answer.status_code == 303
-        assert f"{SESSION}=;" in answer.headers["set-cookie"] or "Max-Age=0" in answer.headers[
-            "set-cookie"
-        ]
+        assert (
+            f"{SESSION}=;" in answer.headers["set-cookie"]
+            or "Max-Age=0" in answer.headers["set-cookie"]
+        )
 
 
 async def test_the_session_is_refreshed_before_the_access_token_expires(
@@ -211,7 +216,7 @@ async def test_sign_out_revokes_the_tokens(app: Litestar, api: Client) -> None:
         assert console.session is None
         again = Console(http)
         again.cookies[SESSION] = cookie or ""
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         page = await again.get("/console/events")
         assert page.status_code == 303  # the access token was revoked
         audit = await api.get(
@@ -229,7 +234,7 @@ async def test_a_session_works_on_every_server_that_shares_the_master_key(
     first = make_app(identity, clock=clock, store=store)
     second = make_app(identity, clock=clock, store=store)
     async with asgi_client(first) as api, second.lifespan():
-        from tests.http.conftest import add_tenants  # noqa: PLC0415
+        from tests.http.conftest import add_tenants
 
         await add_tenants(api, identity)
         console = await signed_in(first)
@@ -329,14 +334,10 @@ async def test_register_a_receiver_and_see_schema_errors_by_pointer(
         )
         assert bad.status_code == 422
         assert "<code>/schema</code>" in bad.text
-        blank = await console.post(
-            "/console/receivers", {**base, "name": " ", "schema": "{}"}
-        )
+        blank = await console.post("/console/receivers", {**base, "name": " ", "schema": "{}"})
         assert blank.status_code == 422
         assert "<code>/name</code>" in blank.text
-        made = await console.post(
-            "/console/receivers", {**base, "schema": '{"type": "object"}'}
-        )
+        made = await console.post("/console/receivers", {**base, "schema": '{"type": "object"}'})
         assert made.status_code == 303
         detail = await console.get(made.headers["location"])
         assert "Fingerprint" in detail.text
@@ -378,15 +379,18 @@ async def test_events_scroll_by_keyset_cursor(app: Litestar, api: Client) -> Non
         assert foreign.status_code == 400
 
 
-async def test_the_artifact_view_tells_which_check_is_missing(
-    app: Litestar, api: Client
-) -> None:
+async def test_the_artifact_view_tells_which_check_is_missing(app: Litestar, api: Client) -> None:
     build = await make_receiver(api, "build")
     tests = await make_receiver(api, "tests")
     lone = await make_receiver(api, "lone")
     gate = await api.post(
         "/api/v1/groups",
-        json={"name": "release", "type": "gate", "version": "1", "event_receiver_ids": [build, tests]},
+        json={
+            "name": "release",
+            "type": "gate",
+            "version": "1",
+            "event_receiver_ids": [build, tests],
+        },
         headers=HEADERS,
     )
     await api.post(
@@ -396,23 +400,33 @@ async def test_the_artifact_view_tells_which_check_is_missing(
     )
     await record(api, build)
     console = await signed_in(app)
-    key = {"name": "app", "version": "1.0", "release": "1", "platform_id": "x86_64", "package": "rpm"}
+    key = {
+        "name": "app",
+        "version": "1.0",
+        "release": "1",
+        "platform_id": "x86_64",
+        "package": "rpm",
+    }
     async with console_client(app) as http:
         console.http = http
         page = await console.get("/console/artifacts", params=key)
         assert page.status_code == 200
         assert page.text.count('class="gate ') == 1  # the group of no event is not listed
         missing = re.search(r'<p class="missing">(.*?)</p>', page.text, re.S)
-        assert missing is not None and "tests" in missing.group(1) and "build" not in missing.group(1)
+        assert missing is not None
+        assert "tests" in missing.group(1)
+        assert "build" not in missing.group(1)
         assert "no event yet" in page.text
         failed = await record(api, tests, success=False)
         page = await console.get("/console/artifacts", params=key)
-        assert "failing" in page.text and failed in page.text
+        assert "failing" in page.text
+        assert failed in page.text
         fixed = await record(api, tests)
         page = await console.get("/console/artifacts", params=key)
         assert "incomplete" not in page.text
         assert 'class="badge ok">complete' in page.text
-        assert "Completions (1)" in page.text and fixed in page.text
+        assert "Completions (1)" in page.text
+        assert fixed in page.text
         assert gate.json()["data"] in page.text
         empty = await console.get("/console/artifacts")
         assert "Recent artifacts" in empty.text
@@ -479,8 +493,10 @@ async def test_admin_pages_users_keys_and_the_audit_log(app: Litestar, api: Clie
         [text] = re.findall(r'value="(wp_[^"]+)"', key.text)
         listed = await console.get("/console/admin/api-keys")
         assert text not in listed.text  # shown once
-        assert (await api.get("/api/v1/receivers", headers={"Authorization": f"Bearer {text}"})).status_code == 200
-        [key_id] = re.findall(r'/console/admin/api-keys/([0-9A-Z]{26})/revoke', listed.text)[:1]
+        assert (
+            await api.get("/api/v1/receivers", headers={"Authorization": f"Bearer {text}"})
+        ).status_code == 200
+        [key_id] = re.findall(r"/console/admin/api-keys/([0-9A-Z]{26})/revoke", listed.text)[:1]
         assert (await console.post(f"/console/admin/api-keys/{key_id}/revoke")).status_code == 303
         audit = await console.get("/console/admin/audit", params={"action": "api_key.revoked"})
         assert "api_key.revoked" in audit.text
@@ -494,7 +510,8 @@ async def test_a_platform_administrator_picks_a_tenant(app: Litestar, api: Clien
     async with console_client(app) as http:
         console.http = http
         picker = await console.get("/console/tenants")
-        assert "acme" in picker.text and "globex" in picker.text
+        assert "acme" in picker.text
+        assert "globex" in picker.text
         # Before picking, the platform's own principals.
         users = await console.get("/console/admin/users")
         assert "of the platform" in users.text
@@ -507,9 +524,7 @@ async def test_a_platform_administrator_picks_a_tenant(app: Litestar, api: Clien
         assert (await console.post("/console/tenants", {"tenant": "nope"})).status_code == 404
 
 
-async def test_platform_administrators_only_from_their_networks(
-    app: Litestar, api: Client
-) -> None:
+async def test_platform_administrators_only_from_their_networks(app: Litestar, api: Client) -> None:
     console = await signed_in(app, PLATFORM_KEY)
     async with console_client(app, address="10.1.2.3") as http:
         console.http = http

@@ -46,12 +46,13 @@ PRINCIPALS: dict[str, Role] = {
 
 
 def console_routes(app: Litestar) -> list[tuple[str, str, HTTPRouteHandler]]:
-    found = []
-    for route in app.routes:
-        if isinstance(route, HTTPRoute) and route.path_format.startswith("/console"):
-            for handler in route.route_handlers:
-                for method in sorted(handler.http_methods - {"OPTIONS", "HEAD"}):
-                    found.append((method, route.path_format, handler))
+    found = [
+        (method, route.path_format, handler)
+        for route in app.routes
+        if isinstance(route, HTTPRoute) and route.path_format.startswith("/console")
+        for handler in route.route_handlers
+        for method in sorted(handler.http_methods - {"OPTIONS", "HEAD"})
+    ]
     return sorted(found, key=lambda r: (r[0], r[1]))
 
 
@@ -85,7 +86,9 @@ async def sessions(app: Litestar, api: Client) -> dict[str, Console]:
             console = Console(http)
             assert (await console.sign_in(api_key=key)).status_code == 303
             if who == "platform_admin+tenant":
-                assert (await console.post("/console/tenants", {"tenant": "acme"})).status_code == 303
+                assert (
+                    await console.post("/console/tenants", {"tenant": "acme"})
+                ).status_code == 303
             made[who] = console
     return made
 

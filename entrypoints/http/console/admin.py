@@ -235,6 +235,7 @@ async def revoke_api_key(
 
 @get(f"{ADMIN}/audit", opt=requires(Permission.AUDIT_READ), include_in_schema=False)
 async def audit(
+    *,
     request: Request[Any, Any, Any],
     services: ServicesDep,
     cursor: FromQuery[str | None] = None,

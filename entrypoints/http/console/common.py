@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 from litestar.datastructures import FormMultiDict
 from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
@@ -106,6 +106,16 @@ def _query(**params: Any) -> str:
     return urlencode({k: v for k, v in params.items() if v not in (None, "")})
 
 
+_NVRPP: Final = ("name", "version", "release", "platform_id", "package")
+
+
+def _artifact_query(artifact: Any) -> str:
+    """The query string of an artifact page (from an event, a completion, a key or a dict);
+    one per row of a page of events, so cheaper than `urlencode`."""
+    get = artifact.get if isinstance(artifact, Mapping) else artifact.__getattribute__
+    return "&".join(f"{name}={quote(str(get(name)), safe='')}" for name in _NVRPP)
+
+
 def _errors_under(errors: Mapping[str, list[str]], prefix: str) -> list[tuple[str, str]]:
     """(pointer, message) of every error at `prefix` or below it."""
     return [
@@ -123,12 +133,14 @@ def environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # templates ship with the code: no stat() per render
     )
     env.filters["time"] = _time
     env.filters["iso"] = _iso
     env.filters["pretty"] = _pretty
     env.globals["asset"] = ASSETS.url
     env.globals["query"] = _query
+    env.globals["artifact_query"] = _artifact_query
     env.globals["errors_under"] = _errors_under
     env.globals["CSRF_FIELD"] = CSRF_FIELD
     env.globals["BASE"] = BASE
@@ -224,7 +236,7 @@ def field(form: FormMultiDict, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def errors_by_field(errors: list[FieldError]) -> dict[str, list[str]]:
+def errors_by_field(errors: Iterable[FieldError]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for error in errors:
         found.setdefault(error.field, []).append(error.message)

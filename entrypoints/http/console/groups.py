@@ -44,10 +44,11 @@ def _enabled(text: str) -> bool | None:
 
 @get(f"{BASE}/groups", opt=requires(Permission.GROUPS_READ), include_in_schema=False)
 async def groups(
+    *,
     request: Request[Any, Any, Any],
     services: ServicesDep,
     name: FromQuery[str] = "",
-    type: FromQuery[str] = "",  # noqa: A002
+    type: FromQuery[str] = "",
     version: FromQuery[str] = "",
     enabled: FromQuery[str] = "",
     cursor: FromQuery[str | None] = None,
@@ -63,7 +64,7 @@ async def groups(
         PageRequest(limit=PAGE_SIZE + 1, after=after(_GROUPS, cursor)),
     )
     items, next_cursor = cut(_GROUPS, found, PAGE_SIZE)
-    context = {
+    context: dict[str, Any] = {
         "groups": items,
         "next_cursor": next_cursor,
         "filters": {"name": name, "type": type, "version": version, "enabled": enabled},
@@ -136,6 +137,7 @@ async def create_group(request: Request[Any, Any, Any], services: ServicesDep) -
     f"{BASE}/groups/{{group_id:str}}", opt=requires(Permission.GROUPS_READ), include_in_schema=False
 )
 async def group(
+    *,
     request: Request[Any, Any, Any],
     services: ServicesDep,
     group_id: FromPath[str],

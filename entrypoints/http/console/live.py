@@ -45,7 +45,7 @@ def _values(text: str, name: str) -> frozenset[str]:
 @get(f"{BASE}/live", opt=requires(Permission.EVENTS_READ), include_in_schema=False)
 async def live(
     request: Request[Any, Any, Any], type: FromQuery[str] = "", subject: FromQuery[str] = ""
-) -> Template:  # noqa: A002
+) -> Template:
     """The page: filters, and the messages the script appends as they come."""
     return page(request, "live.html", filters={"type": type, "subject": subject})
 
@@ -68,9 +68,10 @@ def _position(text: str | None) -> int | None:
     media_type="text/event-stream",
 )
 async def stream(
+    *,
     request: Request[Any, Any, Any],
     services: ServicesDep,
-    type: FromQuery[str] = "",  # noqa: A002
+    type: FromQuery[str] = "",
     subject: FromQuery[str] = "",
 ) -> ServerSentEvent:
     """The messages after `Last-Event-ID`, or from now on, that match the filters."""

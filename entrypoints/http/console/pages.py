@@ -132,10 +132,11 @@ async def artifact(request: Request[Any, Any, Any], services: ServicesDep) -> Te
 
 @get(f"{BASE}/receivers", opt=requires(Permission.RECEIVERS_READ), include_in_schema=False)
 async def receivers(
+    *,
     request: Request[Any, Any, Any],
     services: ServicesDep,
     name: FromQuery[str] = "",
-    type: FromQuery[str] = "",  # noqa: A002
+    type: FromQuery[str] = "",
     version: FromQuery[str] = "",
     cursor: FromQuery[str | None] = None,
     rows: FromQuery[bool] = False,
@@ -148,7 +149,7 @@ async def receivers(
         PageRequest(limit=PAGE_SIZE + 1, after=after(_RECEIVERS, cursor)),
     )
     items, next_cursor = cut(_RECEIVERS, found, PAGE_SIZE)
-    context = {
+    context: dict[str, Any] = {
         "receivers": items,
         "next_cursor": next_cursor,
         "filters": {"name": name, "type": type, "version": version},
@@ -239,6 +240,7 @@ async def receiver(
 
 @get(f"{BASE}/events", opt=requires(Permission.EVENTS_READ), include_in_schema=False)
 async def events(
+    *,
     request: Request[Any, Any, Any],
     services: ServicesDep,
     cursor: FromQuery[str | None] = None,
@@ -272,7 +274,7 @@ async def events(
         actor, where, PageRequest(limit=PAGE_SIZE + 1, after=after(_EVENTS, cursor))
     )
     items, next_cursor = cut(_EVENTS, found, PAGE_SIZE)
-    context = {
+    context: dict[str, Any] = {
         "events": items,
         "names": await _names(services, actor, items),
         "next_cursor": next_cursor,

@@ -43,7 +43,15 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from core.domain.commands import TokenRequest
 from core.domain.errors import Forbidden, NotFound, Unauthenticated
@@ -267,7 +275,8 @@ async def _signed_out(scope: Scope, send: Send, *, clear: bool) -> None:
     path = scope.get("path", BASE)
     query = scope.get("query_string", b"").decode("latin-1")
     back = path + ("?" + query if query else "")
-    target = f"{SIGN_IN}?next={quote(back, safe='/')}" if scope["method"] == "GET" else SIGN_IN
+    method = scope.get("method")
+    target = f"{SIGN_IN}?next={quote(back, safe='/')}" if method == "GET" else SIGN_IN
     headers: list[tuple[bytes, bytes]] = [
         (b"cache-control", b"no-store"),
         (b"content-length", b"0"),
@@ -283,8 +292,14 @@ async def _signed_out(scope: Scope, send: Send, *, clear: bool) -> None:
     else:
         status = 303
         headers.append((b"location", target.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": headers,
+    }
+    await send(start)
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": b"", "more_body": False}
+    await send(end)
 
 
 def access_of(scope: Scope) -> Access:
@@ -331,7 +346,7 @@ async def csrf_guard(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """Every state-changing console request: same origin, and the session's CSRF token."""
-    if connection.scope["method"] in _SAFE:
+    if connection.scope.get("method") in _SAFE:
         return
     if not same_origin(connection.scope):
         raise CsrfRefused("The form was not sent from this site.")

@@ -22,6 +22,7 @@ from core.domain.errors import Invalid, Unauthenticated
 from core.ports import PageRequest
 from core.usecases import Services
 from entrypoints.http.auth import PUBLIC, request_context, requires
+from entrypoints.http.common import ServicesDep
 from entrypoints.http.console.common import (
     NO_STORE,
     SIGNED_IN,
@@ -46,7 +47,6 @@ from entrypoints.http.console.session import (
     tokens_expire_at,
     tokens_match,
 )
-from entrypoints.http.common import ServicesDep
 
 TENANTS_SHOWN: Final = 200
 
@@ -91,7 +91,7 @@ def _sign_in_page(
 @get(SIGN_IN, opt=PUBLIC, include_in_schema=False)
 async def sign_in_form(
     request: Request[Any, Any, Any], next: FromQuery[str | None] = None
-) -> Template:  # noqa: A002
+) -> Template:
     """The sign-in page (its CSRF token reused while its cookie lives)."""
     csrf = cookie_value(request.scope, PRE_COOKIE) or new_csrf()
     return _sign_in_page(csrf=csrf, next_=_next(next))
