@@ -200,6 +200,12 @@ async def main() -> None:
                     "use case Events.list(51)",
                     lambda: services.events.list(actor, EventFilter(), PageRequest(limit=51)),
                 ),
+                (
+                    "use case Events.list(51, name=)",
+                    lambda: services.events.list(
+                        actor, EventFilter(name="app-7"), PageRequest(limit=51)
+                    ),
+                ),
                 ("raw sqlite3 keyset query (51 rows)", raw_page),
             ]
             stored = max(have, args.events)

@@ -109,8 +109,8 @@ async def _messages(
     streams: Streams,
     request: Request[Any, Any, Any],
 ) -> AsyncIterator[ServerSentEventMessage]:
-    # Tell the page the stream is open (a comment-only message is not an event for it).
-    yield ServerSentEventMessage(event="ready", data="")
+    # Tell the page the stream is open, and to reconnect after a second when it ends.
+    yield ServerSentEventMessage(event="ready", data="ready", retry=1000)
     since_check = 0.0
     while not streams.stopping:
         page_ = await services.messages.after(actor, position)
@@ -131,7 +131,8 @@ async def _messages(
             # The reconnection (with Last-Event-ID) is where the tokens are refreshed.
             yield ServerSentEventMessage(comment="keep-alive", data=None)
         if services.deps.clock.now().timestamp() >= session.expires_at:
-            yield ServerSentEventMessage(id=position, event="reconnect", data="")
+            # Resume here (the id) once the browser reconnected with fresh tokens.
+            yield ServerSentEventMessage(id=position, event="reconnect", data="reconnect")
             return
 
 

@@ -13,7 +13,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
@@ -300,7 +299,6 @@ async def event(
         "event.html",
         event=found,
         receiver=receivers_found.get(found.event_receiver_id),
-        key=msgspec.structs.asdict(found.key),
     )
 
 
