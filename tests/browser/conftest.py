@@ -1,6 +1,9 @@
 """Browser tests: Playwright driving Debian's Chromium against a real `waypost serve`.
 
-One browser for the session, one server per module (a SQLite file of its own). The
+One browser and one server per module (a SQLite file of its own). Not one browser for
+the whole session: Playwright's synchronous API keeps its event loop marked running in
+the main thread while it is open, and the anyio tests of the other layers could not run
+after it; each module closes it. The
 browser is the system's (`/usr/bin/chromium`, from `apt-get install chromium`): a test
 tool's own browser download cannot work here. Without it these tests skip, loudly;
 with `WAYPOST_REQUIRE_SERVICES=1` (CI) a missing browser is a failure.
@@ -60,7 +63,7 @@ SCHEMA = {
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         if os.environ.get("WAYPOST_REQUIRE_SERVICES") == "1":
@@ -72,7 +75,7 @@ def playwright() -> Iterator[Playwright]:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
     try:
