@@ -45,15 +45,17 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (not part of `tests`), each against its raw-driver and bare-framework references.
 
     `nox -s bench` runs them all: ingest through the use cases (bench/ingest.py), HTTP load
-    on a real server process (bench/http_load.py) and the console's events page with 1M
-    events stored (bench/console_events.py). `nox -s bench -- ingest --large 10000`,
-    `nox -s bench -- http --seconds 5` or `nox -s bench -- console --events 100000` runs
-    one, with its own options.
+    on a real server process (bench/http_load.py), the webhook sender's address guard
+    against a bare httpx client (bench/webhook_sender.py) and the console's events page
+    with 1M events stored (bench/console_events.py). `nox -s bench -- ingest --large
+    10000`, `nox -s bench -- http --seconds 5` or `nox -s bench -- console --events
+    100000` runs one, with its own options.
     """
     session.install("-e", ".[test]")
     scripts = {
         "ingest": "bench/ingest.py",
         "http": "bench/http_load.py",
+        "webhooks": "bench/webhook_sender.py",
         "console": "bench/console_events.py",
     }
     args = list(session.posargs)

@@ -42,6 +42,7 @@ __all__ = [
     "SECURITY_SCHEME",
     "AdminNetworks",
     "AuthenticationMiddleware",
+    "authenticate",
     "authorize",
     "check_network",
     "client_address",
@@ -49,6 +50,7 @@ __all__ = [
     "provide_access",
     "provide_actor",
     "provide_context",
+    "request_context",
     "requires",
 ]
 
@@ -146,14 +148,22 @@ class AuthenticationMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["method"] != "OPTIONS":
-            identity = services_of(scope).identity
-            ctx = request_context(scope)
-            access = await identity.authenticate(
-                _bearer(scope), tenant=_header(scope, TENANT_HEADER), ctx=ctx
-            )
-            await check_network(scope, access, ctx)
-            scope["state"][ACCESS_KEY] = access
+            scope["state"][ACCESS_KEY] = await authenticate(scope)
         await self.app(scope, receive, send)
+
+
+async def authenticate(scope: Scope) -> Access:
+    """Who the request's credential is, in which tenant (raises Unauthenticated or Forbidden).
+
+    The middleware's check, also made again by a long-lived response (the live tail) to
+    end when its credential stops being valid."""
+    identity = services_of(scope).identity
+    ctx = request_context(scope)
+    access = await identity.authenticate(
+        _bearer(scope), tenant=_header(scope, TENANT_HEADER), ctx=ctx
+    )
+    await check_network(scope, access, ctx)
+    return access
 
 
 def access_of(scope: Scope) -> Access | None:

@@ -546,3 +546,16 @@ async def test_the_console_pages_are_not_in_the_api_description(app: Litestar, a
     document = (await api.get("/schema/openapi.json")).json()
     assert not [p for p in document["paths"] if p.startswith("/console")]
     assert ORIGIN.startswith("https://")
+
+
+async def test_the_live_page_says_which_filter_is_wrong(app: Litestar, api: Client) -> None:
+    console = await signed_in(app)
+    async with console_client(app) as http:
+        console.http = http
+        page = await console.get("/console/live", params={"subject": "not-an-id"})
+        assert page.status_code == 422
+        assert "must be a receiver or group id" in page.text
+        assert 'id="live"' not in page.text  # no stream is opened
+        ok = await console.get("/console/live", params={"type": "ci.build, ci.tests"})
+        assert ok.status_code == 200
+        assert 'data-stream="/console/live/stream?type=ci.build%2C+ci.tests"' in ok.text

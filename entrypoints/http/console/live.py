@@ -6,7 +6,8 @@
 the browser sends by itself) resumes where it stopped. The stream ends when the
 session's access token expires or stops being valid (checked every
 `RECHECK_SECONDS`), and when the server stops; the browser then reconnects, and the
-session middleware refreshes the tokens or sends it to the sign-in page.
+session middleware refreshes the tokens or sends it to the sign-in page. The type and
+subject filters are the API's (`MessageFilter`, applied by the Messages use case).
 """
 
 from __future__ import annotations
@@ -20,26 +21,24 @@ from litestar.params import FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 
 from core.domain.access import Permission
-from core.domain.errors import FieldError, Unauthenticated
-from core.domain.messages import CloudEvent, encode_message
+from core.domain.errors import FieldError, Invalid, Unauthenticated
+from core.domain.messages import encode_message
 from core.usecases import Actor, Services
+from core.usecases.messages import MessageFilter, message_filter
 from entrypoints.http.auth import request_context, requires
 from entrypoints.http.common import ServicesDep
-from entrypoints.http.console.common import BASE, actor_of, page
+from entrypoints.http.console.common import BASE, actor_of, errors_by_field, page
 from entrypoints.http.console.session import Session, session_of
 from entrypoints.http.problems import BadRequest
 from entrypoints.http.routes.messages import Streams, streams_of
 
 POLL_SECONDS: Final = 0.25
 RECHECK_SECONDS: Final = 15.0
-MAX_FILTERS: Final = 20
 
 
-def _values(text: str, name: str) -> frozenset[str]:
-    found = frozenset(part.strip() for part in text.split(",") if part.strip())
-    if len(found) > MAX_FILTERS:
-        raise BadRequest("Too many filters.", [FieldError(name, f"at most {MAX_FILTERS} values")])
-    return found
+def _values(text: str) -> list[str]:
+    """The values of a filter field: separated by commas."""
+    return list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
 
 
 @get(f"{BASE}/live", opt=requires(Permission.EVENTS_READ), include_in_schema=False)
@@ -47,7 +46,14 @@ async def live(
     request: Request[Any, Any, Any], type: FromQuery[str] = "", subject: FromQuery[str] = ""
 ) -> Template:
     """The page: filters, and the messages the script appends as they come."""
-    return page(request, "live.html", filters={"type": type, "subject": subject})
+    filters = {"type": type, "subject": subject}
+    try:
+        message_filter(_values(type), _values(subject))
+    except Invalid as exc:  # said on the page; the stream would only fail
+        return page(
+            request, "live.html", status=422, filters=filters, errors=errors_by_field(exc.errors)
+        )
+    return page(request, "live.html", filters=filters, errors={})
 
 
 def _position(text: str | None) -> int | None:
@@ -79,7 +85,7 @@ async def stream(
     start = _position(request.headers.get("last-event-id"))
     if start is None:
         start = await services.messages.head(actor)
-    wanted = (_values(type, "type"), _values(subject, "subject"))
+    wanted = message_filter(_values(type), _values(subject))
     return ServerSentEvent(
         _messages(
             services,
@@ -94,17 +100,12 @@ async def stream(
     )
 
 
-def _matches(message: CloudEvent, wanted: tuple[frozenset[str], frozenset[str]]) -> bool:
-    types, subjects = wanted
-    return (not types or message.type in types) and (not subjects or message.subject in subjects)
-
-
 async def _messages(
     services: Services,
     actor: Actor,
     position: int,
     *,
-    wanted: tuple[frozenset[str], frozenset[str]],
+    wanted: MessageFilter,
     session: Session,
     streams: Streams,
     request: Request[Any, Any, Any],
@@ -113,12 +114,11 @@ async def _messages(
     yield ServerSentEventMessage(event="ready", data="ready", retry=1000)
     since_check = 0.0
     while not streams.stopping:
-        page_ = await services.messages.after(actor, position)
+        page_ = await services.messages.after(actor, position, only=wanted)
         for item in page_.messages:
-            if _matches(item.message, wanted):
-                yield ServerSentEventMessage(
-                    id=item.position, data=encode_message(item.message).decode()
-                )
+            yield ServerSentEventMessage(
+                id=item.position, data=encode_message(item.message).decode()
+            )
         if page_.last != position:
             position = page_.last
             continue
