@@ -42,21 +42,21 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not part of `tests`), each against its raw-driver and bare-framework references.
+    """Benchmarks (not part of `tests`), each against its raw-driver, bare-framework or
+    bare-client reference in the same run.
 
-    `nox -s bench` runs them all: ingest through the use cases (bench/ingest.py), HTTP load
-    on a real server process (bench/http_load.py), the webhook sender's address guard
-    against a bare httpx client (bench/webhook_sender.py) and the console's events page
-    with 1M events stored (bench/console_events.py). `nox -s bench -- ingest --large
-    10000`, `nox -s bench -- http --seconds 5` or `nox -s bench -- console --events
-    100000` runs one, with its own options.
+    `nox -s bench` runs them all; `nox -s bench -- NAME [options]` runs one with its own
+    options (`nox -s bench -- http --seconds 5`). The names are the keys of `scripts` below;
+    each script's `--help` says what it measures.
     """
     session.install("-e", ".[test]")
     scripts = {
-        "ingest": "bench/ingest.py",
-        "http": "bench/http_load.py",
-        "webhooks": "bench/webhook_sender.py",
-        "console": "bench/console_events.py",
+        "ingest": "bench/ingest.py",  # the use cases against the raw drivers
+        "http": "bench/http_load.py",  # a real server against bare Litestar
+        "webhooks": "bench/webhook_sender.py",  # the address guard against bare httpx
+        "replay": "bench/replay.py",  # replay against a raw scan of the log
+        "tracing": "bench/tracing.py",  # single-event ingest with tracing off and on
+        "console": "bench/console_events.py",  # the console's events page at 1M events
     }
     args = list(session.posargs)
     if args and args[0] not in scripts:

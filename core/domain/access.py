@@ -51,6 +51,7 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     TENANTS_MANAGE = "tenants:manage"
     SECRETS_MANAGE = "secrets:manage"
+    METRICS_READ = "metrics:read"
 
 
 class Role(StrEnum):
@@ -63,7 +64,7 @@ class Role(StrEnum):
 
 #: Permissions that act on the platform, not inside one tenant.
 PLATFORM_PERMISSIONS: frozenset[Permission] = frozenset(
-    {Permission.TENANTS_MANAGE, Permission.SECRETS_MANAGE}
+    {Permission.TENANTS_MANAGE, Permission.SECRETS_MANAGE, Permission.METRICS_READ}
 )
 
 _P = Permission

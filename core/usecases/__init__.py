@@ -23,7 +23,7 @@ from core.usecases.identity import RECENT_SECONDS, Access, Identity, TokenAnswer
 from core.usecases.messages import MessagePage, Messages
 from core.usecases.publishing import Publisher
 from core.usecases.receivers import Receivers
-from core.usecases.replay import Replay
+from core.usecases.replay import Replay, Replayed
 from core.usecases.secrets import SecretInfo, Secrets
 from core.usecases.tenants import Tenants
 
@@ -41,8 +41,11 @@ class IdentityDeps:
         signer: TokenSigner,
         policy: RotationPolicy,
         recent: timedelta = timedelta(seconds=RECENT_SECONDS),
+        audit_retention: timedelta | None = None,
     ) -> None:
         self.store = store
+        #: Audit records older than this are deleted (None: kept forever).
+        self.audit_retention = audit_retention
         self.hasher = hasher
         self.bearer = bearer
         self.sealer = sealer
@@ -87,6 +90,7 @@ class Services:
                 secrets=self._secrets,
                 audit=self._audit,
                 recent=identity.recent,
+                audit_retention=identity.audit_retention,
             )
         else:
             self._audit = self._secrets = self._identity = None
@@ -132,6 +136,7 @@ __all__ = [
     "Receivers",
     "Recorded",
     "Replay",
+    "Replayed",
     "RequestContext",
     "SecretInfo",
     "Secrets",

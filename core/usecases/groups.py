@@ -63,7 +63,7 @@ class Groups:
             )
 
     async def get(self, actor: Actor, group_id: str) -> Group:
-        async with self._deps.store.read() as tx:
+        async with self._deps.store.read_stale(actor.tenant_id) as tx:
             return await _get(tx, actor, group_id)
 
     async def status(self, actor: Actor, group_id: str, key: Nvrpp) -> GroupStatus:
@@ -79,12 +79,12 @@ class Groups:
     async def completions(
         self, actor: Actor, group_id: str, where: CompletionFilter, page: PageRequest
     ) -> list[Completion]:
-        async with self._deps.store.read() as tx:
+        async with self._deps.store.read_stale(actor.tenant_id) as tx:
             await _get(tx, actor, group_id)
             return await tx.completions.list(actor.tenant_id, group_id, where, page)
 
     async def list(self, actor: Actor, where: GroupFilter, page: PageRequest) -> list[Group]:
-        async with self._deps.store.read() as tx:
+        async with self._deps.store.read_stale(actor.tenant_id) as tx:
             return await tx.groups.list(actor.tenant_id, where, page)
 
 

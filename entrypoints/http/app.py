@@ -28,7 +28,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, Middleware
 
 from core.usecases import Publisher, Services
-from entrypoints.http import auth, common, console, idempotency, limits, metrics
+from entrypoints.http import auth, common, console, idempotency, limits, metrics, metrics_json
 from entrypoints.http.apidocs import LocalSwaggerPlugin
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
@@ -37,6 +37,7 @@ from entrypoints.http.limits import (
     RateLimitMiddleware,
     StreamsMiddleware,
 )
+from entrypoints.http.mtls import ServiceIdentities
 from entrypoints.http.openapi import declare_idempotency
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.request_id import add_request_id
@@ -203,6 +204,19 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 tenant_data=False,
             ),
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
+            *(
+                [
+                    api(
+                        metrics_json.PATH,
+                        metrics_json.HANDLERS,
+                        "operations",
+                        idempotent=False,
+                        tenant_data=False,
+                    )
+                ]
+                if settings.metrics.enabled
+                else []
+            ),
             public_api,
             *auth_routes.PUBLIC_HANDLERS,
             *health.HANDLERS,
@@ -245,6 +259,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         debug=False,
     )
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
+    app.state[auth.SERVICE_IDENTITIES_KEY] = ServiceIdentities(settings.http.service_identities)
     idempotency.install(app.state, MemoryRecords())
     limits.install(app.state, Limits(settings.limits))
     messages.install(app.state)

@@ -45,6 +45,7 @@ api_keys:manage         y . . . y
 audit:read              y . . . y
 tenants:manage          . . . . y
 secrets:manage          . . . . y
+metrics:read            . . . . y
 """
 COLUMNS = {
     "A": Role.ADMIN,
