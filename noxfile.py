@@ -59,6 +59,7 @@ def bench(session: nox.Session) -> None:
         "replay": "bench/replay.py",  # replay against a raw scan of the log
         "tracing": "bench/tracing.py",  # single-event ingest with tracing off and on
         "gate": "bench/gate_latency.py",  # a gate's waiters (SDK, waypostctl) against polling
+        "console": "bench/console_events.py",  # the console's events page at 1M events
     }
     args = list(session.posargs)
     if args and args[0] not in scripts:

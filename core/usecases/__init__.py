@@ -15,6 +15,7 @@ from core.ports import (
     SecretSealer,
     TokenSigner,
 )
+from core.usecases.artifacts import Artifacts, ArtifactView, GateView
 from core.usecases.audit import Auditor
 from core.usecases.common import Actor, Deps, RequestContext
 from core.usecases.events import Events, Recorded
@@ -71,6 +72,7 @@ class Services:
         self.receivers = Receivers(deps)
         self.events = Events(deps)
         self.groups = Groups(deps, feed)
+        self.artifacts = Artifacts(deps)
         self.messages = Messages(deps)
         #: Copies the messages to `sink`, when there is one (see `Publisher`).
         self.publisher = None if sink is None else Publisher(deps, self.messages, sink)
@@ -125,9 +127,12 @@ def _given(service: S | None) -> S:
 __all__ = [
     "Access",
     "Actor",
+    "ArtifactView",
+    "Artifacts",
     "Auditor",
     "Deps",
     "Events",
+    "GateView",
     "GroupStatus",
     "Groups",
     "Identity",

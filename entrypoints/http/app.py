@@ -23,12 +23,13 @@ import anyio
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, Middleware
 
 from core.usecases import Publisher, Services
-from entrypoints.http import auth, common, idempotency, limits, metrics, metrics_json
+from entrypoints.http import auth, common, console, idempotency, limits, metrics, metrics_json
+from entrypoints.http.apidocs import LocalSwaggerPlugin
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
     BackpressureMiddleware,
@@ -38,6 +39,7 @@ from entrypoints.http.limits import (
     StreamsMiddleware,
 )
 from entrypoints.http.mtls import ServiceIdentities
+from entrypoints.http.openapi import declare_idempotency
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
@@ -165,6 +167,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         ]
         if idempotent:
             middleware.append(IdempotencyMiddleware)
+            declare_idempotency(handlers)
         return Router(
             path,
             route_handlers=handlers,
@@ -226,10 +229,12 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             public_api,
             *auth_routes.PUBLIC_HANDLERS,
             *health.HANDLERS,
+            *console.routes(settings.http.max_body_bytes),
         ],
         lifespan=[lifespan],
         dependencies={"services": Provide(slot.provide, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        template_config=console.template_config(),
         before_send=[add_request_id, add_security_headers],
         cors_config=cors_config(settings),
         request_max_body_size=settings.http.max_body_bytes,
@@ -238,7 +243,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             version="1",
             description=DESCRIPTION,
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+            render_plugins=[LocalSwaggerPlugin(), JsonRenderPlugin()],
             components=Components(
                 security_schemes={
                     auth.SECURITY_SCHEME: SecurityScheme(

@@ -37,6 +37,7 @@ from entrypoints.http.mtls import client_certificate
 from entrypoints.http.request_id import request_id
 
 __all__ = [
+    "ACCESS_KEY",
     "PERMISSION",
     "PUBLIC",
     "SECURITY_SCHEME",
@@ -44,6 +45,7 @@ __all__ = [
     "AuthenticationMiddleware",
     "authenticate",
     "authorize",
+    "check_network",
     "client_address",
     "idempotency_scope",
     "provide_access",
@@ -61,7 +63,8 @@ PUBLIC: Final = {"public": True}
 SECURITY_SCHEME: Final = "bearer"
 TENANT_HEADER: Final = b"x-tenant"
 _AUTHORIZATION: Final = b"authorization"
-_ACCESS_KEY: Final = "waypost.access"
+#: Where the middleware keeps the request's `Access` (the console's sets it too).
+ACCESS_KEY: Final = "waypost.access"
 SERVICES_KEY: Final = "waypost.services"
 NETWORKS_KEY: Final = "waypost.admin_networks"
 #: The mTLS service identities of the app (`entrypoints.http.mtls.ServiceIdentities`).
@@ -129,6 +132,19 @@ def services_of(scope: Scope) -> Services:
     return services
 
 
+async def check_network(scope: Scope, access: Access, ctx: RequestContext) -> None:
+    """Platform administrators only from the configured networks (403, audited)."""
+    if Role.PLATFORM_ADMIN in access.principal.roles:
+        networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
+        if not networks.allows(ctx.address):
+            await services_of(scope).identity.deny(
+                access,
+                ctx,
+                reason="address not in the administrators' networks",
+                detail="Platform administrators cannot connect from this address.",
+            )
+
+
 class AuthenticationMiddleware:
     """Authenticates every request of the routes it guards (CORS preflights aside)."""
 
@@ -137,7 +153,7 @@ class AuthenticationMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["method"] != "OPTIONS":
-            scope["state"][_ACCESS_KEY] = await authenticate(scope)
+            scope["state"][ACCESS_KEY] = await authenticate(scope)
         await self.app(scope, receive, send)
 
 
@@ -159,20 +175,12 @@ async def authenticate(scope: Scope) -> Access:
         )
     else:
         access = await identity.authenticate(bearer, tenant=tenant, ctx=ctx)
-    if Role.PLATFORM_ADMIN in access.principal.roles:
-        networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
-        if not networks.allows(ctx.address):
-            await identity.deny(
-                access,
-                ctx,
-                reason="address not in the administrators' networks",
-                detail="Platform administrators cannot connect from this address.",
-            )
+    await check_network(scope, access, ctx)
     return access
 
 
 def access_of(scope: Scope) -> Access | None:
-    found: Access | None = scope["state"].get(_ACCESS_KEY)
+    found: Access | None = scope["state"].get(ACCESS_KEY)
     return found
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "InternalProblem",
     "Problem",
     "challenge",
+    "status_of",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -115,6 +116,14 @@ _DOMAIN: tuple[tuple[type[DomainError], int, str], ...] = (
     (Conflict, 409, "conflict"),
     (TooLarge, 413, "too-large"),
 )
+
+
+def status_of(exc: DomainError) -> int:
+    """The HTTP status of a domain refusal (the console's pages answer the same)."""
+    for cls, status, _ in _DOMAIN:
+        if isinstance(exc, cls):
+            return status
+    return 500  # pragma: no cover - every DomainError subclass is in the table
 
 
 def problem_response(

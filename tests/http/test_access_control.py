@@ -50,9 +50,10 @@ NVRPP = {"name": "a", "version": "1", "release": "1", "platform_id": "x", "packa
 
 
 def handlers(app: Litestar) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
-    """(method, path, handler) of every route the app serves, CORS preflights aside."""
+    """(method, path, handler) of every API route the app serves, CORS preflights aside
+    (the console's pages have a walk of their own: tests/http/test_console_access.py)."""
     for route in app.routes:
-        if not isinstance(route, HTTPRoute):
+        if not isinstance(route, HTTPRoute) or route.path_format.startswith("/console"):
             continue
         for handler in route.route_handlers:
             for method in sorted(handler.http_methods):

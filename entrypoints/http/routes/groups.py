@@ -52,6 +52,9 @@ Key = Annotated[str, QueryParameter(description="Part of the artifact's NVRPP (r
     dto=Body[CreateGroup],
     return_dto=None,
     summary="Create a group",
+    description="1 to 100 distinct receivers of the tenant; `enabled` defaults to true. A "
+    "group completes for an artifact when every member's latest event for it "
+    "succeeded.",
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
@@ -65,6 +68,7 @@ async def create_group(
 @get(
     "/{group_id:str}",
     summary="Read a group",
+    description="One group with its members.",
     responses=problems(401, 403, 404),
     opt=requires(Permission.GROUPS_READ),
 )
@@ -78,6 +82,8 @@ async def get_group(
 @get(
     "/",
     summary="List groups",
+    description="The tenant's groups, newest first unless `order=asc`; `name`, `type`, "
+    "`version` and `enabled` filter by exact match.",
     responses=problems(400, 401, 403),
     opt=requires(Permission.GROUPS_READ),
 )
@@ -118,6 +124,7 @@ async def patch_group(
 @delete(
     "/{group_id:str}",
     summary="Delete a group",
+    description="The group stops being evaluated; its completions stay in the log.",
     responses=problems(401, 403, 404, 409),
     opt=requires(Permission.GROUPS_DELETE),
 )
@@ -177,6 +184,9 @@ async def group_status(
     "/{group_id:str}/completions",
     opt=requires(Permission.GROUPS_READ),
     summary="Every time a group fired",
+    description="The group's completions, newest first unless `order=asc`, each with its "
+    "triggering event and the latest event of every member; the NVRPP parameters "
+    "filter by exact match.",
     responses=problems(400, 401, 403, 404),
 )
 async def list_completions(

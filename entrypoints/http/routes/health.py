@@ -19,7 +19,13 @@ READY_TIMEOUT_SECONDS: Final = 2.0
 log = logging.getLogger("waypost.http")
 
 
-@get("/healthz/live", opt=PUBLIC, summary="The process runs", tags=["operations"])
+@get(
+    "/healthz/live",
+    opt=PUBLIC,
+    summary="The process runs",
+    description="200 while the process runs; nothing else is checked (a liveness probe).",
+    tags=["operations"],
+)
 async def live() -> Status:
     return Status(status="ok")
 

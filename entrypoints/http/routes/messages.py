@@ -211,3 +211,9 @@ async def _messages(
 
 
 HANDLERS = [tail]
+
+
+def streams_of(state: State) -> Streams:
+    """The app's `Streams` (the console's live page ends with them too)."""
+    streams: Streams = state[_KEY]
+    return streams

@@ -54,6 +54,8 @@ async def register_receiver(
 @get(
     "/{receiver_id:str}",
     summary="Read an event receiver",
+    description="The receiver with its JSON Schema and fingerprint (SHA-256 of the canonical "
+    "JSON of name, type, version and schema).",
     responses=problems(401, 403, 404),
     opt=requires(Permission.RECEIVERS_READ),
 )
@@ -67,6 +69,8 @@ async def get_receiver(
 @get(
     "/",
     summary="List event receivers",
+    description="The tenant's receivers, newest first unless `order=asc`; `name`, `type` and "
+    "`version` filter by exact match.",
     responses=problems(400, 401, 403),
     opt=requires(Permission.RECEIVERS_READ),
 )
