@@ -62,8 +62,9 @@ Waypost records what happened to which artifact, checks every event against its
 receiver's JSON Schema and fires receiver groups (release gates).
 
 Every route but the health probes, the metrics, the JWKS and this description needs
-`Authorization: Bearer <access token or API key>`; get an access token from
-`POST /api/v1/auth/token`. The tenant comes from the credential; a platform
+`Authorization: Bearer <access token or API key>` (or HTTP Basic with an API key as
+the password, for clients that can only put a credential in a URL); get an access
+token from `POST /api/v1/auth/token`. The tenant comes from the credential; a platform
 administrator names one with `X-Tenant: <slug>`. Errors are RFC 9457 problem
 details (`application/problem+json`). Every POST on a tenant's data accepts
 `Idempotency-Key`. Over a credential's rate limit the answer is 429, from a server at
@@ -134,7 +135,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
     # Routes on a tenant's data also get the use cases' `actor` (the audit log's routes
     # have a query parameter of that name instead).
     data = {**principals, "actor": Provide(auth.provide_actor, sync_to_thread=False)}
-    security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}]
+    security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}, {auth.BASIC_SCHEME: []}]
 
     def api(
         path: str,
@@ -223,7 +224,12 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                         scheme="bearer",
                         description="An access token (JWT, from `POST /api/v1/auth/token`) "
                         "or an API key (`wp_<prefix>_<secret>`).",
-                    )
+                    ),
+                    auth.BASIC_SCHEME: SecurityScheme(
+                        type="http",
+                        scheme="basic",
+                        description="An API key as the password; the user name is ignored.",
+                    ),
                 }
             ),
             tags=[

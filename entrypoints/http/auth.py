@@ -1,7 +1,10 @@
 """Who is asking, in which tenant, and whether they may: authentication, scope, permission.
 
 - `AuthenticationMiddleware` (every route but the public ones): the bearer
-  credential (`Authorization: Bearer <access token or API key>`) and, for a
+  credential (`Authorization: Bearer <access token or API key>`), or an API key
+  as the password of HTTP Basic (`Authorization: Basic`, the user name ignored:
+  what clients send that can only put a credential in a URL,
+  `https://any:wp_...@host/`), and, for a
   platform administrator, the tenant named by `X-Tenant` -> an `Access` kept in
   the request's scope. A pure ASGI middleware, so that a request without a usable
   credential is a 401 before its body is read. Platform administrators are
@@ -17,6 +20,8 @@ gets a problem document without it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Iterable
 from typing import Any, Final
@@ -36,6 +41,7 @@ from core.usecases import Access, Actor, RequestContext, Services
 from entrypoints.http.request_id import request_id
 
 __all__ = [
+    "BASIC_SCHEME",
     "PERMISSION",
     "PUBLIC",
     "SECURITY_SCHEME",
@@ -56,6 +62,7 @@ PERMISSION: Final = "permission"
 PUBLIC: Final = {"public": True}
 #: How the OpenAPI document names the credential.
 SECURITY_SCHEME: Final = "bearer"
+BASIC_SCHEME: Final = "basic"
 TENANT_HEADER: Final = b"x-tenant"
 _AUTHORIZATION: Final = b"authorization"
 _ACCESS_KEY: Final = "waypost.access"
@@ -106,15 +113,27 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _bearer(scope: Scope) -> str | None:
-    """The credential of `Authorization: Bearer <credential>` (None: no such header)."""
+def credential(scope: Scope) -> tuple[str | None, bool]:
+    """The credential of `Authorization` and whether it came as HTTP Basic's password.
+
+    `Bearer <credential>`; or `Basic base64(user:password)`, whose password is an API
+    key and whose user name is ignored (a malformed Basic value is handed on as it is,
+    to be refused as a malformed API key). (None, False): no credential."""
     value = _header(scope, _AUTHORIZATION)
     if value is None:
-        return None
-    scheme, _, credential = value.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return credential.strip()
+        return None, False
+    scheme, _, given = value.strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() == "bearer":
+        return given, False
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(given, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return given or None, True
+        _, colon, password = decoded.partition(":")
+        return (password if colon else decoded) or None, True
+    return None, False
 
 
 def services_of(scope: Scope) -> Services:
@@ -132,8 +151,9 @@ class AuthenticationMiddleware:
         if scope["type"] == ScopeType.HTTP and scope["method"] != "OPTIONS":
             identity = services_of(scope).identity
             ctx = request_context(scope)
+            given, basic = credential(scope)
             access = await identity.authenticate(
-                _bearer(scope), tenant=_header(scope, TENANT_HEADER), ctx=ctx
+                given, tenant=_header(scope, TENANT_HEADER), ctx=ctx, api_key_only=basic
             )
             if Role.PLATFORM_ADMIN in access.principal.roles:
                 networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
