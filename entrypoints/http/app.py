@@ -29,6 +29,7 @@ from litestar.types import ControllerRouterHandler, Middleware
 
 from core.usecases import Publisher, Services
 from entrypoints.http import auth, common, idempotency, limits, metrics
+from entrypoints.http.gql.execution import Endpoint
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
     BackpressureMiddleware,
@@ -42,6 +43,7 @@ from entrypoints.http.routes import (
     api_keys,
     audit,
     events,
+    graphql,
     groups,
     health,
     messages,
@@ -168,6 +170,21 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             request_max_body_size=max_body or settings.http.max_body_bytes,
         )
 
+    gql = Endpoint(settings.graphql)
+    graphql_api = api(
+        graphql.PATH,
+        [
+            graphql.post_handler(gql, ["/"], lenient=False, summary="GraphQL"),
+            graphql.post_handler(
+                gql,
+                ["/query"],
+                lenient=True,
+                summary="GraphQL at EPR's path (unknown input fields ignored)",
+            ),
+        ],
+        "graphql",
+    )
+
     public_api = Router(
         auth_routes.PATH,
         route_handlers=auth_routes.HANDLERS,
@@ -201,6 +218,9 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 tenant_data=False,
             ),
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
+            graphql_api,
+            *graphql.graphiql_handlers(graphql.PATH, graphql.PATH),
+            graphql.graphiql_asset,
             public_api,
             *auth_routes.PUBLIC_HANDLERS,
             *health.HANDLERS,
@@ -238,6 +258,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 Tag(name="events", description="Events about artifacts."),
                 Tag(name="groups", description="Receiver groups: release gates."),
                 Tag(name="messages", description="The live tail of a tenant's CloudEvents."),
+                Tag(name="graphql", description="GraphQL: EPR's schema and what Waypost adds."),
                 Tag(name="identity", description="Tokens, users, API keys, the audit log."),
                 Tag(name="operations", description="Health probes and metrics."),
             ],

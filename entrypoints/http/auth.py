@@ -42,6 +42,7 @@ from entrypoints.http.request_id import request_id
 
 __all__ = [
     "BASIC_SCHEME",
+    "FIELD_PERMISSIONS",
     "PERMISSION",
     "PUBLIC",
     "SECURITY_SCHEME",
@@ -60,6 +61,9 @@ __all__ = [
 PERMISSION: Final = "permission"
 #: The `opt` of a route that needs no credential (health, JWKS, the token endpoint).
 PUBLIC: Final = {"public": True}
+#: The `opt` of a route whose every part asks for its own permission (GraphQL: each
+#: field asks for its REST twin's); the route itself needs only an authenticated caller.
+FIELD_PERMISSIONS: Final = {"field_permissions": True}
 #: How the OpenAPI document names the credential.
 SECURITY_SCHEME: Final = "bearer"
 BASIC_SCHEME: Final = "basic"
@@ -183,6 +187,8 @@ async def authorize(
         return
     permission = handler.opt.get(PERMISSION)
     access = access_of(connection.scope)
+    if access is not None and handler.opt.get("field_permissions") is True:
+        return
     if access is None or not isinstance(permission, Permission):
         raise Forbidden(None, "This route declares no permission: nobody may use it.")
     await services_of(connection.scope).identity.authorize(

@@ -46,7 +46,9 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     headers = list(message.get("headers", ()))
     path: str = scope.get("path", "")
     docs = path == DOCS_PATH or path.startswith(DOCS_PATH + "/")
-    headers.append((b"content-security-policy", (DOCS_CSP if docs else API_CSP).encode()))
+    # A page that set its own policy (GraphiQL) keeps it: a second one would only narrow it.
+    if not any(name == b"content-security-policy" for name, _ in headers):
+        headers.append((b"content-security-policy", (DOCS_CSP if docs else API_CSP).encode()))
     headers.extend(_COMMON)
     if scope.get("scheme") == "https":
         headers.append((b"strict-transport-security", HSTS.encode()))

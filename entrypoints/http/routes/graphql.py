@@ -1,0 +1,155 @@
+"""GraphQL over HTTP: `POST /api/v1/graphql` (and `/api/v1/graphql/query`, EPR's path),
+and the GraphiQL page (`GET /api/v1/graphql`) with its assets, served from this
+package (no CDN: the page works offline).
+
+The POST route is authenticated, rate limited and bounded like every API route;
+it declares no permission of its own (`auth.FIELD_PERMISSIONS`): each field asks
+for the one its REST twin asks (entrypoints/http/gql/resolvers.py). The page and
+its assets are public: they hold no data, and the page asks for a credential.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pathlib
+from collections.abc import Sequence
+from functools import cache
+from typing import Any, Final
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.exceptions import NotFoundException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
+from litestar.types import Scope
+
+from entrypoints.http.auth import FIELD_PERMISSIONS, PUBLIC, request_context
+from entrypoints.http.common import API, AccessDep, ServicesDep, problems
+from entrypoints.http.gql.context import Context
+from entrypoints.http.gql.execution import Endpoint
+
+__all__ = ["ASSETS", "PATH", "graphiql_handlers", "post_handler"]
+
+PATH: Final = f"{API}/graphql"
+ASSETS: Final = f"{PATH}/assets"
+JSON: Final = "application/json"
+_DIR: Final = pathlib.Path(__file__).resolve().parents[1] / "gql" / "graphiql"
+#: The page's scripts and styles: its own files, inline styles (GraphiQL sets them),
+#: fonts and images inlined as data: URLs, requests to this server only.
+GRAPHIQL_CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self' data:; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+_MEDIA: Final = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+_SCRIPTS: Final = (
+    "react-18.3.1.production.min.js",
+    "react-dom-18.3.1.production.min.js",
+    "graphiql-3.8.3.min.js",
+)
+_STYLES: Final = ("graphiql-3.8.3.min.css",)
+_PAGE: Final = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Waypost GraphQL</title>
+{styles}
+{scripts}
+<script src="{assets}/start.js" data-endpoint="{endpoint}" defer></script>
+</head>
+<body><div id="graphiql">Loading GraphiQL...</div></body>
+</html>
+"""
+
+
+def post_handler(
+    endpoint: Endpoint, paths: Sequence[str], *, lenient: bool, summary: str
+) -> HTTPRouteHandler:
+    """The POST route at `paths` (relative to its router). `lenient`: EPR's clients' path,
+    where unknown input fields in the variables are ignored (see gql.execution)."""
+
+    @post(
+        list(paths),
+        opt=FIELD_PERMISSIONS,
+        status_code=200,
+        summary=summary,
+        description='A GraphQL request: `{"query", "operationName"?, "variables"?}`. '
+        'The answer is `{"data", "errors"?}` with 200, also when a field is refused '
+        "(each error says why in `extensions.code`); a body that is no GraphQL request is "
+        "a 400. Each field needs the permission of its REST twin.",
+        responses={
+            400: ResponseSpec(
+                dict[str, Any], description="Not a GraphQL request.", generate_examples=False
+            ),
+            **problems(401, 403, 413),
+        },
+        tags=["graphql"],
+        name=f"graphql{'-epr' if lenient else ''}-{paths[0]}",
+    )
+    async def graphql(
+        request: Request[Any, Any, Any], services: ServicesDep, access: AccessDep, scope: Scope
+    ) -> Response[bytes]:
+        body = await request.body()
+        status, answer = await endpoint.run(
+            body,
+            lambda: Context(services, access, request_context(scope), scope),
+            lenient=lenient,
+        )
+        return Response(msgspec.json.encode(answer), status_code=status, media_type=JSON)
+
+    return graphql
+
+
+def graphiql_handlers(page_path: str, endpoint_path: str) -> list[HTTPRouteHandler]:
+    """The GraphiQL page at `page_path`, sending its requests to `endpoint_path`, and the
+    assets (once, under `ASSETS`)."""
+    page = _PAGE.format(
+        styles="\n".join(f'<link rel="stylesheet" href="{ASSETS}/{n}">' for n in _STYLES),
+        scripts="\n".join(f'<script src="{ASSETS}/{n}" defer></script>' for n in _SCRIPTS),
+        assets=ASSETS,
+        endpoint=endpoint_path,
+    )
+
+    @get(
+        page_path,
+        opt=PUBLIC,
+        include_in_schema=False,
+        name=f"graphiql-{page_path}",
+    )
+    async def graphiql() -> Response[str]:
+        return Response(
+            page,
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": GRAPHIQL_CSP, "Cache-Control": "no-cache"},
+        )
+
+    return [graphiql]
+
+
+@cache
+def _asset(name: str) -> tuple[bytes, bool]:
+    """(the file's bytes, whether they are gzipped); KeyError when there is no such asset."""
+    known = {*_SCRIPTS, *_STYLES}
+    if name == "start.js":
+        return (_DIR / name).read_bytes(), False
+    if name in known:
+        return (_DIR / f"{name}.gz").read_bytes(), True
+    raise KeyError(name)
+
+
+@get(f"{ASSETS}/{{name:str}}", opt=PUBLIC, include_in_schema=False)
+async def graphiql_asset(name: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    try:
+        content, zipped = _asset(name)
+    except KeyError:
+        raise NotFoundException() from None
+    headers = {"Cache-Control": "public, max-age=86400", "Vary": "Accept-Encoding"}
+    if zipped:
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+        else:
+            content = gzip.decompress(content)
+    media = _MEDIA[pathlib.PurePath(name).suffix]
+    return Response(content, media_type=media, headers=headers)
