@@ -25,7 +25,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
-from litestar.types import ControllerRouterHandler, Middleware
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Middleware
 
 from core.usecases import Publisher, Services
 from entrypoints.http import auth, common, idempotency, limits, metrics
@@ -42,6 +42,7 @@ from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
     api_keys,
     audit,
+    epr,
     events,
     graphql,
     groups,
@@ -148,6 +149,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         max_body: int | None = None,
         tenant_data: bool = True,
         streams: bool = False,
+        exception_handlers: ExceptionHandlersMap | None = None,
     ) -> Router:
         # The caller first (401 before anything else), its rate limit, the bound on work
         # in flight (long-lived streams have their own), then Idempotency-Key.
@@ -168,6 +170,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             security=security,
             # None here would mean "no limit", not "the app's".
             request_max_body_size=max_body or settings.http.max_body_bytes,
+            exception_handlers=exception_handlers,
         )
 
     gql = Endpoint(settings.graphql)
@@ -220,6 +223,9 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
             graphql_api,
             *graphql.graphiql_handlers(graphql.PATH, graphql.PATH),
+            # EPR's clients, unchanged (entrypoints/http/routes/epr.py).
+            api(epr.PATH, epr.handlers(gql), "epr", exception_handlers=epr.EXCEPTION_HANDLERS),
+            *epr.PUBLIC_HANDLERS,
             graphql.graphiql_asset,
             public_api,
             *auth_routes.PUBLIC_HANDLERS,

@@ -86,6 +86,8 @@ def post_handler(
             **problems(401, 403, 413),
         },
         tags=["graphql"],
+        # Described by its own schema (introspection, GraphiQL, docs/reference/graphql.md).
+        include_in_schema=False,
         name=f"graphql{'-epr' if lenient else ''}-{paths[0]}",
     )
     async def graphql(
