@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.http.conftest import HEADERS, Client
+# The HTTP suite's fixtures: the real app from the real bootstrap, tenants and keys.
+from tests.http.conftest import (  # noqa: F401
+    HEADERS,
+    Client,
+    api,
+    app,
+    client,
+    clock,
+    identity,
+)
 
 GRAPHQL = "/api/v1/graphql"
 
