@@ -9,10 +9,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from graphql import GraphQLSchema, StringValueNode, ValueNode, value_from_ast_untyped
+from graphql import (
+    GraphQLScalarType,
+    GraphQLSchema,
+    StringValueNode,
+    ValueNode,
+    value_from_ast_untyped,
+)
 
 __all__ = ["install", "json_value", "time_value"]
 
@@ -61,13 +68,22 @@ def _time_output(value: Any) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _give(
+    schema: GraphQLSchema,
+    name: str,
+    output: Callable[[Any], Any],
+    value: Callable[[Any], Any],
+    literal: Callable[..., Any],
+) -> None:
+    scalar = schema.type_map[name]
+    assert isinstance(scalar, GraphQLScalarType), name
+    # graphql-core 3.3 reads the coerce_* names, and keeps the older ones for literals
+    scalar.serialize = scalar.coerce_output_value = output  # type: ignore[method-assign, assignment]
+    scalar.parse_value = scalar.coerce_input_value = value  # type: ignore[method-assign, assignment]
+    scalar.parse_literal = literal  # type: ignore[method-assign]
+
+
 def install(schema: GraphQLSchema) -> None:
     """Give the SDL's scalars their behaviour."""
-    json_type = schema.type_map["JSON"]
-    json_type.serialize = _json_output  # type: ignore[attr-defined]
-    json_type.parse_value = json_value  # type: ignore[attr-defined]
-    json_type.parse_literal = _json_literal  # type: ignore[attr-defined]
-    time_type = schema.type_map["Time"]
-    time_type.serialize = _time_output  # type: ignore[attr-defined]
-    time_type.parse_value = time_value  # type: ignore[attr-defined]
-    time_type.parse_literal = _time_literal  # type: ignore[attr-defined]
+    _give(schema, "JSON", _json_output, json_value, _json_literal)
+    _give(schema, "Time", _time_output, time_value, _time_literal)
