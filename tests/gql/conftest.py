@@ -19,7 +19,7 @@ GRAPHQL = "/api/v1/graphql"
 
 
 async def gql(
-    client: Client,
+    http: Client,
     query: str,
     variables: dict[str, Any] | None = None,
     *,
@@ -31,7 +31,7 @@ async def gql(
     body: dict[str, Any] = {"query": query}
     if variables is not None:
         body["variables"] = variables
-    answer = await client.post(path, json=body, headers=headers or HEADERS)
+    answer = await http.post(path, json=body, headers=headers or HEADERS)
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("application/json")
     decoded: dict[str, Any] = answer.json()

@@ -222,8 +222,8 @@ async def test_the_go_clients_templates_with_variables(api: Client, path: str) -
     # the exact search string of EPR's docs, by id
     by_id = (
         '{"query":"query ($er: FindEventReceiverInput!){event_receivers(event_receiver: $er) '
-        '{id,name,type,version,description}}","variables":{"er":{"id":"%s"}}}' % receiver
-    )
+        '{id,name,type,version,description}}","variables":{"er":{"id":"RECEIVER"}}}'
+    ).replace("RECEIVER", receiver)
     assert (await raw(api, path, by_id))["data"]["event_receivers"][0]["id"] == receiver
 
 
