@@ -147,7 +147,7 @@ class GraphQLSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     #: most they can hold, a mutation 100); above it, refused before anything runs.
     max_cost: int = 25_000
     #: The parser stops after this many tokens (a query is refused, not parsed, above it).
-    max_tokens: int = 2_000
+    max_tokens: int = 1_000
     #: The longest query text; large values go in variables.
     max_query_bytes: int = 64 * 1024
 
