@@ -18,7 +18,7 @@ import pytest
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
-from core.ports import Rebuild, ReadTx, WriteTx
+from core.ports import ReadTx, Rebuild, WriteTx
 from tests.gql.conftest import gql
 from tests.http.conftest import (
     HEADERS,
