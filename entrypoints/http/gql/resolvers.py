@@ -28,6 +28,7 @@ from core.domain.fields import check_name
 from core.domain.ids import is_ulid
 from core.domain.model import Event, Group, Nvrpp, Receiver
 from core.ports import (
+    DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     CompletionFilter,
     EventFilter,
@@ -105,13 +106,14 @@ async def _page(
     args: dict[str, Any],
     fetch: Callable[[PageRequest], Awaitable[list[Any]]],
 ) -> dict[str, Any]:
-    limit: int = args["limit"]
+    # An argument given as null means its default, as when it is left out.
+    limit: int = DEFAULT_PAGE_SIZE if args.get("limit") is None else args["limit"]
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise BadRequest(
             "The page size is out of range.",
             [FieldError("limit", f"must be 1 to {MAX_PAGE_SIZE}")],
         )
-    order = args["order"]
+    order = args.get("order") or "desc"
     found = await fetch(page_request(kind, limit, args.get("cursor"), order))
     next_cursor = None
     if len(found) > limit:  # one more than asked was fetched: more follow
