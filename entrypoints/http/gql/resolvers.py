@@ -33,6 +33,7 @@ from core.ports import (
     CompletionFilter,
     EventFilter,
     GroupFilter,
+    Order,
     PageRequest,
     ReceiverFilter,
 )
@@ -113,7 +114,7 @@ async def _page(
             "The page size is out of range.",
             [FieldError("limit", f"must be 1 to {MAX_PAGE_SIZE}")],
         )
-    order = args.get("order") or "desc"
+    order: Order = args.get("order") or "desc"
     found = await fetch(page_request(kind, limit, args.get("cursor"), order))
     next_cursor = None
     if len(found) > limit:  # one more than asked was fetched: more follow
