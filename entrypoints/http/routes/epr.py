@@ -17,7 +17,7 @@ cases as `/api/v1` (no rule is implemented twice); only the shapes are EPR's:
 
 Authentication and tenant scoping are Waypost's (Bearer, or Basic from the URL's
 userinfo). Where EPR's behaviour was a bug, Waypost's semantics stand
-(docs/reference/epr-compatibility.md lists the differences).
+(docs/how-to/move-from-epr.md lists the differences).
 """
 
 from __future__ import annotations
