@@ -186,6 +186,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             ),
         ],
         "graphql",
+        exception_handlers=graphql.EXCEPTION_HANDLERS,
     )
 
     public_api = Router(

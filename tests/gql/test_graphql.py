@@ -336,3 +336,19 @@ def test_the_page_names_no_other_host() -> None:
     assert "http" not in start
     for licence in ("LICENSE.graphiql", "LICENSE.react", "LICENSE.react-dom"):
         assert "MIT License" in (ASSETS / licence).read_text()
+
+
+async def test_refusals_before_graphql_runs_come_in_graphqls_shape(api: Client) -> None:
+    """A missing credential, a body too large: the status and headers are the API's, the
+    body GraphQL's, so that a GraphQL client reads the error where it looks."""
+    refused = await api.post(
+        GRAPHQL, json={"query": "{ __typename }"}, headers={"Authorization": ""}
+    )
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert refused.headers["content-type"].startswith("application/json")
+    assert codes(refused.json()) == ["UNAUTHENTICATED"]
+    huge = {"query": "{ __typename }", "variables": {"x": "y" * (2 * 1024 * 1024)}}
+    too_large = await api.post(GRAPHQL, json=huge, headers=HEADERS)
+    assert too_large.status_code == 413
+    assert codes(too_large.json()) == ["TOO_LARGE"]

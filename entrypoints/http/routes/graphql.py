@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gzip
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, Final
 
@@ -22,14 +22,15 @@ from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
-from litestar.types import Scope
+from litestar.types import ExceptionHandlersMap, Scope
 
 from entrypoints.http.auth import FIELD_PERMISSIONS, PUBLIC, request_context
 from entrypoints.http.common import API, AccessDep, ServicesDep, problems
 from entrypoints.http.gql.context import Context
 from entrypoints.http.gql.execution import Endpoint
+from entrypoints.http.problems import EXCEPTION_HANDLERS as APP_HANDLERS
 
-__all__ = ["ASSETS", "PATH", "graphiql_handlers", "post_handler"]
+__all__ = ["ASSETS", "EXCEPTION_HANDLERS", "PATH", "graphiql_handlers", "post_handler"]
 
 PATH: Final = f"{API}/graphql"
 ASSETS: Final = f"{PATH}/assets"
@@ -128,6 +129,52 @@ def graphiql_handlers(page_path: str, endpoint_path: str) -> list[HTTPRouteHandl
         )
 
     return [graphiql]
+
+
+# --- refusals before GraphQL runs (credential, rate limit, body size), in GraphQL's shape ---------
+
+_HTTP_CODES: Final = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    405: "BAD_REQUEST",
+    409: "CONFLICT",
+    413: "TOO_LARGE",
+    422: "INVALID",
+    429: "RATE_LIMITED",
+    503: "OVERLOADED",
+}
+
+
+def _graphql_shaped(answer: Response[bytes]) -> Response[bytes]:
+    """A problem document answered by the app's handlers, as `{"errors": [...]}` with the
+    same status and headers: GraphQL clients read errors there."""
+    content = answer.content
+    problem: dict[str, Any] = msgspec.json.decode(content) if isinstance(content, bytes) else {}
+    status = answer.status_code or 500
+    code = _HTTP_CODES.get(status, "INTERNAL")
+    extensions: dict[str, Any] = {"code": code}
+    if problem.get("error_id"):
+        extensions["error_id"] = problem["error_id"]
+    if problem.get("errors"):
+        extensions["errors"] = problem["errors"]
+    body = {"errors": [{"message": problem.get("detail", ""), "extensions": extensions}]}
+    headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+    return Response(msgspec.json.encode(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def _reshaped(handler: Callable[[Request[Any, Any, Any], Any], Response[bytes]]) -> Any:
+    def reshape(request: Request[Any, Any, Any], exc: Any) -> Response[bytes]:
+        return _graphql_shaped(handler(request, exc))
+
+    return reshape
+
+
+#: The GraphQL router's exception handlers: the app's (the one place that decides status
+#: and headers), their bodies in GraphQL's shape.
+EXCEPTION_HANDLERS: Final[ExceptionHandlersMap] = {
+    cls: _reshaped(handler) for cls, handler in APP_HANDLERS.items()
+}
 
 
 @cache
