@@ -74,7 +74,7 @@ class CountingStore:
     async def _read(self) -> AsyncIterator[ReadTx]:
         self.calls["read"] += 1
         async with self.inner.read() as tx:
-            yield _CountedTx(tx, self.calls)  # type: ignore[misc]
+            yield _CountedTx(tx, self.calls)
 
     def read(self) -> AbstractAsyncContextManager[ReadTx]:
         return self._read()

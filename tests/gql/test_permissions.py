@@ -67,7 +67,8 @@ def literal(kind: GraphQLInputType, ids: dict[str, str]) -> str:
         ]
         return "{" + ", ".join(parts) + "}"
     if isinstance(kind, GraphQLEnumType):
-        return next(iter(kind.values))
+        first: str = next(iter(kind.values))
+        return first
     assert isinstance(kind, GraphQLScalarType), kind
     return {
         "ID": f'"{ids.get("id", SOME_ID)}"',
