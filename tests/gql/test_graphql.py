@@ -248,6 +248,9 @@ async def test_a_body_that_is_no_graphql_request_is_a_400(api: Client, body: byt
 async def test_request_errors_name_what_is_wrong(api: Client) -> None:
     assert codes(await gql(api, "{ events_page {")) == ["GRAPHQL_PARSE_FAILED"]
     assert codes(await gql(api, "{ nothing }")) == ["GRAPHQL_VALIDATION_FAILED"]
+    # words that name a limit, in a query, are not the limit's refusal
+    assert codes(await gql(api, "{ introspection }")) == ["GRAPHQL_VALIDATION_FAILED"]
+    assert codes(await gql(api, "{ tokens tokens")) == ["GRAPHQL_PARSE_FAILED"]
     wrong = await gql(api, "query ($n: Int) { events_page(limit: $n) { next_cursor } }", {"n": "x"})
     assert codes(wrong) == ["BAD_USER_INPUT"]
     assert "data" not in wrong

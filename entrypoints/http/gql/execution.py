@@ -66,8 +66,12 @@ class GraphQLRequest(msgspec.Struct, kw_only=True):
 _decoder: Final = msgspec.json.Decoder(GraphQLRequest)
 
 
-def _introspection_refusal(error: GraphQLError) -> bool:
-    return "introspection" in error.message.lower()
+class _NoIntrospection(NoSchemaIntrospectionCustomRule):
+    """graphql-core's rule, its errors marked with their code."""
+
+    def report_error(self, error: GraphQLError) -> None:
+        error.extensions = {**(error.extensions or {}), "code": "INTROSPECTION_DISABLED"}
+        super().report_error(error)
 
 
 class Endpoint:
@@ -78,7 +82,7 @@ class Endpoint:
         self.schema = schema or executable_schema()
         rules = list(specified_rules)
         if not settings.introspection:
-            rules.append(NoSchemaIntrospectionCustomRule)
+            rules.append(_NoIntrospection)
         self._rules = tuple(rules)
         self._documents: OrderedDict[str, DocumentNode | list[dict[str, Any]]] = OrderedDict()
 
@@ -135,7 +139,7 @@ class Endpoint:
             try:
                 parsed = parse(query, max_tokens=settings.max_tokens)
             except GraphQLError as exc:
-                if "tokens" in exc.message:
+                if exc.message.endswith("tokens. Parsing aborted."):
                     raise QueryRefused(
                         "QUERY_TOO_LARGE",
                         f"The query has more than {settings.max_tokens} tokens.",
@@ -160,7 +164,7 @@ class Endpoint:
             errors = validate(self.schema, known, self._rules)
             outcome: DocumentNode | list[dict[str, Any]] = known
             if errors:
-                outcome = [_validation_error(e) for e in errors]
+                outcome = [format_error(e, phase="validation") for e in errors]
             self._documents[query] = outcome
             if len(self._documents) > DOCUMENT_CACHE:
                 self._documents.popitem(last=False)
@@ -178,13 +182,6 @@ def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
     """graphql-core asks this of every value it completes (1,100 times for a page of 100
     events); its general check costs twice this one, which knows our resolvers."""
     return isinstance(value, _AWAITABLE)
-
-
-def _validation_error(error: GraphQLError) -> dict[str, Any]:
-    formatted = format_error(error, phase="validation")
-    if _introspection_refusal(error):
-        formatted["extensions"] = {"code": "INTROSPECTION_DISABLED"}
-    return formatted
 
 
 def _executed(result: ExecutionResult) -> bool:
