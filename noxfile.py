@@ -45,16 +45,18 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (not part of `tests`), each against its raw-driver and bare-framework references.
 
     `nox -s bench` runs them all: ingest through the use cases (bench/ingest.py), HTTP load
-    on a real server process (bench/http_load.py), and GraphQL's read latency against the
-    REST list of the same page (bench/graphql_reads.py). `nox -s bench -- ingest --large 10000`,
-    `nox -s bench -- http --seconds 5` or `nox -s bench -- graphql --backends sqlite` runs
-    one, with its own options.
+    on a real server process (bench/http_load.py), the webhook sender's address guard
+    against a bare httpx client (bench/webhook_sender.py), and GraphQL's read latency
+    against the REST list of the same page (bench/graphql_reads.py). `nox -s bench --
+    ingest --large 10000`, `nox -s bench -- http --seconds 5` or `nox -s bench -- graphql
+    --backends sqlite` runs one, with its own options.
     """
     session.install("-e", ".[test]")
     scripts = {
         "ingest": "bench/ingest.py",
         "http": "bench/http_load.py",
         "graphql": "bench/graphql_reads.py",
+        "webhooks": "bench/webhook_sender.py",
     }
     args = list(session.posargs)
     if args and args[0] not in scripts:

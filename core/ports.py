@@ -500,3 +500,46 @@ class MessageSink(Protocol):
     async def publish(self, tenant_slug: str, messages: Sequence[Positioned]) -> None:
         """Add `messages` (in position order) after the sink's last position."""
         ...
+
+
+# --- outgoing webhooks (adapters.webhooks) -----------------------------------------------------
+
+
+class WebhookRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt to deliver: POST `body` to `url` with exactly `headers` (the sender adds
+    only Host and Content-Length)."""
+
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    timeout_seconds: float
+
+
+#: Why an attempt got no HTTP answer.
+SendFailure = Literal["refused", "dns", "connect", "tls", "timeout", "protocol"]
+
+
+class WebhookAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """What an attempt came to. `status_code` None: no HTTP answer, `failure` says why and
+    `error` says it in one line for people (never a secret, never the body sent)."""
+
+    status_code: int | None
+    duration_ms: float
+    #: The answer's raw `Retry-After` header, if any.
+    retry_after: str | None = None
+    #: The start of the answer's body, at most the sender's excerpt limit, decoded leniently.
+    excerpt: str = ""
+    failure: SendFailure | None = None
+    error: str | None = None
+
+
+class WebhookSender(Protocol):
+    """POSTs webhooks through the address guard: a target that resolves to a refused
+    network is never connected to (`failure="refused"`). Redirects are never followed:
+    a 3xx is an answer like any other."""
+
+    async def send(self, request: WebhookRequest) -> WebhookAnswer:
+        """Never raises for what the target or the network does; only for programming errors."""
+        ...
+
+    async def close(self) -> None: ...

@@ -48,12 +48,14 @@ __all__ = [
     "SECURITY_SCHEME",
     "AdminNetworks",
     "AuthenticationMiddleware",
+    "authenticate",
     "authorize",
     "client_address",
     "idempotency_scope",
     "provide_access",
     "provide_actor",
     "provide_context",
+    "request_context",
     "requires",
 ]
 
@@ -153,23 +155,31 @@ class AuthenticationMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["method"] != "OPTIONS":
-            identity = services_of(scope).identity
-            ctx = request_context(scope)
-            given, basic = credential(scope)
-            access = await identity.authenticate(
-                given, tenant=_header(scope, TENANT_HEADER), ctx=ctx, api_key_only=basic
-            )
-            if Role.PLATFORM_ADMIN in access.principal.roles:
-                networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
-                if not networks.allows(ctx.address):
-                    await identity.deny(
-                        access,
-                        ctx,
-                        reason="address not in the administrators' networks",
-                        detail="Platform administrators cannot connect from this address.",
-                    )
-            scope["state"][_ACCESS_KEY] = access
+            scope["state"][_ACCESS_KEY] = await authenticate(scope)
         await self.app(scope, receive, send)
+
+
+async def authenticate(scope: Scope) -> Access:
+    """Who the request's credential is, in which tenant (raises Unauthenticated or Forbidden).
+
+    The middleware's check, also made again by a long-lived response (the live tail) to
+    end when its credential stops being valid."""
+    identity = services_of(scope).identity
+    ctx = request_context(scope)
+    given, basic = credential(scope)
+    access = await identity.authenticate(
+        given, tenant=_header(scope, TENANT_HEADER), ctx=ctx, api_key_only=basic
+    )
+    if Role.PLATFORM_ADMIN in access.principal.roles:
+        networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
+        if not networks.allows(ctx.address):
+            await identity.deny(
+                access,
+                ctx,
+                reason="address not in the administrators' networks",
+                detail="Platform administrators cannot connect from this address.",
+            )
+    return access
 
 
 def access_of(scope: Scope) -> Access | None:
