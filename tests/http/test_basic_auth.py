@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 
+import anyio
 import httpx
 import pytest
+from litestar import Litestar
 
 from adapters.memory.identity import MemoryIdentity
 from core.domain.audit import Outcome
@@ -22,6 +24,8 @@ from tests.http.conftest import (
     TENANT,
     Client,
     assert_problem,
+    event_body,
+    make_receiver,
     tenant_id,
 )
 from tests.http.test_rate_limits import FakeTime, assert_rate_limited, limited_app, serving
@@ -132,3 +136,28 @@ async def test_basic_and_bearer_with_one_key_share_one_rate_limit_bucket(
         assert (await client.get(EVENTS, headers=basic("any", ACME_KEY))).status_code == 200
         assert_rate_limited(await client.get(EVENTS, headers=basic("other", ACME_KEY)), "1")
         assert_rate_limited(await client.get(EVENTS, headers=HEADERS), "1")
+
+
+async def test_a_live_tail_opened_with_basic_ends_when_its_key_is_revoked(
+    app: Litestar, api: Client
+) -> None:
+    """The tail re-checks its credential as the middleware read it: Basic too."""
+    from entrypoints.http.routes import messages
+    from tests.http.test_messages import new_key, sent_event_ids, sse, tail_while
+
+    receiver = await make_receiver(api)
+    key_id, key = await new_key(api)
+    recorded: list[str] = []
+
+    async def revoke_between_two_events() -> None:
+        first = await api.post(EVENTS, json=event_body(receiver), headers=HEADERS)
+        recorded.append(first.json()["data"])
+        await anyio.sleep(4 * messages.POLL_SECONDS)
+        assert (await api.delete(f"/api/v1/api-keys/{key_id}", headers=HEADERS)).status_code == 204
+        second = await api.post(EVENTS, json=event_body(receiver), headers=HEADERS)
+        recorded.append(second.json()["data"])
+
+    answer, ended = await tail_while(app, api, basic("ci", key), revoke_between_two_events)
+    assert ended, "the stream went on after its key was revoked"
+    assert sent_event_ids(answer) == recorded[:1]
+    assert sse(answer)[-1] == {"": messages.ENDED_COMMENT}
