@@ -128,6 +128,16 @@ checkpoints = sa.Table(
     sa.PrimaryKeyConstraint("tenant_id", name="pk_checkpoints"),
 )
 
+replay_progress = sa.Table(
+    "replay_progress",
+    metadata,
+    _text("run"),
+    _text("tenant_id"),
+    sa.PrimaryKeyConstraint("run", "tenant_id", name="pk_replay_progress"),
+)
+"""The tenants a replay run (`waypost replay`) has rebuilt, each written in its tenant's
+rebuild transaction: a run that stops goes on with the tenants it has not done."""
+
 # --- read models ---------------------------------------------------------------------------
 
 tenants = sa.Table(

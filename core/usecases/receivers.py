@@ -33,7 +33,7 @@ class Receivers:
         return receiver, True
 
     async def get(self, actor: Actor, receiver_id: str) -> Receiver:
-        async with self._deps.store.read() as tx:
+        async with self._deps.store.read_stale(actor.tenant_id) as tx:
             receiver = await tx.receivers.get(actor.tenant_id, receiver_id)
         if receiver is None:
             raise not_found("event receiver", receiver_id)
@@ -46,5 +46,5 @@ class Receivers:
         return {receiver_id: receiver for receiver_id, (receiver, _) in found.items()}
 
     async def list(self, actor: Actor, where: ReceiverFilter, page: PageRequest) -> list[Receiver]:
-        async with self._deps.store.read() as tx:
+        async with self._deps.store.read_stale(actor.tenant_id) as tx:
             return await tx.receivers.list(actor.tenant_id, where, page)

@@ -28,15 +28,17 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Middleware
 
 from core.usecases import Publisher, Services
-from entrypoints.http import auth, common, idempotency, limits, metrics
+from entrypoints.http import auth, common, idempotency, limits, metrics, metrics_json
 from entrypoints.http.gql.execution import Endpoint
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
     BackpressureMiddleware,
     Limits,
+    LongPollMiddleware,
     RateLimitMiddleware,
     StreamsMiddleware,
 )
+from entrypoints.http.mtls import ServiceIdentities
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
@@ -150,13 +152,21 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         tenant_data: bool = True,
         streams: bool = False,
         exception_handlers: ExceptionHandlersMap | None = None,
+        long_poll: bool = False,
     ) -> Router:
         # The caller first (401 before anything else), its rate limit, the bound on work
-        # in flight (long-lived streams have their own), then Idempotency-Key.
+        # in flight (long-lived streams and long polls have their own), then Idempotency-Key.
+        bounded = (
+            StreamsMiddleware
+            if streams
+            else LongPollMiddleware
+            if long_poll
+            else BackpressureMiddleware
+        )
         middleware: list[Middleware] = [
             auth.AuthenticationMiddleware,
             RateLimitMiddleware,
-            StreamsMiddleware if streams else BackpressureMiddleware,
+            bounded,
         ]
         if idempotent:
             middleware.append(IdempotencyMiddleware)
@@ -210,7 +220,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 "events",
                 max_body=settings.http.max_batch_body_bytes,
             ),
-            api(groups.PATH, groups.HANDLERS, "groups"),
+            api(groups.PATH, groups.HANDLERS, "groups", long_poll=True),
             api(messages.PATH, messages.HANDLERS, "messages", idempotent=False, streams=True),
             api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
             # A new key's answer holds the key: never kept for a replay.
@@ -228,6 +238,19 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             api(epr.PATH, epr.handlers(gql), "epr", exception_handlers=epr.EXCEPTION_HANDLERS),
             *epr.PUBLIC_HANDLERS,
             graphql.graphiql_asset,
+            *(
+                [
+                    api(
+                        metrics_json.PATH,
+                        metrics_json.HANDLERS,
+                        "operations",
+                        idempotent=False,
+                        tenant_data=False,
+                    )
+                ]
+                if settings.metrics.enabled
+                else []
+            ),
             public_api,
             *auth_routes.PUBLIC_HANDLERS,
             *health.HANDLERS,
@@ -274,6 +297,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         debug=False,
     )
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
+    app.state[auth.SERVICE_IDENTITIES_KEY] = ServiceIdentities(settings.http.service_identities)
     idempotency.install(app.state, MemoryRecords())
     limits.install(app.state, Limits(settings.limits))
     messages.install(app.state)

@@ -38,6 +38,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from core.domain.access import Permission, Role
 from core.domain.errors import Forbidden
 from core.usecases import Access, Actor, RequestContext, Services
+from entrypoints.http.mtls import client_certificate
 from entrypoints.http.request_id import request_id
 
 __all__ = [
@@ -74,6 +75,10 @@ _AUTHORIZATION: Final = b"authorization"
 _ACCESS_KEY: Final = "waypost.access"
 SERVICES_KEY: Final = "waypost.services"
 NETWORKS_KEY: Final = "waypost.admin_networks"
+#: The mTLS service identities of the app (`entrypoints.http.mtls.ServiceIdentities`).
+SERVICE_IDENTITIES_KEY: Final = "waypost.service_identities"
+#: Where tracing keeps the request's (trace id, span id) (entrypoints.tracing).
+TRACE_KEY: Final = "waypost.trace"
 
 
 def requires(permission: Permission) -> dict[str, Any]:
@@ -167,9 +172,17 @@ async def authenticate(scope: Scope) -> Access:
     identity = services_of(scope).identity
     ctx = request_context(scope)
     given, basic = credential(scope)
-    access = await identity.authenticate(
-        given, tenant=_header(scope, TENANT_HEADER), ctx=ctx, api_key_only=basic
-    )
+    tenant = _header(scope, TENANT_HEADER)
+    certificate = client_certificate(scope) if given is None else None
+    if certificate is not None and _header(scope, _AUTHORIZATION) is None:
+        # mTLS: a verified client certificate, mapped to a service identity
+        found = scope["app"].state[SERVICE_IDENTITIES_KEY].find(certificate)
+        name, slug, role = found if found is not None else (None, "", Role.EVENT_VIEWER)
+        access = await identity.authenticate_service(
+            name, tenant_slug=slug, role=role, tenant=tenant, ctx=ctx
+        )
+    else:
+        access = await identity.authenticate(given, tenant=tenant, ctx=ctx, api_key_only=basic)
     if Role.PLATFORM_ADMIN in access.principal.roles:
         networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
         if not networks.allows(ctx.address):
@@ -224,8 +237,14 @@ def provide_access(
 def provide_actor(
     request: Request[Any, Any, Any], services: NamedDependency[SkipValidation[Services]]
 ) -> Actor:
-    """The dependency `actor` of routes on a tenant's data (see `provide_access`)."""
-    return provide_access(request, services).actor(request_id(request.scope))
+    """The dependency `actor` of routes on a tenant's data (see `provide_access`). What it
+    writes is correlated with the request's trace when it is traced (trace id, span id),
+    else with its request id."""
+    traced: tuple[str, str] | None = request.scope["state"].get(TRACE_KEY)
+    access = provide_access(request, services)
+    if traced is not None:
+        return access.actor(*traced)
+    return access.actor(request_id(request.scope))
 
 
 def provide_context(request: Request[Any, Any, Any]) -> RequestContext:

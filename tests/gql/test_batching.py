@@ -64,26 +64,37 @@ class _CountedTx:
 
 
 class CountingStore:
-    """A MemoryStore that counts read transactions and read-model calls."""
+    """A MemoryStore that counts read transactions (fresh or stale) and read-model calls."""
 
     def __init__(self) -> None:
         self.inner = MemoryStore()
         self.calls: Counter[str] = Counter()
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[ReadTx]:
+    async def _counted(self, opened: AbstractAsyncContextManager[ReadTx]) -> AsyncIterator[ReadTx]:
         self.calls["read"] += 1
-        async with self.inner.read() as tx:
+        async with opened as tx:
             yield _CountedTx(tx, self.calls)
 
     def read(self) -> AbstractAsyncContextManager[ReadTx]:
-        return self._read()
+        return self._counted(self.inner.read())
+
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[ReadTx]:
+        return self._counted(self.inner.read_stale(tenant_id))
 
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]:
         return self.inner.write(tenant_id)
 
-    def rebuild(self) -> AbstractAsyncContextManager[Rebuild]:
-        return self.inner.rebuild()
+    def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AbstractAsyncContextManager[Rebuild]:
+        return self.inner.rebuild(tenant_id, after)
+
+    async def replay_done(self, run: str) -> set[str]:
+        return await self.inner.replay_done(run)
+
+    async def replay_finished(self, run: str) -> None:
+        await self.inner.replay_finished(run)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -45,6 +45,9 @@ ROUTES = {
     ("get", "/healthz/live"),
     ("get", "/healthz/ready"),
     ("get", "/metrics"),
+    ("get", "/api/v1/metrics"),
+    ("get", "/api/v1/metrics/summary"),
+    ("get", "/api/v1/metrics/{name}"),
 }
 PUBLIC = {
     ("post", "/api/v1/auth/token"),

@@ -46,11 +46,22 @@ class BrokenReads:
     def read(self) -> AbstractAsyncContextManager[ReadTx]:
         return _Failing()
 
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[ReadTx]:
+        return _Failing()
+
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]:
         return self._store.write(tenant_id)
 
-    def rebuild(self) -> AbstractAsyncContextManager[Rebuild]:
-        return self._store.rebuild()
+    def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AbstractAsyncContextManager[Rebuild]:
+        return self._store.rebuild(tenant_id, after)
+
+    async def replay_done(self, run: str) -> set[str]:
+        return await self._store.replay_done(run)
+
+    async def replay_finished(self, run: str) -> None:
+        await self._store.replay_finished(run)
 
     async def close(self) -> None:
         await self._store.close()

@@ -13,6 +13,7 @@ from core.domain.errors import FieldError, raise_if
 from core.domain.fields import check_name
 from core.domain.model import Nvrpp
 from core.ports import CompletionFilter, GroupFilter
+from core.usecases.groups import MAX_WAIT_SECONDS
 from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
@@ -129,8 +130,11 @@ async def delete_group(*, group_id: FromPath[str], services: ServicesDep, actor:
     "/{group_id:str}/status",
     opt=requires(Permission.GROUPS_READ),
     summary="A group's gate for one artifact",
-    description="Per member, its latest event for the artifact and whether it passes.",
-    responses=problems(400, 401, 403, 404, 422),
+    description="Per member, its latest event for the artifact and whether it passes. "
+    "With `wait` (1 to 60 seconds), an incomplete gate is held until it completes or the "
+    "time is up, then answered as it is (a long poll); beyond the server's number of "
+    "waiting requests, 503 with `Retry-After`.",
+    responses=problems(400, 401, 403, 404, 422, 503),
 )
 async def group_status(
     *,
@@ -142,6 +146,14 @@ async def group_status(
     release: Key,
     platform_id: Key,
     package: Key,
+    wait: Annotated[
+        int | None,
+        QueryParameter(
+            ge=1,
+            le=MAX_WAIT_SECONDS,
+            description="Seconds to hold the answer while the gate is not complete (1..60).",
+        ),
+    ] = None,
 ) -> GroupStatusData:
     check_id(GROUP, group_id)
     errors: list[FieldError] = []
@@ -157,7 +169,8 @@ async def group_status(
     key = Nvrpp(
         name=name, version=version, release=release, platform_id=platform_id, package=package
     )
-    return GroupStatusData(group_status_view(await services.groups.status(actor, group_id, key)))
+    status = await services.groups.status(actor, group_id, key, wait)
+    return GroupStatusData(group_status_view(status))
 
 
 @get(
