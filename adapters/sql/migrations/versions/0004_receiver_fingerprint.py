@@ -1,8 +1,8 @@
 """An index on receivers' fingerprints: finding a receiver by its content (GraphQL's
 `event_receivers_by_fingerprint`, `GET /api/v1/receivers?fingerprint=`) reads an index.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-02-01
 
 Written by hand to equal adapters/sql/tables.py (the migrations test compares them).
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
