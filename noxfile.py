@@ -60,6 +60,7 @@ def bench(session: nox.Session) -> None:
         "tracing": "bench/tracing.py",  # single-event ingest with tracing off and on
         "gate": "bench/gate_latency.py",  # a gate's waiters (SDK, waypostctl) against polling
         "console": "bench/console_events.py",  # the console's events page at 1M events
+        "graphql": "bench/graphql_reads.py",  # a GraphQL page against the REST list
     }
     args = list(session.posargs)
     if args and args[0] not in scripts:

@@ -63,6 +63,7 @@ class ReceiverFilter(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     type: str | None = None
     version: str | None = None
+    fingerprint: str | None = None
 
 
 class EventFilter(msgspec.Struct, frozen=True, kw_only=True):

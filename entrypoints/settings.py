@@ -197,6 +197,22 @@ class RedisStreamsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
         return "RedisStreamsSettings(...)"  # the URL may hold a password
 
 
+class GraphQLSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """GraphQL (`/api/v1/graphql`, and `/epr/api/v1/graphql/query` for EPR's clients)."""
+
+    #: Whether the schema may be introspected (GraphiQL's docs and completion use it).
+    introspection: bool = True
+    #: The longest chain of nested fields a query may have.
+    max_depth: int = 10
+    #: The most values a query's answer may hold (every field 1, lists multiplied by the
+    #: most they can hold, a mutation 100); above it, refused before anything runs.
+    max_cost: int = 25_000
+    #: The parser stops after this many tokens (a query is refused, not parsed, above it).
+    max_tokens: int = 1_000
+    #: The longest query text; large values go in variables.
+    max_query_bytes: int = 64 * 1024
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: `development` applies pending migrations at start; `production` refuses to start.
     mode: Literal["development", "production"] = "development"
@@ -208,6 +224,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     redis_streams: RedisStreamsSettings = msgspec.field(default_factory=RedisStreamsSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    graphql: GraphQLSettings = msgspec.field(default_factory=GraphQLSettings)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
 
@@ -230,6 +247,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         self._check_limits()
         self._check_redis_streams()
         self._check_metrics()
+        self._check_graphql()
         self._check_operations()
 
     def _check_tls(self) -> None:
@@ -263,6 +281,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise SettingsError(
                     f"security.admin_networks: {network!r} is not a network (CIDR)"
                 ) from None
+
+    def _check_graphql(self) -> None:
+        graphql = self.graphql
+        for name, value, least in (
+            ("max_depth", graphql.max_depth, 2),
+            ("max_cost", graphql.max_cost, 10),
+            ("max_tokens", graphql.max_tokens, 100),
+            ("max_query_bytes", graphql.max_query_bytes, 1024),
+        ):
+            if value < least:
+                raise SettingsError(f"graphql.{name} must be at least {least}")
 
     def _check_metrics(self) -> None:
         for network in self.metrics.allowed_networks:

@@ -427,7 +427,13 @@ class _ReceiverReads:
             page,
             lambda r: (
                 r.tenant_id == tenant_id
-                and _matches(r, name=where.name, type=where.type, version=where.version)
+                and _matches(
+                    r,
+                    name=where.name,
+                    type=where.type,
+                    version=where.version,
+                    fingerprint=where.fingerprint,
+                )
             ),
         )
 

@@ -659,7 +659,12 @@ def receivers_page(
     shape, values = _shape(
         page,
         {"tenant_id": tenant_id},
-        {"name": where.name, "type": where.type, "version": where.version},
+        {
+            "name": where.name,
+            "type": where.type,
+            "version": where.version,
+            "fingerprint": where.fingerprint,
+        },
     )
     build = lambda: _paged(rc, [rc.c.tenant_id == _p("tenant_id")], shape)  # noqa: E731
     return sql.page(("receivers", shape), build), values

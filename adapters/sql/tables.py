@@ -167,6 +167,7 @@ receivers = sa.Table(
     _time("created_at"),
     sa.PrimaryKeyConstraint("tenant_id", "id", name="pk_receivers"),
     sa.UniqueConstraint("tenant_id", "name", "type", "version", name="uq_receivers_triple"),
+    sa.Index("ix_receivers_fingerprint", "tenant_id", "fingerprint", "id"),
 )
 
 events = sa.Table(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import msgspec
 
 from core.domain.commands import CreateGroup, PatchGroup
@@ -118,6 +120,11 @@ class Groups:
         async with self._deps.store.read_stale(actor.tenant_id) as tx:
             await _get(tx, actor, group_id)
             return await tx.completions.list(actor.tenant_id, group_id, where, page)
+
+    async def containing(self, actor: Actor, receiver_ids: Collection[str]) -> list[Group]:
+        """The groups that any of `receiver_ids` is a member of, by id."""
+        async with self._deps.store.read() as tx:
+            return await tx.groups.containing(actor.tenant_id, receiver_ids)
 
     async def list(self, actor: Actor, where: GroupFilter, page: PageRequest) -> list[Group]:
         async with self._deps.store.read_stale(actor.tenant_id) as tx:

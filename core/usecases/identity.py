@@ -297,12 +297,22 @@ class Identity:
     # --- authentication of a request ----------------------------------------------------------
 
     async def authenticate(
-        self, bearer: str | None, *, tenant: str | None, ctx: RequestContext
+        self,
+        bearer: str | None,
+        *,
+        tenant: str | None,
+        ctx: RequestContext,
+        api_key_only: bool = False,
     ) -> Access:
-        """Who presents `bearer`, acting in which tenant (`tenant`: the X-Tenant slug)."""
+        """Who presents `bearer`, acting in which tenant (`tenant`: the X-Tenant slug).
+
+        `api_key_only`: the credential came where only an API key is taken (the password
+        of HTTP Basic); anything else is refused as a malformed API key."""
         if not bearer:
             raise Unauthenticated(Refusal.MISSING_CREDENTIALS)
         kind = bearer_kind(bearer)
+        if api_key_only and kind != BearerKind.API_KEY:
+            await self._refuse(Refusal.MALFORMED_API_KEY, ctx)
         if kind == BearerKind.API_KEY:
             principal, own = await self._api_key(bearer, ctx, AuditAction.CREDENTIAL_REFUSED)
         elif kind == BearerKind.JWT:

@@ -25,11 +25,12 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
-from litestar.types import ControllerRouterHandler, Middleware
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Middleware
 
 from core.usecases import Publisher, Services
 from entrypoints.http import auth, common, console, idempotency, limits, metrics, metrics_json
 from entrypoints.http.apidocs import LocalSwaggerPlugin
+from entrypoints.http.gql.execution import Endpoint
 from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
     BackpressureMiddleware,
@@ -45,7 +46,9 @@ from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
     api_keys,
     audit,
+    epr,
     events,
+    graphql,
     groups,
     health,
     messages,
@@ -66,8 +69,9 @@ Waypost records what happened to which artifact, checks every event against its
 receiver's JSON Schema and fires receiver groups (release gates).
 
 Every route but the health probes, the metrics, the JWKS and this description needs
-`Authorization: Bearer <access token or API key>`; get an access token from
-`POST /api/v1/auth/token`. The tenant comes from the credential; a platform
+`Authorization: Bearer <access token or API key>` (or HTTP Basic with an API key as
+the password, for clients that can only put a credential in a URL); get an access
+token from `POST /api/v1/auth/token`. The tenant comes from the credential; a platform
 administrator names one with `X-Tenant: <slug>`. Errors are RFC 9457 problem
 details (`application/problem+json`). Every POST on a tenant's data accepts
 `Idempotency-Key`. Over a credential's rate limit the answer is 429, from a server at
@@ -138,7 +142,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
     # Routes on a tenant's data also get the use cases' `actor` (the audit log's routes
     # have a query parameter of that name instead).
     data = {**principals, "actor": Provide(auth.provide_actor, sync_to_thread=False)}
-    security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}]
+    security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}, {auth.BASIC_SCHEME: []}]
 
     def api(
         path: str,
@@ -149,6 +153,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         max_body: int | None = None,
         tenant_data: bool = True,
         streams: bool = False,
+        exception_handlers: ExceptionHandlersMap | None = None,
         long_poll: bool = False,
     ) -> Router:
         # The caller first (401 before anything else), its rate limit, the bound on work
@@ -178,7 +183,24 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             security=security,
             # None here would mean "no limit", not "the app's".
             request_max_body_size=max_body or settings.http.max_body_bytes,
+            exception_handlers=exception_handlers,
         )
+
+    gql = Endpoint(settings.graphql)
+    graphql_api = api(
+        graphql.PATH,
+        [
+            graphql.post_handler(gql, ["/"], lenient=False, summary="GraphQL"),
+            graphql.post_handler(
+                gql,
+                ["/query"],
+                lenient=True,
+                summary="GraphQL at EPR's path (unknown input fields ignored)",
+            ),
+        ],
+        "graphql",
+        exception_handlers=graphql.EXCEPTION_HANDLERS,
+    )
 
     public_api = Router(
         auth_routes.PATH,
@@ -213,6 +235,12 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 tenant_data=False,
             ),
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
+            graphql_api,
+            *graphql.graphiql_handlers(graphql.PATH, graphql.PATH),
+            # EPR's clients, unchanged (entrypoints/http/routes/epr.py).
+            api(epr.PATH, epr.handlers(gql), "epr", exception_handlers=epr.EXCEPTION_HANDLERS),
+            *epr.PUBLIC_HANDLERS,
+            graphql.graphiql_asset,
             *(
                 [
                     api(
@@ -251,7 +279,12 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                         scheme="bearer",
                         description="An access token (JWT, from `POST /api/v1/auth/token`) "
                         "or an API key (`wp_<prefix>_<secret>`).",
-                    )
+                    ),
+                    auth.BASIC_SCHEME: SecurityScheme(
+                        type="http",
+                        scheme="basic",
+                        description="An API key as the password; the user name is ignored.",
+                    ),
                 }
             ),
             tags=[
@@ -260,6 +293,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 Tag(name="events", description="Events about artifacts."),
                 Tag(name="groups", description="Receiver groups: release gates."),
                 Tag(name="messages", description="The live tail of a tenant's CloudEvents."),
+                Tag(name="graphql", description="GraphQL: EPR's schema and what Waypost adds."),
                 Tag(name="identity", description="Tokens, users, API keys, the audit log."),
                 Tag(name="operations", description="Health probes and metrics."),
             ],

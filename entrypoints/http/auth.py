@@ -1,7 +1,10 @@
 """Who is asking, in which tenant, and whether they may: authentication, scope, permission.
 
 - `AuthenticationMiddleware` (every route but the public ones): the bearer
-  credential (`Authorization: Bearer <access token or API key>`) and, for a
+  credential (`Authorization: Bearer <access token or API key>`), or an API key
+  as the password of HTTP Basic (`Authorization: Basic`, the user name ignored:
+  what clients send that can only put a credential in a URL,
+  `https://any:wp_...@host/`), and, for a
   platform administrator, the tenant named by `X-Tenant` -> an `Access` kept in
   the request's scope. A pure ASGI middleware, so that a request without a usable
   credential is a 401 before its body is read. Platform administrators are
@@ -17,6 +20,8 @@ gets a problem document without it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Iterable
 from typing import Any, Final
@@ -38,6 +43,8 @@ from entrypoints.http.request_id import request_id
 
 __all__ = [
     "ACCESS_KEY",
+    "BASIC_SCHEME",
+    "FIELD_PERMISSIONS",
     "PERMISSION",
     "PUBLIC",
     "SECURITY_SCHEME",
@@ -59,8 +66,12 @@ __all__ = [
 PERMISSION: Final = "permission"
 #: The `opt` of a route that needs no credential (health, JWKS, the token endpoint).
 PUBLIC: Final = {"public": True}
+#: The `opt` of a route whose every part asks for its own permission (GraphQL: each
+#: field asks for its REST twin's); the route itself needs only an authenticated caller.
+FIELD_PERMISSIONS: Final = {"field_permissions": True}
 #: How the OpenAPI document names the credential.
 SECURITY_SCHEME: Final = "bearer"
+BASIC_SCHEME: Final = "basic"
 TENANT_HEADER: Final = b"x-tenant"
 _AUTHORIZATION: Final = b"authorization"
 #: Where the middleware keeps the request's `Access` (the console's sets it too).
@@ -116,15 +127,27 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _bearer(scope: Scope) -> str | None:
-    """The credential of `Authorization: Bearer <credential>` (None: no such header)."""
+def credential(scope: Scope) -> tuple[str | None, bool]:
+    """The credential of `Authorization` and whether it came as HTTP Basic's password.
+
+    `Bearer <credential>`; or `Basic base64(user:password)`, whose password is an API
+    key and whose user name is ignored (a malformed Basic value is handed on as it is,
+    to be refused as a malformed API key). (None, False): no credential."""
     value = _header(scope, _AUTHORIZATION)
     if value is None:
-        return None
-    scheme, _, credential = value.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return credential.strip()
+        return None, False
+    scheme, _, given = value.strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() == "bearer":
+        return given, False
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(given, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return given or None, True
+        _, colon, password = decoded.partition(":")
+        return (password if colon else decoded) or None, True
+    return None, False
 
 
 def services_of(scope: Scope) -> Services:
@@ -164,8 +187,9 @@ async def authenticate(scope: Scope) -> Access:
     end when its credential stops being valid."""
     identity = services_of(scope).identity
     ctx = request_context(scope)
-    bearer, tenant = _bearer(scope), _header(scope, TENANT_HEADER)
-    certificate = client_certificate(scope) if bearer is None else None
+    given, basic = credential(scope)
+    tenant = _header(scope, TENANT_HEADER)
+    certificate = client_certificate(scope) if given is None else None
     if certificate is not None and _header(scope, _AUTHORIZATION) is None:
         # mTLS: a verified client certificate, mapped to a service identity
         found = scope["app"].state[SERVICE_IDENTITIES_KEY].find(certificate)
@@ -174,7 +198,7 @@ async def authenticate(scope: Scope) -> Access:
             name, tenant_slug=slug, role=role, tenant=tenant, ctx=ctx
         )
     else:
-        access = await identity.authenticate(bearer, tenant=tenant, ctx=ctx)
+        access = await identity.authenticate(given, tenant=tenant, ctx=ctx, api_key_only=basic)
     await check_network(scope, access, ctx)
     return access
 
@@ -194,6 +218,8 @@ async def authorize(
         return
     permission = handler.opt.get(PERMISSION)
     access = access_of(connection.scope)
+    if access is not None and handler.opt.get("field_permissions") is True:
+        return
     if access is None or not isinstance(permission, Permission):
         raise Forbidden(None, "This route declares no permission: nobody may use it.")
     await services_of(connection.scope).identity.authorize(

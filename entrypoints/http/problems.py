@@ -100,11 +100,14 @@ REALM = "waypost"
 
 
 def challenge(exc: Unauthenticated) -> str:
-    """The `WWW-Authenticate` of a 401 (RFC 6750, 3): `error="invalid_token"` when a
-    credential was presented and refused, nothing more (its reason is the audit log's)."""
+    """The `WWW-Authenticate` of a 401, naming both schemes a credential may come in:
+    Bearer (RFC 6750, 3: `error="invalid_token"` when a credential was presented and
+    refused, nothing more: its reason is the audit log's), then Basic (RFC 7617; the
+    password is an API key)."""
+    basic = f'Basic realm="{REALM}", charset="UTF-8"'
     if exc.reason in TOKEN_REFUSALS:
-        return f'Bearer realm="{REALM}", error="invalid_token"'
-    return f'Bearer realm="{REALM}"'
+        return f'Bearer realm="{REALM}", error="invalid_token", {basic}'
+    return f'Bearer realm="{REALM}", {basic}'
 
 
 # Domain refusals: the class names the refusal, this table names the status.

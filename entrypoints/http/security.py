@@ -52,7 +52,9 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     path: str = scope.get("path", "")
     console = _under(path, CONSOLE_PATH)
     page = console or _under(path, DOCS_PATH)
-    headers.append((b"content-security-policy", (PAGE_CSP if page else API_CSP).encode()))
+    # A page that set its own policy (GraphiQL) keeps it: a second one would only narrow it.
+    if not any(name == b"content-security-policy" for name, _ in headers):
+        headers.append((b"content-security-policy", (PAGE_CSP if page else API_CSP).encode()))
     headers.extend(_COMMON)
     headers.append(_CONSOLE_REFERRER if console else _REFERRER)
     if scope.get("scheme") == "https":

@@ -125,6 +125,21 @@ async def test_receivers_list_filters_and_pages(services: Services) -> None:
     ) == [made[4]]
     asc = await collect_pages(lambda p: services.receivers.list(who, ReceiverFilter(), p), "asc", 3)
     assert [r.id for r in asc] == sorted(r.id for r in made)
+    by_content = ReceiverFilter(fingerprint=made[5].fingerprint)
+    assert await services.receivers.list(who, by_content, PageRequest()) == [made[5]]
+    nothing = ReceiverFilter(fingerprint="0" * 64)
+    assert await services.receivers.list(who, nothing, PageRequest()) == []
+
+
+async def test_receivers_get_many_reads_the_tenants_own_and_skips_the_rest(
+    services: Services,
+) -> None:
+    who, other = await actor(services), await actor(services, "globex")
+    mine = [await receiver(services, who, name=f"r{i}") for i in range(3)]
+    theirs = await receiver(services, other, name="theirs")
+    asked = [r.id for r in mine] + [theirs.id, "01ARZ3NDEKTSV4RRFFQ69G5FAV"]
+    assert await services.receivers.get_many(who, asked) == {r.id: r for r in mine}
+    assert await services.receivers.get_many(who, []) == {}
 
 
 async def collect_pages(fetch: Any, order: Order, limit: int) -> list[Any]:
@@ -324,6 +339,10 @@ async def test_group_patch_delete_list(services: Services) -> None:
         )
     assert await services.groups.list(who, GroupFilter(enabled=False), PageRequest()) == [patched]
     assert await services.groups.list(who, GroupFilter(enabled=True), PageRequest()) == []
+    assert await services.groups.containing(who, [c.id]) == [patched]
+    assert await services.groups.containing(who, [a.id]) == []
+    other = await actor(services, "globex")
+    assert await services.groups.containing(other, [b.id, c.id]) == []
     # a disabled group never fires, and the receivers' groups are looked up as they are now
     await services.events.record_batch(who, [event(b.id), event(c.id)])
     assert await services.groups.completions(who, group.id, CompletionFilter(), PageRequest()) == []

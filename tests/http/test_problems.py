@@ -82,8 +82,9 @@ async def test_wrong_method_is_a_405_problem(api: Client) -> None:
     assert_problem(await api.delete("/api/v1/tenants/acme"), 405)
 
 
-MISSING = 'Bearer realm="waypost"'
-INVALID = 'Bearer realm="waypost", error="invalid_token"'
+BASIC = 'Basic realm="waypost", charset="UTF-8"'
+MISSING = f'Bearer realm="waypost", {BASIC}'
+INVALID = f'Bearer realm="waypost", error="invalid_token", {BASIC}'
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,7 @@ INVALID = 'Bearer realm="waypost", error="invalid_token"'
         ("", MISSING),
         ("Bearer", MISSING),
         ("Bearer ", MISSING),
-        ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", MISSING),
+        ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", INVALID),  # a Basic password that is no key
         ("Bearer nonsense", INVALID),
         ("Bearer a.b.c", INVALID),
         ("Bearer wp_nobody00_" + "x" * 43, INVALID),

@@ -81,12 +81,13 @@ async def list_receivers(
     name: Filter = None,
     type: Filter = None,
     version: Filter = None,
+    fingerprint: Filter = None,
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
 ) -> ReceiverPage:
     page = page_request(KIND, limit, cursor, order)
-    where = ReceiverFilter(name=name, type=type, version=version)
+    where = ReceiverFilter(name=name, type=type, version=version, fingerprint=fingerprint)
     found = await services.receivers.list(actor, where, page)
     return page_of(KIND, found, limit=limit, order=order, view=receiver_view, page=ReceiverPage)
 
