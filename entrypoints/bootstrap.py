@@ -18,7 +18,7 @@ from datetime import timedelta
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 
-from adapters.commit_signal import CommitSignal, SignallingStore
+from adapters.commits import LocalFeed, PolledFeed
 from adapters.crypto.envelope import EnvelopeError, generate_master_key, parse_master_key
 from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, ThreadedScrypt
 from adapters.memory.cache import ReceiverLru
@@ -28,7 +28,10 @@ from adapters.memory.store import MemoryStore
 from adapters.redis.streams import RedisStreams
 from adapters.sql.delivery import SqlDeliveries
 from adapters.sql.identity import SqlIdentity
+from adapters.sql.listen import PgCommitFeed
 from adapters.sql.migrations import migrate, pending
+from adapters.sql.observe import StatementObserver, observe_engine
+from adapters.sql.replica import ReplicaStore
 from adapters.sql.store import SqlStore
 from adapters.system import SystemClock, SystemRandomness, UlidSource
 from adapters.webhooks import HttpWebhookSender
@@ -50,6 +53,7 @@ from core.usecases import DeliveryDeps, Deps, IdentityDeps, Services
 from entrypoints.delivery_metrics import DeliveryMetrics
 from entrypoints.http.app import build_app
 from entrypoints.settings import Settings
+from entrypoints.tracing import Tracing
 from entrypoints.worker import delivering
 
 log = logging.getLogger("waypost")
@@ -81,7 +85,12 @@ async def open_store(settings: Settings) -> Store:
                 "run `waypost migrate` first (production mode never migrates by itself)"
             )
         await migrate(url)
-    return await SqlStore.connect(url)
+    primary = await SqlStore.connect(url)
+    if settings.database.read_url is None:
+        return primary
+    return ReplicaStore(
+        primary, settings.database.read_url, max_lag=settings.database.read_max_lag_seconds
+    )
 
 
 async def open_identity(settings: Settings) -> IdentityStore:
@@ -146,6 +155,19 @@ def delivery_deps(
     )
 
 
+def open_feed(settings: Settings, store: Store) -> LocalFeed:
+    """The commit feed of `store`: LISTEN/NOTIFY on PostgreSQL; in-process wake-ups for the
+    memory store; for SQLite (and any other store) in-process wake-ups where the store
+    tells of its commits, plus a head poller for other processes' while someone waits."""
+    primary = store.primary if isinstance(store, ReplicaStore) else store
+    if isinstance(primary, SqlStore) and primary.postgres:
+        return PgCommitFeed(primary.url or settings.database.url)
+    feed = LocalFeed() if isinstance(store, MemoryStore) else PolledFeed(store)
+    if isinstance(store, MemoryStore | SqlStore):
+        store.on_commit(feed.committed)
+    return feed
+
+
 def _sqlite_path(url: str) -> pathlib.Path:
     database = make_url(url).database
     assert database, "a SQLite URL names a file (settings check it)"
@@ -153,6 +175,27 @@ def _sqlite_path(url: str) -> pathlib.Path:
 
 
 def master_keys(settings: Settings) -> list[bytes]:
+    """The master key the settings give, then the previous one while it is being rotated
+    (`secrets.previous_master_key[_file]`: it still opens, never seals)."""
+    keys = _master_key(settings)
+    secrets = settings.secrets
+    if secrets.previous_master_key is not None:
+        keys.append(_parse(secrets.previous_master_key, "WAYPOST__SECRETS__PREVIOUS_MASTER_KEY"))
+    elif secrets.previous_master_key_file is not None:
+        keys.append(read_master_key_file(secrets.previous_master_key_file))
+    return keys
+
+
+def read_master_key_file(name: str) -> bytes:
+    path = pathlib.Path(name)
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read the master key file {path}: {exc}") from None
+    return _parse(text, f"the master key file {path}")
+
+
+def _master_key(settings: Settings) -> list[bytes]:
     """The master key the settings give (environment or file), or development's own.
 
     Development mode without one: a generated key kept (0600) beside the SQLite
@@ -238,6 +281,9 @@ def identity_deps(
             ttl=timedelta(seconds=security.access_token_ttl_seconds),
         ),
         policy=rotation_policy(settings),
+        audit_retention=(
+            timedelta(days=settings.audit.retention_days) if settings.audit.retention_days else None
+        ),
     )
 
 
@@ -253,18 +299,19 @@ async def open_services(
     deliveries: DeliveryStore | None = None,
     sender: WebhookSender | None = None,
     sending: bool = False,
-    commits: CommitSignal | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Services]:
     """Every use case over the adapters the settings name; overrides win. Closes the stores.
 
     With `redis_streams.url`, `services.publisher` copies the messages to Redis streams
-    (the app's lifespan runs it). `sending`: webhooks are sent from this process (a
-    sender is made unless one is given). `commits` rings after each write of this
-    process commits (the delivery dispatcher waits on it)."""
+    (the app's lifespan runs it). SQL statements are watched (`observe_sql`). `sending`:
+    webhooks are sent from this process (a sender is made unless one is given).
+    `services.feed` tells of every commit (the delivery dispatcher waits on it)."""
     keys = master_keys(settings)
     opened = store if store is not None else await open_store(settings)
     try:
         people = identity if identity is not None else await open_identity(settings)
+        observe_sql(settings, opened, people, tracing)
         streams = settings.redis_streams
         sink = (
             None
@@ -278,17 +325,19 @@ async def open_services(
             sender = webhook_sender(settings)
         try:
             secrets = identity_deps(settings, people, hasher=hasher, keys=keys)
-            yield Services(
-                Deps(
-                    opened if commits is None else SignallingStore(opened, commits),
-                    clock if clock is not None else SystemClock(),
-                    ids if ids is not None else UlidSource(),
-                    ReceiverLru(),
-                ),
-                secrets,
-                sink=sink,
-                delivery=delivery_deps(settings, subscriptions, secrets.sealer, sender),
-            )
+            async with open_feed(settings, opened).running() as feed:
+                yield Services(
+                    Deps(
+                        opened,
+                        clock if clock is not None else SystemClock(),
+                        ids if ids is not None else UlidSource(),
+                        ReceiverLru(),
+                    ),
+                    secrets,
+                    sink=sink,
+                    delivery=delivery_deps(settings, subscriptions, secrets.sealer, sender),
+                    feed=feed,
+                )
         finally:
             if sender is not None:
                 await sender.close()
@@ -298,6 +347,26 @@ async def open_services(
             await people.close()
     finally:
         await opened.close()
+
+
+def observe_sql(
+    settings: Settings, store: Store, identity: IdentityStore, tracing: Tracing | None
+) -> None:
+    """Slow statements logged (`log.slow_query_ms`), every one a span when tracing."""
+    span = None if tracing is None else tracing.span
+    if isinstance(store, ReplicaStore):
+        store = store.primary  # the replica's reads are not watched
+    if isinstance(store, SqlStore):
+        system = database_kind(settings.database.url)
+        store.observe(
+            StatementObserver(system=system, slow_ms=settings.log.slow_query_ms, span=span)
+        )
+    if isinstance(identity, SqlIdentity):
+        system = identity.engine.dialect.name
+        observe_engine(
+            identity.engine.sync_engine,
+            StatementObserver(system=system, slow_ms=settings.log.slow_query_ms, span=span),
+        )
 
 
 async def start_secrets(services: Services) -> None:
@@ -333,14 +402,15 @@ def create_app(
     deliveries: DeliveryStore | None = None,
     sender: WebhookSender | None = None,
     announce: Callable[[str], None] = announce_on_stdout,
+    tracing: Tracing | None = None,
 ) -> Litestar:
     """The HTTP app whose lifespan opens `open_services(settings, ...)` with these overrides,
     loads the signing keys and, on an empty store, makes the first platform administrator
     (its key goes to `announce`, once). With `delivery.in_process`, the lifespan runs
-    delivery too (and stops it gracefully at shutdown)."""
+    delivery too (and stops it gracefully at shutdown). With `tracing`, requests, use
+    cases and SQL statements are spans (the caller shuts it down)."""
     in_process = settings.delivery.in_process
     metrics = DeliveryMetrics()
-    commits = CommitSignal() if in_process else None
 
     @asynccontextmanager
     async def services() -> AsyncIterator[Services]:
@@ -354,16 +424,25 @@ def create_app(
             deliveries=deliveries,
             sender=sender,
             sending=in_process,
-            commits=commits,
+            tracing=tracing,
         ) as opened:
             await start_secrets(opened)
             made = await opened.identity.bootstrap()
             if made is not None:
                 announce(made)
-            if not in_process:
-                yield opened
-                return
-            async with delivering(opened, settings.delivery, metrics=metrics, wake=commits):
-                yield opened
+            if tracing is not None:
+                tracing.wrap_services(opened)
+            try:
+                if not in_process:
+                    yield opened
+                    return
+                async with delivering(opened, settings.delivery, metrics=metrics):
+                    yield opened
+            finally:
+                if tracing is not None:
+                    tracing.provider.force_flush()
 
-    return build_app(services, settings, collectors=[metrics] if in_process else [])
+    app = build_app(services, settings, collectors=[metrics] if in_process else [])
+    if tracing is not None:
+        app.asgi_handler = tracing.middleware(app.asgi_handler)
+    return app

@@ -1,4 +1,4 @@
-"""The `waypost` command: serve, worker, migrate, replay, admin, secrets."""
+"""The `waypost` command: serve, worker, migrate, replay, doctor, admin, secrets."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import msgspec
 import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
 
-from adapters.commit_signal import CommitSignal
 from adapters.crypto.envelope import EnvelopeError, generate_master_key
+from adapters.crypto.identity import EnvelopeSealer
 from adapters.sql.migrations import migrate, pending
 from core.domain.audit import AuditAction
 from core.domain.commands import CreateTenant
@@ -26,17 +26,22 @@ from core.domain.errors import DomainError
 from core.domain.rotation import VersionState
 from core.ports import AppendMeta
 from core.usecases import Services
-from entrypoints import logs
+from entrypoints import doctor, logs
 from entrypoints.bootstrap import (
     StartupError,
     create_app,
     database_kind,
+    master_keys,
     open_services,
+    read_master_key_file,
     start_secrets,
 )
 from entrypoints.delivery_metrics import DeliveryMetrics
+from entrypoints.http.mtls import ClientCertProtocol
 from entrypoints.http.routes.messages import stop_streams
+from entrypoints.progress import Progress
 from entrypoints.settings import Settings, SettingsError, load_settings
+from entrypoints.tracing import Tracing
 from entrypoints.worker import DeliveryRunner, stop_on_signals
 
 #: The actor of what an operator does with this command, in the log and the audit log.
@@ -83,12 +88,39 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="rebuild every read model from the log",
-        description="Empty the read models and apply the whole log again. With --verify, "
-        "fail unless the rebuilt read models equal the ones before.",
+        description="Empty the read models and apply the whole log again, tenant by tenant "
+        "(each in one transaction: its writers wait, nobody reads a half-built tenant). A "
+        "run that stops (Ctrl-C, a lost connection, kill) goes on where it was when started "
+        "again with the same options. A progress bar on a terminal, plain lines otherwise. "
+        "With --verify, fail unless the rebuilt read models equal the ones before.",
     )
     replay.add_argument(
         "--verify", action="store_true", help="compare read-model digests before and after"
     )
+    replay.add_argument("--tenant", help="rebuild this tenant's read models only (its slug)")
+    replay.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="POSITION",
+        help="replay only the log entries after this position (of each tenant): what they "
+        "made is replaced, what earlier entries made is kept",
+    )
+    replay.add_argument(
+        "--restart",
+        action="store_true",
+        help="forget an interrupted run's progress and start from the first tenant",
+    )
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this deployment and say what is wrong",
+        description="Check the settings, the database (reachable, migrated, its clock), the "
+        "master key and signing keys, Redis, the SQLite file's disk, the TLS files and "
+        "production-mode risks: one line each (ok, warn, fail). Exits 1 when a check fails. "
+        "Changes nothing.",
+    )
+    doctor.add_argument("--json", action="store_true", help="one JSON document instead of lines")
 
     admin = commands.add_parser(
         "admin",
@@ -134,6 +166,20 @@ def _parser() -> argparse.ArgumentParser:
         description="A new signing key signs at once; the previous one keeps verifying until "
         "its grace period ends. Running servers pick the new key up within a minute.",
     )
+    rewrap = secrets_commands.add_parser(
+        "rewrap",
+        help="seal every stored secret again under a new master key",
+        description="Open each stored secret with the configured master key(s) and seal it "
+        "under the key in --new-master-key-file. Online (servers may keep running; give "
+        "them the new key as secrets.master_key_file and the old one as "
+        "secrets.previous_master_key_file first) and resumable (run it again after an "
+        "interruption: what is done is skipped). Afterwards only the new key is needed.",
+    )
+    rewrap.add_argument(
+        "--new-master-key-file",
+        required=True,
+        help="a file holding the new master key (`waypost secrets new-master-key`)",
+    )
     secrets_commands.add_parser(
         "new-master-key",
         help="print a new random master key",
@@ -144,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":  # it reports bad settings as a finding of its own
+        return doctor.main(os.environ, args.json)
     try:
         return _run(args, load_settings(os.environ))
     except (SettingsError, StartupError) as exc:
@@ -172,8 +220,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: PLR0911 
             print(generate_master_key())
             return 0
         case "secrets":
-            return anyio.run(_secrets, settings, args.secrets_command)
-    return anyio.run(_replay, settings, args.verify)
+            return anyio.run(_secrets, settings, args)
+    return anyio.run(_replay, settings, args)
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
@@ -215,7 +263,10 @@ def _moment(text: str | None) -> datetime | None:
         raise StartupError(f"--expires-at: {text!r} is not an RFC 3339 time") from None
 
 
-async def _secrets(settings: Settings, action: str) -> int:
+async def _secrets(settings: Settings, args: argparse.Namespace) -> int:
+    action = args.secrets_command
+    if action == "rewrap":
+        return await _rewrap(settings, args.new_master_key_file)
     async with open_services(settings) as services:
         if action == "rotate":
             await rotate_signing_key(services)
@@ -232,6 +283,27 @@ async def _secrets(settings: Settings, action: str) -> int:
     return 0
 
 
+async def _rewrap(settings: Settings, new_key_file: str) -> int:
+    new = read_master_key_file(new_key_file)
+    old = master_keys(settings)
+    sealer = EnvelopeSealer([new, *(key for key in old if key != new)])
+    async with open_services(settings) as services:
+        try:
+            done = await services.secrets.rewrap(
+                sealer, actor=OPERATOR, on_step=lambda text: print(f"waypost: {text}")
+            )
+        except EnvelopeError as exc:
+            raise StartupError(
+                f"a stored secret does not open with the configured master key ({exc}); "
+                "configure the key it was sealed with (or as secrets.previous_master_key_file)"
+            ) from None
+    print(
+        f"waypost: {done.sealed} secret version(s) sealed under master key {sealer.key_id}, "
+        f"{done.already} already were; the new key alone opens them all now"
+    )
+    return 0
+
+
 async def rotate_signing_key(services: Services) -> None:
     try:
         await services.secrets.maintain(force=True, actor=OPERATOR)
@@ -245,12 +317,11 @@ async def _worker(settings: Settings, metrics_port: int | None) -> int:
         registry = CollectorRegistry()
         registry.register(metrics)
         start_http_server(metrics_port, addr=settings.http.host, registry=registry)
-    commits = CommitSignal()
     async with (
-        open_services(settings, sending=True, commits=commits) as services,
+        open_services(settings, sending=True) as services,
         anyio.create_task_group() as tasks,
     ):
-        runner = DeliveryRunner(services, settings.delivery, metrics=metrics, wake=commits)
+        runner = DeliveryRunner(services, settings.delivery, metrics=metrics)
         tasks.start_soon(stop_on_signals, runner)
         await tasks.start(runner.run)
         print(f"waypost: delivering (worker {runner.name})", flush=True)
@@ -270,13 +341,33 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _replay(settings: Settings, verify: bool) -> int:
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     async with open_services(settings) as services:
-        before = await services.replay.digest()
-        applied = await services.replay.rebuild()
+        tenant_id = None
+        if args.tenant is not None:
+            tenant_id = (await services.tenants.get(args.tenant)).id
+        if args.after < 0:
+            raise StartupError("--after: a log position is 0 or more")
+        run = f"cli:{args.tenant or '*'}:{args.after}"
+        if args.restart:
+            await services.deps.store.replay_finished(run)
+        plan = await services.replay.plan(tenant_id, run, args.after)
+        done_before = len(await services.deps.store.replay_done(run))
+        if done_before:
+            print(f"waypost: resuming an interrupted replay: {done_before} tenant(s) done before")
+        before = await services.replay.digest() if args.verify else None
+        progress = Progress("replay", sum(plan.values()), sys.stdout)
+        result = await services.replay.rebuild(
+            tenant_id, run=run, after=args.after, on_progress=progress.advance
+        )
         after = await services.replay.digest()
-    print(f"waypost: replayed {applied} log entries; read-model digest {after}")
-    if verify and before != after:
+        progress.finish(
+            f"waypost: replayed {result.applied} log entries of {result.tenants} tenant(s) "
+            f"at {progress.rate():,.0f}/s; read-model digest {after}"
+        )
+    if before is not None and done_before:
+        print("waypost: --verify compares with the digest when this run resumed", file=sys.stderr)
+    if before is not None and before != after:
         print(f"waypost: digest changed (was {before})", file=sys.stderr)
         return 1
     return 0
@@ -319,7 +410,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     anyio.run(_preflight, settings)
 
     http = settings.http
-    app = create_app(settings)
+    tracing = Tracing.from_settings(settings, os.environ)
+    app = create_app(settings, tracing=tracing)
     app.on_startup.append(settle_heap)  # runs after the lifespan has opened the services
     config = uvicorn.Config(
         app,
@@ -329,21 +421,28 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         lifespan="on",
         log_config=None,  # uvicorn's records go through `logs.configure`'s handler
         log_level=settings.log.level.lower(),
-        access_log=False,
+        access_log=logs.access_log(settings.log),
         server_header=False,
         # TLS when configured; mTLS: client certificates required, from the configured CA.
         ssl_certfile=http.tls_cert_file,
         ssl_keyfile=http.tls_key_file,
         ssl_ca_certs=http.tls_client_ca_file,
         ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_file else ssl.CERT_NONE,
+        # mTLS: the client's certificate reaches the app (service identities)
+        http=ClientCertProtocol if http.tls_client_ca_file else "auto",
     )
+    logs.apply_levels(settings.log)  # uvicorn's Config set its loggers' levels to log.level
     server = _Server(config, on_exit=lambda: stop_streams(app.state))
     # uvicorn handles SIGTERM/SIGINT itself (stop accepting, let in-flight requests
     # finish, run the lifespan shutdown) and re-raises the signal afterwards. With
     # these handlers in place that re-raise is a no-op: a graceful stop exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    server.run()
+    try:
+        server.run()
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
     # uvicorn swallows lifespan start-up failures after logging them; report them as ours.
     return 0 if server.started else 3
 

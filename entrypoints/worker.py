@@ -8,8 +8,11 @@ with a fence, and an attempt whose lease lapsed is written by nobody but its new
 
 The loops
     - dispatch: a pass over every tenant whose log is ahead of its checkpoint; again at
-      once while it made deliveries, else after `wake.wait(poll_seconds)` (a commit of
-      this process rings it at once).
+      once while it made deliveries, else when the commit feed (`Services.feed`,
+      `CommitFeed.watch_all`) tells of a commit of any tenant, or after `poll_seconds`.
+      The feed hears this process's commits at once, and other processes' too where the
+      backend can tell (PostgreSQL: LISTEN/NOTIFY; SQLite: its head poller); a commit
+      made during a pass is remembered, so the next wait returns at once.
     - two deliverer pools, one for first attempts and one for retries (a quarter of
       `concurrency`, at least one), so that a target that keeps failing never holds
       back new messages. Each claims as many due deliveries as it has free slots, never
@@ -39,7 +42,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Final, Protocol
+from typing import Final
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -50,7 +53,7 @@ from core.usecases import Announcer, AttemptReport, Deliverer, Dispatcher, Servi
 from entrypoints.delivery_metrics import DeliveryMetrics
 from entrypoints.settings import DeliverySettings
 
-__all__ = ["DeliveryRunner", "Wakeup", "delivering", "process_name"]
+__all__ = ["DeliveryRunner", "delivering", "process_name"]
 
 log = logging.getLogger("waypost.delivery")
 
@@ -61,18 +64,6 @@ COUNTS_SECONDS: Final = 5.0
 STOP_MARGIN_SECONDS: Final = 5.0
 #: A lease outlives the attempt's timeout by this much (the finish's write included).
 LEASE_MARGIN_SECONDS: Final = 5.0
-
-
-class Wakeup(Protocol):
-    """What the dispatcher waits on between passes: returns when the log may have grown
-    (a commit of this process, or anything a cross-process feed hears), or after `seconds`."""
-
-    async def wait(self, seconds: float) -> None: ...
-
-
-class _Sleep:
-    async def wait(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
 
 
 def process_name() -> str:
@@ -104,7 +95,6 @@ class DeliveryRunner:
         *,
         name: str | None = None,
         metrics: DeliveryMetrics | None = None,
-        wake: Wakeup | None = None,
     ) -> None:
         delivery = services.delivery_deps
         if delivery is None or delivery.sender is None:
@@ -118,7 +108,8 @@ class DeliveryRunner:
         self.announcer = Announcer(deps, delivery)
         self.store = delivery.store
         self.metrics = metrics
-        self.wake: Wakeup = wake or _Sleep()
+        #: What the dispatcher waits on between passes (None: it polls).
+        self.feed = services.feed
         retry_slots = max(1, settings.concurrency // 4)
         self._pools = (
             _Pool(False, settings.concurrency - retry_slots),
@@ -188,12 +179,21 @@ class DeliveryRunner:
 
     async def _dispatch(self) -> None:
         poll = self.settings.poll_seconds
-        while True:
-            made = await self.dispatcher.dispatch_once()
-            if made:
-                log.debug("dispatched %d deliveries", made)
-            else:
-                await self.wake.wait(poll)
+        if self.feed is None:
+            while True:
+                if not await self._dispatch_once():
+                    await anyio.sleep(poll)
+        # Entered before the first pass: a commit during a pass wakes the next wait at once.
+        async with self.feed.watch_all() as commits:
+            while True:
+                if not await self._dispatch_once():
+                    await commits.wait(poll)
+
+    async def _dispatch_once(self) -> int:
+        made = await self.dispatcher.dispatch_once()
+        if made:
+            log.debug("dispatched %d deliveries", made)
+        return made
 
     async def _housekeeping(self) -> None:
         counted_at = -COUNTS_SECONDS
@@ -348,11 +348,10 @@ async def delivering(
     settings: DeliverySettings,
     *,
     metrics: DeliveryMetrics | None = None,
-    wake: Wakeup | None = None,
     name: str | None = None,
 ) -> AsyncIterator[DeliveryRunner]:
     """Run delivery while the block runs; stop it gracefully when the block ends."""
-    runner = DeliveryRunner(services, settings, name=name, metrics=metrics, wake=wake)
+    runner = DeliveryRunner(services, settings, name=name, metrics=metrics)
     async with anyio.create_task_group() as tasks:
         await tasks.start(runner.run)
         log.info("delivery started (process %s)", runner.name)

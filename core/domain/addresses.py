@@ -107,56 +107,59 @@ IPV6_RANGES: dict[IPv6Network, str | None] = {
     IPv6Network("8000::/1"): _OUTSIDE_GLOBAL_UNICAST,
 }
 
-# most specific first, so that the first range holding an address is the one that decides
-_V4_LOOKUP = sorted(IPV4_RANGES.items(), key=lambda item: -item[0].prefixlen)
-_V6_LOOKUP = sorted(IPV6_RANGES.items(), key=lambda item: -item[0].prefixlen)
-
-_IPV4_COMPATIBLE = IPv6Network("::/96")
-_NAT64 = (IPv6Network("64:ff9b::/96"), IPv6Network("64:ff9b:1::/48"))
+# As integers (network, mask, reason), most specific first, so that the first range that
+# holds an address is the one that decides: a few integer operations per range.
+_V4_LOOKUP = tuple(
+    (int(n.network_address), int(n.netmask), reason)
+    for n, reason in sorted(IPV4_RANGES.items(), key=lambda item: -item[0].prefixlen)
+)
+_V6_LOOKUP = tuple(
+    (int(n.network_address), int(n.netmask), reason)
+    for n, reason in sorted(IPV6_RANGES.items(), key=lambda item: -item[0].prefixlen)
+)
 _LOW_32_BITS = 0xFFFF_FFFF
+_MAPPED = 0xFFFF  # ::ffff:0:0/96, the 96 high bits
+_NAT64 = 0x0064_FF9B_0000_0000_0000_0000  # 64:ff9b::/96, the 96 high bits
+_NAT64_LOCAL = 0x0064_FF9B_0001  # 64:ff9b:1::/48, the 48 high bits
+_SIXTOFOUR = 0x2002  # 2002::/16
+_TEREDO = 0x2001_0000  # 2001::/32
 
 
 def refusal(address: Address, allowed: Collection[Network] = ()) -> str | None:
     """Why `address` may not be reached (a short phrase for people), or None: it may.
 
     `allowed`: the networks an operator allows as exceptions (`parse_networks`)."""
-    if isinstance(address, IPv6Address):
+    if address.version == 6:
         for form, carried in carried_ipv4(address):
             reason = refusal(carried, allowed)
             if reason is not None:
                 return f"{form} form of {carried}, {reason}"
-    if any(address in network for network in allowed):
-        return None
-    lookup: list[tuple[IPv4Network, str]] | list[tuple[IPv6Network, str | None]]
-    lookup = _V4_LOOKUP if isinstance(address, IPv4Address) else _V6_LOOKUP
-    for network, reason in lookup:
-        if address in network:
-            return reason
+    for exception in allowed:
+        if address in exception:
+            return None
+    value = int(address)
+    for network, mask, found in _V4_LOOKUP if address.version == 4 else _V6_LOOKUP:
+        if value & mask == network:
+            return found
     return None
 
 
 def carried_ipv4(address: IPv6Address) -> Iterator[tuple[str, IPv4Address]]:
     """The IPv4 addresses an IPv6 address carries, each with the name of its form."""
-    mapped = address.ipv4_mapped
-    if mapped is not None:
-        yield "IPv4-mapped", mapped
-        return
-    if address in _IPV4_COMPATIBLE:
-        if int(address) > 1:  # :: and ::1 are themselves, not 0.0.0.0 and 0.0.0.1
-            yield "IPv4-compatible", IPv4Address(int(address) & _LOW_32_BITS)
-        return
-    if any(address in prefix for prefix in _NAT64):
-        yield "NAT64", IPv4Address(int(address) & _LOW_32_BITS)
-        return
-    sixtofour = address.sixtofour
-    if sixtofour is not None:
-        yield "6to4", sixtofour
-        return
-    teredo = address.teredo
-    if teredo is not None:
-        server, client = teredo
-        yield "Teredo server", server
-        yield "Teredo client", client
+    value = int(address)
+    high_96 = value >> 32
+    if high_96 == _MAPPED:
+        yield "IPv4-mapped", IPv4Address(value & _LOW_32_BITS)
+    elif high_96 == 0:
+        if value > 1:  # :: and ::1 are themselves, not 0.0.0.0 and 0.0.0.1
+            yield "IPv4-compatible", IPv4Address(value)
+    elif high_96 == _NAT64 or value >> 80 == _NAT64_LOCAL:
+        yield "NAT64", IPv4Address(value & _LOW_32_BITS)
+    elif value >> 112 == _SIXTOFOUR:
+        yield "6to4", IPv4Address((value >> 80) & _LOW_32_BITS)
+    elif value >> 96 == _TEREDO:
+        yield "Teredo server", IPv4Address((value >> 64) & _LOW_32_BITS)
+        yield "Teredo client", IPv4Address(~value & _LOW_32_BITS)
 
 
 # One part of an IPv4 address as resolvers read it (inet_aton, the WHATWG URL standard):

@@ -12,7 +12,8 @@ limit -> backpressure -> the route.
   callers together. One over the bound is a 503 with `Retry-After` at once: a
   server at its limit answers quickly rather than queueing work without bound
   (memory, and latency for everyone). `StreamsMiddleware` bounds the live
-  streams (`GET /api/v1/messages`) the same way, on their own count.
+  streams (`GET /api/v1/messages`) the same way, on their own count, and
+  `LongPollMiddleware` the requests that wait (`GET .../status?wait=`), on theirs.
 
 Both keep their state in this process (`Limits`, in the app's state): with several
 server processes behind one address, each enforces the limits on its own share.
@@ -38,6 +39,7 @@ from entrypoints.settings import LimitsSettings
 __all__ = [
     "BackpressureMiddleware",
     "Limits",
+    "LongPollMiddleware",
     "Overloaded",
     "RateLimitMiddleware",
     "RateLimited",
@@ -89,6 +91,7 @@ class Limits:
         )
         self.requests = Bound(settings.max_in_flight, "requests as it can")
         self.streams = Bound(settings.max_streams, "live streams as it may")
+        self.waiters = Bound(settings.max_waiters, "waiting requests as it may")
         self.clock = clock
 
 
@@ -138,14 +141,14 @@ class BackpressureMiddleware:
         self.app = app
 
     @staticmethod
-    def bound(limits: Limits) -> Bound:
+    def bound(limits: Limits, scope: Scope) -> Bound:
         return limits.requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        bound = self.bound(_limits(scope))
+        bound = self.bound(_limits(scope), scope)
         if bound.in_flight >= bound.maximum:
             raise Overloaded(
                 f"The server is serving as many {bound.what}. "
@@ -164,5 +167,17 @@ class StreamsMiddleware(BackpressureMiddleware):
     apart from the requests: a stream open for hours must not hold a request's place."""
 
     @staticmethod
-    def bound(limits: Limits) -> Bound:
+    def bound(limits: Limits, scope: Scope) -> Bound:
         return limits.streams
+
+
+class LongPollMiddleware(BackpressureMiddleware):
+    """Requests that may wait (a `wait` query parameter: the gate's long poll) count
+    against `limits.max_waiters`, the others against the requests in flight: a pipeline
+    waiting a minute on its gate must not hold a request's place either."""
+
+    @staticmethod
+    def bound(limits: Limits, scope: Scope) -> Bound:
+        query: bytes = scope.get("query_string", b"")
+        waits = any(part.startswith(b"wait=") for part in query.split(b"&"))
+        return limits.waiters if waits else limits.requests

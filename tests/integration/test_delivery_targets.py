@@ -14,7 +14,6 @@ import anyio
 import pytest
 from standardwebhooks import Webhook
 
-from adapters.commit_signal import CommitSignal
 from adapters.webhooks import HttpWebhookSender
 from core.domain.addresses import Address, parse_networks
 from core.domain.commands import (
@@ -121,8 +120,7 @@ async def running(
     sender: WebhookSender | None = None,
     url_policy: UrlPolicy | None = None,
 ) -> AsyncIterator[World]:
-    commits = CommitSignal()
-    async with open_services(settings, sending=True, sender=sender, commits=commits) as services:
+    async with open_services(settings, sending=True, sender=sender) as services:
         if url_policy is not None:
             assert services.delivery_deps is not None
             services.delivery_deps.url_policy = url_policy
@@ -133,7 +131,7 @@ async def running(
         receiver, _ = await services.receivers.register(
             actor, RegisterReceiver(name="build", type="ci.build", version="1", schema={})
         )
-        async with delivering(services, settings.delivery, wake=commits) as runner:
+        async with delivering(services, settings.delivery) as runner:
             yield World(services, actor, receiver.id, runner)
 
 

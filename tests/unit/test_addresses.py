@@ -416,3 +416,32 @@ def test_ipv6_literals_read_back_in_every_spelling(address: IPv6Address) -> None
 @given(st.text(max_size=40))
 def test_literal_address_never_raises(host: str) -> None:
     literal_address(host)
+
+
+@given(
+    st.one_of(
+        ipv6s,
+        st.sampled_from(
+            ["::ffff:0:0", "::", "64:ff9b::", "64:ff9b:1::", "2002::", "2001::"]
+        ).flatmap(
+            lambda prefix: st.integers(0, 2**96 - 1).map(
+                lambda low: IPv6Address(int(IPv6Address(prefix)) | low)
+            )
+        ),
+    )
+)
+def test_carried_addresses_agree_with_the_standard_library(address: IPv6Address) -> None:
+    carried = dict(carried_ipv4(address))
+    if address.ipv4_mapped is not None:
+        assert carried == {"IPv4-mapped": address.ipv4_mapped}
+    elif address.sixtofour is not None:
+        assert carried == {"6to4": address.sixtofour}
+    elif address.teredo is not None:
+        server, client = address.teredo
+        assert carried == {"Teredo server": server, "Teredo client": client}
+    elif address in IPv6Network("64:ff9b::/96") or address in IPv6Network("64:ff9b:1::/48"):
+        assert carried == {"NAT64": IPv4Address(int(address) & 0xFFFFFFFF)}
+    elif address in IPv6Network("::/96") and int(address) > 1:
+        assert carried == {"IPv4-compatible": IPv4Address(int(address))}
+    else:
+        assert carried == {}

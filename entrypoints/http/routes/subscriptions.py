@@ -212,7 +212,7 @@ def attempt_view(a: Attempt) -> AttemptView:
     "after now is POSTed to `url`, signed (Standard Webhooks). A URL the policy refuses "
     "(scheme, or a literal address in a refused network) is a 422.",
     response_headers=LOCATION,
-    responses=problems(400, 401, 403, 413, 422),
+    responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_subscription(
     *, data: JSONBody[CreateSubscription], services: ServicesDep, actor: ActorDep
@@ -224,6 +224,8 @@ async def create_subscription(
 @get(
     "/",
     summary="List subscriptions",
+    description="The tenant's subscriptions, newest first unless `order=asc`, by keyset pages "
+    "(never their secrets: `GET .../secret` reads one, audited).",
     responses=problems(400, 401, 403),
     opt=requires(Permission.SUBSCRIPTIONS_READ),
 )
@@ -245,6 +247,8 @@ async def list_subscriptions(
 @get(
     "/{subscription_id:str}",
     summary="Read a subscription",
+    description="Its URL, filter, ordering, whether it is enabled and, when the registry "
+    "disabled it, why (`disabled_reason`), and since when its deliveries fail.",
     responses=problems(401, 403, 404),
     opt=requires(Permission.SUBSCRIPTIONS_READ),
 )
@@ -336,7 +340,7 @@ async def rotate_secret(
     summary="Send a test message",
     description="A `waypost.subscription.ping` message, through the log and the same "
     "delivery as every message, to this subscription only (whatever its filter).",
-    responses=problems(401, 403, 404),
+    responses=problems(401, 403, 404, 409, 413, 422),
 )
 async def ping(
     *, subscription_id: FromPath[str], services: ServicesDep, actor: ActorDep
@@ -354,7 +358,7 @@ async def ping(
     summary="Deliver older messages (again)",
     description="Every matching message after the log position `after` is delivered, "
     "again if it was already.",
-    responses=problems(400, 401, 403, 404, 413, 422),
+    responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def replay(
     *,
@@ -376,7 +380,7 @@ async def replay(
     summary="Send dead deliveries again",
     description="Dead deliveries of messages committed in [`since`, `until`) (both "
     "optional) go back to pending, with a whole retry schedule.",
-    responses=problems(400, 401, 403, 404, 413, 422),
+    responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def redrive(
     *,
@@ -393,6 +397,8 @@ async def redrive(
 @get(
     "/{subscription_id:str}/deliveries",
     summary="A subscription's deliveries",
+    description="One delivery per message it gets, newest first unless `order=asc`; "
+    "`status=dead` lists what `redrive` would send again.",
     responses=problems(400, 401, 403, 404),
     opt=requires(Permission.SUBSCRIPTIONS_READ),
 )
@@ -421,6 +427,8 @@ async def list_deliveries(
 @get(
     "/{subscription_id:str}/deliveries/{delivery_id:str}",
     summary="A delivery and its attempts",
+    description="The delivery's state and every attempt made: when, the status code or why "
+    "there was none, how long it took and the start of the target's answer.",
     responses=problems(401, 403, 404),
     opt=requires(Permission.SUBSCRIPTIONS_READ),
 )

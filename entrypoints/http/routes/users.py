@@ -49,7 +49,14 @@ async def create_user(
     return created(f"{PATH}/{user.id}", user.id)
 
 
-@get("/", opt=MANAGE, summary="List users", responses=problems(400, 401, 403))
+@get(
+    "/",
+    opt=MANAGE,
+    summary="List users",
+    description="The users of the scope the caller acts in (its tenant, or the platform), "
+    "newest first.",
+    responses=problems(400, 401, 403),
+)
 async def list_users(
     *,
     services: ServicesDep,
@@ -62,7 +69,13 @@ async def list_users(
     return page_of(KIND, found, limit=limit, order=order, view=user_view, page=UserPage)
 
 
-@get("/{user_id:str}", opt=MANAGE, summary="Read a user", responses=problems(401, 403, 404))
+@get(
+    "/{user_id:str}",
+    opt=MANAGE,
+    summary="Read a user",
+    description="One user (never its password hash).",
+    responses=problems(401, 403, 404),
+)
 async def get_user(*, user_id: FromPath[str], services: ServicesDep, access: AccessDep) -> UserData:
     check_id(USER, user_id)
     return UserData(user_view(await services.identity.get_user(access, user_id)))
