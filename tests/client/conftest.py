@@ -1,11 +1,14 @@
 """The client distribution against the real app, twice: in this process, and as a process.
 
-`app`: the app the bootstrap makes (memory store, seeded platform key), served by
-uvicorn in a thread of its own (fast). `serve` (slow): a real `waypost serve` process
-on SQLite, whose platform key is the one it prints on its first start. Either way the
-SDK speaks real HTTP, so the sync `Client` and the `AsyncClient` are tested the same
-way. `acme_key` is an admin key of tenant `acme`, made over the API with the platform
-key (X-Tenant), as an operator would.
+`app`: the app the bootstrap makes (memory store, seeded platform key, the system
+clock), served by uvicorn in a thread of its own (fast). `serve` (slow): a real
+`waypost serve` process on SQLite, whose platform key is the one it prints on its first
+start. Either way the SDK speaks real HTTP, so the sync `Client` and the `AsyncClient`
+are tested the same way. `acme_key` is an admin key of tenant `acme`, made over the
+API with the platform key (X-Tenant), as an operator would.
+
+Both deliver webhooks in process, to loopback targets (`DELIVERY_ENV`), with one quick
+retry before a delivery is dead.
 """
 
 from __future__ import annotations
@@ -21,11 +24,22 @@ import pytest
 import uvicorn
 from waypost_client import Client, RetryPolicy
 
+from adapters.system import SystemClock
+from entrypoints.bootstrap import create_app
+from entrypoints.settings import DeliverySettings
 from tests.e2e.conftest import ServerProcess, free_port
-from tests.http.conftest import PLATFORM_KEY, make_app, platform_identity
+from tests.http.conftest import FAST_HASHER, PLATFORM_KEY, platform_identity, settings
 
 #: No waiting between retries in tests that do not test retries.
 QUICK = RetryPolicy(attempts=3, first=0.01, longest=0.05, budget=5)
+#: Webhooks to loopback targets, one retry 0.2 s after a failure (then dead).
+DELIVERY = DeliverySettings(
+    in_process=True, allowed_networks=["127.0.0.0/8"], retry_schedule_seconds=[0.2]
+)
+DELIVERY_ENV = {
+    "WAYPOST__DELIVERY__ALLOWED_NETWORKS": "127.0.0.0/8",
+    "WAYPOST__DELIVERY__RETRY_SCHEDULE_SECONDS": "0.2",
+}
 
 
 @dataclass
@@ -50,7 +64,7 @@ def served(
 ) -> Iterator[Served]:
     if request.param == "serve":
         tmp = tmp_path_factory.mktemp("serve")
-        env = {"WAYPOST__DATABASE__URL": f"sqlite:///{tmp / 'waypost.db'}"}
+        env = {"WAYPOST__DATABASE__URL": f"sqlite:///{tmp / 'waypost.db'}", **DELIVERY_ENV}
         process = ServerProcess(env, tmp / "server.log")
         try:
             process.wait_ready()
@@ -59,7 +73,9 @@ def served(
             process.stop()
         return
     identity = anyio.run(platform_identity)
-    app = make_app(identity)
+    app = create_app(
+        settings(delivery=DELIVERY), clock=SystemClock(), identity=identity, hasher=FAST_HASHER
+    )
     port = free_port()
     server = ThreadServer(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

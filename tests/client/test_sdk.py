@@ -6,7 +6,6 @@ import itertools
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -218,29 +217,6 @@ def test_username_and_password_log_in_and_refresh_before_expiry(served: Served) 
         assert bob._credentials.token is not first  # refreshed, not logged in again
         bob._credentials.forget()
         list(bob.list_receivers(limit=1))  # logs in again
-
-
-def test_subscriptions_methods_reach_their_routes(acme: Client) -> None:
-    """The server of this branch has no subscriptions yet: every method reaches its route
-    and gets the server's 404 (with a server that has them, tests/e2e covers them)."""
-    sid = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
-    calls: list[Callable[[], object]] = [
-        lambda: acme.create_subscription("hook", "https://example.invalid/hook"),
-        lambda: acme.get_subscription(sid),
-        lambda: list(acme.list_subscriptions()),
-        lambda: acme.update_subscription(sid, enabled=True),
-        lambda: acme.delete_subscription(sid),
-        lambda: acme.subscription_secret(sid),
-        lambda: acme.rotate_subscription_secret(sid, grace_seconds=60),
-        lambda: list(acme.list_deliveries(sid, status="dead")),
-        lambda: acme.get_delivery(sid, sid),
-        lambda: acme.redrive(sid),
-        lambda: acme.replay(sid, after=0),
-        lambda: acme.ping(sid),
-    ]
-    for call in calls:
-        with pytest.raises(NotFound):
-            call()
 
 
 def test_the_async_client_has_the_same_methods(served: Served) -> None:

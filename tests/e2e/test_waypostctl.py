@@ -14,12 +14,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from waypost_client import Client, Nvrpp
 
+from tests.client.conftest import DELIVERY_ENV
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.test_api import new_tenant
+from tests.integration.loopback_targets import Answer, loopback_target
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +67,9 @@ class Ctl:
 @pytest.fixture
 def server_env(tmp_path: pathlib.Path) -> dict[str, str]:
     """SQLite only: the command is the same against either backend (the long poll on
-    both is tested in tests/e2e/test_long_poll.py and the contract suite)."""
-    return {"WAYPOST__DATABASE__URL": f"sqlite:///{tmp_path / 'waypost.db'}"}
+    both is tested in tests/e2e/test_long_poll.py and the contract suite). Webhooks may
+    reach loopback targets, with one quick retry."""
+    return {"WAYPOST__DATABASE__URL": f"sqlite:///{tmp_path / 'waypost.db'}", **DELIVERY_ENV}
 
 
 @pytest.fixture
@@ -227,4 +231,53 @@ def test_watch_prints_json_lines_and_resumes_from_its_checkpoint(
     out, _ = again.communicate(timeout=30)
     [line] = out.splitlines()  # only the new one
     assert json.loads(line)["success"] is False
+    del sdk
+
+
+def test_subscription_create_list_deliveries_redrive(setup: tuple[Ctl, Ctl, Client]) -> None:
+    """A webhook target that fails until its operator redrives what died."""
+    admin, ci, sdk = setup
+    register(admin)
+    with loopback_target() as hook:
+        hook.answer = lambda _: Answer(status=500)
+        made = admin.json("subscription", "create", "--name", "deploy", "--url", hook.url(),
+                          "--filter", '{"types": ["ci.build"]}')  # fmt: skip
+        assert isinstance(made, dict)
+        sid = made["id"]
+        listed = admin.json("subscription", "list")
+        assert isinstance(listed, list)
+        assert [(s["id"], s["url"], s["enabled"]) for s in listed] == [(sid, hook.url(), True)]
+        ci.run("event", "create", *ARTIFACT, "--receiver", "build@1")
+        ci.run("event", "create", *ARTIFACT, "--receiver", "test@1")  # not ci.build
+
+        def dead() -> list[dict[str, Any]]:
+            found = admin.json("subscription", "deliveries", sid, "--status", "dead")
+            assert isinstance(found, list)
+            return found
+
+        deadline = time.monotonic() + 30
+        while not dead() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [lost] = dead()
+        assert (lost["message_type"], lost["attempts"], lost["last_status_code"]) == (
+            "ci.build",
+            2,
+            500,
+        )
+        table = admin.run("--output", "table", "subscription", "deliveries", sid)
+        assert table.splitlines()[0].split() == [
+            "id",
+            "message_type",
+            "position",
+            "status",
+            "attempts",
+            "last_status_code",
+        ]
+        hook.answer = lambda _: Answer()
+        assert admin.json("subscription", "redrive", sid) == {"requeued": 1}
+        while len(hook.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ids = {{k.lower(): v for k, v in r.headers}["webhook-id"] for r in hook.requests}
+        assert ids == {lost["message_id"]}  # three attempts of one message
+        assert admin.json("subscription", "redrive", sid) == {"requeued": 0}
     del sdk

@@ -367,8 +367,13 @@ def replay(subscription_id: str, after: int) -> Call[int]:
     )
 
 
-def ping(subscription_id: str) -> Call[None]:
-    return Call("POST", f"{API}/subscriptions/{_seg(subscription_id)}/ping", _none, json={})
+def ping(subscription_id: str) -> Call[str]:
+    return Call(
+        "POST",
+        f"{API}/subscriptions/{_seg(subscription_id)}/ping",
+        lambda a: str(data_of(a)["message_id"]),
+        json={},
+    )
 
 
 # --- identity ---------------------------------------------------------------------------------

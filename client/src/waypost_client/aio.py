@@ -466,7 +466,7 @@ class AsyncClient:
         filter: Mapping[str, Any] | None = None,
         ordering: str | None = None,
     ) -> str:
-        """A webhook subscription (needs a server with subscriptions)."""
+        """A webhook subscription; its id."""
         return await self._run(
             api.create_subscription(
                 body(
@@ -530,7 +530,9 @@ class AsyncClient:
         """Deliver every matching message after a log position (again); how many."""
         return await self._run(api.replay(subscription_id, after))
 
-    async def ping(self, subscription_id: str) -> None:
+    async def ping(self, subscription_id: str) -> str:
+        """A `waypost.subscription.ping` message to this subscription only; its id (the
+        `webhook-id` the target gets)."""
         return await self._run(api.ping(subscription_id))
 
     async def login(self, username: str, password: str, *, tenant: str | None = None) -> Token:

@@ -498,10 +498,7 @@ def _limit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most this many")
 
 
-SUBSCRIPTIONS_HELP = (
-    "webhook subscriptions and their deliveries (needs a server with subscriptions: "
-    "older servers answer 404)"
-)
+SUBSCRIPTIONS_HELP = "webhook subscriptions and their deliveries"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -665,7 +662,7 @@ def parser() -> argparse.ArgumentParser:
         subscription, "deliveries", cmd_subscription_deliveries, "a subscription's deliveries"
     )
     sub.add_argument("id")
-    sub.add_argument("--status", choices=("pending", "succeeded", "dead"))
+    sub.add_argument("--status", choices=("pending", "delivering", "succeeded", "dead"))
     _limit(sub)
     sub = verb(subscription, "redrive", cmd_subscription_redrive, "dead deliveries back to pending")
     sub.add_argument("id")
@@ -702,8 +699,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Unauthorized, Forbidden) as exc:
         fail(EXIT_USAGE, f"credential refused: {exc}")
     except NotFound as exc:
-        if args.noun == "subscription":
-            fail(EXIT_FAILED, f"{exc} (does this server have subscriptions?)")
         fail(EXIT_FAILED, str(exc))
     except ValueError as exc:
         fail(EXIT_USAGE, str(exc))

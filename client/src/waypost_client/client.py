@@ -466,7 +466,7 @@ class Client:
         filter: Mapping[str, Any] | None = None,
         ordering: str | None = None,
     ) -> str:
-        """A webhook subscription (needs a server with subscriptions)."""
+        """A webhook subscription; its id."""
         return self._run(
             api.create_subscription(
                 body(
@@ -530,7 +530,9 @@ class Client:
         """Deliver every matching message after a log position (again); how many."""
         return self._run(api.replay(subscription_id, after))
 
-    def ping(self, subscription_id: str) -> None:
+    def ping(self, subscription_id: str) -> str:
+        """A `waypost.subscription.ping` message to this subscription only; its id (the
+        `webhook-id` the target gets)."""
         return self._run(api.ping(subscription_id))
 
     def login(self, username: str, password: str, *, tenant: str | None = None) -> Token:
