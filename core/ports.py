@@ -627,6 +627,9 @@ class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
     ordering_key: str | None = None
     body: bytes
     message_time: datetime
+    #: The message's entry's (see `Positioned`).
+    correlation_id: str | None = None
+    causation_id: str | None = None
 
 
 class Claimed(msgspec.Struct, frozen=True, kw_only=True):

@@ -311,19 +311,20 @@ async def open_services(
     opened = store if store is not None else await open_store(settings)
     try:
         people = identity if identity is not None else await open_identity(settings)
-        observe_sql(settings, opened, people, tracing)
         streams = settings.redis_streams
         sink = (
             None
             if streams.url is None
             else RedisStreams.from_url(streams.url, max_length=streams.max_length)
         )
-        subscriptions = (
-            deliveries if deliveries is not None else await open_deliveries(settings, opened)
-        )
-        if sender is None and sending:
-            sender = webhook_sender(settings)
+        subscriptions: DeliveryStore | None = None
         try:
+            subscriptions = (
+                deliveries if deliveries is not None else await open_deliveries(settings, opened)
+            )
+            observe_sql(settings, opened, people, tracing, subscriptions)
+            if sender is None and sending:
+                sender = webhook_sender(settings)
             secrets = identity_deps(settings, people, hasher=hasher, keys=keys)
             async with open_feed(settings, opened).running() as feed:
                 yield Services(
@@ -341,7 +342,8 @@ async def open_services(
         finally:
             if sender is not None:
                 await sender.close()
-            await subscriptions.close()
+            if subscriptions is not None:
+                await subscriptions.close()
             if sink is not None:
                 await sink.close()
             await people.close()
@@ -350,10 +352,22 @@ async def open_services(
 
 
 def observe_sql(
-    settings: Settings, store: Store, identity: IdentityStore, tracing: Tracing | None
+    settings: Settings,
+    store: Store,
+    identity: IdentityStore,
+    tracing: Tracing | None,
+    deliveries: DeliveryStore | None = None,
 ) -> None:
     """Slow statements logged (`log.slow_query_ms`), every one a span when tracing."""
     span = None if tracing is None else tracing.span
+    if isinstance(deliveries, SqlDeliveries):
+        deliveries.observe(
+            StatementObserver(
+                system=database_kind(settings.database.url),
+                slow_ms=settings.log.slow_query_ms,
+                span=span,
+            )
+        )
     if isinstance(store, ReplicaStore):
         store = store.primary  # the replica's reads are not watched
     if isinstance(store, SqlStore):
@@ -436,7 +450,7 @@ def create_app(
                 if not in_process:
                     yield opened
                     return
-                async with delivering(opened, settings.delivery, metrics=metrics):
+                async with delivering(opened, settings.delivery, metrics=metrics, tracing=tracing):
                     yield opened
             finally:
                 if tracing is not None:

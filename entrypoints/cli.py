@@ -317,16 +317,21 @@ async def _worker(settings: Settings, metrics_port: int | None) -> int:
         registry = CollectorRegistry()
         registry.register(metrics)
         start_http_server(metrics_port, addr=settings.http.host, registry=registry)
-    async with (
-        open_services(settings, sending=True) as services,
-        anyio.create_task_group() as tasks,
-    ):
-        runner = DeliveryRunner(services, settings.delivery, metrics=metrics)
-        tasks.start_soon(stop_on_signals, runner)
-        await tasks.start(runner.run)
-        print(f"waypost: delivering (worker {runner.name})", flush=True)
-        await runner.stopped()
-        tasks.cancel_scope.cancel()
+    tracing = Tracing.from_settings(settings, os.environ)
+    try:
+        async with (
+            open_services(settings, sending=True, tracing=tracing) as services,
+            anyio.create_task_group() as tasks,
+        ):
+            runner = DeliveryRunner(services, settings.delivery, metrics=metrics, tracing=tracing)
+            tasks.start_soon(stop_on_signals, runner)
+            await tasks.start(runner.run)
+            print(f"waypost: delivering (worker {runner.name})", flush=True)
+            await runner.stopped()
+            tasks.cancel_scope.cancel()
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
     return 0
 
 

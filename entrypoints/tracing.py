@@ -6,10 +6,17 @@ ids, a query string, a header or a credential):
 - each HTTP request: a SERVER span `<METHOD> <route template>` (`POST /api/v1/events`)
   with the method, the template and the status code; a caller's `traceparent` (W3C
   Trace Context) is its parent, so the caller's trace goes on here;
-- each use case called: `usecase <name>.<method>` (`usecase events.record_outcome`),
-  by wrapping the Services' use cases (the core imports no tracing library);
-- each SQL statement: a CLIENT span named by the statement catalogue
-  (`adapters.sql.observe`), never its text or values.
+- each use case called inside a trace: `usecase <name>.<method>`
+  (`usecase events.record_outcome`), by wrapping the Services' use cases (the core imports
+  no tracing library);
+- each SQL statement inside a trace: a CLIENT span named by the statement catalogue
+  (`adapters.sql.observe`), never its text or values. Statements outside any trace (the
+  delivery loops' passes, the commit feed's polls) make no span: they would be root
+  traces several times a second and say nothing;
+- each webhook delivery attempt: a CLIENT span `webhook attempt` whose parent is the
+  request that wrote the message (its log entry's `traceparent`), so the trace of
+  `POST /api/v1/events` goes on to the deliveries it caused, across processes; the
+  attempt's own `traceparent` goes to the target in the request's headers.
 
 The request's trace id and span id become the log envelope's `correlation_id` and
 `causation_id` of what the request writes (`correlation`), so a message leads back to the
@@ -29,8 +36,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -44,11 +51,14 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from core.domain.delivery import Delivery, Verdict
+from core.usecases import AttemptReport
 from entrypoints.http.auth import TRACE_KEY
 from entrypoints.settings import Settings
 
 __all__ = [
     "TRACE_KEY",
+    "AttemptSpan",
     "TraceIds",
     "Tracing",
     "correlation",
@@ -59,7 +69,12 @@ _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _CARRIED: Final = (b"traceparent", b"tracestate")
 #: The use cases whose calls become spans (attributes of `core.usecases.Services`).
 USE_CASES: Final = ("tenants", "receivers", "events", "groups", "messages", "replay")
-_PRIVATE_USE_CASES: Final = {"_identity": "identity", "_secrets": "secrets", "_audit": "audit"}
+_PRIVATE_USE_CASES: Final = {
+    "_identity": "identity",
+    "_secrets": "secrets",
+    "_audit": "audit",
+    "_subscriptions": "subscriptions",
+}
 
 
 def _enabled_by(settings: Settings, environ: Mapping[str, str]) -> str | None:
@@ -125,8 +140,31 @@ class Tracing:
     # --- spans ---------------------------------------------------------------------------
 
     def span(self, name: str, attributes: dict[str, str]) -> AbstractContextManager[object]:
-        """A CLIENT span around one statement (the SQL observer's span factory)."""
+        """A CLIENT span around one statement (the SQL observer's span factory), inside the
+        current trace only (see the module's docstring)."""
+        if not trace.get_current_span().get_span_context().is_valid:
+            return nullcontext()
         return self.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+
+    @contextmanager
+    def attempt(self, delivery: Delivery) -> Iterator[AttemptSpan]:
+        """A span around one attempt of `delivery`, in the trace of the request that wrote
+        its message (a trace of its own when that was not traced)."""
+        remote = traceparent(delivery.correlation_id, delivery.causation_id)
+        parent = _PROPAGATOR.extract({"traceparent": remote}) if remote else None
+        with self.tracer.start_as_current_span(
+            "webhook attempt",
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "http.request.method": "POST",
+                "waypost.delivery.attempt": delivery.attempts + 1,
+            },
+            record_exception=False,  # a traceback is the log's
+        ) as span:
+            carrier: dict[str, str] = {}
+            _PROPAGATOR.inject(carrier)
+            yield AttemptSpan(span, list(carrier.items()))
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         return TracingMiddleware(app, self)
@@ -142,8 +180,31 @@ class Tracing:
                 setattr(services, attribute, _Traced(target, name, self))
 
 
+class AttemptSpan:
+    """One delivery attempt's span: the headers that carry it to the target, and what the
+    attempt came to."""
+
+    def __init__(self, span: trace.Span, headers: list[tuple[str, str]]) -> None:
+        self._span = span
+        #: `traceparent` (and `tracestate`, when there is one) of the attempt's span.
+        self.headers = headers
+
+    def ended(self, report: AttemptReport) -> None:
+        span = self._span
+        span.set_attribute("waypost.delivery.outcome", str(report.event))
+        if report.status_code is not None:
+            span.set_attribute("http.response.status_code", report.status_code)
+        if report.failure is not None:
+            span.set_attribute("error.type", report.failure)
+        elif report.status_code is not None and report.status_code >= 300:
+            span.set_attribute("error.type", str(report.status_code))
+        if report.verdict is not None and report.verdict != Verdict.SUCCESS:
+            span.set_status(Status(StatusCode.ERROR))
+
+
 class _Traced:
-    """A use case whose coroutine methods run inside a span `usecase <name>.<method>`."""
+    """A use case whose coroutine methods run inside a span `usecase <name>.<method>` when
+    called inside a trace (the dispatcher's reads of the log are not)."""
 
     def __init__(self, target: object, name: str, tracing: Tracing) -> None:
         self._target = target
@@ -159,6 +220,8 @@ class _Traced:
 
         @functools.wraps(found)
         async def traced(*args: Any, **kwargs: Any) -> Any:
+            if not trace.get_current_span().get_span_context().is_valid:
+                return await found(*args, **kwargs)  # outside a trace: no root of its own
             with tracer.start_as_current_span(name, attributes={"code.function.name": name[8:]}):
                 return await found(*args, **kwargs)
 

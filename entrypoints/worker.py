@@ -52,6 +52,7 @@ from core.ports import Claimed
 from core.usecases import Announcer, AttemptReport, Deliverer, Dispatcher, Services
 from entrypoints.delivery_metrics import DeliveryMetrics
 from entrypoints.settings import DeliverySettings
+from entrypoints.tracing import Tracing
 
 __all__ = ["DeliveryRunner", "delivering", "process_name"]
 
@@ -95,6 +96,7 @@ class DeliveryRunner:
         *,
         name: str | None = None,
         metrics: DeliveryMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         delivery = services.delivery_deps
         if delivery is None or delivery.sender is None:
@@ -108,6 +110,8 @@ class DeliveryRunner:
         self.announcer = Announcer(deps, delivery)
         self.store = delivery.store
         self.metrics = metrics
+        #: Each attempt a span in its message's trace, which goes on at the target.
+        self.tracing = tracing
         #: What the dispatcher waits on between passes (None: it polls).
         self.feed = services.feed
         retry_slots = max(1, settings.concurrency // 4)
@@ -285,7 +289,12 @@ class DeliveryRunner:
         try:
             # bounded, so that a hung database never holds a slot for ever (the lease lapses)
             with anyio.move_on_after(self.settings.timeout_seconds + LEASE_MARGIN_SECONDS):
-                report = await self.deliverer.attempt(claimed)
+                if self.tracing is None:
+                    report = await self.deliverer.attempt(claimed)
+                else:
+                    with self.tracing.attempt(claimed.delivery) as span:
+                        report = await self.deliverer.attempt(claimed, span.headers)
+                        span.ended(report)
         except Exception:
             log.exception(
                 "delivery %s: the attempt failed inside the registry; it is attempted again "
@@ -349,9 +358,10 @@ async def delivering(
     *,
     metrics: DeliveryMetrics | None = None,
     name: str | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[DeliveryRunner]:
     """Run delivery while the block runs; stop it gracefully when the block ends."""
-    runner = DeliveryRunner(services, settings, name=name, metrics=metrics)
+    runner = DeliveryRunner(services, settings, name=name, metrics=metrics, tracing=tracing)
     async with anyio.create_task_group() as tasks:
         await tasks.start(runner.run)
         log.info("delivery started (process %s)", runner.name)

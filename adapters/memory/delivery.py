@@ -202,6 +202,8 @@ class MemoryDeliveries:
             next_attempt_at=now,
             message_time=new.message_time,
             created_at=now,
+            correlation_id=new.correlation_id,
+            causation_id=new.causation_id,
         )
         self.bodies[new.id] = new.body
         self.attempts[new.id] = []

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +53,8 @@ from adapters.sql.delivery_queries import (
 )
 from adapters.sql.drivers import Connection, PgDatabase, Row, SqliteDatabase
 from adapters.sql.engine import create_engine, normalize_url
+from adapters.sql.observe import ObservedConnection, StatementObserver
+from adapters.sql.queries import Query
 from adapters.sql.store import Codec, SqlStore, _PgCodec, _SqliteCodec
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import Conflict
@@ -128,6 +130,7 @@ class SqlDeliveries:
         self._signal = _Signal()
         self._listener: asyncpg.Connection | None = None
         self._listen_failed_at = 0.0
+        self._observer: StatementObserver | None = None
         self.subscriptions = SqlSubscriptions(self)
 
     @classmethod
@@ -156,6 +159,21 @@ class SqlDeliveries:
     def sql(self) -> DeliveryStatements:
         return self._sql
 
+    def observe(self, observer: StatementObserver | None) -> None:
+        """Pass every later statement through `observer` (slow-query log, spans), by its
+        catalogue name; None: stop."""
+        self._observer = observer if observer is not None and observer.active else None
+
+    def _watched(self, conn: Connection) -> Connection:
+        observer = self._observer
+        return conn if observer is None else ObservedConnection(conn, observer)
+
+    def _statement(self, query: Query) -> AbstractContextManager[None]:
+        """Around a statement PostgreSQL runs on a pooled connection of its own (no
+        transaction to wrap): observed like the others."""
+        observer = self._observer
+        return nullcontext() if observer is None else observer.statement(query.name)
+
     @property
     def codec(self) -> Codec:
         return self._codec
@@ -167,20 +185,20 @@ class SqlDeliveries:
         db = self._work if work else self._db
         if isinstance(db, PgDatabase):
             async with db.transaction(_WRITE) as pg:
-                yield pg
+                yield self._watched(pg)
         else:
             async with db.write() as conn:
-                yield conn
+                yield self._watched(conn)
 
     @asynccontextmanager
     async def read(self, *, work: bool = False) -> AsyncIterator[Connection]:
         db = self._work if work else self._db
         if isinstance(db, PgDatabase):
             async with db.transaction(_READ) as pg:
-                yield pg
+                yield self._watched(pg)
         else:
             async with db.read() as conn:
-                yield conn
+                yield self._watched(conn)
 
     async def notify(self, conn: Connection) -> None:
         """Inside a transaction that makes deliveries due: wake other processes' deliverers
@@ -238,7 +256,7 @@ class SqlDeliveries:
         rows = [
             (n.id, n.tenant_id, n.subscription_id, n.message_id, n.message_type, n.position,
              n.ordering_key, n.body, "pending", 0, 0, False, at, None, None, None,
-             time(n.message_time), at, None, None)
+             time(n.message_time), at, None, None, n.correlation_id, n.causation_id)
             for n in made
         ]  # fmt: skip
         if sql.postgres:
@@ -270,11 +288,13 @@ class SqlDeliveries:
         excluded = codec.ids([s for s, n in rooms.items() if n < 1])
         if isinstance(self._work, PgDatabase):  # one statement: atomic by itself
             given = [(s, n) for s, n in rooms.items() if n >= 1]
-            rows = await self._work.fetch(
-                sql.pg_claim[retries],
-                (time(now), excluded, time(ordering_since), limit, [s for s, _ in given],
-                 [n for _, n in given], room, limit, claim, time(lease_until)),
-            )  # fmt: skip
+            query = sql.pg_claim[retries]
+            with self._statement(query):
+                rows = await self._work.fetch(
+                    query,
+                    (time(now), excluded, time(ordering_since), limit, [s for s, _ in given],
+                     [n for _, n in given], room, limit, claim, time(lease_until)),
+                )  # fmt: skip
             cut = _DELIVERY_COLUMNS + 1
             return self._claimed([(tuple(row)[:cut], tuple(row)[cut:]) for row in rows], claim, now)
         async with self.write(work=True) as conn:
@@ -324,12 +344,13 @@ class SqlDeliveries:
         started = time(attempt.started_at)
         clear = outcome.status == DeliveryStatus.SUCCEEDED
         if isinstance(self._work, PgDatabase):  # one statement: atomic by itself
-            row = await self._work.fetchrow(
-                sql.finish,
-                (delivery_id, claim, str(outcome.status), next_at, started,
-                 attempt.duration_ms, attempt.status_code, attempt.error,
-                 attempt.response_excerpt, clear, outcome.failing, outcome.disable),
-            )  # fmt: skip
+            with self._statement(sql.finish):
+                row = await self._work.fetchrow(
+                    sql.finish,
+                    (delivery_id, claim, str(outcome.status), next_at, started,
+                     attempt.duration_ms, attempt.status_code, attempt.error,
+                     attempt.response_excerpt, clear, outcome.failing, outcome.disable),
+                )  # fmt: skip
             return row is not None and int(row[0]) == 1
         async with self.write(work=True) as conn:
             done = await conn.fetchrow(
@@ -419,7 +440,8 @@ class SqlDeliveries:
                 row = await conn.fetchrow(
                     sql.requeue,
                     (n.id, n.tenant_id, n.subscription_id, n.message_id, n.message_type,
-                     n.position, n.ordering_key, n.body, time(n.message_time), at),
+                     n.position, n.ordering_key, n.body, time(n.message_time), at,
+                     n.correlation_id, n.causation_id),
                 )  # fmt: skip
                 changed += row is not None
             if changed:
@@ -699,6 +721,8 @@ def _delivery(row: Row, codec: Codec) -> Delivery:
         created_at=at(row[15]),
         claimed_by=row[16],
         lease_until=maybe(row[17]),
+        correlation_id=row[18],
+        causation_id=row[19],
     )
 
 

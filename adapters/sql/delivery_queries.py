@@ -32,7 +32,8 @@ SECRET = ("tenant_id", "subscription_id", "version", "state", "created_at", "act
 DELIVERY_ALL = ("id", "tenant_id", "subscription_id", "message_id", "message_type", "position",
                 "ordering_key", "body", "status", "attempts", "round_attempts", "attempted",
                 "next_attempt_at", "last_attempt_at", "last_status_code", "last_error",
-                "message_time", "created_at", "claimed_by", "lease_until")  # fmt: skip
+                "message_time", "created_at", "claimed_by", "lease_until", "correlation_id",
+                "causation_id")  # fmt: skip
 #: What a delivery reads as (no body, no `attempted`: it is `attempts > 0`).
 DELIVERY = tuple(c for c in DELIVERY_ALL if c not in ("body", "attempted"))
 ATTEMPT = ("delivery_id", "number", "tenant_id", "started_at", "duration_ms", "status_code",
@@ -299,6 +300,15 @@ class DeliveryStatements:
             self.finish_subscription = q(
                 sa.text(self._subscription_after()), *self._subscription_after_args
             )
+        # What logs and traces call each statement (`adapters.sql.observe`).
+        for name, value in vars(self).items():
+            if isinstance(value, Query):
+                value.name = name
+        for retries, candidates in self.candidates.items():
+            candidates.name = "candidates_retries" if retries else "candidates_first_attempts"
+        if postgres:
+            for retries, claim in self.pg_claim.items():
+                claim.name = "claim_retries" if retries else "claim_first_attempts"
 
     # --- building blocks -------------------------------------------------------------------
 
@@ -451,7 +461,8 @@ ON CONFLICT (subscription_id, message_id) DO NOTHING
 RETURNING id"""
 
     _requeue_args = ("id", "tenant_id", "subscription_id", "message_id", "message_type",
-                     "position", "ordering_key", "body", "message_time", "now")  # fmt: skip
+                     "position", "ordering_key", "body", "message_time", "now", "correlation_id",
+                     "causation_id")  # fmt: skip
 
     def _requeue(self) -> str:
         """Add a delivery, or send an existing finished one again (a new round, due now);
@@ -464,14 +475,17 @@ RETURNING id"""
                 "CAST(:message_id AS text), CAST(:message_type AS text), "
                 "CAST(:position AS bigint), CAST(:ordering_key AS text), CAST(:body AS bytea)"
             )
+            traced = "CAST(:correlation_id AS text), CAST(:causation_id AS text)"
         else:
             values = (
                 ":id, :tenant_id, :subscription_id, :message_id, :message_type, :position, "
                 ":ordering_key, :body"
             )
+            traced = ":correlation_id, :causation_id"
         return f"""
 INSERT INTO deliveries ({", ".join(DELIVERY_ALL)})
-SELECT {values}, 'pending', 0, 0, {false}, {now}, NULL, NULL, NULL, {at}, {now}, NULL, NULL
+SELECT {values}, 'pending', 0, 0, {false}, {now}, NULL, NULL, NULL, {at}, {now}, NULL, NULL,
+       {traced}
 WHERE EXISTS (SELECT 1 FROM subscriptions
               WHERE tenant_id = :tenant_id AND id = :subscription_id)
 ON CONFLICT (subscription_id, message_id) DO UPDATE
@@ -578,6 +592,7 @@ WHERE tenant_id = :tenant_id AND id = :id AND {self._subscription_when()}"""
                 stmt = stmt.where(d.c.status == _p("status"))
                 args.append("status")
             found = self._pages[shape] = self._keyset(stmt, d.c.id, order, after, args)
+            found.name = "deliveries_page"
         return found
 
     def subscriptions_page(self, *, order: str, after: bool) -> Query:
@@ -588,6 +603,7 @@ WHERE tenant_id = :tenant_id AND id = :id AND {self._subscription_when()}"""
             s = t.subscriptions
             stmt = sa.select(s).where(s.c.tenant_id == _p("tenant_id"))
             found = self._pages[shape] = self._keyset(stmt, s.c.id, order, after, ["tenant_id"])
+            found.name = "subscriptions_page"
         return found
 
     def _keyset(

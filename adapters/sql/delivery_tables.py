@@ -115,6 +115,8 @@ deliveries = sa.Table(
     _time("created_at"),
     _text("claimed_by", nullable=True),
     _time("lease_until", nullable=True),
+    _text("correlation_id", nullable=True),
+    _text("causation_id", nullable=True),
     sa.PrimaryKeyConstraint("id", name="pk_deliveries"),
     sa.UniqueConstraint("subscription_id", "message_id", name="uq_deliveries_message"),
     sa.Index("ix_deliveries_due", "status", "attempted", "next_attempt_at"),

@@ -143,6 +143,10 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     #: The claim that holds it while `delivering`, and until when.
     claimed_by: str | None = None
     lease_until: datetime | None = None
+    #: The message's log entry's correlation and causation ids: the trace and span of the
+    #: request that wrote it, when traced (an attempt continues that trace).
+    correlation_id: str | None = None
+    causation_id: str | None = None
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):

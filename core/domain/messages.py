@@ -103,6 +103,10 @@ class Positioned(msgspec.Struct, frozen=True, kw_only=True):
 
     position: int
     message: CloudEvent
+    #: The entry's correlation and causation ids (a traced request's trace and span id):
+    #: what a delivery of the message continues.
+    correlation_id: str | None = None
+    causation_id: str | None = None
 
 
 def source_for(tenant: Tenant) -> str:

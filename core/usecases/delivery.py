@@ -133,6 +133,8 @@ class Dispatcher:
                     ordering_key=ordering_key(subscription, message),
                     body=body,
                     message_time=message.time,
+                    correlation_id=item.correlation_id,
+                    causation_id=item.causation_id,
                 )
                 for subscription in wanted
             )
@@ -237,8 +239,11 @@ class Deliverer:
             ordering_since=now - self._delivery.ordering_wait,
         )
 
-    async def attempt(self, claimed: Claimed) -> AttemptReport:
-        """One attempt of one claimed delivery, from signing to the written outcome."""
+    async def attempt(
+        self, claimed: Claimed, headers: Sequence[tuple[str, str]] = ()
+    ) -> AttemptReport:
+        """One attempt of one claimed delivery, from signing to the written outcome.
+        `headers` go along unsigned (transport headers: a trace's `traceparent`)."""
         delivery, subscription = claimed.delivery, claimed.subscription
         clock, policy = self._deps.clock, self._delivery.breaker
         started = clock.now()
@@ -254,13 +259,16 @@ class Deliverer:
             return await self._release(claimed, started)
         request = WebhookRequest(
             url=subscription.url,
-            headers=signatures.headers(
-                secrets,
-                delivery.message_id,
-                int(seconds),
-                claimed.body,
-                self._delivery.user_agent,
-            ),
+            headers=[
+                *signatures.headers(
+                    secrets,
+                    delivery.message_id,
+                    int(seconds),
+                    claimed.body,
+                    self._delivery.user_agent,
+                ),
+                *headers,
+            ],
             body=claimed.body,
             timeout_seconds=self._delivery.timeout.total_seconds(),
         )

@@ -133,5 +133,12 @@ class Messages:
                     group_events=evidence,
                 )
                 if message is not None and only.matches(message):
-                    messages.append(Positioned(position=envelope.position, message=message))
+                    messages.append(
+                        Positioned(
+                            position=envelope.position,
+                            message=message,
+                            correlation_id=envelope.correlation_id,
+                            causation_id=envelope.causation_id,
+                        )
+                    )
         return MessagePage(messages=messages, last=entries[-1].position)

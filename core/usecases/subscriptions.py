@@ -281,6 +281,8 @@ class Subscriptions:
                             ordering_key=ordering_key(subscription, message),
                             body=encode_message(message),
                             message_time=message.time,
+                            correlation_id=item.correlation_id,
+                            causation_id=item.causation_id,
                         )
                     )
             await self._store.requeue(made, self._deps.clock.now())

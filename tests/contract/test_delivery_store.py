@@ -387,6 +387,39 @@ async def test_claimed_carries_the_body_and_the_subscription(store: DeliveryStor
     assert held.claim == "c1"
     assert held.delivery.message_id == made.message_id
     assert held.delivery.claimed_by == "c1"
+    assert (held.delivery.correlation_id, held.delivery.causation_id) == (None, None)
+
+
+async def test_a_delivery_keeps_its_messages_trace(store: DeliveryStore) -> None:
+    """The correlation and causation ids of the message's entry (what an attempt's span
+    continues), whether dispatched or requeued by a replay."""
+    sub = await add(store)
+    trace, span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    dispatched = new(sub, 1, correlation_id=trace, causation_id=span)
+    await dispatch(store, sub, [dispatched])
+    replayed = new(sub, 2, correlation_id="req-2", causation_id=None)
+    assert await store.requeue([replayed], T0) == 1
+    for made in (dispatched, replayed):
+        found = await store.get(sub.tenant_id, sub.id, made.id)
+        assert found is not None
+        assert (found[0].correlation_id, found[0].causation_id) == (
+            made.correlation_id,
+            made.causation_id,
+        )
+    held = await store.claim(
+        claim="c1",
+        now=T0,
+        lease_until=T0 + timedelta(seconds=5),
+        limit=2,
+        retries=False,
+        room=2,
+        rooms={},
+        ordering_since=T0,
+    )
+    assert {(h.delivery.correlation_id, h.delivery.causation_id) for h in held} == {
+        (trace, span),
+        ("req-2", None),
+    }
 
 
 async def test_first_attempts_and_retries_are_claimed_apart(store: DeliveryStore) -> None:

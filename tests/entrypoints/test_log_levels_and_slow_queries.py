@@ -125,3 +125,44 @@ async def test_with_waypost_sql_at_debug_every_statement_is_logged(
 def test_an_observer_that_would_do_nothing_is_not_installed() -> None:
     assert not StatementObserver(system="sqlite", slow_ms=0).active
     assert StatementObserver(system="sqlite", slow_ms=500).active
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_the_delivery_stores_statements_are_watched_by_name_on_both_backends(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: pathlib.Path,
+    captured: tuple[io.StringIO, list[logging.Logger]],
+) -> None:
+    """Every statement of a dispatch, a claim and a finish passes the observer by its
+    catalogue name, including PostgreSQL's one-statement claim and finish, which run on a
+    pooled connection of their own."""
+    from adapters.sql.delivery import SqlDeliveries
+    from core.domain.delivery import DeliveryStatus
+    from tests.contract.test_delivery_store import add, claim, dispatch, new, outcome
+
+    if backend == "postgres":
+        request.applymarker(pytest.mark.postgres)
+        url = request.getfixturevalue("fresh_database")
+    else:
+        url = f"sqlite:///{tmp_path / 'w.db'}"
+    await migrate(url)
+    stream = _configure(captured)
+    store = await SqlDeliveries.connect(url)
+    try:
+        sub = await add(store)
+        store.observe(StatementObserver(system=backend, slow_ms=1e-6))  # everything is slow
+        await dispatch(store, sub, [new(sub, 1)])
+        [held] = await claim(store, claim="c1")
+        done = outcome(DeliveryStatus.SUCCEEDED, delivery_id=held)
+        assert await store.finish(held, "c1", done)
+        store.observe(None)
+        await store.checkpoints()  # not watched any more
+    finally:
+        await store.close()
+    named = [line["statement"] for line in _lines(stream)]
+    claimed = "claim_first_attempts" if backend == "postgres" else "claim"
+    finished = "finish" if backend == "postgres" else "finish_delivery"
+    assert {"checkpoints", claimed, finished} <= set(named), named
+    assert "statement" not in named  # every statement has its catalogue name
+    assert named.count("checkpoints") == 1  # only while watched

@@ -1,5 +1,6 @@
 """Tracing with the SDK's in-memory exporter: one trace from `POST /api/v1/events` through
-the use case and its SQL statements, into the log envelope and the log lines."""
+the use case and its SQL statements, into the log envelope and the log lines, and on to
+the webhook attempts the request caused (and the target's `traceparent`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import pathlib
 from collections.abc import Iterator
 
+import anyio
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -17,7 +19,13 @@ from opentelemetry.trace import SpanKind
 
 from adapters.memory.identity import MemoryIdentity
 from entrypoints import logs
-from entrypoints.settings import DatabaseSettings, LogSettings, Settings, TracingSettings
+from entrypoints.settings import (
+    DatabaseSettings,
+    DeliverySettings,
+    LogSettings,
+    Settings,
+    TracingSettings,
+)
 from entrypoints.tracing import Tracing, traceparent
 from tests.http.conftest import (
     ACME_KEY,
@@ -32,6 +40,7 @@ from tests.http.conftest import (
     settings,
     tenant_id,
 )
+from tests.integration.loopback_targets import Target, loopback_target
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -227,3 +236,105 @@ def test_traceparent_of_a_log_entry(anyio_backend: str) -> None:
     assert traceparent(CALLER_TRACE, CALLER_SPAN) == f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
     assert traceparent("req-1", None) is None
     assert traceparent(CALLER_TRACE, "not-hex-at-all!!") is None
+
+
+# --- webhook deliveries --------------------------------------------------------------------
+
+#: In-process delivery to loopback targets, looking for work often.
+DELIVERING = DeliverySettings(in_process=True, allowed_networks=["127.0.0.0/8"], poll_seconds=0.05)
+
+
+async def _subscribe(client: object, url: str) -> str:
+    answer = await client.post(  # type: ignore[attr-defined]
+        "/api/v1/subscriptions", json={"name": "deploys", "url": url}, headers=HEADERS
+    )
+    assert answer.status_code == 201, answer.text
+    ident: str = answer.json()["data"]
+    return ident
+
+
+async def _received(hook: Target, count: int = 1) -> None:
+    with anyio.fail_after(30):
+        while len(hook.requests) < count:  # noqa: ASYNC110 - the target is a thread's
+            await anyio.sleep(0.02)
+
+
+async def test_a_webhook_attempt_goes_on_with_the_trace_of_the_request_that_caused_it(
+    identity: MemoryIdentity, exporter: InMemorySpanExporter, tmp_path: pathlib.Path
+) -> None:
+    config = settings(
+        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'waypost.db'}"), delivery=DELIVERING
+    )
+    with loopback_target() as hook:
+        app = make_app(identity, config=config, tracing=tracing_for(config, exporter))
+        async with asgi_client(app, headers=PLATFORM) as client:
+            await add_tenants(client, identity)
+            receiver = await make_receiver(client)
+            subscription = await _subscribe(client, hook.url())
+            secret = (
+                await client.get(f"/api/v1/subscriptions/{subscription}/secret", headers=HEADERS)
+            ).json()["data"]["secret"]
+            await anyio.sleep(0.2)  # the delivery loops' idle passes: no spans of their own
+            exporter.clear()
+            answer = await client.post(
+                "/api/v1/events",
+                json=event_body(receiver, payload={"build": 7, "commit": SECRET_MARK}),
+                headers={**HEADERS, "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+            )
+            assert answer.status_code == 201, answer.text
+            await _received(hook)
+            with anyio.fail_after(30):  # the attempt's span ends once its outcome is written
+                while not _by_name(exporter.get_finished_spans(), "webhook attempt"):  # noqa: ASYNC110 - the exporter's list
+                    await anyio.sleep(0.02)
+            spans = exporter.get_finished_spans()
+
+    [server] = _by_name(spans, "POST /api/v1/events")
+    [attempt] = _by_name(spans, "webhook attempt")
+    assert attempt.kind == SpanKind.CLIENT
+    # the request's trace goes on in the attempt: its parent is the request's span
+    assert format(attempt.context.trace_id, "032x") == CALLER_TRACE
+    assert attempt.parent is not None
+    assert attempt.parent.is_remote  # read back from the log entry, as another process does
+    assert attempt.parent.span_id == server.context.span_id
+    assert attempt.attributes is not None
+    assert attempt.attributes["http.response.status_code"] == 200
+    assert attempt.attributes["waypost.delivery.attempt"] == 1
+    assert attempt.attributes["waypost.delivery.outcome"] == "succeed"
+    # the attempt's own statements are its children: its secrets read, its outcome written
+    under = {s.name for s in spans if s.kind == SpanKind.CLIENT and _under(s, attempt, spans)}
+    assert {"secrets", "finish_delivery"} <= under, under
+    assert _by_name(spans, "usecase events.record_outcome")
+    assert all(span.context.trace_id == server.context.trace_id for span in spans), [
+        (s.name, s.parent) for s in spans if s.context.trace_id != server.context.trace_id
+    ]
+    # and it goes on at the target
+    [received] = hook.requests
+    sent = {name.lower(): value for name, value in received.headers}
+    assert sent["traceparent"] == f"00-{CALLER_TRACE}-{format(attempt.context.span_id, '016x')}-01"
+    # nothing sensitive in any span: no payload, URL, secret or key
+    everything = json.dumps(
+        [[span.name, dict(span.attributes or {})] for span in spans], default=str
+    )
+    for secret_text in (SECRET_MARK, hook.url(), secret, ACME_KEY, subscription):
+        assert secret_text not in everything
+
+
+async def test_without_tracing_a_webhook_carries_no_traceparent(
+    identity: MemoryIdentity,
+) -> None:
+    config = settings(delivery=DELIVERING)
+    with loopback_target() as hook:
+        async with asgi_client(make_app(identity, config=config), headers=PLATFORM) as client:
+            await add_tenants(client, identity)
+            receiver = await make_receiver(client)
+            await _subscribe(client, hook.url())
+            answer = await client.post(
+                "/api/v1/events",
+                json=event_body(receiver),
+                headers={**HEADERS, "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+            )
+            assert answer.status_code == 201, answer.text
+            await _received(hook)
+    names = {name.lower() for name, _ in hook.requests[0].headers}
+    assert "webhook-signature" in names
+    assert "traceparent" not in names

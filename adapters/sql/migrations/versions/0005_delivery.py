@@ -106,6 +106,8 @@ def upgrade() -> None:
         _time("created_at"),
         _text("claimed_by", nullable=True),
         _time("lease_until", nullable=True),
+        _text("correlation_id", nullable=True),
+        _text("causation_id", nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_deliveries"),
         sa.UniqueConstraint("subscription_id", "message_id", name="uq_deliveries_message"),
     )
