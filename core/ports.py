@@ -24,6 +24,7 @@ import msgspec
 
 from core.domain.audit import AuditRecord
 from core.domain.envelope import Envelope
+from core.domain.idempotency import Record
 from core.domain.identity import (
     ApiKey,
     Claims,
@@ -182,6 +183,29 @@ class LogReads(Protocol):
         ...
 
 
+class IdempotencyReads(Protocol):
+    """Idempotency-Key records (`core.domain.idempotency`), by key space and key."""
+
+    async def get(self, scope: str, key: str) -> Record | None:
+        """The record of that key, expired or not (None: there is none)."""
+        ...
+
+
+class IdempotencyWrites(IdempotencyReads, Protocol):
+    """The records of a write transaction: stored with its writes, or not at all."""
+
+    def add(self, record: Record) -> None:
+        """Store `record` in this transaction: with the next `append` (the same statement
+        where the backend can), or before the commit. Any number of records, of any key
+        space, may join one transaction (a group commit's requests). When a record of the
+        same key was committed first, the write raises `KeyInUse` and nothing is stored."""
+        ...
+
+    async def remove(self, scope: str, key: str) -> None:
+        """Delete the record of that key (an expired one about to be replaced)."""
+        ...
+
+
 class ReadTx(Protocol):
     """One consistent snapshot of the store."""
 
@@ -199,6 +223,8 @@ class ReadTx(Protocol):
     def completions(self) -> CompletionReads: ...
     @property
     def log(self) -> LogReads: ...
+    @property
+    def idempotency(self) -> IdempotencyReads: ...
 
     async def tenant_ids(self) -> list[str]: ...
 
@@ -212,6 +238,8 @@ class WriteTx(ReadTx, Protocol):
 
     @property
     def tenant_id(self) -> str: ...
+    @property
+    def idempotency(self) -> IdempotencyWrites: ...
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         """Append to the tenant's log and apply the inline read models; positions in order.
@@ -228,6 +256,11 @@ class Store(Protocol):
 
     def rebuild(self) -> AbstractAsyncContextManager[Rebuild]:
         """Empty every read model (in one transaction) and replay into it; commits at block end."""
+        ...
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` Idempotency-Key records made at or before `before`, in one
+        short transaction; how many were deleted. Nothing else is ever evicted."""
         ...
 
     async def close(self) -> None: ...
@@ -272,8 +305,10 @@ class IdSource(Protocol):
 
 
 class UserStore(Protocol):
-    async def add(self, user: User) -> None:
-        """Raises `Conflict` when the username is taken in the user's tenant."""
+    async def add(self, user: User, record: Record | None = None) -> None:
+        """Raises `Conflict` when the username is taken in the user's tenant. With `record`,
+        the Idempotency-Key record is stored in the same transaction (an expired one of the
+        same key is replaced; a live one: `KeyInUse`, and nothing is stored)."""
         ...
 
     async def get(self, tenant_id: str | None, user_id: str) -> User | None: ...
@@ -291,8 +326,9 @@ class UserStore(Protocol):
 
 
 class ApiKeyStore(Protocol):
-    async def add(self, key: ApiKey) -> None:
-        """Raises `Conflict` when the prefix is taken (the caller makes another key)."""
+    async def add(self, key: ApiKey, record: Record | None = None) -> None:
+        """Raises `Conflict` when the prefix is taken (the caller makes another key). With
+        `record`, as `UserStore.add` (a live record of the key: `KeyInUse`)."""
         ...
 
     async def get(self, tenant_id: str | None, key_id: str) -> ApiKey | None: ...

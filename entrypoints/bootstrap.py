@@ -186,6 +186,8 @@ async def open_services(
     opened = store if store is not None else await open_store(settings)
     try:
         people = identity if identity is not None else await open_identity(settings)
+        if isinstance(opened, MemoryStore) and isinstance(people, MemoryIdentity):
+            people.share_records(opened.records)  # one key space, as in the SQL table
         streams = settings.redis_streams
         sink = (
             None

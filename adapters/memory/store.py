@@ -10,11 +10,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import TypeVar
 
 import anyio
 import msgspec
 
+from adapters.memory.records import MemoryRecords, ReadRecords, TxRecords
 from core.domain.digest import Digest
 from core.domain.envelope import REGISTRY, Envelope
 from core.domain.errors import Conflict, StreamVersionConflict
@@ -106,11 +108,13 @@ class _ReadModels:
 class MemoryStore:
     """Store port over dictionaries; `anyio` locks serialize each tenant's writers."""
 
-    def __init__(self) -> None:
+    def __init__(self, records: MemoryRecords | None = None) -> None:
         self._models = _ReadModels()
         self._logs: dict[str, list[Envelope]] = {}
         self._versions: dict[tuple[str, str], int] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        #: Idempotency-Key records (shared with the memory identity stores by the bootstrap).
+        self.records = records if records is not None else MemoryRecords()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
@@ -130,6 +134,9 @@ class MemoryStore:
         yield target
         self._models = target.models
 
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        return self.records.purge(before, limit)
+
     async def close(self) -> None:
         return None
 
@@ -145,6 +152,7 @@ class _ReadTx:
         self.latest = _LatestReads(models)
         self.completions = _CompletionReads(models)
         self.log = _LogReads(store)
+        self.idempotency: ReadRecords | TxRecords = ReadRecords(store.records)
 
     async def tenant_ids(self) -> list[str]:
         return sorted(self._store._logs)
@@ -174,6 +182,7 @@ class _WriteTx(_ReadTx):
         self.tenant_id = tenant_id
         self._staged: list[tuple[Envelope, DomainEvent]] = []
         self._versions: dict[str, int] = {}
+        self.idempotency: TxRecords = TxRecords(store.records)
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         store = self._store
@@ -211,6 +220,8 @@ class _WriteTx(_ReadTx):
 
     def commit(self) -> None:
         store = self._store
+        self.idempotency.check()  # before anything is applied: a clash leaves no trace
+        self.idempotency.commit()
         log = store._logs.setdefault(self.tenant_id, [])
         for envelope, event in self._staged:
             log.append(envelope)

@@ -27,9 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import identity_tables as t
 from adapters.sql.engine import SQLITE_BEGIN_OPTION, create_engine
+from adapters.sql.tables import idempotency_records
 from core.domain.access import Role
 from core.domain.audit import AuditAction, AuditRecord, Outcome
 from core.domain.errors import Conflict
+from core.domain.idempotency import Record, expired_before, in_use
 from core.domain.identity import (
     ApiKey,
     FamilyState,
@@ -92,6 +94,34 @@ class _Db:
         return (postgresql.insert if self.postgres else sqlite.insert)(table)
 
 
+async def _keep(conn: AsyncConnection, record: Record | None) -> None:
+    """Store an Idempotency-Key record in the caller's transaction, in place of an expired
+    one of the same key; a live one of the same key is `KeyInUse` (the caller rolls back)."""
+    if record is None:
+        return
+    ir = idempotency_records
+    at_key = (ir.c.tenant_id == record.scope, ir.c.key == record.key)
+    await conn.execute(
+        ir.delete().where(*at_key, ir.c.created_at <= expired_before(record.created_at))
+    )
+    answer = record.answer
+    try:
+        await conn.execute(
+            ir.insert().values(
+                tenant_id=record.scope,
+                key=record.key,
+                fingerprint=record.fingerprint,
+                status=answer.status,
+                content_type=answer.content_type,
+                location=answer.location,
+                body=answer.body,
+                created_at=record.created_at,
+            )
+        )
+    except IntegrityError:
+        raise in_use() from None
+
+
 # --- users -------------------------------------------------------------------------------------
 
 
@@ -125,9 +155,10 @@ class SqlUsers:
     def __init__(self, db: _Db) -> None:
         self._db = db
 
-    async def add(self, user: User) -> None:
+    async def add(self, user: User, record: Record | None = None) -> None:
         try:
             async with self._db.write() as conn:
+                await _keep(conn, record)
                 await conn.execute(t.users.insert(), _user_row(user))
         except IntegrityError:
             raise Conflict(f"A user named {user.username!r} exists already.") from None
@@ -213,9 +244,10 @@ class SqlApiKeys:
     def __init__(self, db: _Db) -> None:
         self._db = db
 
-    async def add(self, key: ApiKey) -> None:
+    async def add(self, key: ApiKey, record: Record | None = None) -> None:
         try:
             async with self._db.write() as conn:
+                await _keep(conn, record)
                 await conn.execute(t.api_keys.insert(), _key_row(key))
         except IntegrityError:
             raise Conflict("The API key prefix is taken.") from None

@@ -61,6 +61,7 @@ from adapters.sql.tables import to_utc
 from core.domain.digest import Digest
 from core.domain.envelope import REGISTRY, Envelope
 from core.domain.errors import Conflict, StreamVersionConflict
+from core.domain.idempotency import Answer, Record, in_use
 from core.domain.model import (
     Completion,
     DomainEvent,
@@ -237,6 +238,7 @@ class SqlStore:
                 # The head is read by the first statement after the lock (see `_GroupReads`).
                 tx = _WriteTx(_Context(pg, sql, self._codec, tenant_id, None))
                 yield tx
+                await tx.idempotency.flush()
             if self._next_analyze is not None and tx.appended:
                 await self._refresh_statistics(db, tx.appended)
             return
@@ -245,7 +247,9 @@ class SqlStore:
             if row is None:  # the tenant's first write: make its head row
                 await conn.execute(sql.create_head, (tenant_id,))
             head = 0 if row is None else int(row[0])
-            yield _WriteTx(_Context(conn, sql, self._codec, tenant_id, head))
+            tx = _WriteTx(_Context(conn, sql, self._codec, tenant_id, head))
+            yield tx
+            await tx.idempotency.flush()
 
     async def _refresh_statistics(self, db: PgDatabase, appended: int) -> None:
         """ANALYZE the tables when this store's appends cross 1k, 10k, 100k, 1M entries.
@@ -284,6 +288,15 @@ class SqlStore:
             for delete in sql.delete_read_models:
                 await conn.execute(delete, ())
             yield _Rebuild(_Context(conn, sql, self._codec))
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        db, sql = self._db, self._sql
+        args = (self._codec.time(before), limit)
+        if isinstance(db, PgDatabase):
+            async with db.transaction("BEGIN ISOLATION LEVEL READ COMMITTED") as pg:
+                return len(await pg.fetch(sql.idempotency_purge, args))
+        async with db.write() as conn:
+            return len(await conn.fetch(sql.idempotency_purge, args))
 
     async def close(self) -> None:
         await self._db.close()
@@ -324,6 +337,7 @@ async def project(
     tenant_id: str,
     applied: Sequence[tuple[int, DomainEvent]],
     log: tuple[list[tuple[Any, ...]], int] | None = None,
+    records: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """Apply domain events (with their log positions, in log order) to the read models.
 
@@ -333,7 +347,8 @@ async def project(
     executemany per table. Where a later event of the batch overwrites an
     earlier one (a tenant or group changed twice, the latest event of a
     receiver for an artifact), only the last state is written, which is what
-    applying them one by one would leave.
+    applying them one by one would leave. An append's Idempotency-Key `records`
+    (rows) go in the same statement on PostgreSQL.
     """
     if not applied:
         return
@@ -342,16 +357,21 @@ async def project(
         rows.add(event)
     checkpoint = applied[-1][0]
     if ctx.sql.postgres:
-        await _write_postgres(ctx, rows, checkpoint, log)
+        await _write_postgres(ctx, rows, checkpoint, log, records or [])
     else:
-        await _write_sqlite(ctx, rows, checkpoint, log)
+        await _write_sqlite(ctx, rows, checkpoint, log, records or [])
     await rows.write_rare(ctx)
 
 
 async def _write_postgres(
-    ctx: _Context, rows: _Rows, checkpoint: int, log: tuple[list[tuple[Any, ...]], int] | None
+    ctx: _Context,
+    rows: _Rows,
+    checkpoint: int,
+    log: tuple[list[tuple[Any, ...]], int] | None,
+    records: list[tuple[Any, ...]],
 ) -> None:
-    """The log rows, head, events, latest rows, completions and checkpoint: one statement.
+    """The log rows, head, events, latest rows, completions, Idempotency-Key records and
+    checkpoint: one statement.
 
     A table with one row passes its values, a table with more its columns as arrays
     (see `queries.pg_write`); `log` and `latest` rows without their tenant column."""
@@ -364,6 +384,7 @@ async def _write_postgres(
         (rows.events, 0),
         (list(rows.latest.values()), 1),
         (rows.completions, 0),
+        (records, 0),
     ):
         if not table_rows:
             shape.append(q.NONE)
@@ -377,7 +398,11 @@ async def _write_postgres(
 
 
 async def _write_sqlite(
-    ctx: _Context, rows: _Rows, checkpoint: int, log: tuple[list[tuple[Any, ...]], int] | None
+    ctx: _Context,
+    rows: _Rows,
+    checkpoint: int,
+    log: tuple[list[tuple[Any, ...]], int] | None,
+    records: list[tuple[Any, ...]],
 ) -> None:
     """One executemany per table, then the head and the checkpoint."""
     conn, sql = ctx.conn, ctx.sql
@@ -386,6 +411,7 @@ async def _write_sqlite(
         (sql.insert_event, rows.events),
         (sql.upsert_latest, list(rows.latest.values())),
         (sql.insert_completion, rows.completions),
+        (sql.idempotency_insert, records),
     ):
         if len(table_rows) == 1:
             await conn.execute(statement, table_rows[0])
@@ -573,6 +599,19 @@ def _completion(r: Row, codec: Codec) -> Completion:
     )
 
 
+def _record(r: Row, codec: Codec) -> Record:
+    scope, key, fingerprint, status, content_type, location, body, created_at = r
+    return Record(
+        scope=scope,
+        key=key,
+        fingerprint=fingerprint,
+        answer=Answer(
+            status=int(status), body=bytes(body), content_type=content_type, location=location
+        ),
+        created_at=codec.from_time(created_at),
+    )
+
+
 def _envelope(r: Row, codec: Codec) -> Envelope:
     (tenant_id, position, id_, stream, stream_version, type_, schema_version, correlation_id,
      causation_id, actor, occurred_at, data) = r  # fmt: skip
@@ -605,6 +644,7 @@ class _ReadTx:
         self.latest = _LatestReads(ctx)
         self.completions = _CompletionReads(ctx)
         self.log = _LogReads(ctx)
+        self.idempotency: _IdempotencyReads = _IdempotencyReads(ctx)
 
     async def tenant_ids(self) -> list[str]:
         return await _tenant_ids(self._ctx)
@@ -644,6 +684,7 @@ class _WriteTx(_ReadTx):
         assert ctx.tenant_id is not None
         self.tenant_id = ctx.tenant_id
         self.appended = 0
+        self.idempotency: _IdempotencyWrites = _IdempotencyWrites(ctx)
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         if not entries:
@@ -702,8 +743,9 @@ class _WriteTx(_ReadTx):
                  correlation_id, causation_id, actor, time(entry.occurred_at), _json(data))
             )  # fmt: skip
         applied = [(e.position, entry.event) for e, entry in zip(made, entries, strict=True)]
+        records = self.idempotency.take()
         try:
-            await project(ctx, tenant_id, applied, (rows, position))
+            await project(ctx, tenant_id, applied, (rows, position), records)
         except BaseException as exc:
             ctx.conn.failed = True  # whatever the block does next, it ends with ROLLBACK
             refusal = _refusal(exc, entries, unverified)
@@ -750,7 +792,7 @@ def _violated(exc: BaseException) -> str | None:
 
 
 def _refusal(
-    exc: BaseException, entries: Sequence[NewEntry], unverified: list[str]
+    exc: BaseException, entries: Sequence[NewEntry] = (), unverified: Sequence[str] = ()
 ) -> Exception | None:
     """The domain error for a unique violation, as the memory store words it; else None."""
     match _violated(exc):
@@ -762,11 +804,12 @@ def _refusal(
             return StreamVersionConflict("A stream this append expected to be new exists already.")
         case "uq_tenants_slug":
             slugs = [e.event.tenant.slug for e in entries if isinstance(e.event, TenantCreated)]
-            if len(slugs) == 1:
-                return Conflict(f"A tenant with slug {slugs[0]!r} exists already.")
-            return Conflict("A tenant with this slug exists already.")
+            which = f"slug {slugs[0]!r}" if len(slugs) == 1 else "this slug"
+            return Conflict(f"A tenant with {which} exists already.")
         case "uq_receivers_triple":
             return Conflict("An event receiver with this name, type and version exists already.")
+        case "pk_idempotency_records":
+            return in_use()
         case _:
             return None
 
@@ -938,6 +981,54 @@ class _CompletionReads(_Reads):
         ctx = self._ctx
         found, values = q.completions_page(ctx.sql, tenant_id, group_id, where, page)
         return [_completion(row, ctx.codec) for row in await ctx.conn.page(found, values)]
+
+
+class _IdempotencyReads(_Reads):
+    async def get(self, scope: str, key: str) -> Record | None:
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.idempotency_get, (scope, key))
+        return None if row is None else _record(row, ctx.codec)
+
+
+class _IdempotencyWrites(_IdempotencyReads):
+    """Records staged for the transaction: written by its next append (in the append's
+    statement on PostgreSQL), or by `flush` before the commit."""
+
+    __slots__ = ("_staged",)
+
+    def __init__(self, ctx: _Context) -> None:
+        super().__init__(ctx)
+        self._staged: list[tuple[Any, ...]] = []
+
+    def add(self, record: Record) -> None:
+        answer = record.answer
+        self._staged.append(
+            (record.scope, record.key, record.fingerprint, answer.status, answer.content_type,
+             answer.location, answer.body, self._ctx.codec.time(record.created_at))
+        )  # fmt: skip
+
+    async def remove(self, scope: str, key: str) -> None:
+        ctx = self._ctx
+        await ctx.conn.execute(ctx.sql.idempotency_delete, (scope, key))
+
+    def take(self) -> list[tuple[Any, ...]]:
+        staged, self._staged = self._staged, []
+        return staged
+
+    async def flush(self) -> None:
+        """Write what no append took; a key taken meanwhile is `KeyInUse` (rolled back)."""
+        staged = self.take()
+        if not staged:
+            return
+        ctx = self._ctx
+        try:
+            await ctx.conn.executemany(ctx.sql.idempotency_insert, staged)
+        except BaseException as exc:
+            ctx.conn.failed = True
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
 
 class _LogReads(_Reads):

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Generic, TypeVar
 
 import msgspec
 
-from core.domain.errors import NotFound
+from core.domain.errors import Conflict, NotFound
+from core.domain.idempotency import AlreadyAnswered, Answer, Claim, Record, decide
 from core.domain.model import DomainEvent, Receiver, stream_of
 from core.domain.schemas import CompiledSchema, compile_schema
-from core.ports import AppendMeta, Clock, IdSource, NewEntry, ReceiverCache, Store
+from core.ports import AppendMeta, Clock, IdSource, NewEntry, ReceiverCache, Store, WriteTx
+
+T = TypeVar("T")
 
 
 class Actor(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,6 +27,33 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
 
     def meta(self) -> AppendMeta:
         return AppendMeta(actor=self.principal, correlation_id=self.correlation_id)
+
+
+class Once(Generic[T]):
+    """A request that carries an Idempotency-Key: its claim, and how its answer is made from
+    the use case's result (the entry point knows its answers; the use case stores them).
+
+    A use case that takes one stores the answer with its write (`Deps.write(..., once)` and
+    `remember`), and answers a request it has seen before by raising `AlreadyAnswered`.
+    """
+
+    __slots__ = ("claim", "remembered", "render")
+
+    def __init__(self, claim: Claim, render: Callable[[T], Answer]) -> None:
+        self.claim = claim
+        self.render = render
+        self.remembered = False
+
+    def record(self, result: T, now: datetime) -> Record:
+        claim = self.claim
+        self.remembered = True
+        return Record(
+            scope=claim.scope,
+            key=claim.key,
+            fingerprint=claim.fingerprint,
+            answer=self.render(result),
+            created_at=now,
+        )
 
 
 class Deps:
@@ -51,6 +84,51 @@ class Deps:
                 found[receiver_id] = (receiver, compile_schema(receiver.schema))
                 self.receivers.put(*found[receiver_id])
         return found
+
+    async def recall(self, once: Once[T] | None) -> None:
+        """Raise `AlreadyAnswered` (or `KeyReused`) when the claimed request has a live record."""
+        if once is None:
+            return
+        claim = once.claim
+        async with self.store.read() as tx:
+            found = await tx.idempotency.get(claim.scope, claim.key)
+        answer = decide(found, claim, self.clock.now())
+        if answer is not None:
+            raise AlreadyAnswered(answer)
+
+    @asynccontextmanager
+    async def write(self, tenant_id: str, once: Once[T] | None = None) -> AsyncIterator[WriteTx]:
+        """A write transaction of the tenant (`Store.write`); with `once`, a claimed one.
+
+        Claimed: before anything else, under the writer lock, a request answered before is
+        answered again (`AlreadyAnswered`, nothing written) or refused (`KeyReused`); the
+        block must then store its answer (`remember`) with its writes. A conflict (a
+        duplicate that committed first, under another lock) is looked up again after the
+        rollback, and replayed when it turns out to be this very request."""
+        if once is None:
+            async with self.store.write(tenant_id) as tx:
+                yield tx
+            return
+        claim = once.claim
+        try:
+            async with self.store.write(tenant_id) as tx:
+                found = await tx.idempotency.get(claim.scope, claim.key)
+                answer = decide(found, claim, self.clock.now())
+                if answer is not None:
+                    raise AlreadyAnswered(answer)
+                if found is not None:  # expired, not purged yet: make room for this one
+                    await tx.idempotency.remove(claim.scope, claim.key)
+                yield tx
+                if not once.remembered:
+                    raise RuntimeError("a claimed write ended without remembering its answer")
+        except Conflict:
+            await self.recall(once)
+            raise
+
+    def remember(self, tx: WriteTx, once: Once[T] | None, result: T) -> None:
+        """Store the claimed request's answer to `result` with the transaction's writes."""
+        if once is not None:
+            tx.idempotency.add(once.record(result, self.clock.now()))
 
     def entries(
         self, events: Iterable[DomainEvent], versions: dict[str, int] | None = None

@@ -15,7 +15,7 @@ from core.domain.groups import (
 )
 from core.domain.model import Completion, Group, GroupCreated, GroupDeleted, GroupModified, Nvrpp
 from core.ports import CompletionFilter, GroupFilter, PageRequest, ReadTx
-from core.usecases.common import Actor, Deps, not_found
+from core.usecases.common import Actor, Deps, Once, not_found
 
 
 class GroupStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,14 +27,17 @@ class Groups:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    async def create(self, actor: Actor, cmd: CreateGroup) -> Group:
+    async def create(
+        self, actor: Actor, cmd: CreateGroup, once: Once[Group] | None = None
+    ) -> Group:
         deps = self._deps
         group = new_group(
             cmd, id=deps.ids.new_id(), tenant_id=actor.tenant_id, now=deps.clock.now()
         )
-        async with deps.store.write(actor.tenant_id) as tx:
+        async with deps.write(actor.tenant_id, once) as tx:
             known = await tx.receivers.get_many(actor.tenant_id, group.event_receiver_ids)
             check_members_exist(group.event_receiver_ids, set(known), "/event_receiver_ids")
+            deps.remember(tx, once, group)
             await tx.append(deps.entries([GroupCreated(group=group)]), actor.meta())
         return group
 

@@ -7,19 +7,22 @@ from core.domain.errors import Conflict, Invalid
 from core.domain.model import Tenant, TenantCreated, TenantModified
 from core.domain.tenants import new_tenant, normalize_slug, patch_tenant
 from core.ports import AppendMeta, PageRequest
-from core.usecases.common import Deps, not_found
+from core.usecases.common import Deps, Once, not_found
 
 
 class Tenants:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    async def create(self, cmd: CreateTenant, meta: AppendMeta) -> Tenant:
+    async def create(
+        self, cmd: CreateTenant, meta: AppendMeta, once: Once[Tenant] | None = None
+    ) -> Tenant:
         deps = self._deps
         tenant = new_tenant(cmd, id=deps.ids.new_id(), now=deps.clock.now())
-        async with deps.store.write(tenant.id) as tx:
+        async with deps.write(tenant.id, once) as tx:
             if await tx.tenants.by_slug(tenant.slug) is not None:
                 raise Conflict(f"A tenant with slug {tenant.slug!r} exists already.")
+            deps.remember(tx, once, tenant)
             await tx.append(deps.entries([TenantCreated(tenant=tenant)]), meta)
         return tenant
 

@@ -29,7 +29,7 @@ from litestar.types import ControllerRouterHandler, Middleware
 
 from core.usecases import Publisher, Services
 from entrypoints.http import auth, common, idempotency, limits, metrics
-from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
+from entrypoints.http.idempotency import IdempotencyMiddleware
 from entrypoints.http.limits import (
     BackpressureMiddleware,
     Limits,
@@ -72,12 +72,14 @@ its limit of work in flight 503; both say when to retry in `Retry-After`.
 
 
 async def _maintain(services: Services, every: float) -> None:
-    """Rotate the signing key when its policy says so, and pick up other processes' work."""
+    """Rotate the signing key when its policy says so, pick up other processes' work, and
+    delete what is kept only for a while (revocations, Idempotency-Key records)."""
     while True:
         await anyio.sleep(every)
         try:
             await services.secrets.maintain()
             await services.identity.housekeeping()
+            await services.retention.purge_idempotency()
         except Exception:
             log.exception("the signing keys could not be maintained; retrying later")
 
@@ -133,6 +135,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
     }
     # Routes on a tenant's data also get the use cases' `actor` (the audit log's routes
     # have a query parameter of that name instead).
+    principals["claim"] = Provide(idempotency.provide_claim, sync_to_thread=False)
     data = {**principals, "actor": Provide(auth.provide_actor, sync_to_thread=False)}
     security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}]
 
@@ -191,14 +194,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             api(groups.PATH, groups.HANDLERS, "groups"),
             api(messages.PATH, messages.HANDLERS, "messages", idempotent=False, streams=True),
             api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
-            # A new key's answer holds the key: never kept for a replay.
-            api(
-                api_keys.PATH,
-                api_keys.HANDLERS,
-                "identity",
-                idempotent=False,
-                tenant_data=False,
-            ),
+            api(api_keys.PATH, api_keys.HANDLERS, "identity", tenant_data=False),
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
             public_api,
             *auth_routes.PUBLIC_HANDLERS,
@@ -240,7 +236,6 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         debug=False,
     )
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
-    idempotency.install(app.state, MemoryRecords())
     limits.install(app.state, Limits(settings.limits))
     messages.install(app.state)
     # Last: its middleware wraps everything above (404s and 405s included).
