@@ -43,9 +43,23 @@ from core.domain.model import (
     Receiver,
     Tenant,
 )
+from core.domain.ratelimit import Rate
 from core.domain.refusals import Refusal
 from core.domain.rotation import SecretVersion
 from core.domain.schemas import CompiledSchema
+
+
+class Unavailable(Exception):
+    """A port's service cannot serve now: a database that is down or unreachable, a lock
+    another process held too long. Nothing was written; the same request may succeed a
+    moment later. Every port may raise it; `cause` says why, for the operator's log (never
+    for the caller)."""
+
+    def __init__(self, what: str, cause: str) -> None:
+        super().__init__(f"{what} is unavailable: {cause}")
+        self.what = what
+        self.cause = cause
+
 
 Order = Literal["asc", "desc"]
 DEFAULT_PAGE_SIZE = 50
@@ -535,3 +549,18 @@ class MessageSink(Protocol):
     async def publish(self, tenant_slug: str, messages: Sequence[Positioned]) -> None:
         """Add `messages` (in position order) after the sink's last position."""
         ...
+
+
+class SharedRateLimiter(Protocol):
+    """Rate limits kept where every server process sees them (Redis), on that store's clock.
+
+    `take` is atomic: of any number of processes asking at once, no more are admitted
+    than the rate allows. It raises on any failure (unreachable, slow, refused): the
+    caller then decides on its own (`core.usecases.ratelimits`)."""
+
+    async def take(self, bucket: str, rate: Rate) -> float:
+        """Admit one request of `bucket` at `rate`: 0.0, or (refused) the seconds until
+        one would be admitted."""
+        ...
+
+    async def close(self) -> None: ...

@@ -22,7 +22,9 @@ from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, Threaded
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
+from adapters.redis.ratelimit import RedisRateLimiter
 from adapters.redis.streams import RedisStreams
+from adapters.sql.availability import Availability
 from adapters.sql.identity import SqlIdentity
 from adapters.sql.migrations import migrate, pending
 from adapters.sql.store import SqlStore
@@ -49,9 +51,28 @@ def database_kind(url: str) -> str:
     return "postgresql" if scheme == "postgres" else scheme
 
 
-async def open_store(settings: Settings) -> Store:
+def database_url(settings: Settings) -> str:
+    """`database.url`, with the password of `database.password_file` when it names one and
+    the URL has none. A file that cannot be read stops the start, naming the setting."""
+    database = settings.database
+    if database.password_file is None or database_kind(database.url) != "postgresql":
+        return database.url
+    url = make_url(database.url)
+    if url.password:
+        return database.url
+    path = pathlib.Path(database.password_file)
+    try:
+        password = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"database.password_file: cannot read {path}: {exc}") from None
+    if not password:
+        raise StartupError(f"database.password_file: {path} is empty")
+    return url.set(password=password).render_as_string(hide_password=False)
+
+
+async def open_store(settings: Settings, availability: Availability | None = None) -> Store:
     """The store the settings name, with its schema brought up to date (or refused)."""
-    url = settings.database.url
+    url = database_url(settings)
     if database_kind(url) == "memory":
         return MemoryStore()
     waiting = await pending(url)
@@ -62,15 +83,30 @@ async def open_store(settings: Settings) -> Store:
                 "run `waypost migrate` first (production mode never migrates by itself)"
             )
         await migrate(url)
-    return await SqlStore.connect(url)
+    database = settings.database
+    if database_kind(url) == "sqlite":
+        return await SqlStore.connect(
+            url, availability=availability, busy_timeout=database.busy_timeout_seconds
+        )
+    return await SqlStore.connect(url, availability=availability, pool_size=database.pool_size)
 
 
-async def open_identity(settings: Settings) -> IdentityStore:
+async def open_identity(
+    settings: Settings, availability: Availability | None = None
+) -> IdentityStore:
     """The identity stores on the settings' database (migrated by `open_store`)."""
-    url = settings.database.url
+    url = database_url(settings)
     if database_kind(url) == "memory":
         return MemoryIdentity()
-    return await SqlIdentity.connect(url)
+    database = settings.database
+    if database_kind(url) == "sqlite":
+        return await SqlIdentity.connect(
+            url, availability=availability, busy_timeout=database.busy_timeout_seconds
+        )
+    # The identity stores' queries are short and rarer than the store's (credentials are
+    # remembered for a second): half its pool, at least two connections.
+    pool = max(2, database.pool_size // 2)
+    return await SqlIdentity.connect(url, availability=availability, pool_size=pool, max_overflow=0)
 
 
 def _sqlite_path(url: str) -> pathlib.Path:
@@ -180,19 +216,22 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Every use case over the adapters the settings name; overrides win. Closes the stores.
 
-    With `redis_streams.url`, `services.publisher` copies the messages to Redis streams
-    (the app's lifespan runs it)."""
+    With `redis.url` (and `redis.publish_messages`), `services.publisher` copies the
+    messages to Redis streams (the app's lifespan runs it)."""
     keys = master_keys(settings)
-    opened = store if store is not None else await open_store(settings)
+    url = settings.database.url
+    # One per database in a process: an outage is logged once, whichever store meets it.
+    availability = None if database_kind(url) == "memory" else Availability(url)
+    opened = store if store is not None else await open_store(settings, availability)
     try:
-        people = identity if identity is not None else await open_identity(settings)
+        people = identity if identity is not None else await open_identity(settings, availability)
         if isinstance(opened, MemoryStore) and isinstance(people, MemoryIdentity):
             people.share_records(opened.records)  # one key space, as in the SQL table
-        streams = settings.redis_streams
+        redis = settings.redis
         sink = (
-            None
-            if streams.url is None
-            else RedisStreams.from_url(streams.url, max_length=streams.max_length)
+            RedisStreams.from_url(redis.url, max_length=redis.stream_max_length)
+            if redis.url is not None and redis.publish_messages
+            else None
         )
         try:
             yield Services(
@@ -260,4 +299,10 @@ def create_app(
                 announce(made)
             yield opened
 
-    return build_app(services, settings)
+    redis = settings.redis
+    shared = (
+        RedisRateLimiter.from_url(redis.url, timeout=redis.timeout_seconds)
+        if redis.url is not None and redis.shared_limits
+        else None
+    )
+    return build_app(services, settings, shared_limiter=shared)

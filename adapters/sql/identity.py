@@ -26,7 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import identity_tables as t
-from adapters.sql.engine import SQLITE_BEGIN_OPTION, create_engine
+from adapters.sql.availability import Availability
+from adapters.sql.engine import SQLITE_BEGIN_OPTION, SQLITE_BUSY_TIMEOUT_SECONDS, create_engine
 from adapters.sql.tables import idempotency_records
 from core.domain.access import Role
 from core.domain.audit import AuditAction, AuditRecord, Outcome
@@ -73,22 +74,33 @@ def _keyset(table: sa.Table, stmt: sa.Select[Any], page: PageRequest) -> sa.Sele
 
 
 class _Db:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Transactions on the engine; a database that cannot serve raises `Unavailable`."""
+
+    def __init__(self, engine: AsyncEngine, availability: Availability) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self.availability = availability
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+        try:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except Exception as exc:
+            self.availability.raise_for(exc)
+        self.availability.ok()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            if not self.postgres:
-                await conn.execution_options(**{SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
-            async with conn.begin():
-                yield conn
+        try:
+            async with self.engine.connect() as conn:
+                if not self.postgres:
+                    await conn.execution_options(**{SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+                async with conn.begin():
+                    yield conn
+        except Exception as exc:
+            self.availability.raise_for(exc)
+        self.availability.ok()
 
     def upsert(self, table: sa.Table) -> Any:
         return (postgresql.insert if self.postgres else sqlite.insert)(table)
@@ -602,8 +614,8 @@ class SqlAudit:
 class SqlIdentity:
     """Every identity store on one SQL database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        db = _Db(engine)
+    def __init__(self, engine: AsyncEngine, availability: Availability) -> None:
+        db = _Db(engine, availability)
         self._engine = engine
         self._users = SqlUsers(db)
         self._api_keys = SqlApiKeys(db)
@@ -613,9 +625,20 @@ class SqlIdentity:
         self._audit = SqlAudit(db)
 
     @classmethod
-    async def connect(cls, url: str, **engine_options: Any) -> SqlIdentity:
-        """The stores on the (migrated) database at `url`."""
-        return cls(create_engine(url, **engine_options))
+    async def connect(
+        cls,
+        url: str,
+        *,
+        availability: Availability | None = None,
+        busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
+        **engine_options: Any,
+    ) -> SqlIdentity:
+        """The stores on the (migrated) database at `url`; `availability`: shared with the
+        other stores on it (one log line per outage)."""
+        return cls(
+            create_engine(url, busy_timeout=busy_timeout, **engine_options),
+            availability or Availability(url),
+        )
 
     @property
     def users(self) -> SqlUsers:

@@ -45,7 +45,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import msgspec
@@ -54,7 +54,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql import queries as q
 from adapters.sql import tables as t
-from adapters.sql.drivers import Connection, PgDatabase, Row, SqliteDatabase
+from adapters.sql.availability import Availability
+from adapters.sql.drivers import BUSY_WAIT_LIMIT, Connection, PgDatabase, Row, SqliteDatabase
 from adapters.sql.engine import create_engine, normalize_url
 from adapters.sql.queries import NVRPP, Statements
 from adapters.sql.tables import to_utc
@@ -175,8 +176,9 @@ Codec = type[_PgCodec] | type[_SqliteCodec]
 class SqlStore:
     """Store port over PostgreSQL (asyncpg) or SQLite (sqlite3); see the module's docstring."""
 
-    def __init__(self, db: PgDatabase | SqliteDatabase) -> None:
+    def __init__(self, db: PgDatabase | SqliteDatabase, availability: Availability) -> None:
         self._db = db
+        self.availability = availability
         postgres = isinstance(db, PgDatabase)
         self._sql = q.catalogue("postgresql" if postgres else "sqlite")
         self._codec: Codec = _PgCodec if postgres else _SqliteCodec
@@ -185,28 +187,43 @@ class SqlStore:
         self._next_analyze = next(self._analyze_at, None)
 
     @classmethod
-    async def connect(cls, url: str, **engine_options: Any) -> SqlStore:
+    async def connect(
+        cls,
+        url: str,
+        *,
+        availability: Availability | None = None,
+        busy_timeout: float = BUSY_WAIT_LIMIT,
+        **engine_options: Any,
+    ) -> SqlStore:
         """A store over the database at `url` (postgresql://..., sqlite:///path).
 
         The schema must be migrated already (`adapters.sql.migrations.migrate`).
         PostgreSQL: `engine_options` go to SQLAlchemy's `create_async_engine`, whose
-        pool the store draws its connections from (pool_size ...). SQLite takes none.
+        pool the store draws its connections from (pool_size ...). SQLite takes none, but
+        `busy_timeout`: how long a write waits for a lock another process holds.
+        `availability`: shared with the other stores on the database (one log per outage).
+        A database that cannot be reached or opened raises `Unavailable`.
         """
+        availability = availability or Availability(url)
         normalized = normalize_url(url)
         if normalized.get_backend_name() == "sqlite":
             if engine_options:
                 raise TypeError(f"a SQLite store takes no engine options: {sorted(engine_options)}")
             assert normalized.database is not None
-            return cls(SqliteDatabase(normalized.database))
+            try:
+                sqlite = SqliteDatabase(normalized.database, busy_timeout)
+            except sqlite3.Error as exc:
+                availability.raise_for(exc)
+            return cls(sqlite, availability)
         options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0, **engine_options}
         limit = int(options["pool_size"]) + int(options["max_overflow"])
         db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), limit)
         try:  # fail here, not at the first request, when the database is unreachable
             await db.run("SELECT 1")
-        except BaseException:
+        except BaseException as exc:
             await db.close()
-            raise
-        return cls(db)
+            availability.raise_for(exc)
+        return cls(db, availability)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -217,6 +234,42 @@ class SqlStore:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
+        try:
+            async with self._read() as tx:
+                yield tx
+        except Exception as exc:
+            self._failed(exc)
+        self.availability.ok()
+
+    @asynccontextmanager
+    async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
+        try:
+            async with self._write(tenant_id) as tx:
+                yield tx
+        except Exception as exc:
+            self._failed(exc)
+        self.availability.ok()
+
+    @asynccontextmanager
+    async def rebuild(self) -> AsyncIterator[_Rebuild]:
+        try:
+            async with self._rebuild() as target:
+                yield target
+        except Exception as exc:
+            self._failed(exc)
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        try:
+            return await self._purge_idempotency(before, limit)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> NoReturn:
+        """Raise `Unavailable` when `exc` says the database cannot serve, else `exc`."""
+        self.availability.raise_for(exc)
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[_ReadTx]:
         db = self._db
         if isinstance(db, PgDatabase):
             async with db.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as pg:
@@ -226,7 +279,7 @@ class SqlStore:
                 yield _ReadTx(_Context(conn, self._sql, self._codec))
 
     @asynccontextmanager
-    async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
+    async def _write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
         db, sql = self._db, self._sql
         if isinstance(db, PgDatabase):
             # BEGIN, make the head row if missing, lock it: one round trip, or three.
@@ -271,7 +324,7 @@ class SqlStore:
             await db.run(ANALYZE)
 
     @asynccontextmanager
-    async def rebuild(self) -> AsyncIterator[_Rebuild]:
+    async def _rebuild(self) -> AsyncIterator[_Rebuild]:
         db, sql = self._db, self._sql
         if isinstance(db, PgDatabase):
             # Every writer's first statements insert or lock a head row: an EXCLUSIVE table
@@ -289,7 +342,7 @@ class SqlStore:
                 await conn.execute(delete, ())
             yield _Rebuild(_Context(conn, sql, self._codec))
 
-    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+    async def _purge_idempotency(self, before: datetime, limit: int) -> int:
         db, sql = self._db, self._sql
         args = (self._codec.time(before), limit)
         if isinstance(db, PgDatabase):

@@ -75,6 +75,7 @@ from core.ports import (
     PageRequest,
     PasswordHasher,
     TokenSigner,
+    Unavailable,
 )
 from core.usecases.audit import Auditor
 from core.usecases.common import Actor, Deps, Once, RequestContext, not_found
@@ -239,7 +240,9 @@ class Identity:
             return False
         try:
             revoked = await self._store.revocations.is_revoked(jti)
-        except Exception:  # any failure of the check is a refusal, never a pass
+        except Unavailable:
+            raise  # no pass either: a 503, and the caller retries
+        except Exception:  # any other failure of the check is a refusal, never a pass
             return None
         if not revoked:
             self._not_revoked.put(jti, True, now)

@@ -27,6 +27,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, Middleware
 
+from core.ports import SharedRateLimiter, Unavailable
 from core.usecases import Publisher, Services
 from entrypoints.http import auth, common, idempotency, limits, metrics
 from entrypoints.http.idempotency import IdempotencyMiddleware
@@ -80,6 +81,8 @@ async def _maintain(services: Services, every: float) -> None:
             await services.secrets.maintain()
             await services.identity.housekeeping()
             await services.retention.purge_idempotency()
+        except Unavailable as exc:  # the store logged the outage once already
+            log.info("maintenance skipped: %s; retrying later", exc)
         except Exception:
             log.exception("the signing keys could not be maintained; retrying later")
 
@@ -110,8 +113,14 @@ async def _publish(publisher: Publisher, every: float) -> None:
             await anyio.sleep(every)
 
 
-def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar:
-    """The Waypost HTTP app over the Services that `services_factory` opens."""
+def build_app(
+    services_factory: ServicesFactory,
+    settings: Settings,
+    *,
+    shared_limiter: SharedRateLimiter | None = None,
+) -> Litestar:
+    """The Waypost HTTP app over the Services that `services_factory` opens; its rate
+    limits are shared through `shared_limiter` when given (closed with the app)."""
 
     slot = common.ServicesSlot()
 
@@ -122,12 +131,13 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             app.state[auth.SERVICES_KEY] = services
             tasks.start_soon(_maintain, services, settings.secrets.reload_seconds)
             if services.publisher is not None:
-                tasks.start_soon(_publish, services.publisher, settings.redis_streams.poll_seconds)
+                tasks.start_soon(_publish, services.publisher, settings.redis.stream_poll_seconds)
             try:
                 yield
             finally:
                 slot.services = None
                 tasks.cancel_scope.cancel()
+                await limits.limits_of(app.state).rates.close()
 
     principals = {
         "access": Provide(auth.provide_access, sync_to_thread=False),
@@ -149,12 +159,13 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         tenant_data: bool = True,
         streams: bool = False,
     ) -> Router:
-        # The caller first (401 before anything else), its rate limit, the bound on work
-        # in flight (long-lived streams have their own), then Idempotency-Key.
+        # The bound on work in flight first, from the request's arrival (long-lived streams
+        # have their own), then the caller (401 before anything else is read), its rate
+        # limit, then Idempotency-Key.
         middleware: list[Middleware] = [
+            StreamsMiddleware if streams else BackpressureMiddleware,
             auth.AuthenticationMiddleware,
             RateLimitMiddleware,
-            StreamsMiddleware if streams else BackpressureMiddleware,
         ]
         if idempotent:
             middleware.append(IdempotencyMiddleware)
@@ -176,7 +187,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         tags=["identity"],
         dependencies={"ctx": Provide(auth.provide_context, sync_to_thread=False)},
         # No credential yet: limited per client address (password guessing).
-        middleware=[RateLimitMiddleware, BackpressureMiddleware],
+        middleware=[BackpressureMiddleware, RateLimitMiddleware],
         request_max_body_size=64 * 1024,
     )
 
@@ -236,7 +247,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         debug=False,
     )
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
-    limits.install(app.state, Limits(settings.limits))
+    limits.install(app.state, Limits(settings.limits, shared=shared_limiter, redis=settings.redis))
     messages.install(app.state)
     # Last: its middleware wraps everything above (404s and 405s included).
     metrics.install(app, settings.metrics)

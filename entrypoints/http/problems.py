@@ -35,6 +35,7 @@ from core.domain.errors import (
 )
 from core.domain.idempotency import AlreadyAnswered, KeyInUse, KeyReused
 from core.domain.refusals import TOKEN_REFUSALS
+from core.ports import Unavailable
 from entrypoints.http.request_id import request_id
 
 __all__ = [
@@ -272,8 +273,26 @@ def _replayed(_: Request[Any, Any, Any], exc: AlreadyAnswered) -> Response[bytes
     )
 
 
+#: Seconds a caller is asked to wait while the database cannot serve.
+UNAVAILABLE_RETRY_AFTER = 1
+
+
+def _unavailable(_: Request[Any, Any, Any], exc: Unavailable) -> Response[bytes]:
+    """503 with Retry-After: nothing was written, the same request may work in a moment. The
+    cause is the operator's (logged once per outage by the store), never the caller's."""
+    return problem_response(
+        503,
+        type_=_PREFIX + "unavailable",
+        title="Service unavailable",
+        detail="The database cannot serve right now; nothing was written. Retry after "
+        f"{UNAVAILABLE_RETRY_AFTER} s.",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     AlreadyAnswered: _replayed,
+    Unavailable: _unavailable,
     DomainError: _domain,
     HttpProblem: _http_problem,
     HTTPException: _litestar,

@@ -18,6 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from adapters.sql.availability import translate
 from adapters.sql.engine import create_engine
 
 __all__ = ["SCRIPT_LOCATION", "alembic_config", "migrate", "pending"]
@@ -36,7 +37,8 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 async def migrate(url: str) -> None:
-    """Upgrade the database at `url` to the head revision."""
+    """Upgrade the database at `url` to the head revision (`Unavailable` when it cannot be
+    reached or opened)."""
     engine = create_engine(url)
     try:
         async with engine.begin() as conn:
@@ -45,6 +47,8 @@ async def migrate(url: str) -> None:
                     sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
                 )
             await conn.run_sync(_upgrade)
+    except Exception as exc:
+        translate(url, exc)
     finally:
         await engine.dispose()
 
@@ -63,6 +67,8 @@ async def pending(url: str) -> list[str]:
             current = await conn.run_sync(
                 lambda sync: MigrationContext.configure(sync).get_current_heads()
             )
+    except Exception as exc:
+        translate(url, exc)
     finally:
         await engine.dispose()
     script = ScriptDirectory.from_config(alembic_config())

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final
 
 import anyio
-from litestar import Response, get
+from litestar import Request, Response, get
 
-from core.ports import PageRequest
+from core.ports import PageRequest, Unavailable
 from entrypoints.http.auth import PUBLIC
 from entrypoints.http.common import ServicesDep
+from entrypoints.http.limits import Limits, limits_of
 from entrypoints.http.views import Component, Readiness, Status
 
 READY_TIMEOUT_SECONDS: Final = 2.0
@@ -26,24 +27,43 @@ async def live() -> Status:
     "/healthz/ready",
     opt=PUBLIC,
     summary="The server can serve: a read transaction on the store works",
-    description="200 when ready, 503 (with Retry-After) when not.",
+    description="200 when ready (`status` `degraded` when a part works in a lesser way, "
+    "such as rate limits per process while Redis fails), 503 (with Retry-After) when not.",
     tags=["operations"],
 )
-async def ready(services: ServicesDep) -> Response[Readiness]:
+async def ready(services: ServicesDep, request: Request[Any, Any, Any]) -> Response[Readiness]:
+    components = {"rate_limits": _rate_limits(limits_of(request.app.state))}
     try:
         with anyio.fail_after(READY_TIMEOUT_SECONDS):
             async with services.deps.store.read() as tx:
                 await tx.tenants.list(PageRequest(limit=1))
-    except Exception:
-        log.exception("readiness: the store's read transaction failed")
-        store = Component(status="unavailable", detail="a read transaction failed")
+    except Exception as exc:
+        # One line, not a traceback per probe: the store logs an outage's cause once.
+        cause = exc.cause if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"
+        log.warning("readiness: the store's read transaction failed (%s)", cause)
+        components["store"] = Component(status="unavailable", detail="a read transaction failed")
         return Response(
-            Readiness(status="unavailable", components={"store": store}),
+            Readiness(status="unavailable", components=components),
             status_code=503,
             headers={"Retry-After": "5"},
         )
-    store = Component(status="ok", detail="a read transaction works")
-    return Response(Readiness(status="ok", components={"store": store}), status_code=200)
+    components["store"] = Component(status="ok", detail="a read transaction works")
+    # A degraded part (rate limits per process while Redis fails) does not stop the
+    # server from serving: still 200, so that no load balancer takes every server out.
+    status = "ok" if all(c.status == "ok" for c in components.values()) else "degraded"
+    return Response(Readiness(status=status, components=components), status_code=200)
+
+
+def _rate_limits(limits: Limits) -> Component:
+    rates = limits.rates
+    if rates.shared is None:
+        return Component(status="ok", detail="per server process (no Redis configured)")
+    if rates.sharing:
+        return Component(status="ok", detail="shared through Redis")
+    return Component(
+        status="degraded",
+        detail="per server process while Redis fails; shared again once it answers",
+    )
 
 
 HANDLERS = [live, ready]
