@@ -289,6 +289,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         log_level=settings.log.level.lower(),
         access_log=False,
         server_header=False,
+        # The client's address is ours to find (`http.trusted_proxies`): uvicorn would take
+        # X-Forwarded-For from any local caller and put it in the connection's place.
+        proxy_headers=False,
         # TLS when configured; mTLS: client certificates required, from the configured CA.
         ssl_certfile=http.tls_cert_file,
         ssl_keyfile=http.tls_key_file,

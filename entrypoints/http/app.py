@@ -30,6 +30,7 @@ from litestar.types import ControllerRouterHandler, Middleware
 from core.ports import SharedRateLimiter, Unavailable
 from core.usecases import Publisher, Services
 from entrypoints.http import auth, common, idempotency, limits, metrics
+from entrypoints.http.clients import ClientAddresses
 from entrypoints.http.idempotency import IdempotencyMiddleware
 from entrypoints.http.limits import (
     BackpressureMiddleware,
@@ -247,6 +248,9 @@ def build_app(
         debug=False,
     )
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
+    app.state[auth.CLIENTS_KEY] = ClientAddresses(
+        settings.http.trusted_proxies, settings.http.proxy_header
+    )
     limits.install(app.state, Limits(settings.limits, shared=shared_limiter, redis=settings.redis))
     messages.install(app.state)
     # Last: its middleware wraps everything above (404s and 405s included).
