@@ -264,16 +264,18 @@ async def test_requests_waiting_on_authentication_count_from_their_arrival(
 
         monkeypatch.setattr(identity.api_keys, "by_prefix", slow)
         statuses: list[int] = []
+        refused = anyio.Event()
 
         async def send() -> None:
             statuses.append((await client.get("/api/v1/receivers", headers=HEADERS)).status_code)
+            if len(statuses) == 28:
+                refused.set()
 
         async with anyio.create_task_group() as tasks:
             for _ in range(32):
                 tasks.start_soon(send)
             with anyio.fail_after(10):
-                while len(statuses) < 28:
-                    await anyio.sleep(0.01)
+                await refused.wait()
             assert statuses == [503] * 28
             assert len(waiting) == 4
             assert limits.limits_of(app.state).requests.in_flight == 4
