@@ -11,6 +11,7 @@ import msgspec
 
 from core.domain.errors import Conflict, NotFound
 from core.domain.idempotency import AlreadyAnswered, Answer, Claim, Record, decide
+from core.domain.ids import is_ulid
 from core.domain.model import DomainEvent, Receiver, stream_of
 from core.domain.schemas import CompiledSchema, compile_schema
 from core.ports import AppendMeta, Clock, IdSource, NewEntry, ReceiverCache, Store, WriteTx
@@ -72,6 +73,8 @@ class Deps:
         found: dict[str, tuple[Receiver, CompiledSchema]] = {}
         missing = []
         for receiver_id in receiver_ids:
+            if not is_ulid(receiver_id):
+                continue  # names nothing: no store is asked (it may not even store it)
             cached = self.receivers.get(tenant_id, receiver_id)
             if cached is None:
                 missing.append(receiver_id)
@@ -161,6 +164,12 @@ class RequestContext(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str | None = None
     #: `<METHOD> <path>` of the request, the target of a refused credential.
     route: str | None = None
+
+
+def ids_only(ids: Iterable[str]) -> list[str]:
+    """The strings of `ids` that can be ids: the others name nothing, and no store is asked
+    about them (a NUL character, say, which PostgreSQL refuses even to compare)."""
+    return [i for i in ids if is_ulid(i)]
 
 
 def not_found(kind: str, ident: str) -> NotFound:

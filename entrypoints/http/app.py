@@ -39,6 +39,7 @@ from entrypoints.http.limits import (
     StreamsMiddleware,
 )
 from entrypoints.http.problems import EXCEPTION_HANDLERS
+from entrypoints.http.queries import QueryTextMiddleware
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
     api_keys,
@@ -165,6 +166,7 @@ def build_app(
         # limit, then Idempotency-Key.
         middleware: list[Middleware] = [
             StreamsMiddleware if streams else BackpressureMiddleware,
+            QueryTextMiddleware,
             auth.AuthenticationMiddleware,
             RateLimitMiddleware,
         ]
@@ -188,7 +190,7 @@ def build_app(
         tags=["identity"],
         dependencies={"ctx": Provide(auth.provide_context, sync_to_thread=False)},
         # No credential yet: limited per client address (password guessing).
-        middleware=[BackpressureMiddleware, RateLimitMiddleware],
+        middleware=[BackpressureMiddleware, QueryTextMiddleware, RateLimitMiddleware],
         request_max_body_size=64 * 1024,
     )
 

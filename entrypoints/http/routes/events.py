@@ -13,6 +13,7 @@ from litestar.types import Scope
 from core.domain.access import Permission
 from core.domain.commands import RecordBatch, RecordEvent
 from core.domain.errors import FieldError
+from core.domain.fields import in_utc
 from core.domain.idempotency import Answer
 from core.ports import EventFilter
 from core.usecases import Recorded
@@ -168,6 +169,11 @@ def moment(field: str, text: str | None) -> datetime | None:
         raise BadRequest(
             "A query parameter is malformed.",
             [FieldError(field, "must be an RFC 3339 date-time with a time zone")],
+        )
+    if in_utc(value) is None:
+        raise BadRequest(
+            "A query parameter is out of range.",
+            [FieldError(field, "must be a time within the years 1 to 9999 in UTC")],
         )
     return value
 
