@@ -118,6 +118,9 @@ class MemoryApiKeys:
         key = self._keys.get(key_id)
         return key if key is not None and key.tenant_id == tenant_id else None
 
+    async def find(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
+
     async def by_prefix(self, prefix: str) -> ApiKey | None:
         found = self._prefixes.get(prefix)
         return None if found is None else self._keys[found]

@@ -274,6 +274,9 @@ class SqlApiKeys:
             sa.and_(t.api_keys.c.id == key_id, t.api_keys.c.tenant_id == _tenant(tenant_id))
         )
 
+    async def find(self, key_id: str) -> ApiKey | None:
+        return await self._one(t.api_keys.c.id == key_id)
+
     async def by_prefix(self, prefix: str) -> ApiKey | None:
         return await self._one(t.api_keys.c.prefix == prefix)
 

@@ -67,9 +67,11 @@ from core.domain.identity import (
     rotate_refresh,
     start_family,
 )
+from core.domain.ids import is_ulid
 from core.domain.model import Tenant
 from core.domain.tenants import normalize_slug
 from core.ports import (
+    MAX_PAGE_SIZE,
     BearerSecrets,
     IdentityStore,
     PageRequest,
@@ -794,6 +796,22 @@ class Identity:
 
     async def list_api_keys(self, access: Access, page: PageRequest) -> list[ApiKey]:
         return await self._store.api_keys.list(access.tenant_id, page)
+
+    async def operator_revoke_api_key(self, key_id: str, *, actor: str) -> ApiKey:
+        """Revoke a key of any scope by its id (the operator's `waypost admin`)."""
+        key = await self._store.api_keys.find(key_id) if is_ulid(key_id) else None
+        if key is None:
+            raise not_found("API key", key_id)
+        return await self._revoke_key(key, actor=actor, ctx=RequestContext())
+
+    async def operator_api_keys(self, tenant_id: str | None) -> list[ApiKey]:
+        """Every key of a tenant (None: the platform's), oldest first."""
+        found: list[ApiKey] = []
+        page = PageRequest(limit=MAX_PAGE_SIZE, order="asc")
+        while batch := await self._store.api_keys.list(tenant_id, page):
+            found += batch
+            page = PageRequest(limit=MAX_PAGE_SIZE, order="asc", after=batch[-1].id)
+        return found
 
     async def revoke_api_key(self, access: Access, key_id: str, ctx: RequestContext) -> ApiKey:
         key = await self.get_api_key(access, key_id)

@@ -6,7 +6,7 @@ from core.domain.commands import CreateTenant, PatchTenant
 from core.domain.errors import Conflict, Invalid
 from core.domain.model import Tenant, TenantCreated, TenantModified
 from core.domain.tenants import new_tenant, normalize_slug, patch_tenant
-from core.ports import AppendMeta, PageRequest
+from core.ports import MAX_PAGE_SIZE, AppendMeta, PageRequest
 from core.usecases.common import Deps, Once, not_found
 
 
@@ -52,6 +52,15 @@ class Tenants:
         if tenant is None:
             raise not_found("tenant", slug)
         return tenant
+
+    async def all(self) -> list[Tenant]:
+        """Every tenant, oldest first (the operator's `waypost admin list-tenants`)."""
+        found: list[Tenant] = []
+        page = PageRequest(limit=MAX_PAGE_SIZE, order="asc")
+        while batch := await self.list(page):
+            found += batch
+            page = PageRequest(limit=MAX_PAGE_SIZE, order="asc", after=batch[-1].id)
+        return found
 
     async def list(self, page: PageRequest) -> list[Tenant]:
         async with self._deps.store.read() as tx:
