@@ -53,7 +53,20 @@ _SQLITE_UNAVAILABLE = frozenset(
 
 
 def cause_of(exc: BaseException) -> str | None:
-    """Why the database could not serve, if that is what `exc` says; else None."""
+    """Why the database could not serve, if that is what `exc` says (or the error it was
+    raised from: SQLAlchemy's adapters wrap the driver's); else None."""
+    for _ in range(_CHAIN):
+        found = _cause(exc)
+        if found is not None or exc.__cause__ is None:
+            return found
+        exc = exc.__cause__
+    return None
+
+
+_CHAIN = 5
+
+
+def _cause(exc: BaseException) -> str | None:
     if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
         return _wrapped(exc)
     if isinstance(exc, DatabaseBusy):
@@ -83,6 +96,8 @@ def _connection(exc: BaseException) -> str | None:
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc):
         return f"the connection was closed ({exc})"
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return f"the connection failed in the middle of a statement ({exc})"
     if isinstance(exc, TimeoutError):
         return "timed out connecting"
     if isinstance(exc, OSError):

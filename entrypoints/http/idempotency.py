@@ -19,15 +19,17 @@ key's secret (`api_keys.py`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias, TypeVar
 
+import anyio
 import msgspec
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.params import SkipValidation
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.domain.errors import FieldError
 from core.domain.idempotency import (
@@ -55,6 +57,11 @@ __all__ = [
 
 _HEADER_KEY: Final = b"idempotency-key"
 _CLAIM_KEY: Final = "waypost.idempotency"
+#: For the crash tests only (tests/e2e/test_processes.py): seconds a keyed request's
+#: answer waits after its write committed, so that a test can kill the process in
+#: between. Read once from the environment; 0 (unset) everywhere else.
+TEST_ANSWER_DELAY_VARIABLE: Final = "WAYPOST_TEST_ANSWER_DELAY_SECONDS"
+_ANSWER_DELAY: Final = float(os.environ.get(TEST_ANSWER_DELAY_VARIABLE, "0") or 0)
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
@@ -93,7 +100,18 @@ class IdempotencyMiddleware:
                 scope["state"][_CLAIM_KEY] = Claim(
                     idempotency_scope(scope), key, fingerprint(parts)
                 )
+                if _ANSWER_DELAY:
+                    send = _delayed(send)
         await self.app(scope, receive, send)
+
+
+def _delayed(send: Send) -> Send:
+    async def later(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await anyio.sleep(_ANSWER_DELAY)
+        await send(message)
+
+    return later
 
 
 def claim_of(scope: Scope) -> Claim | None:
