@@ -64,7 +64,7 @@ class MemoryUsers:
     async def add(self, user: User, record: Record | None = None) -> None:
         name = (user.tenant_id, user.username)
         kept = [] if record is None else [record]
-        self.records.check(kept)
+        self.records.check(kept, replace_expired=True)
         if name in self._names:
             raise Conflict(f"A user named {user.username!r} exists already.")
         self._users[user.id] = user
@@ -107,7 +107,7 @@ class MemoryApiKeys:
 
     async def add(self, key: ApiKey, record: Record | None = None) -> None:
         kept = [] if record is None else [record]
-        self.records.check(kept)
+        self.records.check(kept, replace_expired=True)
         if key.prefix in self._prefixes:
             raise Conflict("The API key prefix is taken.")
         self._keys[key.id] = key

@@ -19,9 +19,16 @@ class MemoryRecords:
     def get(self, scope: str, key: str) -> Record | None:
         return self._records.get((scope, key))
 
-    def check(self, records: Sequence[Record], removed: Sequence[tuple[str, str]] = ()) -> None:
+    def check(
+        self,
+        records: Sequence[Record],
+        removed: Sequence[tuple[str, str]] = (),
+        *,
+        replace_expired: bool = False,
+    ) -> None:
         """Raise `KeyInUse` when one of `records` would take a key that holds a record (not
-        among `removed`, and, as the SQL adapters do for an identity write, not expired)."""
+        among `removed`; with `replace_expired`, as the identity stores do, not expired:
+        a store's transaction removes an expired one itself, as on the SQL backends)."""
         seen: set[tuple[str, str]] = set()
         for record in records:
             key = (record.scope, record.key)
@@ -29,8 +36,9 @@ class MemoryRecords:
                 raise in_use()
             seen.add(key)
             found = self._records.get(key)
-            live = found is not None and found.created_at > expired_before(record.created_at)
-            if live and key not in removed:
+            if found is None or key in removed:
+                continue
+            if not replace_expired or found.created_at > expired_before(record.created_at):
                 raise in_use()
 
     def put(self, records: Sequence[Record], removed: Sequence[tuple[str, str]] = ()) -> None:

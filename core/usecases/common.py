@@ -30,6 +30,11 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
         return AppendMeta(actor=self.principal, correlation_id=self.correlation_id)
 
 
+class WriteAgain(Exception):  # noqa: N818 - a signal, not an error
+    """A claimed write without `look_first` met an expired record of its key, now deleted:
+    make the write again (once)."""
+
+
 class Once(Generic[T]):
     """A request that carries an Idempotency-Key: its claim, and how its answer is made from
     the use case's result (the entry point knows its answers; the use case stores them).
@@ -43,7 +48,7 @@ class Once(Generic[T]):
     def __init__(self, claim: Claim, render: Callable[[T], Answer]) -> None:
         self.claim = claim
         self.render = render
-        self.remembered = False
+        self.remembered = False  # (set again for each attempt of the write)
 
     def record(self, result: T, now: datetime) -> Record:
         claim = self.claim
@@ -100,14 +105,22 @@ class Deps:
             raise AlreadyAnswered(answer)
 
     @asynccontextmanager
-    async def write(self, tenant_id: str, once: Once[T] | None = None) -> AsyncIterator[WriteTx]:
+    async def write(
+        self, tenant_id: str, once: Once[T] | None = None, *, look_first: bool = True
+    ) -> AsyncIterator[WriteTx]:
         """A write transaction of the tenant (`Store.write`); with `once`, a claimed one.
 
-        Claimed: before anything else, under the writer lock, a request answered before is
-        answered again (`AlreadyAnswered`, nothing written) or refused (`KeyReused`); the
-        block must then store its answer (`remember`) with its writes. A conflict (a
-        duplicate that committed first, under another lock) is looked up again after the
-        rollback, and replayed when it turns out to be this very request."""
+        Claimed: the block must store its answer (`remember`) with its writes. A request
+        answered before is answered again (`AlreadyAnswered`, nothing written) or refused
+        (`KeyReused`), found:
+        - with `look_first`, before anything else, under the writer lock: what a use case
+          needs whose own checks would otherwise refuse the repeat (a tenant's slug taken
+          by the first request, say);
+        - always, after a conflict: the record's key taken by a duplicate that committed
+          first (under another lock, or, without `look_first`, at any time before). This
+          alone spares the hot path (recording an event) a round trip per request: its
+          repeat is refused by the record's unique key when it is written, then replayed.
+        """
         if once is None:
             async with self.store.write(tenant_id) as tx:
                 yield tx
@@ -115,18 +128,36 @@ class Deps:
         claim = once.claim
         try:
             async with self.store.write(tenant_id) as tx:
-                found = await tx.idempotency.get(claim.scope, claim.key)
-                answer = decide(found, claim, self.clock.now())
-                if answer is not None:
-                    raise AlreadyAnswered(answer)
-                if found is not None:  # expired, not purged yet: make room for this one
-                    await tx.idempotency.remove(claim.scope, claim.key)
+                if look_first:
+                    found = await tx.idempotency.get(claim.scope, claim.key)
+                    answer = decide(found, claim, self.clock.now())
+                    if answer is not None:
+                        raise AlreadyAnswered(answer)
+                    if found is not None:  # expired, not purged yet: make room for this one
+                        await tx.idempotency.remove(claim.scope, claim.key)
                 yield tx
                 if not once.remembered:
                     raise RuntimeError("a claimed write ended without remembering its answer")
-        except Conflict:
-            await self.recall(once)
+        except Conflict as exc:
+            if await self._after_conflict(tenant_id, claim) and not look_first:
+                raise WriteAgain from exc
             raise
+
+    async def _after_conflict(self, tenant_id: str, claim: Claim) -> bool:
+        """A claimed write met a conflict: replay (or refuse) when the key holds a live
+        record. When it holds an expired one (not purged yet), delete it and say so: the
+        write may then be made again."""
+        async with self.store.read() as rtx:
+            found = await rtx.idempotency.get(claim.scope, claim.key)
+        now = self.clock.now()
+        answer = decide(found, claim, now)
+        if answer is not None:
+            raise AlreadyAnswered(answer)
+        if found is None or not found.expired(now):
+            return False
+        async with self.store.write(tenant_id) as tx:
+            await tx.idempotency.remove(claim.scope, claim.key)
+        return True
 
     def remember(self, tx: WriteTx, once: Once[T] | None, result: T) -> None:
         """Store the claimed request's answer to `result` with the transaction's writes."""

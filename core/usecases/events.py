@@ -12,7 +12,7 @@ from core.domain.events import check_batch_size, new_event, prefix_errors
 from core.domain.groups import decide_record
 from core.domain.model import Completion, Event, GroupCompleted
 from core.ports import EventFilter, PageRequest
-from core.usecases.common import Actor, Deps, Once, not_found
+from core.usecases.common import Actor, Deps, Once, WriteAgain, not_found
 
 
 class Recorded(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,7 +60,20 @@ class Events:
         # Validation needs no lock: receivers never change. The writer lock is
         # held only to read the gates, decide and append.
         events = await self._validate(actor, cmds, batch=batch)
-        async with deps.write(actor.tenant_id, once) as tx:
+        try:
+            return await self._write(actor, events, once)
+        except WriteAgain:  # an expired record of the key was in the way: gone now
+            return await self._write(actor, events, once)
+
+    async def _write(
+        self, actor: Actor, events: list[Event], once: Once[Recorded] | None
+    ) -> Recorded:
+        deps = self._deps
+        if once is not None:
+            once.remembered = False
+        # A repeat is found by the record's unique key (nothing here would refuse it
+        # earlier): no lookup first, one round trip fewer on the hot path.
+        async with deps.write(actor.tenant_id, once, look_first=False) as tx:
             receiver_ids = {e.event_receiver_id for e in events}
             # Only enabled groups can fire; with none, the latest events are not needed.
             groups = [

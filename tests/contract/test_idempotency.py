@@ -344,3 +344,29 @@ async def test_a_claimed_use_case_replays_its_first_answer_from_any_store(
             assert await tx.idempotency.get(tenant.id, "refused") is None
             events = await tx.log.head(tenant.id)
     assert events == 3  # the receiver, the event, and no second event
+
+
+async def test_an_expired_record_in_the_way_of_a_new_event_is_replaced(backend: Backend) -> None:
+    """Past its retention but not purged yet: the store refuses the key (KeyInUse), the use
+    case deletes the expired record and records the event."""
+    clock = StepClock()
+    services_ = services(backend.store, clock)
+    tenant = await services_.tenants.create(CreateTenant(slug="acme", name="Acme"), META)
+    who = Actor(tenant_id=tenant.id, principal="tester")
+    receiver, _ = await services_.receivers.register(
+        who, RegisterReceiver(name="r", type="t", version="1", description="", schema={})
+    )
+    old = record("again", scope=tenant.id, at=clock.now_at - RETENTION - timedelta(seconds=1))
+    await write(backend.store, old)
+    with pytest.raises(KeyInUse):  # the store itself replaces nothing
+        await write(backend.store, record("again", scope=tenant.id, at=clock.now_at))
+    cmd = RecordEvent(
+        name="app", version="1", release="1", platform_id="p", package="k", description="",
+        payload={}, success=True, event_receiver_id=receiver.id,
+    )  # fmt: skip
+    claim = Claim(tenant.id, "again", "a new request")
+    outcome = await services_.events.record_outcome(who, cmd, Once(claim, answered))
+    found = await stored(backend.store, tenant.id, "again")
+    assert found is not None
+    assert found.answer == answered(outcome)
+    assert found.fingerprint == "a new request"
