@@ -283,3 +283,32 @@ async def test_a_record_expires_after_a_day_and_retention_deletes_it(
     assert "idempotent-replayed" not in fresh.headers
     clock.set(clock.current + RETENTION)
     assert await services.retention.purge_idempotency() >= 1
+
+
+#: POST routes that take no Idempotency-Key claim, and why: their answers are credentials
+#: (never stored), and the revocation is idempotent by itself.
+UNCLAIMED = {"/api/v1/auth/token", "/api/v1/auth/revoke"}
+
+
+def test_every_post_route_takes_the_claim() -> None:
+    """Walked from the app's routes: a POST route added later either hands its use case the
+    request's claim (`claim: ClaimDep`) or is on the list above with its reason."""
+    from litestar.routes import HTTPRoute
+
+    from tests.http.test_access_control import APP
+
+    posts = {
+        route.path_format: handler
+        for route in APP.routes
+        if isinstance(route, HTTPRoute)
+        for handler in route.route_handlers
+        if "POST" in handler.http_methods
+    }
+    assert set(posts) >= UNCLAIMED
+    missing = [
+        path
+        for path, handler in posts.items()
+        if path not in UNCLAIMED and "claim" not in handler.parsed_fn_signature.parameters
+    ]
+    assert not missing, f"POST routes that ignore Idempotency-Key: {missing}"
+    assert len(posts) - len(UNCLAIMED) >= 7
