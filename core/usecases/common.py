@@ -48,7 +48,7 @@ class Once(Generic[T]):
     def __init__(self, claim: Claim, render: Callable[[T], Answer]) -> None:
         self.claim = claim
         self.render = render
-        self.remembered = False  # (set again for each attempt of the write)
+        self.remembered = False
 
     def record(self, result: T, now: datetime) -> Record:
         claim = self.claim
@@ -126,6 +126,7 @@ class Deps:
                 yield tx
             return
         claim = once.claim
+        once.remembered = False  # (a write made again remembers again)
         try:
             async with self.store.write(tenant_id) as tx:
                 if look_first:

@@ -69,8 +69,6 @@ class Events:
         self, actor: Actor, events: list[Event], once: Once[Recorded] | None
     ) -> Recorded:
         deps = self._deps
-        if once is not None:
-            once.remembered = False
         # A repeat is found by the record's unique key (nothing here would refuse it
         # earlier): no lookup first, one round trip fewer on the hot path.
         async with deps.write(actor.tenant_id, once, look_first=False) as tx:
