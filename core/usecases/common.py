@@ -30,7 +30,7 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
         return AppendMeta(actor=self.principal, correlation_id=self.correlation_id)
 
 
-class WriteAgain(Exception):  # noqa: N818 - a signal, not an error
+class WriteAgain(Exception):
     """A claimed write without `look_first` met an expired record of its key, now deleted:
     make the write again (once)."""
 

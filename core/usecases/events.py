@@ -56,7 +56,6 @@ class Events:
         batch: bool,
         once: Once[Recorded] | None,
     ) -> Recorded:
-        deps = self._deps
         # Validation needs no lock: receivers never change. The writer lock is
         # held only to read the gates, decide and append.
         events = await self._validate(actor, cmds, batch=batch)

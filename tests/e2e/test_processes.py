@@ -261,6 +261,10 @@ def test_a_rate_limit_is_shared_by_three_processes_within_ten_percent(
         stop_all(made.servers)
     admitted, refused, other_statuses, elapsed, offered, errors = outcome
     expected = burst + rate * elapsed
+    print(  # the figures of the closing note (pytest -s / -rP)
+        f"rate limit across 3 processes: {admitted} admitted of {offered} offered in "
+        f"{elapsed:.2f} s; expected {expected:.1f} ({admitted / expected:.1%})"
+    )
     assert not errors, errors[:5]
     assert offered >= 3 * expected, (offered, expected)  # the load was well above the limit
     assert 0.9 * expected <= admitted <= 1.1 * expected, (admitted, expected, elapsed)
