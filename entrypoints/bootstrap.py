@@ -17,6 +17,7 @@ from datetime import timedelta
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 
+from adapters.commits import LocalFeed, PolledFeed
 from adapters.crypto.envelope import EnvelopeError, generate_master_key, parse_master_key
 from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, ThreadedScrypt
 from adapters.memory.cache import ReceiverLru
@@ -26,7 +27,10 @@ from adapters.redis.ratelimit import RedisRateLimiter
 from adapters.redis.streams import RedisStreams
 from adapters.sql.availability import Availability
 from adapters.sql.identity import SqlIdentity
+from adapters.sql.listen import PgCommitFeed
 from adapters.sql.migrations import migrate, pending
+from adapters.sql.observe import StatementObserver, observe_engine
+from adapters.sql.replica import ReplicaStore
 from adapters.sql.store import SqlStore
 from adapters.system import SystemClock, UlidSource
 from core.domain.rotation import RotationPolicy
@@ -34,6 +38,7 @@ from core.ports import Clock, IdentityStore, IdSource, PasswordHasher, Store
 from core.usecases import Deps, IdentityDeps, Services
 from entrypoints.http.app import build_app
 from entrypoints.settings import Settings
+from entrypoints.tracing import Tracing
 
 log = logging.getLogger("waypost")
 
@@ -88,7 +93,10 @@ async def open_store(settings: Settings, availability: Availability | None = Non
         return await SqlStore.connect(
             url, availability=availability, busy_timeout=database.busy_timeout_seconds
         )
-    return await SqlStore.connect(url, availability=availability, pool_size=database.pool_size)
+    primary = await SqlStore.connect(url, availability=availability, pool_size=database.pool_size)
+    if database.read_url is None:
+        return primary
+    return ReplicaStore(primary, database.read_url, max_lag=database.read_max_lag_seconds)
 
 
 async def open_identity(
@@ -109,6 +117,19 @@ async def open_identity(
     return await SqlIdentity.connect(url, availability=availability, pool_size=pool, max_overflow=0)
 
 
+def open_feed(settings: Settings, store: Store) -> LocalFeed:
+    """The commit feed of `store`: LISTEN/NOTIFY on PostgreSQL; in-process wake-ups for the
+    memory store; for SQLite (and any other store) in-process wake-ups where the store
+    tells of its commits, plus a head poller for other processes' while someone waits."""
+    primary = store.primary if isinstance(store, ReplicaStore) else store
+    if isinstance(primary, SqlStore) and primary.postgres:
+        return PgCommitFeed(primary.url or settings.database.url)
+    feed = LocalFeed() if isinstance(store, MemoryStore) else PolledFeed(store)
+    if isinstance(store, MemoryStore | SqlStore):
+        store.on_commit(feed.committed)
+    return feed
+
+
 def _sqlite_path(url: str) -> pathlib.Path:
     database = make_url(url).database
     assert database, "a SQLite URL names a file (settings check it)"
@@ -116,6 +137,27 @@ def _sqlite_path(url: str) -> pathlib.Path:
 
 
 def master_keys(settings: Settings) -> list[bytes]:
+    """The master key the settings give, then the previous one while it is being rotated
+    (`secrets.previous_master_key[_file]`: it still opens, never seals)."""
+    keys = _master_key(settings)
+    secrets = settings.secrets
+    if secrets.previous_master_key is not None:
+        keys.append(_parse(secrets.previous_master_key, "WAYPOST__SECRETS__PREVIOUS_MASTER_KEY"))
+    elif secrets.previous_master_key_file is not None:
+        keys.append(read_master_key_file(secrets.previous_master_key_file))
+    return keys
+
+
+def read_master_key_file(name: str) -> bytes:
+    path = pathlib.Path(name)
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read the master key file {path}: {exc}") from None
+    return _parse(text, f"the master key file {path}")
+
+
+def _master_key(settings: Settings) -> list[bytes]:
     """The master key the settings give (environment or file), or development's own.
 
     Development mode without one: a generated key kept (0600) beside the SQLite
@@ -201,6 +243,9 @@ def identity_deps(
             ttl=timedelta(seconds=security.access_token_ttl_seconds),
         ),
         policy=rotation_policy(settings),
+        audit_retention=(
+            timedelta(days=settings.audit.retention_days) if settings.audit.retention_days else None
+        ),
     )
 
 
@@ -213,11 +258,13 @@ async def open_services(
     clock: Clock | None = None,
     ids: IdSource | None = None,
     hasher: PasswordHasher | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Services]:
     """Every use case over the adapters the settings name; overrides win. Closes the stores.
 
     With `redis.url` (and `redis.publish_messages`), `services.publisher` copies the
-    messages to Redis streams (the app's lifespan runs it)."""
+    messages to Redis streams (the app's lifespan runs it). SQL statements are watched
+    (`observe_sql`)."""
     keys = master_keys(settings)
     url = settings.database.url
     # One per database in a process: an outage is logged once, whichever store meets it.
@@ -227,6 +274,7 @@ async def open_services(
         people = identity if identity is not None else await open_identity(settings, availability)
         if isinstance(opened, MemoryStore) and isinstance(people, MemoryIdentity):
             people.share_records(opened.records)  # one key space, as in the SQL table
+        observe_sql(settings, opened, people, tracing)
         redis = settings.redis
         sink = (
             RedisStreams.from_url(redis.url, max_length=redis.stream_max_length)
@@ -234,22 +282,44 @@ async def open_services(
             else None
         )
         try:
-            yield Services(
-                Deps(
-                    opened,
-                    clock if clock is not None else SystemClock(),
-                    ids if ids is not None else UlidSource(),
-                    ReceiverLru(),
-                ),
-                identity_deps(settings, people, hasher=hasher, keys=keys),
-                sink=sink,
-            )
+            async with open_feed(settings, opened).running() as feed:
+                yield Services(
+                    Deps(
+                        opened,
+                        clock if clock is not None else SystemClock(),
+                        ids if ids is not None else UlidSource(),
+                        ReceiverLru(),
+                    ),
+                    identity_deps(settings, people, hasher=hasher, keys=keys),
+                    sink=sink,
+                    feed=feed,
+                )
         finally:
             if sink is not None:
                 await sink.close()
             await people.close()
     finally:
         await opened.close()
+
+
+def observe_sql(
+    settings: Settings, store: Store, identity: IdentityStore, tracing: Tracing | None
+) -> None:
+    """Slow statements logged (`log.slow_query_ms`), every one a span when tracing."""
+    span = None if tracing is None else tracing.span
+    if isinstance(store, ReplicaStore):
+        store = store.primary  # the replica's reads are not watched
+    if isinstance(store, SqlStore):
+        system = database_kind(settings.database.url)
+        store.observe(
+            StatementObserver(system=system, slow_ms=settings.log.slow_query_ms, span=span)
+        )
+    if isinstance(identity, SqlIdentity):
+        system = identity.engine.dialect.name
+        observe_engine(
+            identity.engine.sync_engine,
+            StatementObserver(system=system, slow_ms=settings.log.slow_query_ms, span=span),
+        )
 
 
 async def start_secrets(services: Services) -> None:
@@ -283,21 +353,35 @@ def create_app(
     ids: IdSource | None = None,
     hasher: PasswordHasher | None = None,
     announce: Callable[[str], None] = announce_on_stdout,
+    tracing: Tracing | None = None,
 ) -> Litestar:
     """The HTTP app whose lifespan opens `open_services(settings, ...)` with these overrides,
     loads the signing keys and, on an empty store, makes the first platform administrator
-    (its key goes to `announce`, once)."""
+    (its key goes to `announce`, once). With `tracing`, requests, use cases and SQL
+    statements are spans (the caller shuts it down)."""
 
     @asynccontextmanager
     async def services() -> AsyncIterator[Services]:
         async with open_services(
-            settings, store=store, identity=identity, clock=clock, ids=ids, hasher=hasher
+            settings,
+            store=store,
+            identity=identity,
+            clock=clock,
+            ids=ids,
+            hasher=hasher,
+            tracing=tracing,
         ) as opened:
             await start_secrets(opened)
             made = await opened.identity.bootstrap()
             if made is not None:
                 announce(made)
-            yield opened
+            if tracing is not None:
+                tracing.wrap_services(opened)
+            try:
+                yield opened
+            finally:
+                if tracing is not None:
+                    tracing.provider.force_flush()
 
     redis = settings.redis
     shared = (
@@ -305,4 +389,7 @@ def create_app(
         if redis.url is not None and redis.shared_limits
         else None
     )
-    return build_app(services, settings, shared_limiter=shared)
+    app = build_app(services, settings, shared_limiter=shared)
+    if tracing is not None:
+        app.asgi_handler = tracing.middleware(app.asgi_handler)
+    return app

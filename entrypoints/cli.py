@@ -1,4 +1,4 @@
-"""The `waypost` command: serve, migrate, replay, admin, secrets.
+"""The `waypost` command: serve, migrate, replay, doctor, admin, secrets.
 
 Failures an operator meets (a bad setting, a database that cannot be reached or
 opened, a refused start) are one line on stderr naming what to fix, never a traceback.
@@ -23,6 +23,7 @@ import msgspec
 import uvicorn
 
 from adapters.crypto.envelope import EnvelopeError, generate_master_key
+from adapters.crypto.identity import EnvelopeSealer
 from adapters.sql.engine import UnsupportedDatabase
 from adapters.sql.migrations import migrate, pending
 from core.domain.audit import AuditAction
@@ -33,18 +34,23 @@ from core.domain.model import Tenant
 from core.domain.rotation import VersionState
 from core.ports import AppendMeta, Unavailable
 from core.usecases import Services
-from entrypoints import logs, supervisor
+from entrypoints import doctor, logs, supervisor
 from entrypoints.bootstrap import (
     StartupError,
     announce_on_stdout,
     create_app,
     database_kind,
     database_url,
+    master_keys,
     open_services,
+    read_master_key_file,
     start_secrets,
 )
+from entrypoints.http.mtls import ClientCertProtocol
 from entrypoints.http.routes.messages import stop_streams
+from entrypoints.progress import Progress
 from entrypoints.settings import MAX_WORKERS, Settings, SettingsError, load_settings
+from entrypoints.tracing import Tracing
 
 #: The actor of what an operator does with this command, in the log and the audit log.
 OPERATOR = "cli"
@@ -108,12 +114,39 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="rebuild every read model from the log",
-        description="Empty the read models and apply the whole log again. With --verify, "
-        "fail unless the rebuilt read models equal the ones before.",
+        description="Empty the read models and apply the whole log again, tenant by tenant "
+        "(each in one transaction: its writers wait, nobody reads a half-built tenant). A "
+        "run that stops (Ctrl-C, a lost connection, kill) goes on where it was when started "
+        "again with the same options. A progress bar on a terminal, plain lines otherwise. "
+        "With --verify, fail unless the rebuilt read models equal the ones before.",
     )
     replay.add_argument(
         "--verify", action="store_true", help="compare read-model digests before and after"
     )
+    replay.add_argument("--tenant", help="rebuild this tenant's read models only (its slug)")
+    replay.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="POSITION",
+        help="replay only the log entries after this position (of each tenant): what they "
+        "made is replaced, what earlier entries made is kept",
+    )
+    replay.add_argument(
+        "--restart",
+        action="store_true",
+        help="forget an interrupted run's progress and start from the first tenant",
+    )
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this deployment and say what is wrong",
+        description="Check the settings, the database (reachable, migrated, its clock), the "
+        "master key and signing keys, Redis, the SQLite file's disk, the TLS files and "
+        "production-mode risks: one line each (ok, warn, fail). Exits 1 when a check fails. "
+        "Changes nothing.",
+    )
+    doctor.add_argument("--json", action="store_true", help="one JSON document instead of lines")
 
     admin = commands.add_parser(
         "admin",
@@ -178,6 +211,20 @@ def _parser() -> argparse.ArgumentParser:
         description="A new signing key signs at once; the previous one keeps verifying until "
         "its grace period ends. Running servers pick the new key up within a minute.",
     )
+    rewrap = secrets_commands.add_parser(
+        "rewrap",
+        help="seal every stored secret again under a new master key",
+        description="Open each stored secret with the configured master key(s) and seal it "
+        "under the key in --new-master-key-file. Online (servers may keep running; give "
+        "them the new key as secrets.master_key_file and the old one as "
+        "secrets.previous_master_key_file first) and resumable (run it again after an "
+        "interruption: what is done is skipped). Afterwards only the new key is needed.",
+    )
+    rewrap.add_argument(
+        "--new-master-key-file",
+        required=True,
+        help="a file holding the new master key (`waypost secrets new-master-key`)",
+    )
     secrets_commands.add_parser(
         "new-master-key",
         help="print a new random master key",
@@ -188,6 +235,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":  # it reports bad settings as a finding of its own
+        return doctor.main(os.environ, args.json)
     try:
         return _run(args, load_settings(os.environ))
     except (SettingsError, StartupError, UnsupportedDatabase) as exc:
@@ -218,8 +267,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(generate_master_key())
             return 0
         case "secrets":
-            return anyio.run(_secrets, settings, args.secrets_command)
-    return anyio.run(_replay, settings, args.verify)
+            return anyio.run(_secrets, settings, args)
+    return anyio.run(_replay, settings, args)
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
@@ -302,7 +351,10 @@ def _moment(text: str | None) -> datetime | None:
         raise StartupError(f"--expires-at: {text!r} is not an RFC 3339 time") from None
 
 
-async def _secrets(settings: Settings, action: str) -> int:
+async def _secrets(settings: Settings, args: argparse.Namespace) -> int:
+    action = args.secrets_command
+    if action == "rewrap":
+        return await _rewrap(settings, args.new_master_key_file)
     async with open_services(settings) as services:
         if action == "rotate":
             await rotate_signing_key(services)
@@ -316,6 +368,27 @@ async def _secrets(settings: Settings, action: str) -> int:
             f"{info.name:<16} {info.version:>7}  {info.state:<12} "
             f"{info.public_id or '-':<44} {until}"
         )
+    return 0
+
+
+async def _rewrap(settings: Settings, new_key_file: str) -> int:
+    new = read_master_key_file(new_key_file)
+    old = master_keys(settings)
+    sealer = EnvelopeSealer([new, *(key for key in old if key != new)])
+    async with open_services(settings) as services:
+        try:
+            done = await services.secrets.rewrap(
+                sealer, actor=OPERATOR, on_step=lambda text: print(f"waypost: {text}")
+            )
+        except EnvelopeError as exc:
+            raise StartupError(
+                f"a stored secret does not open with the configured master key ({exc}); "
+                "configure the key it was sealed with (or as secrets.previous_master_key_file)"
+            ) from None
+    print(
+        f"waypost: {done.sealed} secret version(s) sealed under master key {sealer.key_id}, "
+        f"{done.already} already were; the new key alone opens them all now"
+    )
     return 0
 
 
@@ -337,13 +410,33 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _replay(settings: Settings, verify: bool) -> int:
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     async with open_services(settings) as services:
-        before = await services.replay.digest()
-        applied = await services.replay.rebuild()
+        tenant_id = None
+        if args.tenant is not None:
+            tenant_id = (await services.tenants.get(args.tenant)).id
+        if args.after < 0:
+            raise StartupError("--after: a log position is 0 or more")
+        run = f"cli:{args.tenant or '*'}:{args.after}"
+        if args.restart:
+            await services.deps.store.replay_finished(run)
+        plan = await services.replay.plan(tenant_id, run, args.after)
+        done_before = len(await services.deps.store.replay_done(run))
+        if done_before:
+            print(f"waypost: resuming an interrupted replay: {done_before} tenant(s) done before")
+        before = await services.replay.digest() if args.verify else None
+        progress = Progress("replay", sum(plan.values()), sys.stdout)
+        result = await services.replay.rebuild(
+            tenant_id, run=run, after=args.after, on_progress=progress.advance
+        )
         after = await services.replay.digest()
-    print(f"waypost: replayed {applied} log entries; read-model digest {after}")
-    if verify and before != after:
+        progress.finish(
+            f"waypost: replayed {result.applied} log entries of {result.tenants} tenant(s) "
+            f"at {progress.rate():,.0f}/s; read-model digest {after}"
+        )
+    if before is not None and done_before:
+        print("waypost: --verify compares with the digest when this run resumed", file=sys.stderr)
+    if before is not None and before != after:
         print(f"waypost: digest changed (was {before})", file=sys.stderr)
         return 1
     return 0
@@ -403,7 +496,8 @@ def serve_one(
 ) -> int:
     """One server process, on `host:port` (or on `sockets`, bound by a supervisor)."""
     http = settings.http
-    app = create_app(settings)
+    tracing = Tracing.from_settings(settings, os.environ)
+    app = create_app(settings, tracing=tracing)
     app.on_startup.append(settle_heap)  # runs after the lifespan has opened the services
     config = uvicorn.Config(
         app,
@@ -413,7 +507,7 @@ def serve_one(
         lifespan="on",
         log_config=None,  # uvicorn's records go through `logs.configure`'s handler
         log_level=settings.log.level.lower(),
-        access_log=False,
+        access_log=logs.access_log(settings.log),
         server_header=False,
         # The client's address is ours to find (`http.trusted_proxies`): uvicorn would take
         # X-Forwarded-For from any local caller and put it in the connection's place.
@@ -423,14 +517,21 @@ def serve_one(
         ssl_keyfile=http.tls_key_file,
         ssl_ca_certs=http.tls_client_ca_file,
         ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_file else ssl.CERT_NONE,
+        # mTLS: the client's certificate reaches the app (service identities)
+        http=ClientCertProtocol if http.tls_client_ca_file else "auto",
     )
+    logs.apply_levels(settings.log)  # uvicorn's Config set its loggers' levels to log.level
     server = _Server(config, on_exit=lambda: stop_streams(app.state))
     # uvicorn handles SIGTERM/SIGINT itself (stop accepting, let in-flight requests
     # finish, run the lifespan shutdown) and re-raises the signal afterwards. With
     # these handlers in place that re-raise is a no-op: a graceful stop exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
     # uvicorn swallows lifespan start-up failures after logging them; report them as ours.
     return 0 if server.started else 3
 

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from entrypoints.operations_settings import check_operations
+
 PREFIX = "WAYPOST__"
 CONFIG_VARIABLE = "WAYPOST__CONFIG"
 
@@ -40,9 +42,14 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     #: SQLite: seconds a write waits for the database's one writer lock while another
     #: process holds it; then the request is answered 503 with Retry-After.
     busy_timeout_seconds: float = 10.0
+    #: PostgreSQL: a streaming replica for reads that may be a little stale (lists, gets,
+    #: message pages behind the head). Everything that decides stays on `url`.
+    read_url: str | None = None
+    #: Replica reads go to the primary while the replica is further behind than this.
+    read_max_lag_seconds: float = 5.0
 
     def __repr__(self) -> str:
-        return "DatabaseSettings(...)"  # the URL may hold a password
+        return "DatabaseSettings(...)"  # the URLs may hold passwords
 
 
 class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -72,6 +79,9 @@ class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: Origins (`https://app.example.com`) that browsers may call the API from. Empty: no
     #: CORS at all. `*` is refused in production mode. Environment: comma-separated.
     cors_origins: list[str] = msgspec.field(default_factory=list)
+    #: mTLS service identities: client certificates mapped to a tenant principal with a
+    #: role (TOML `[[http.service_identities]]`; see docs/how-to/security.md).
+    service_identities: list[ServiceIdentity] = msgspec.field(default_factory=list)
 
 
 class SecuritySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -91,6 +101,10 @@ class SecretsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     #: database; production mode refuses to start.
     master_key: str | None = None
     master_key_file: str | None = None
+    #: While rotating the master key (`waypost secrets rewrap`): the one before, which still
+    #: opens what it sealed; new secrets are sealed under `master_key`.
+    previous_master_key: str | None = None
+    previous_master_key_file: str | None = None
     #: Algorithm of new JWT signing keys: EdDSA (Ed25519) or RS256.
     signing_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
     rotate_every_days: float = 30.0
@@ -113,6 +127,47 @@ class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: `text` for a terminal; `json`: one JSON object per line, for a log pipeline.
     format: Literal["text", "json"] = "text"
+    #: Levels of single loggers, over `level`: `{"waypost.sql" = "DEBUG"}`; environment:
+    #: `waypost.sql=DEBUG,uvicorn.access=WARNING`.
+    levels: dict[str, str] = msgspec.field(default_factory=dict)
+    #: SQL statements slower than this (milliseconds) are logged (`waypost.sql`, WARNING)
+    #: with their catalogue name and duration; 0: never.
+    slow_query_ms: float = 500.0
+
+
+class TracingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """OpenTelemetry traces, off unless an OTLP endpoint is given (here or as the standard
+    `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)."""
+
+    #: OTLP over HTTP: `http://collector:4318` (`/v1/traces` is added when no path is given).
+    otlp_endpoint: str | None = None
+    #: The share of new traces kept (0..1); a caller's sampled `traceparent` is followed.
+    #: None: the SDK's `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default: all).
+    sample_ratio: float | None = None
+    #: `service.name` of the spans (`OTEL_SERVICE_NAME` wins when set).
+    service_name: str = "waypost"
+
+
+class AuditSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The audit log."""
+
+    #: Records older than this many days are deleted (daily); 0: kept forever.
+    retention_days: int = 0
+
+
+class ServiceIdentity(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A client certificate (mTLS) that is a tenant's principal: no bearer credential needed."""
+
+    #: Matches the certificate's subject (RFC 4514, `CN=ci-runner,O=Example`) or, with a
+    #: scheme, one of its subject alternative names: `dns:ci.example.com`,
+    #: `uri:spiffe://example.com/ci`, `email:ci@example.com`.
+    match: str
+    #: The tenant's slug.
+    tenant: str
+    #: One tenant role: admin, event_manager, event_viewer, event_producer.
+    role: str
+    #: A name for the audit log (default: `match`).
+    name: str | None = None
 
 
 class LimitsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -133,6 +188,9 @@ class LimitsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_in_flight: int = 256
     #: Live message streams (`GET /api/v1/messages`) open at once; above it, 503.
     max_streams: int = 100
+    #: Requests waiting on a gate (`GET /api/v1/groups/{id}/status?wait=`) at once, per
+    #: process; above it, 503. Each holds a connection and costs nothing else while it waits.
+    max_waiters: int = 1000
     #: Callers whose allowance is remembered (least recently seen forgotten first).
     tracked_callers: int = 100_000
 
@@ -173,6 +231,22 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         return "RedisSettings(...)"  # the URL may hold a password
 
 
+class GraphQLSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """GraphQL (`/api/v1/graphql`, and `/epr/api/v1/graphql/query` for EPR's clients)."""
+
+    #: Whether the schema may be introspected (GraphiQL's docs and completion use it).
+    introspection: bool = True
+    #: The longest chain of nested fields a query may have.
+    max_depth: int = 10
+    #: The most values a query's answer may hold (every field 1, lists multiplied by the
+    #: most they can hold, a mutation 100); above it, refused before anything runs.
+    max_cost: int = 25_000
+    #: The parser stops after this many tokens (a query is refused, not parsed, above it).
+    max_tokens: int = 1_000
+    #: The longest query text; large values go in variables.
+    max_query_bytes: int = 64 * 1024
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: `development` applies pending migrations at start; `production` refuses to start.
     mode: Literal["development", "production"] = "development"
@@ -184,6 +258,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    graphql: GraphQLSettings = msgspec.field(default_factory=GraphQLSettings)
+    tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
+    audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.http.port < 65536:
@@ -202,6 +279,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         self._check_limits()
         self._check_redis()
         self._check_metrics()
+        self._check_graphql()
+        self._check_operations()
 
     def _check_database(self) -> None:
         database = self.database
@@ -256,6 +335,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     f"security.admin_networks: {network!r} is not a network (CIDR)"
                 ) from None
 
+    def _check_graphql(self) -> None:
+        graphql = self.graphql
+        for name, value, least in (
+            ("max_depth", graphql.max_depth, 2),
+            ("max_cost", graphql.max_cost, 10),
+            ("max_tokens", graphql.max_tokens, 100),
+            ("max_query_bytes", graphql.max_query_bytes, 1024),
+        ):
+            if value < least:
+                raise SettingsError(f"graphql.{name} must be at least {least}")
+
     def _check_metrics(self) -> None:
         for network in self.metrics.allowed_networks:
             try:
@@ -264,6 +354,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise SettingsError(
                     f"metrics.allowed_networks: {network!r} is not a network (CIDR)"
                 ) from None
+
+    def _check_operations(self) -> None:
+        """Logging, tracing, the read replica, the audit log, service identities."""
+        problem = check_operations(self)
+        if problem is not None:
+            raise SettingsError(problem)
 
     def _check_redis(self) -> None:
         redis = self.redis
@@ -294,6 +390,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ("auth_burst", limits.auth_burst),
             ("max_in_flight", limits.max_in_flight),
             ("max_streams", limits.max_streams),
+            ("max_waiters", limits.max_waiters),
             ("tracked_callers", limits.tracked_callers),
         ):
             if count < 1:
@@ -303,6 +400,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         secrets = self.secrets
         if secrets.master_key is not None and secrets.master_key_file is not None:
             raise SettingsError("secrets.master_key and secrets.master_key_file exclude each other")
+        if secrets.previous_master_key is not None and secrets.previous_master_key_file is not None:
+            raise SettingsError(
+                "secrets.previous_master_key and secrets.previous_master_key_file exclude "
+                "each other"
+            )
         if not 1 <= secrets.reload_seconds <= 3600:
             raise SettingsError("secrets.reload_seconds must be 1..3600")
         if secrets.rotate_every_days <= 0:
@@ -334,6 +436,8 @@ _LISTS = (
     ("security", "admin_networks"),
     ("metrics", "allowed_networks"),
 )
+#: Settings that are tables: the environment gives them as `key=value,key=value`.
+_TABLES = (("log", "levels"),)
 
 
 def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -386,11 +490,28 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str):
             node[key] = [part.strip() for part in node[key].split(",") if part.strip()]
+    for section, key in _TABLES:
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            node[key] = _table(f"{section}.{key}", node[key])
     try:
         # strict=False lets environment strings become ints, floats and bools.
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {_env_path(str(exc))}") from None
+
+
+def _table(name: str, text: str) -> dict[str, str]:
+    """`a=1,b=2` -> {"a": "1", "b": "2"}; a part without `=` stops the start, naming it."""
+    table: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, equals, value = part.partition("=")
+        if not equals or not key.strip() or not value.strip():
+            raise SettingsError(f"{name}: {part!r} is not name=value")
+        table[key.strip()] = value.strip()
+    return table
 
 
 def _env_path(message: str) -> str:

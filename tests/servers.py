@@ -7,6 +7,8 @@ Fixtures
 ``postgres_server`` (session)  -> :class:`PostgresServer`, a throwaway PostgreSQL 15 cluster
 ``postgres_url``    (session)  -> ``postgresql://postgres@127.0.0.1:PORT/waypost``
 ``fresh_database``  (function) -> URL of a new, empty database, dropped after the test
+``postgres_replica`` (session) -> :class:`ReplicaServer`, a streaming standby of that cluster
+                                 (``pg_basebackup -R``), which tests may stop and start
 ``redis_url``       (session)  -> ``redis://127.0.0.1:PORT/0``
 ``redis_db``        (function) -> ``redis_url``, flushed (empty) before the test
 
@@ -222,6 +224,33 @@ def _run_in_thread(statements: Sequence[str], dsn: str) -> None:
         raise errors[0]
 
 
+def _fetch_in_thread(query: str, dsn: str) -> object:
+    """One value of one query, with asyncpg on a private event loop in a private thread."""
+    found: list[object] = []
+
+    async def fetch() -> None:
+        conn = await asyncpg.connect(dsn, timeout=START_TIMEOUT)
+        try:
+            found.append(await conn.fetchval(query))
+        finally:
+            await conn.close()
+
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(fetch())
+        except BaseException as exc:  # re-raised in the calling thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="waypost-pg-fetch", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return found[0]
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -243,6 +272,7 @@ class PostgresServer:
     root: Path
     user: str = POSTGRES_SUPERUSER
     host: str = "127.0.0.1"
+    as_user: str | None = None  # the OS user it runs as (root may not run it)
 
     def url(self, database: str = SESSION_DATABASE) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
@@ -266,7 +296,6 @@ class PostgresServer:
 class PostgresCluster(PostgresServer):
     """A cluster of the test's own, which it may stop and start again (same port, same data)."""
 
-    as_user: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def stop(self) -> None:
@@ -282,12 +311,62 @@ class PostgresCluster(PostgresServer):
 
 
 def _postgres_ready(data: Path) -> bool:
-    """postmaster.pid's 8th line says ``ready`` once connections are accepted (PG >= 10)."""
+    """postmaster.pid's 8th line says ``ready`` once connections are accepted (PG >= 10);
+    a hot standby says ``standby`` once it accepts read-only connections."""
     try:
         lines = (data / "postmaster.pid").read_text().splitlines()
     except OSError:
         return False
-    return len(lines) >= 8 and lines[7].strip() == "ready"
+    return len(lines) >= 8 and lines[7].strip() in ("ready", "standby")
+
+
+def _postgres_command(data: Path, port: int, root: Path) -> list[str]:
+    return [
+        "postgres",
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-k",
+        str(root),  # unix socket directory
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=100",
+        "-c",
+        "logging_collector=off",
+    ]
+
+
+def _run_postgres(
+    data: Path, root: Path, as_user: str | None, log: Path, port: int = 0
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A postgres on `data`, on `port` (0: a free one), once it accepts connections."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        if attempt > 1 or not port:
+            port = _free_port()
+        cmd = [*_launcher("QUIT", as_user), *_postgres_command(data, port, root)]
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _postgres_ready(data):
+                return proc, port
+            time.sleep(0.01)
+        _stop(proc, signal.SIGQUIT)
+        if attempt == START_ATTEMPTS:
+            raise RuntimeError(
+                f"postgres did not become ready (exit code {proc.returncode}):\n{_log_tail(log)}"
+            )
+    raise AssertionError("unreachable")
 
 
 def _initdb(root: Path, as_user: str | None) -> None:
@@ -316,28 +395,8 @@ def _launch_postgres(root: Path, as_user: str | None, port: int) -> subprocess.P
     """Start `postgres` on the cluster in `root`, on `port`; None when it did not become ready."""
     data = root / "data"
     log = root / "postgres.log"
-    cmd = [
-        *_launcher("QUIT", as_user),  # SIGQUIT: immediate shutdown, children included
-        "postgres",
-        "-D",
-        str(data),
-        "-p",
-        str(port),
-        "-k",
-        str(root),  # unix socket directory
-        "-c",
-        "listen_addresses=127.0.0.1",
-        "-c",
-        "fsync=off",
-        "-c",
-        "synchronous_commit=off",
-        "-c",
-        "full_page_writes=off",
-        "-c",
-        "max_connections=100",
-        "-c",
-        "logging_collector=off",
-    ]
+    # SIGQUIT: immediate shutdown, children included
+    cmd = [*_launcher("QUIT", as_user), *_postgres_command(data, port, root)]
     with log.open("ab") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
@@ -353,12 +412,7 @@ def _launch_postgres(root: Path, as_user: str | None, port: int) -> subprocess.P
 
 def _start_postgres(root: Path, as_user: str | None) -> tuple[subprocess.Popen[bytes], int]:
     _initdb(root, as_user)
-    for _attempt in range(START_ATTEMPTS):
-        port = _free_port()
-        proc = _launch_postgres(root, as_user, port)
-        if proc is not None:
-            return proc, port
-    raise RuntimeError(f"postgres did not become ready:\n{_log_tail(root / 'postgres.log')}")
+    return _run_postgres(root / "data", root, as_user, root / "postgres.log")
 
 
 @contextmanager
@@ -399,6 +453,95 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster for the whole session, with an empty database ``waypost``."""
     with running_postgres() as server:
         yield server
+
+
+class ReplicaServer:
+    """A hot standby of a `PostgresServer`, streaming from it (``pg_basebackup -R``).
+
+    `stop()` and `start()` take it away and bring it back (same data, a new port: `url`
+    follows); `pause_replay()` and `resume_replay()` make it lag on purpose."""
+
+    def __init__(self, primary: PostgresServer) -> None:
+        self.primary = primary
+        self.root = primary.root
+        self.data = self.root / "replica"
+        self.log = self.root / "replica.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        backup = [
+            *_launcher("KILL", primary.as_user),
+            "pg_basebackup",
+            f"--pgdata={self.data}",
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--no-sync",
+            f"--host={primary.host}",
+            f"--port={primary.port}",
+            f"--username={primary.user}",
+        ]
+        with self.log.open("ab") as out:
+            done = subprocess.run(
+                backup, stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed:\n{_log_tail(self.log)}")
+        self.start()
+
+    def start(self) -> None:
+        assert self.proc is None, "the replica runs already"
+        # the port it had before, when it can (a client's URL stays right)
+        self.proc, self.port = _run_postgres(
+            self.data, self.root, self.primary.as_user, self.log, self.port
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc, signal.SIGQUIT)
+            self.proc = None
+
+    def url(self, database_url: str) -> str:
+        """The replica's URL of a database of the primary (its URL)."""
+        return (
+            f"postgresql://{self.primary.user}@{self.primary.host}:{self.port}/"
+            + (database_url.rsplit("/", 1)[-1])
+        )
+
+    def execute(self, *statements: str) -> None:
+        _run_in_thread(
+            statements, f"postgresql://{self.primary.user}@127.0.0.1:{self.port}/postgres"
+        )
+
+    def pause_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_resume()")
+
+    def caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until the replica has replayed everything the primary wrote so far."""
+        primary = f"postgresql://{self.primary.user}@127.0.0.1:{self.primary.port}/postgres"
+        replica = f"postgresql://{self.primary.user}@127.0.0.1:{self.port}/postgres"
+        target = _fetch_in_thread("SELECT pg_current_wal_lsn()::text", primary)
+        deadline = time.monotonic() + timeout
+        query = f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"
+        while time.monotonic() < deadline:
+            if _fetch_in_thread(query, replica):
+                return
+            time.sleep(0.02)
+        raise AssertionError("the replica did not catch up")
+
+
+@pytest.fixture(scope="session")
+def postgres_replica(postgres_server: PostgresServer) -> Iterator[ReplicaServer]:
+    """A streaming standby of the session's PostgreSQL (pg_basebackup -R), for the tests of
+    read replicas; a test that stops it starts it again."""
+    _require("PostgreSQL replica", missing_binaries(("pg_basebackup",)), POSTGRES_INSTALL_HINT)
+    replica = ReplicaServer(postgres_server)
+    try:
+        yield replica
+    finally:
+        replica.stop()
 
 
 @pytest.fixture(scope="session")

@@ -230,8 +230,25 @@ class MemorySecrets:
                 raise Conflict(f"Version {number} of {name} was changed by another writer.")
         updated = dict(stored)
         for record in after:
-            updated[record.version.version] = record
+            current = stored.get(record.version.version)
+            # A version's value never changes here (see `reseal`).
+            kept = (
+                record
+                if current is None
+                else msgspec.structs.replace(record, envelope=current.envelope)
+            )
+            updated[record.version.version] = kept
         self._secrets[(tenant_id, name)] = updated
+
+    async def reseal(
+        self, tenant_id: str | None, name: str, version: int, before: bytes, after: bytes
+    ) -> bool:
+        stored = self._secrets.get((tenant_id, name), {})
+        current = stored.get(version)
+        if current is None or current.envelope != before:
+            return False
+        stored[version] = msgspec.structs.replace(current, envelope=after)
+        return True
 
     async def names(self) -> list[tuple[str | None, str]]:
         return sorted(self._secrets, key=lambda k: (k[0] or "", k[1]))
@@ -245,6 +262,12 @@ class MemoryAudit:
         if record.id in self._records:
             raise Conflict("The audit record exists already.")
         self._records[record.id] = record
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        old = sorted((r for r in self._records.values() if r.at < before), key=lambda r: r.at)
+        for record in old[:limit]:
+            del self._records[record.id]
+        return min(len(old), limit)
 
     async def list(
         self, tenant_id: str | None, where: AuditFilter, page: PageRequest

@@ -8,8 +8,9 @@ trace and a reader never sees half a write. Everything lives in one process.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
 
@@ -66,6 +67,41 @@ class _ReadModels:
         self.completions: dict[str, Completion] = {}
         self.checkpoints: dict[str, int] = {}
 
+    def without(self, tenants: Collection[str]) -> _ReadModels:
+        """A copy without the read models of `tenants` (a rebuild starts from it)."""
+        gone = set(tenants)
+        kept = _ReadModels()
+        kept.tenants = {k: v for k, v in self.tenants.items() if k not in gone}
+        kept.slugs = {slug: k for slug, k in self.slugs.items() if k not in gone}
+        kept.receivers = {k: v for k, v in self.receivers.items() if v.tenant_id not in gone}
+        kept.triples = {k: v for k, v in self.triples.items() if k[0] not in gone}
+        kept.events = {k: v for k, v in self.events.items() if v.tenant_id not in gone}
+        kept.event_ids = {k: list(v) for k, v in self.event_ids.items() if k not in gone}
+        kept.groups = {k: v for k, v in self.groups.items() if v.tenant_id not in gone}
+        kept.latest = {k: v for k, v in self.latest.items() if k[0] not in gone}
+        kept.completions = {k: v for k, v in self.completions.items() if v.tenant_id not in gone}
+        kept.checkpoints = {k: v for k, v in self.checkpoints.items() if k not in gone}
+        return kept
+
+    def without_ids(self, made: dict[str, set[str]]) -> _ReadModels:
+        """A copy without the rows of the insert-only read models that `made` names
+        (`_made_by`: what some log entries made); the others are overwritten on replay."""
+        kept = _ReadModels()
+        kept.__dict__.update({k: type(v)(v) for k, v in self.__dict__.items()})
+        kept.event_ids = {k: list(v) for k, v in self.event_ids.items()}
+        for event_id in made["events"]:
+            gone = kept.events.pop(event_id, None)
+            if gone is not None:
+                kept.event_ids[gone.tenant_id].remove(event_id)
+        for receiver_id in made["receivers"]:
+            gone_receiver = kept.receivers.pop(receiver_id, None)
+            if gone_receiver is not None:
+                r = gone_receiver
+                kept.triples.pop((r.tenant_id, r.name, r.type, r.version), None)
+        for completion_id in made["completions"]:
+            kept.completions.pop(completion_id, None)
+        return kept
+
     def check(self, tenant_id: str, event: DomainEvent) -> None:
         """Refuse what the unique constraints refuse, before anything is applied."""
         match event:
@@ -115,10 +151,20 @@ class MemoryStore:
         self._locks: dict[str, anyio.Lock] = {}
         #: Idempotency-Key records (shared with the memory identity stores by the bootstrap).
         self.records = records if records is not None else MemoryRecords()
+        self._replays: dict[str, set[str]] = {}
+        self._observers: list[Callable[[str, int], None]] = []
+
+    def on_commit(self, observer: Callable[[str, int], None]) -> None:
+        """Call `observer(tenant_id, new head)` after every commit that appended (the
+        commit feed, `adapters.commits.LocalFeed.committed`)."""
+        self._observers.append(observer)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
         yield _ReadTx(self)
+
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[_ReadTx]:
+        return self.read()
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
@@ -127,12 +173,39 @@ class MemoryStore:
             tx = _WriteTx(self, tenant_id)
             yield tx
             tx.commit()
+        if tx.appended and self._observers:
+            head = self._logs[tenant_id][-1].position
+            for observer in self._observers:
+                observer(tenant_id, head)
 
     @asynccontextmanager
-    async def rebuild(self) -> AsyncIterator[_Rebuild]:
-        target = _Rebuild(self)
-        yield target
-        self._models = target.models
+    async def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AsyncIterator[_Rebuild]:
+        if after and tenant_id is None:
+            raise ValueError("a rebuild after a position is a tenant's")
+        tenants = sorted(self._logs) if tenant_id is None else [tenant_id]
+        async with contextlib.AsyncExitStack() as locks:
+            for one in tenants:
+                await locks.enter_async_context(self._locks.setdefault(one, anyio.Lock()))
+            if after:
+                assert tenant_id is not None
+                later = self._logs.get(tenant_id, [])[after:]
+                made = _made_by([REGISTRY.decode_envelope(e) for e in later])
+                models = self._models.without_ids(made)
+            else:
+                models = self._models.without(tenants)
+            target = _Rebuild(self, tenants, models, after)
+            yield target
+            self._models = target.models
+            for run, done in target.done.items():
+                self._replays.setdefault(run, set()).update(done)
+
+    async def replay_done(self, run: str) -> set[str]:
+        return set(self._replays.get(run, ()))
+
+    async def replay_finished(self, run: str) -> None:
+        self._replays.pop(run, None)
 
     async def purge_idempotency(self, before: datetime, limit: int) -> int:
         return self.records.purge(before, limit)
@@ -184,6 +257,10 @@ class _WriteTx(_ReadTx):
         self._versions: dict[str, int] = {}
         self.idempotency: TxRecords = TxRecords(store.records)
 
+    @property
+    def appended(self) -> int:
+        return len(self._staged)
+
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         store = self._store
         log = store._logs.get(self.tenant_id, [])
@@ -231,12 +308,27 @@ class _WriteTx(_ReadTx):
 
 
 class _Rebuild:
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(
+        self, store: MemoryStore, tenants: list[str], models: _ReadModels, after: int = 0
+    ) -> None:
         self._store = store
-        self.models = _ReadModels()
+        self._tenants = tenants
+        self._after = after
+        self.models = models
+        self.done: dict[str, set[str]] = {}
 
     async def tenant_ids(self) -> list[str]:
-        return sorted(self._store._logs)
+        return list(self._tenants)
+
+    async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
+        entries = self._store._logs.get(tenant_id, [])[self._after :]
+        for start in range(0, len(entries), batch):
+            envelopes = entries[start : start + batch]
+            await self.apply(tenant_id, envelopes)
+            yield len(envelopes)
+
+    async def mark_done(self, run: str, tenant_id: str) -> None:
+        self.done.setdefault(run, set()).add(tenant_id)
 
     async def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]:
         entries = self._store._logs.get(tenant_id, [])
@@ -246,6 +338,22 @@ class _Rebuild:
     async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None:
         for envelope in envelopes:
             self.models.apply(tenant_id, envelope.position, REGISTRY.decode_envelope(envelope))
+
+
+def _made_by(events: Iterable[DomainEvent]) -> dict[str, set[str]]:
+    """The ids of the rows of insert-only read models that these domain events made."""
+    made: dict[str, set[str]] = {"events": set(), "receivers": set(), "completions": set()}
+    for event in events:
+        match event:
+            case EventRecorded(event=e):
+                made["events"].add(e.id)
+            case ReceiverCreated(receiver=r):
+                made["receivers"].add(r.id)
+            case GroupCompleted(completion=c):
+                made["completions"].add(c.id)
+            case _:
+                pass
+    return made
 
 
 # --- reads ---------------------------------------------------------------------------------
@@ -330,7 +438,13 @@ class _ReceiverReads:
             page,
             lambda r: (
                 r.tenant_id == tenant_id
-                and _matches(r, name=where.name, type=where.type, version=where.version)
+                and _matches(
+                    r,
+                    name=where.name,
+                    type=where.type,
+                    version=where.version,
+                    fingerprint=where.fingerprint,
+                )
             ),
         )
 

@@ -255,7 +255,7 @@ _UNUSABLE = (*_DISCONNECTS, asyncpg.exceptions.InternalClientError)
 
 
 class PgConnection:
-    __slots__ = ("_engine", "_fairy", "_sa", "failed", "raw")
+    __slots__ = ("_engine", "_fairy", "_sa", "before_commit", "failed", "raw")
 
     def __init__(self, engine: AsyncEngine, fairy: PoolProxiedConnection) -> None:
         self._engine = engine
@@ -263,6 +263,8 @@ class PgConnection:
         self._sa: AsyncConnection | None = None
         self.raw: asyncpg.Connection = fairy.driver_connection  # type: ignore[assignment]
         self.failed = False
+        #: Statements sent with the COMMIT, in its simple query (NOTIFY): ends with "; ".
+        self.before_commit = ""
 
     async def fetch(self, query: Query, args: Sequence[Any]) -> list[Row]:
         return cast(list[Row], await self.raw.fetch(query.sql, *query.bind(args)))
@@ -338,7 +340,7 @@ class PgDatabase:
                 for query, args in then:
                     await conn.execute(query, args)
                 yield conn
-                await conn.raw.execute("ROLLBACK" if conn.failed else "COMMIT")
+                await conn.raw.execute("ROLLBACK" if conn.failed else conn.before_commit + "COMMIT")
             except BaseException as exc:
                 await self._rollback(conn, exc)
                 raise

@@ -477,6 +477,10 @@ def _secret_row(record: SecretRecord) -> dict[str, Any]:
     }
 
 
+#: What `SqlSecrets.save` leaves as it is when it updates a version.
+_KEEP_ON_UPDATE = frozenset({"tenant_id", "name", "envelope"})
+
+
 class SqlSecrets:
     def __init__(self, db: _Db) -> None:
         self._db = db
@@ -538,7 +542,9 @@ class SqlSecrets:
                             s.c.version == was.version,
                             s.c.state == str(was.state),
                         )
-                        .values({k: v for k, v in row.items() if k not in {"tenant_id", "name"}})
+                        # The value never changes with the state (see `reseal`): a rotation
+                        # planned before a rewrap must not put the old envelope back.
+                        .values({k: v for k, v in row.items() if k not in _KEEP_ON_UPDATE})
                     )
                     if done.rowcount != 1:
                         raise Conflict(
@@ -546,6 +552,23 @@ class SqlSecrets:
                         )
         except IntegrityError:
             raise Conflict(f"A new version of {name} was made by another writer.") from None
+
+    async def reseal(
+        self, tenant_id: str | None, name: str, version: int, before: bytes, after: bytes
+    ) -> bool:
+        s = t.secret_versions
+        async with self._db.write() as conn:
+            done = await conn.execute(
+                s.update()
+                .where(
+                    s.c.tenant_id == _tenant(tenant_id),
+                    s.c.name == name,
+                    s.c.version == version,
+                    s.c.envelope == before,
+                )
+                .values(envelope=after)
+            )
+        return bool(done.rowcount == 1)
 
     async def names(self) -> list[tuple[str | None, str]]:
         s = t.secret_versions
@@ -580,6 +603,13 @@ class SqlAudit:
                 await conn.execute(t.audit_log.insert(), row)
         except IntegrityError:
             raise Conflict("The audit record exists already.") from None
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        a = t.audit_log
+        oldest = sa.select(a.c.id).where(a.c.at < before).order_by(a.c.at).limit(limit)
+        async with self._db.write() as conn:
+            done = await conn.execute(sa.delete(a).where(a.c.id.in_(oldest)))
+        return int(done.rowcount)
 
     async def list(
         self, tenant_id: str | None, where: AuditFilter, page: PageRequest
@@ -642,6 +672,10 @@ class SqlIdentity:
             create_engine(url, busy_timeout=busy_timeout, **engine_options),
             availability or Availability(url),
         )
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
 
     @property
     def users(self) -> SqlUsers:

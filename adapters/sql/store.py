@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -55,8 +55,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.sql import queries as q
 from adapters.sql import tables as t
 from adapters.sql.availability import Availability
-from adapters.sql.drivers import BUSY_WAIT_LIMIT, Connection, PgDatabase, Row, SqliteDatabase
+from adapters.sql.drivers import (
+    BUSY_WAIT_LIMIT,
+    Connection,
+    PgConnection,
+    PgDatabase,
+    Row,
+    SqliteDatabase,
+)
 from adapters.sql.engine import create_engine, normalize_url
+from adapters.sql.listen import CHANNEL, notify_statement
+from adapters.sql.observe import ObservedConnection, StatementObserver
 from adapters.sql.queries import NVRPP, Statements
 from adapters.sql.tables import to_utc
 from core.domain.digest import Digest
@@ -185,6 +194,29 @@ class SqlStore:
         self._appended = 0  # log entries this store committed (for `_refresh_statistics`)
         self._analyze_at = iter(ANALYZE_AFTER if postgres else ())
         self._next_analyze = next(self._analyze_at, None)
+        self._observer: StatementObserver | None = None
+        self._commit_observers: list[Callable[[str, int], None]] = []
+        self.url: str | None = None  # what `connect` was given
+
+    def observe(self, observer: StatementObserver | None) -> None:
+        """Pass every later statement through `observer` (slow-query log, spans); None: stop."""
+        self._observer = observer if observer is not None and observer.active else None
+
+    def _watched(self, conn: Connection) -> Connection:
+        observer = self._observer
+        return conn if observer is None else ObservedConnection(conn, observer)
+
+    @property
+    def postgres(self) -> bool:
+        return isinstance(self._db, PgDatabase)
+
+    def on_commit(self, observer: Callable[[str, int], None]) -> None:
+        """SQLite: call `observer(tenant_id, new head)` after every commit of this store that
+        appended (the commit feed's in-process wake-ups). PostgreSQL needs none: its
+        writes NOTIFY (`adapters.sql.listen`), which every process hears, this one too."""
+        if self.postgres:
+            raise TypeError("a PostgreSQL store announces its commits with NOTIFY")
+        self._commit_observers.append(observer)
 
     @classmethod
     async def connect(
@@ -214,7 +246,9 @@ class SqlStore:
                 sqlite = SqliteDatabase(normalized.database, busy_timeout)
             except sqlite3.Error as exc:
                 availability.raise_for(exc)
-            return cls(sqlite, availability)
+            store = cls(sqlite, availability)
+            store.url = url
+            return store
         options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0, **engine_options}
         limit = int(options["pool_size"]) + int(options["max_overflow"])
         db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), limit)
@@ -223,7 +257,9 @@ class SqlStore:
         except BaseException as exc:
             await db.close()
             availability.raise_for(exc)
-        return cls(db, availability)
+        store = cls(db, availability)
+        store.url = url
+        return store
 
     @property
     def engine(self) -> AsyncEngine:
@@ -251,10 +287,23 @@ class SqlStore:
         self.availability.ok()
 
     @asynccontextmanager
-    async def rebuild(self) -> AsyncIterator[_Rebuild]:
+    async def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AsyncIterator[_Rebuild]:
         try:
-            async with self._rebuild() as target:
+            async with self._rebuild(tenant_id, after) as target:
                 yield target
+        except Exception as exc:
+            self._failed(exc)
+
+    async def replay_done(self, run: str) -> set[str]:
+        async with self.read() as tx:
+            ctx = tx._ctx
+            return {row[0] for row in await ctx.conn.fetch(ctx.sql.replay_done, (run,))}
+
+    async def replay_finished(self, run: str) -> None:
+        try:
+            await self._replay_finished(run)
         except Exception as exc:
             self._failed(exc)
 
@@ -273,10 +322,14 @@ class SqlStore:
         db = self._db
         if isinstance(db, PgDatabase):
             async with db.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as pg:
-                yield _ReadTx(_Context(pg, self._sql, self._codec))
+                yield _ReadTx(_Context(self._watched(pg), self._sql, self._codec))
         else:
             async with db.read() as conn:
-                yield _ReadTx(_Context(conn, self._sql, self._codec))
+                yield _ReadTx(_Context(self._watched(conn), self._sql, self._codec))
+
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[_ReadTx]:
+        """No replica here: the primary (`adapters.sql.replica.ReplicaStore` has one)."""
+        return self.read()
 
     @asynccontextmanager
     async def _write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
@@ -289,9 +342,11 @@ class SqlStore:
             )
             async with db.transaction(prologue or q.WRITE_BEGIN, then) as pg:
                 # The head is read by the first statement after the lock (see `_GroupReads`).
-                tx = _WriteTx(_Context(pg, sql, self._codec, tenant_id, None))
+                tx = _WriteTx(_Context(self._watched(pg), sql, self._codec, tenant_id, None))
                 yield tx
                 await tx.idempotency.flush()
+                if tx.head is not None and not pg.failed:
+                    await _notify(pg, tenant_id, tx.head)
             if self._next_analyze is not None and tx.appended:
                 await self._refresh_statistics(db, tx.appended)
             return
@@ -300,9 +355,13 @@ class SqlStore:
             if row is None:  # the tenant's first write: make its head row
                 await conn.execute(sql.create_head, (tenant_id,))
             head = 0 if row is None else int(row[0])
-            tx = _WriteTx(_Context(conn, sql, self._codec, tenant_id, head))
+            tx = _WriteTx(_Context(self._watched(conn), sql, self._codec, tenant_id, head))
             yield tx
             await tx.idempotency.flush()
+            failed = conn.failed
+        if tx.head is not None and not failed:
+            for observer in self._commit_observers:
+                observer(tenant_id, tx.head)
 
     async def _refresh_statistics(self, db: PgDatabase, appended: int) -> None:
         """ANALYZE the tables when this store's appends cross 1k, 10k, 100k, 1M entries.
@@ -324,23 +383,50 @@ class SqlStore:
             await db.run(ANALYZE)
 
     @asynccontextmanager
-    async def _rebuild(self) -> AsyncIterator[_Rebuild]:
+    async def _rebuild(self, tenant_id: str | None, after: int) -> AsyncIterator[_Rebuild]:
+        db, sql = self._db, self._sql
+        if after and tenant_id is None:
+            raise ValueError("a rebuild after a position is a tenant's")
+        deletes: list[tuple[q.Query, tuple[str, ...]]]
+        if after:  # what the later entries made is replaced as they are replayed
+            deletes = []
+        elif tenant_id is None:
+            deletes = [(delete, ()) for delete in sql.delete_read_models]
+        else:
+            deletes = [(delete, (tenant_id,)) for delete in sql.delete_tenant_read_models]
+        if isinstance(db, PgDatabase):
+            if tenant_id is None:
+                # Every writer's first statements insert or lock a head row: an EXCLUSIVE
+                # table lock waits for the writers in flight and holds back new ones until
+                # the rebuild commits, while readers go on reading the old read models
+                # (DELETE, not TRUNCATE, which would block them too).
+                begin = (
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE log_heads IN EXCLUSIVE MODE"
+                )
+                then: list[tuple[q.Query, Sequence[Any]]] = []
+            else:  # that tenant's writer lock only: the others go on writing
+                begin = q.WRITE_BEGIN
+                then = [(sql.create_head, (tenant_id,)), (sql.lock_head, (tenant_id,))]
+            async with db.transaction(begin, then) as pg:
+                conn = self._watched(pg)
+                for delete, args in deletes:
+                    await conn.execute(delete, args)
+                yield _Rebuild(_Context(conn, sql, self._codec), tenant_id, after)
+            return
+        async with db.write() as raw:
+            conn = self._watched(raw)
+            for delete, args in deletes:
+                await conn.execute(delete, args)
+            yield _Rebuild(_Context(conn, sql, self._codec), tenant_id, after)
+
+    async def _replay_finished(self, run: str) -> None:
         db, sql = self._db, self._sql
         if isinstance(db, PgDatabase):
-            # Every writer's first statements insert or lock a head row: an EXCLUSIVE table
-            # lock waits for the writers in flight and holds back new ones until the rebuild
-            # commits, while readers go on reading the old read models (DELETE, not
-            # TRUNCATE, which would block them too).
-            begin = "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE log_heads IN EXCLUSIVE MODE"
-            async with db.transaction(begin) as pg:
-                for delete in sql.delete_read_models:
-                    await pg.execute(delete, ())
-                yield _Rebuild(_Context(pg, sql, self._codec))
+            async with db.transaction("BEGIN") as pg:
+                await pg.execute(sql.replay_forget, (run,))
             return
         async with db.write() as conn:
-            for delete in sql.delete_read_models:
-                await conn.execute(delete, ())
-            yield _Rebuild(_Context(conn, sql, self._codec))
+            await conn.execute(sql.replay_forget, (run,))
 
     async def _purge_idempotency(self, before: datetime, limit: int) -> int:
         db, sql = self._db, self._sql
@@ -702,6 +788,12 @@ class _ReadTx:
     async def tenant_ids(self) -> list[str]:
         return await _tenant_ids(self._ctx)
 
+    async def replica_lag(self) -> float | None:
+        """PostgreSQL standby: seconds behind its primary (0: it replayed all it received;
+        None: it never replayed a transaction)."""
+        row = await self._ctx.conn.fetchrow(self._ctx.sql.replica_lag, ())
+        return None if row is None or row[0] is None else float(row[0])
+
     async def digest(self) -> str:
         """The memory store's digest: same sections, rows in the same order, same values."""
         conn, sql, codec = self._ctx.conn, self._ctx.sql, self._ctx.codec
@@ -738,6 +830,11 @@ class _WriteTx(_ReadTx):
         self.tenant_id = ctx.tenant_id
         self.appended = 0
         self.idempotency: _IdempotencyWrites = _IdempotencyWrites(ctx)
+
+    @property
+    def head(self) -> int | None:
+        """The tenant's last position once this transaction appended (None: it did not)."""
+        return self._ctx.head if self.appended else None
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         if not entries:
@@ -811,6 +908,16 @@ class _WriteTx(_ReadTx):
         return made
 
 
+async def _notify(conn: PgConnection, tenant_id: str, head: int) -> None:
+    """Announce the commit to every listening process: NOTIFY, sent with the COMMIT in one
+    simple query (no round trip of its own); delivered when, and only if, it commits."""
+    statement = notify_statement(tenant_id, head)
+    if statement is not None:
+        conn.before_commit = statement
+    else:  # pragma: no cover - tenant ids are ULIDs
+        await conn.raw.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{tenant_id}:{head}")
+
+
 async def _stream_versions(
     ctx: _Context, tenant_id: str, streams: Collection[str]
 ) -> dict[str, int]:
@@ -868,11 +975,37 @@ def _refusal(
 
 
 class _Rebuild:
-    def __init__(self, ctx: _Context) -> None:
+    def __init__(self, ctx: _Context, tenant_id: str | None = None, after: int = 0) -> None:
         self._ctx = ctx
+        self._tenant_id = tenant_id
+        self._after = after
 
     async def tenant_ids(self) -> list[str]:
+        if self._tenant_id is not None:
+            return [self._tenant_id]
         return await _tenant_ids(self._ctx)
+
+    async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
+        """The log's entries decoded straight into their domain events (no envelope, no
+        dict in between), then the one projection, a batch at a time."""
+        ctx, decode = self._ctx, REGISTRY.decode_json
+        fetch, statement = ctx.conn.fetch, ctx.sql.read_log_events
+        after = self._after
+        while True:
+            rows = await fetch(statement, (tenant_id, after, batch))
+            if not rows:
+                return
+            applied = [(row[0], decode(row[1], row[2], row[3])) for row in rows]
+            if self._after:
+                await _delete_made(ctx, tenant_id, [event for _, event in applied])
+            await project(ctx, tenant_id, applied)
+            yield len(rows)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    async def mark_done(self, run: str, tenant_id: str) -> None:
+        await self._ctx.conn.execute(self._ctx.sql.replay_mark, (run, tenant_id))
 
     async def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]:
         after = 0
@@ -889,6 +1022,25 @@ class _Rebuild:
         await project(
             self._ctx, tenant_id, [(e.position, REGISTRY.decode_envelope(e)) for e in envelopes]
         )
+
+
+async def _delete_made(ctx: _Context, tenant_id: str, events: Sequence[DomainEvent]) -> None:
+    """Delete the rows of the insert-only read models (events, receivers, completions) that
+    these domain events made; the other read models are overwritten when they are applied."""
+    made: dict[str, list[str]] = {"events": [], "receivers": [], "completions": []}
+    for event in events:
+        match event:
+            case EventRecorded(event=e):
+                made["events"].append(e.id)
+            case ReceiverCreated(receiver=r):
+                made["receivers"].append(r.id)
+            case GroupCompleted(completion=c):
+                made["completions"].append(c.id)
+            case _:
+                pass
+    for name, ids in made.items():
+        if ids:
+            await ctx.conn.execute(ctx.sql.delete_made[name], (tenant_id, ctx.codec.ids(ids)))
 
 
 async def _tenant_ids(ctx: _Context) -> list[str]:

@@ -134,6 +134,16 @@ checkpoints = sa.Table(
     sa.PrimaryKeyConstraint("tenant_id", name="pk_checkpoints"),
 )
 
+replay_progress = sa.Table(
+    "replay_progress",
+    metadata,
+    _text("run"),
+    _text("tenant_id"),
+    sa.PrimaryKeyConstraint("run", "tenant_id", name="pk_replay_progress"),
+)
+"""The tenants a replay run (`waypost replay`) has rebuilt, each written in its tenant's
+rebuild transaction: a run that stops goes on with the tenants it has not done."""
+
 # --- read models ---------------------------------------------------------------------------
 
 tenants = sa.Table(
@@ -163,6 +173,7 @@ receivers = sa.Table(
     _time("created_at"),
     sa.PrimaryKeyConstraint("tenant_id", "id", name="pk_receivers"),
     sa.UniqueConstraint("tenant_id", "name", "type", "version", name="uq_receivers_triple"),
+    sa.Index("ix_receivers_fingerprint", "tenant_id", "fingerprint", "id"),
 )
 
 events = sa.Table(

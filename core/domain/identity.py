@@ -148,6 +148,8 @@ _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 class PrincipalKind(StrEnum):
     USER = "user"
     API_KEY = "api_key"
+    #: A client certificate (mTLS) mapped to a tenant and a role by configuration.
+    SERVICE = "service"
 
 
 class User(msgspec.Struct, frozen=True, kw_only=True):
@@ -222,9 +224,12 @@ def parse_subject(sub: str) -> tuple[PrincipalKind, str] | None:
     if not sep or not id or ":" in id:
         return None
     try:
-        return PrincipalKind(kind), id
+        found = PrincipalKind(kind)
     except ValueError:
         return None
+    if found == PrincipalKind.SERVICE:  # service identities never hold tokens
+        return None
+    return found, id
 
 
 def principal_of(record: User | ApiKey, *, token_id: str | None = None) -> Principal:

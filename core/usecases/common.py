@@ -24,10 +24,17 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
 
     tenant_id: str
     principal: str
+    #: What the request belongs to (its trace id when traced, else its request id) and
+    #: what caused its writes (the request's span id when traced): the log envelope's.
     correlation_id: str | None = None
+    causation_id: str | None = None
 
     def meta(self) -> AppendMeta:
-        return AppendMeta(actor=self.principal, correlation_id=self.correlation_id)
+        return AppendMeta(
+            actor=self.principal,
+            correlation_id=self.correlation_id,
+            causation_id=self.causation_id,
+        )
 
 
 class WriteAgain(Exception):

@@ -134,12 +134,12 @@ class Events:
         )
 
     async def get(self, actor: Actor, event_id: str) -> Event:
-        async with self._deps.store.read() as tx:
+        async with self._deps.store.read_stale(actor.tenant_id) as tx:
             event = await tx.events.get(actor.tenant_id, event_id)
         if event is None:
             raise not_found("event", event_id)
         return event
 
     async def list(self, actor: Actor, where: EventFilter, page: PageRequest) -> list[Event]:
-        async with self._deps.store.read() as tx:
+        async with self._deps.store.read_stale(actor.tenant_id) as tx:
             return await tx.events.list(actor.tenant_id, where, page)

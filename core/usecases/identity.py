@@ -98,6 +98,8 @@ RECENT_CAPACITY: Final = 10_000
 #: A token under an unknown key reloads the key set at most this often.
 RELOAD_AFTER: Final = timedelta(seconds=5)
 BOOTSTRAP_KEY_NAME: Final = "bootstrap"
+#: How often a server purges the audit log of records past their retention.
+AUDIT_PURGE_EVERY: Final = timedelta(hours=1)
 GRANT_TYPES: Final = ("password", "api_key", "refresh_token")
 _KEY_ATTEMPTS: Final = 3
 
@@ -112,7 +114,7 @@ class Access(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str | None
     tenant_slug: str | None = None
 
-    def actor(self, correlation_id: str | None = None) -> Actor:
+    def actor(self, correlation_id: str | None = None, causation_id: str | None = None) -> Actor:
         """The use cases' caller, for routes that act on a tenant's data."""
         if self.tenant_id is None:
             raise Forbidden(None, "Name a tenant with X-Tenant: this acts on a tenant's data.")
@@ -120,6 +122,7 @@ class Access(msgspec.Struct, frozen=True, kw_only=True):
             tenant_id=self.tenant_id,
             principal=self.principal.subject,
             correlation_id=correlation_id,
+            causation_id=causation_id,
         )
 
 
@@ -171,8 +174,11 @@ class Identity:
         secrets: Secrets,
         audit: Auditor,
         recent: timedelta = timedelta(seconds=RECENT_SECONDS),
+        audit_retention: timedelta | None = None,
     ) -> None:
         self._deps = deps
+        self._audit_retention = audit_retention
+        self._purged_at: datetime | None = None
         self._store = store
         self._hasher = hasher
         self._bearer = bearer
@@ -297,12 +303,22 @@ class Identity:
     # --- authentication of a request ----------------------------------------------------------
 
     async def authenticate(
-        self, bearer: str | None, *, tenant: str | None, ctx: RequestContext
+        self,
+        bearer: str | None,
+        *,
+        tenant: str | None,
+        ctx: RequestContext,
+        api_key_only: bool = False,
     ) -> Access:
-        """Who presents `bearer`, acting in which tenant (`tenant`: the X-Tenant slug)."""
+        """Who presents `bearer`, acting in which tenant (`tenant`: the X-Tenant slug).
+
+        `api_key_only`: the credential came where only an API key is taken (the password
+        of HTTP Basic); anything else is refused as a malformed API key."""
         if not bearer:
             raise Unauthenticated(Refusal.MISSING_CREDENTIALS)
         kind = bearer_kind(bearer)
+        if api_key_only and kind != BearerKind.API_KEY:
+            await self._refuse(Refusal.MALFORMED_API_KEY, ctx)
         if kind == BearerKind.API_KEY:
             principal, own = await self._api_key(bearer, ctx, AuditAction.CREDENTIAL_REFUSED)
         elif kind == BearerKind.JWT:
@@ -312,6 +328,34 @@ class Identity:
         else:
             await self._refuse(Refusal.MALFORMED_TOKEN, ctx)
         return await self._scope(principal, own, tenant, ctx)
+
+    async def authenticate_service(
+        self,
+        name: str | None,
+        *,
+        tenant_slug: str,
+        role: Role,
+        tenant: str | None,
+        ctx: RequestContext,
+    ) -> Access:
+        """A service identity: a client certificate the transport verified (mTLS) and the
+        configuration mapped (`name`, None: it maps to nothing) to a tenant and a role. It
+        acts in that tenant only, with that role's permissions; a disabled or unknown tenant
+        refuses it, as it refuses the tenant's other principals."""
+        if name is None:
+            await self._refuse(Refusal.UNMAPPED_CERTIFICATE, ctx)
+        found = await self._tenant_by_slug(tenant_slug)
+        if found is None or found.disabled:
+            await self._refuse(
+                Refusal.TENANT_DISABLED if found is not None else Refusal.PRINCIPAL_GONE,
+                ctx,
+                tenant_id=None if found is None else found.id,
+                actor=f"service:{name}",
+            )
+        principal = Principal(
+            kind=PrincipalKind.SERVICE, id=name, tenant_id=found.id, name=name, roles=(role,)
+        )
+        return await self._scope(principal, found, tenant, ctx)
 
     async def _api_key(
         self, text: str, ctx: RequestContext, action: AuditAction
@@ -855,8 +899,16 @@ class Identity:
         return text
 
     async def housekeeping(self) -> int:
-        """Forget revoked token ids whose tokens have expired anyway; how many."""
-        return await self._store.revocations.purge(self._deps.clock.now())
+        """Forget revoked token ids whose tokens have expired anyway (how many); and, at
+        most every `AUDIT_PURGE_EVERY`, delete audit records past their retention."""
+        now = self._deps.clock.now()
+        retention = self._audit_retention
+        if retention is not None and (
+            self._purged_at is None or now - self._purged_at >= AUDIT_PURGE_EVERY
+        ):
+            self._purged_at = now
+            await self._audit.purge(retention)
+        return await self._store.revocations.purge(now)
 
     # --- the public keys ----------------------------------------------------------------------
 

@@ -23,28 +23,35 @@ import anyio
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
-from litestar.types import ControllerRouterHandler, Middleware
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Middleware
 
 from core.ports import SharedRateLimiter, Unavailable
 from core.usecases import Publisher, Services
-from entrypoints.http import auth, common, idempotency, limits, metrics
+from entrypoints.http import auth, common, console, idempotency, limits, metrics, metrics_json
+from entrypoints.http.apidocs import LocalSwaggerPlugin
 from entrypoints.http.clients import ClientAddresses
+from entrypoints.http.gql.execution import Endpoint
 from entrypoints.http.idempotency import IdempotencyMiddleware
 from entrypoints.http.limits import (
     BackpressureMiddleware,
     Limits,
+    LongPollMiddleware,
     RateLimitMiddleware,
     StreamsMiddleware,
 )
+from entrypoints.http.mtls import ServiceIdentities
+from entrypoints.http.openapi import declare_idempotency
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.queries import QueryTextMiddleware
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
     api_keys,
     audit,
+    epr,
     events,
+    graphql,
     groups,
     health,
     messages,
@@ -65,8 +72,9 @@ Waypost records what happened to which artifact, checks every event against its
 receiver's JSON Schema and fires receiver groups (release gates).
 
 Every route but the health probes, the metrics, the JWKS and this description needs
-`Authorization: Bearer <access token or API key>`; get an access token from
-`POST /api/v1/auth/token`. The tenant comes from the credential; a platform
+`Authorization: Bearer <access token or API key>` (or HTTP Basic with an API key as
+the password, for clients that can only put a credential in a URL); get an access
+token from `POST /api/v1/auth/token`. The tenant comes from the credential; a platform
 administrator names one with `X-Tenant: <slug>`. Errors are RFC 9457 problem
 details (`application/problem+json`). Every POST on a tenant's data accepts
 `Idempotency-Key`. Over a credential's rate limit the answer is 429, from a server at
@@ -149,7 +157,7 @@ def build_app(
     # have a query parameter of that name instead).
     principals["claim"] = Provide(idempotency.provide_claim, sync_to_thread=False)
     data = {**principals, "actor": Provide(auth.provide_actor, sync_to_thread=False)}
-    security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}]
+    security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}, {auth.BASIC_SCHEME: []}]
 
     def api(
         path: str,
@@ -160,18 +168,28 @@ def build_app(
         max_body: int | None = None,
         tenant_data: bool = True,
         streams: bool = False,
+        exception_handlers: ExceptionHandlersMap | None = None,
+        long_poll: bool = False,
     ) -> Router:
         # The bound on work in flight first, from the request's arrival (long-lived streams
-        # have their own), then the caller (401 before anything else is read), its rate
-        # limit, then Idempotency-Key.
+        # and long polls have their own), then the caller (401 before anything else is
+        # read), its rate limit, then Idempotency-Key.
+        bounded = (
+            StreamsMiddleware
+            if streams
+            else LongPollMiddleware
+            if long_poll
+            else BackpressureMiddleware
+        )
         middleware: list[Middleware] = [
-            StreamsMiddleware if streams else BackpressureMiddleware,
+            bounded,
             QueryTextMiddleware,
             auth.AuthenticationMiddleware,
             RateLimitMiddleware,
         ]
         if idempotent:
             middleware.append(IdempotencyMiddleware)
+            declare_idempotency(handlers)
         return Router(
             path,
             route_handlers=handlers,
@@ -182,7 +200,24 @@ def build_app(
             security=security,
             # None here would mean "no limit", not "the app's".
             request_max_body_size=max_body or settings.http.max_body_bytes,
+            exception_handlers=exception_handlers,
         )
+
+    gql = Endpoint(settings.graphql)
+    graphql_api = api(
+        graphql.PATH,
+        [
+            graphql.post_handler(gql, ["/"], lenient=False, summary="GraphQL"),
+            graphql.post_handler(
+                gql,
+                ["/query"],
+                lenient=True,
+                summary="GraphQL at EPR's path (unknown input fields ignored)",
+            ),
+        ],
+        "graphql",
+        exception_handlers=graphql.EXCEPTION_HANDLERS,
+    )
 
     public_api = Router(
         auth_routes.PATH,
@@ -205,18 +240,39 @@ def build_app(
                 "events",
                 max_body=settings.http.max_batch_body_bytes,
             ),
-            api(groups.PATH, groups.HANDLERS, "groups"),
+            api(groups.PATH, groups.HANDLERS, "groups", long_poll=True),
             api(messages.PATH, messages.HANDLERS, "messages", idempotent=False, streams=True),
             api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
             api(api_keys.PATH, api_keys.HANDLERS, "identity", tenant_data=False),
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
+            graphql_api,
+            *graphql.graphiql_handlers(graphql.PATH, graphql.PATH),
+            # EPR's clients, unchanged (entrypoints/http/routes/epr.py).
+            api(epr.PATH, epr.handlers(gql), "epr", exception_handlers=epr.EXCEPTION_HANDLERS),
+            *epr.PUBLIC_HANDLERS,
+            graphql.graphiql_asset,
+            *(
+                [
+                    api(
+                        metrics_json.PATH,
+                        metrics_json.HANDLERS,
+                        "operations",
+                        idempotent=False,
+                        tenant_data=False,
+                    )
+                ]
+                if settings.metrics.enabled
+                else []
+            ),
             public_api,
             *auth_routes.PUBLIC_HANDLERS,
             *health.HANDLERS,
+            *console.routes(settings.http.max_body_bytes),
         ],
         lifespan=[lifespan],
         dependencies={"services": Provide(slot.provide, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        template_config=console.template_config(),
         before_send=[add_request_id, add_security_headers],
         cors_config=cors_config(settings),
         request_max_body_size=settings.http.max_body_bytes,
@@ -225,7 +281,7 @@ def build_app(
             version="1",
             description=DESCRIPTION,
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+            render_plugins=[LocalSwaggerPlugin(), JsonRenderPlugin()],
             components=Components(
                 security_schemes={
                     auth.SECURITY_SCHEME: SecurityScheme(
@@ -233,7 +289,12 @@ def build_app(
                         scheme="bearer",
                         description="An access token (JWT, from `POST /api/v1/auth/token`) "
                         "or an API key (`wp_<prefix>_<secret>`).",
-                    )
+                    ),
+                    auth.BASIC_SCHEME: SecurityScheme(
+                        type="http",
+                        scheme="basic",
+                        description="An API key as the password; the user name is ignored.",
+                    ),
                 }
             ),
             tags=[
@@ -242,6 +303,7 @@ def build_app(
                 Tag(name="events", description="Events about artifacts."),
                 Tag(name="groups", description="Receiver groups: release gates."),
                 Tag(name="messages", description="The live tail of a tenant's CloudEvents."),
+                Tag(name="graphql", description="GraphQL: EPR's schema and what Waypost adds."),
                 Tag(name="identity", description="Tokens, users, API keys, the audit log."),
                 Tag(name="operations", description="Health probes and metrics."),
             ],
@@ -253,6 +315,7 @@ def build_app(
     app.state[auth.CLIENTS_KEY] = ClientAddresses(
         settings.http.trusted_proxies, settings.http.proxy_header
     )
+    app.state[auth.SERVICE_IDENTITIES_KEY] = ServiceIdentities(settings.http.service_identities)
     limits.install(app.state, Limits(settings.limits, shared=shared_limiter, redis=settings.redis))
     messages.install(app.state)
     # Last: its middleware wraps everything above (404s and 405s included).

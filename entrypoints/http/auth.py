@@ -1,7 +1,10 @@
 """Who is asking, in which tenant, and whether they may: authentication, scope, permission.
 
 - `AuthenticationMiddleware` (every route but the public ones): the bearer
-  credential (`Authorization: Bearer <access token or API key>`) and, for a
+  credential (`Authorization: Bearer <access token or API key>`), or an API key
+  as the password of HTTP Basic (`Authorization: Basic`, the user name ignored:
+  what clients send that can only put a credential in a URL,
+  `https://any:wp_...@host/`), and, for a
   platform administrator, the tenant named by `X-Tenant` -> an `Access` kept in
   the request's scope. A pure ASGI middleware, so that a request without a usable
   credential is a 401 before its body is read. Platform administrators are
@@ -17,6 +20,8 @@ gets a problem document without it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Iterable
 from typing import Any, Final
@@ -34,20 +39,27 @@ from core.domain.access import Permission, Role
 from core.domain.errors import Forbidden
 from core.usecases import Access, Actor, RequestContext, Services
 from entrypoints.http.clients import ClientAddresses
+from entrypoints.http.mtls import client_certificate
 from entrypoints.http.request_id import request_id
 
 __all__ = [
+    "ACCESS_KEY",
+    "BASIC_SCHEME",
+    "FIELD_PERMISSIONS",
     "PERMISSION",
     "PUBLIC",
     "SECURITY_SCHEME",
     "AdminNetworks",
     "AuthenticationMiddleware",
+    "authenticate",
     "authorize",
+    "check_network",
     "client_address",
     "idempotency_scope",
     "provide_access",
     "provide_actor",
     "provide_context",
+    "request_context",
     "requires",
 ]
 
@@ -55,13 +67,22 @@ __all__ = [
 PERMISSION: Final = "permission"
 #: The `opt` of a route that needs no credential (health, JWKS, the token endpoint).
 PUBLIC: Final = {"public": True}
+#: The `opt` of a route whose every part asks for its own permission (GraphQL: each
+#: field asks for its REST twin's); the route itself needs only an authenticated caller.
+FIELD_PERMISSIONS: Final = {"field_permissions": True}
 #: How the OpenAPI document names the credential.
 SECURITY_SCHEME: Final = "bearer"
+BASIC_SCHEME: Final = "basic"
 TENANT_HEADER: Final = b"x-tenant"
 _AUTHORIZATION: Final = b"authorization"
-_ACCESS_KEY: Final = "waypost.access"
+#: Where the middleware keeps the request's `Access` (the console's sets it too).
+ACCESS_KEY: Final = "waypost.access"
 SERVICES_KEY: Final = "waypost.services"
 NETWORKS_KEY: Final = "waypost.admin_networks"
+#: The mTLS service identities of the app (`entrypoints.http.mtls.ServiceIdentities`).
+SERVICE_IDENTITIES_KEY: Final = "waypost.service_identities"
+#: Where tracing keeps the request's (trace id, span id) (entrypoints.tracing).
+TRACE_KEY: Final = "waypost.trace"
 
 
 def requires(permission: Permission) -> dict[str, Any]:
@@ -124,20 +145,45 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _bearer(scope: Scope) -> str | None:
-    """The credential of `Authorization: Bearer <credential>` (None: no such header)."""
+def credential(scope: Scope) -> tuple[str | None, bool]:
+    """The credential of `Authorization` and whether it came as HTTP Basic's password.
+
+    `Bearer <credential>`; or `Basic base64(user:password)`, whose password is an API
+    key and whose user name is ignored (a malformed Basic value is handed on as it is,
+    to be refused as a malformed API key). (None, False): no credential."""
     value = _header(scope, _AUTHORIZATION)
     if value is None:
-        return None
-    scheme, _, credential = value.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return credential.strip()
+        return None, False
+    scheme, _, given = value.strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() == "bearer":
+        return given, False
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(given, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return given or None, True
+        _, colon, password = decoded.partition(":")
+        return (password if colon else decoded) or None, True
+    return None, False
 
 
 def services_of(scope: Scope) -> Services:
     services: Services = scope["app"].state[SERVICES_KEY]
     return services
+
+
+async def check_network(scope: Scope, access: Access, ctx: RequestContext) -> None:
+    """Platform administrators only from the configured networks (403, audited)."""
+    if Role.PLATFORM_ADMIN in access.principal.roles:
+        networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
+        if not networks.allows(ctx.address):
+            await services_of(scope).identity.deny(
+                access,
+                ctx,
+                reason="address not in the administrators' networks",
+                detail="Platform administrators cannot connect from this address.",
+            )
 
 
 class AuthenticationMiddleware:
@@ -148,26 +194,35 @@ class AuthenticationMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["method"] != "OPTIONS":
-            identity = services_of(scope).identity
-            ctx = request_context(scope)
-            access = await identity.authenticate(
-                _bearer(scope), tenant=_header(scope, TENANT_HEADER), ctx=ctx
-            )
-            if Role.PLATFORM_ADMIN in access.principal.roles:
-                networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
-                if not networks.allows(ctx.address):
-                    await identity.deny(
-                        access,
-                        ctx,
-                        reason="address not in the administrators' networks",
-                        detail="Platform administrators cannot connect from this address.",
-                    )
-            scope["state"][_ACCESS_KEY] = access
+            scope["state"][ACCESS_KEY] = await authenticate(scope)
         await self.app(scope, receive, send)
 
 
+async def authenticate(scope: Scope) -> Access:
+    """Who the request's credential is, in which tenant (raises Unauthenticated or Forbidden).
+
+    The middleware's check, also made again by a long-lived response (the live tail) to
+    end when its credential stops being valid."""
+    identity = services_of(scope).identity
+    ctx = request_context(scope)
+    given, basic = credential(scope)
+    tenant = _header(scope, TENANT_HEADER)
+    certificate = client_certificate(scope) if given is None else None
+    if certificate is not None and _header(scope, _AUTHORIZATION) is None:
+        # mTLS: a verified client certificate, mapped to a service identity
+        found = scope["app"].state[SERVICE_IDENTITIES_KEY].find(certificate)
+        name, slug, role = found if found is not None else (None, "", Role.EVENT_VIEWER)
+        access = await identity.authenticate_service(
+            name, tenant_slug=slug, role=role, tenant=tenant, ctx=ctx
+        )
+    else:
+        access = await identity.authenticate(given, tenant=tenant, ctx=ctx, api_key_only=basic)
+    await check_network(scope, access, ctx)
+    return access
+
+
 def access_of(scope: Scope) -> Access | None:
-    found: Access | None = scope["state"].get(_ACCESS_KEY)
+    found: Access | None = scope["state"].get(ACCESS_KEY)
     return found
 
 
@@ -181,6 +236,8 @@ async def authorize(
         return
     permission = handler.opt.get(PERMISSION)
     access = access_of(connection.scope)
+    if access is not None and handler.opt.get("field_permissions") is True:
+        return
     if access is None or not isinstance(permission, Permission):
         raise Forbidden(None, "This route declares no permission: nobody may use it.")
     await services_of(connection.scope).identity.authorize(
@@ -206,8 +263,14 @@ def provide_access(
 def provide_actor(
     request: Request[Any, Any, Any], services: NamedDependency[SkipValidation[Services]]
 ) -> Actor:
-    """The dependency `actor` of routes on a tenant's data (see `provide_access`)."""
-    return provide_access(request, services).actor(request_id(request.scope))
+    """The dependency `actor` of routes on a tenant's data (see `provide_access`). What it
+    writes is correlated with the request's trace when it is traced (trace id, span id),
+    else with its request id."""
+    traced: tuple[str, str] | None = request.scope["state"].get(TRACE_KEY)
+    access = provide_access(request, services)
+    if traced is not None:
+        return access.actor(*traced)
+    return access.actor(request_id(request.scope))
 
 
 def provide_context(request: Request[Any, Any, Any]) -> RequestContext:

@@ -60,7 +60,10 @@ class ServicesSlot:
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI descriptions of the problem answers a route may give (and `LIMITED`'s)."""
+    """OpenAPI descriptions of the problem answers a route may give (and `LIMITED`'s).
+
+    400 is always among them: Litestar documents a 400 of its own shape for any route
+    with parameters, and every 400 of this API is a problem document."""
     return {
         status: ResponseSpec(
             data_container=Problem,
@@ -68,7 +71,7 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
             description=_DESCRIPTIONS[status],
             generate_examples=False,
         )
-        for status in dict.fromkeys((*statuses, *LIMITED))
+        for status in sorted({400, *statuses, *LIMITED})
     }
 
 

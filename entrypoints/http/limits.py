@@ -8,7 +8,9 @@ the route.
   waiting on authentication count too. One over the bound is a 503 with
   `Retry-After` at once: a server at its limit answers quickly rather than queueing
   work without bound (memory, and latency for everyone). `StreamsMiddleware` bounds
-  the live streams (`GET /api/v1/messages`) the same way, on their own count. These
+  the live streams (`GET /api/v1/messages`) the same way, on their own count, and
+  `LongPollMiddleware` the requests that wait (`GET .../status?wait=`), on theirs: a
+  request is put in its place at arrival, from its path and query alone. These
   bounds are each process's own: they protect that process.
 - `RateLimitMiddleware` admits the caller's request or answers 429 with
   `Retry-After`, before the body is read: per authenticated credential on the API
@@ -46,6 +48,7 @@ from entrypoints.settings import LimitsSettings, RedisSettings
 __all__ = [
     "BackpressureMiddleware",
     "Limits",
+    "LongPollMiddleware",
     "Overloaded",
     "RateLimitMiddleware",
     "RateLimited",
@@ -140,6 +143,7 @@ class Limits:
         )
         self.requests = Bound(settings.max_in_flight, "requests as it can")
         self.streams = Bound(settings.max_streams, "live streams as it may")
+        self.waiters = Bound(settings.max_waiters, "waiting requests as it may")
         self.clock = clock
 
 
@@ -193,14 +197,14 @@ class BackpressureMiddleware:
         self.app = app
 
     @staticmethod
-    def bound(limits: Limits) -> Bound:
+    def bound(limits: Limits, scope: Scope) -> Bound:
         return limits.requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        bound = self.bound(_limits(scope))
+        bound = self.bound(_limits(scope), scope)
         if bound.in_flight >= bound.maximum:
             raise Overloaded(
                 f"The server is serving as many {bound.what}. "
@@ -219,5 +223,17 @@ class StreamsMiddleware(BackpressureMiddleware):
     apart from the requests: a stream open for hours must not hold a request's place."""
 
     @staticmethod
-    def bound(limits: Limits) -> Bound:
+    def bound(limits: Limits, scope: Scope) -> Bound:
         return limits.streams
+
+
+class LongPollMiddleware(BackpressureMiddleware):
+    """Requests that may wait (a `wait` query parameter: the gate's long poll) count
+    against `limits.max_waiters`, the others against the requests in flight: a pipeline
+    waiting a minute on its gate must not hold a request's place either."""
+
+    @staticmethod
+    def bound(limits: Limits, scope: Scope) -> Bound:
+        query: bytes = scope.get("query_string", b"")
+        waits = any(part.startswith(b"wait=") for part in query.split(b"&"))
+        return limits.waiters if waits else limits.requests

@@ -44,8 +44,9 @@ from prometheus_client.registry import Collector
 from core.domain.breaker import BreakerState
 from core.domain.errors import Forbidden
 from core.usecases import Recorded
-from entrypoints.http.auth import PUBLIC, AdminNetworks, client_address
+from entrypoints.http.auth import PUBLIC, SERVICES_KEY, AdminNetworks, client_address
 from entrypoints.http.limits import limits_of
+from entrypoints.http.metrics_json import Key, Snapshots, values
 from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.settings import MetricsSettings
 
@@ -141,6 +142,36 @@ class RateLimitsCollector(Collector):
         )
 
 
+class Operations(Collector):
+    """What operators alert on besides requests, read when scraped: readiness (as the last
+    probe found it) and when the signing key that signs now was activated."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+        #: component -> 1 (ok), 0.5 (degraded), 0 (unavailable), set by `GET /healthz/ready`.
+        self.ready: dict[str, float] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily(
+            "waypost_ready",
+            "What the last readiness probe found, by component: 1 ok, 0.5 degraded, 0 unavailable.",
+            labels=["component"],
+        )
+        for component, value in sorted(self.ready.items()):
+            ready.add_metric([component], value)
+        yield ready
+        services = self._state.get(SERVICES_KEY)
+        active = None
+        if services is not None and services.identity_deps is not None:
+            active = services.secrets.active_since()
+        if active is not None:
+            yield GaugeMetricFamily(
+                "waypost_signing_key_activated_timestamp_seconds",
+                "When the signing key that signs access tokens now was activated (Unix time).",
+                active.timestamp(),
+            )
+
+
 class Metrics:
     """One app's metrics, in a registry of its own, and who may read them."""
 
@@ -174,6 +205,8 @@ class Metrics:
             "Times a receiver group completed (fired).",
             registry=registry,
         )
+        self.operations = Operations({} if state is None else state)
+        registry.register(self.operations)
         if state is not None:
             registry.register(RateLimitsCollector(state))
         ProcessCollector(registry=registry)
@@ -181,6 +214,12 @@ class Metrics:
         # The labelled children of each (method, route, status), found once: `labels()`
         # checks its arguments and takes a lock on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        #: Readings kept for the JSON summary's rates (`metrics_json`).
+        self.snapshots = Snapshots(time.monotonic())
+
+    def remember(self, samples: dict[Key, float], now: float | None = None) -> None:
+        """Keep a reading of the registry (each scrape, each summary) for windowed rates."""
+        self.snapshots.take(time.monotonic() if now is None else now, samples)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """One answered request. `route` is a template or UNMATCHED, never a path."""
@@ -277,6 +316,7 @@ def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise Forbidden(None)
     if metrics.readers is not None and not metrics.readers.allows(client_address(request.scope)):
         raise Forbidden(None, "The metrics may not be read from this address.")
+    metrics.remember(values(metrics.registry))
     # As a header: Litestar would add a second `charset` to the media type of a text/*.
     return Response(metrics.exposition(), headers={"content-type": CONTENT_TYPE})
 

@@ -46,6 +46,7 @@ __all__ = [
     "InternalProblem",
     "Problem",
     "challenge",
+    "status_of",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -101,11 +102,14 @@ REALM = "waypost"
 
 
 def challenge(exc: Unauthenticated) -> str:
-    """The `WWW-Authenticate` of a 401 (RFC 6750, 3): `error="invalid_token"` when a
-    credential was presented and refused, nothing more (its reason is the audit log's)."""
+    """The `WWW-Authenticate` of a 401, naming both schemes a credential may come in:
+    Bearer (RFC 6750, 3: `error="invalid_token"` when a credential was presented and
+    refused, nothing more: its reason is the audit log's), then Basic (RFC 7617; the
+    password is an API key)."""
+    basic = f'Basic realm="{REALM}", charset="UTF-8"'
     if exc.reason in TOKEN_REFUSALS:
-        return f'Bearer realm="{REALM}", error="invalid_token"'
-    return f'Bearer realm="{REALM}"'
+        return f'Bearer realm="{REALM}", error="invalid_token", {basic}'
+    return f'Bearer realm="{REALM}", {basic}'
 
 
 # Domain refusals: the class names the refusal, this table names the status.
@@ -119,6 +123,14 @@ _DOMAIN: tuple[tuple[type[DomainError], int, str], ...] = (
     (Conflict, 409, "conflict"),
     (TooLarge, 413, "too-large"),
 )
+
+
+def status_of(exc: DomainError) -> int:
+    """The HTTP status of a domain refusal (the console's pages answer the same)."""
+    for cls, status, _ in _DOMAIN:
+        if isinstance(exc, cls):
+            return status
+    return 500  # pragma: no cover - every DomainError subclass is in the table
 
 
 def problem_response(

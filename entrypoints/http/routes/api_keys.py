@@ -87,7 +87,14 @@ def _made(key: ApiKey) -> Answer:
     return answer(409, problem, location=f"{PATH}/{key.id}", content_type=PROBLEM_JSON)
 
 
-@get("/", opt=MANAGE, summary="List API keys", responses=problems(400, 401, 403))
+@get(
+    "/",
+    opt=MANAGE,
+    summary="List API keys",
+    description="The API keys of the scope the caller acts in, newest first (never the keys "
+    "themselves).",
+    responses=problems(400, 401, 403),
+)
 async def list_api_keys(
     *,
     services: ServicesDep,
@@ -100,7 +107,13 @@ async def list_api_keys(
     return page_of(KIND, found, limit=limit, order=order, view=api_key_view, page=ApiKeyPage)
 
 
-@get("/{key_id:str}", opt=MANAGE, summary="Read an API key", responses=problems(401, 403, 404))
+@get(
+    "/{key_id:str}",
+    opt=MANAGE,
+    summary="Read an API key",
+    description="One API key's name, prefix, roles and dates (never the key itself).",
+    responses=problems(401, 403, 404),
+)
 async def get_api_key(
     *, key_id: FromPath[str], services: ServicesDep, access: AccessDep
 ) -> ApiKeyData:

@@ -54,6 +54,9 @@ Moment = Annotated[
     dto=Body[RecordEvent],
     return_dto=None,
     summary="Record an event",
+    description="The payload is checked against the receiver's JSON Schema (422 with every "
+    "error by JSON pointer); every enabled group containing the receiver is "
+    "evaluated and fires once when it becomes complete for the artifact.",
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
@@ -108,6 +111,7 @@ async def record_batch(
 @get(
     "/{event_id:str}",
     summary="Read an event",
+    description="One event with its payload.",
     responses=problems(401, 403, 404),
     opt=requires(Permission.EVENTS_READ),
 )
@@ -121,6 +125,9 @@ async def get_event(
 @get(
     "/",
     summary="List events",
+    description="The tenant's events, newest first unless `order=asc`; every filter is an "
+    "exact match, ANDed; `since` (inclusive) and `until` (exclusive) on "
+    "`created_at`.",
     responses=problems(400, 401, 403),
     opt=requires(Permission.EVENTS_READ),
 )

@@ -64,6 +64,8 @@ def _answer(registered: tuple[Receiver, bool]) -> Answer:
 @get(
     "/{receiver_id:str}",
     summary="Read an event receiver",
+    description="The receiver with its JSON Schema and fingerprint (SHA-256 of the canonical "
+    "JSON of name, type, version and schema).",
     responses=problems(401, 403, 404),
     opt=requires(Permission.RECEIVERS_READ),
 )
@@ -77,6 +79,8 @@ async def get_receiver(
 @get(
     "/",
     summary="List event receivers",
+    description="The tenant's receivers, newest first unless `order=asc`; `name`, `type` and "
+    "`version` filter by exact match.",
     responses=problems(400, 401, 403),
     opt=requires(Permission.RECEIVERS_READ),
 )
@@ -87,12 +91,13 @@ async def list_receivers(
     name: Filter = None,
     type: Filter = None,
     version: Filter = None,
+    fingerprint: Filter = None,
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
 ) -> ReceiverPage:
     page = page_request(KIND, limit, cursor, order)
-    where = ReceiverFilter(name=name, type=type, version=version)
+    where = ReceiverFilter(name=name, type=type, version=version, fingerprint=fingerprint)
     found = await services.receivers.list(actor, where, page)
     return page_of(KIND, found, limit=limit, order=order, view=receiver_view, page=ReceiverPage)
 

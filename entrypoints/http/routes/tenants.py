@@ -63,6 +63,8 @@ async def _audit(
     dto=Body[CreateTenant],
     return_dto=None,
     summary="Create a tenant",
+    description="`slug`: 3 to 63 of a-z 0-9 and `-` (trimmed, lower-cased, not reserved); "
+    "`name`: a display name. Platform administrators only.",
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
@@ -93,6 +95,7 @@ def _created(tenant: Tenant) -> Answer:
 @get(
     "/",
     summary="List tenants",
+    description="Every tenant, newest first, by keyset pages. Platform administrators only.",
     responses=problems(400, 401, 403),
     opt=requires(Permission.TENANTS_MANAGE),
 )
@@ -110,6 +113,7 @@ async def list_tenants(
 @get(
     "/{slug:str}",
     summary="Read a tenant",
+    description="One tenant by its slug. Platform administrators only.",
     responses=problems(401, 403, 404),
     opt=requires(Permission.TENANTS_MANAGE),
 )

@@ -61,7 +61,14 @@ def _created(user: User) -> Answer:
     return created_answer(f"{PATH}/{user.id}", user.id)
 
 
-@get("/", opt=MANAGE, summary="List users", responses=problems(400, 401, 403))
+@get(
+    "/",
+    opt=MANAGE,
+    summary="List users",
+    description="The users of the scope the caller acts in (its tenant, or the platform), "
+    "newest first.",
+    responses=problems(400, 401, 403),
+)
 async def list_users(
     *,
     services: ServicesDep,
@@ -74,7 +81,13 @@ async def list_users(
     return page_of(KIND, found, limit=limit, order=order, view=user_view, page=UserPage)
 
 
-@get("/{user_id:str}", opt=MANAGE, summary="Read a user", responses=problems(401, 403, 404))
+@get(
+    "/{user_id:str}",
+    opt=MANAGE,
+    summary="Read a user",
+    description="One user (never its password hash).",
+    responses=problems(401, 403, 404),
+)
 async def get_user(*, user_id: FromPath[str], services: ServicesDep, access: AccessDep) -> UserData:
     check_id(USER, user_id)
     return UserData(user_view(await services.identity.get_user(access, user_id)))

@@ -1,8 +1,8 @@
 """Idempotency-Key records, committed with the writes they answer.
 
-Revision ID: 0004
-Revises: 0002
-Create Date: 2026-01-04
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-02-02
 
 Written by hand to equal `idempotency_records` in adapters/sql/tables.py (the migrations
 test compares them). `tenant_id` is "" for the platform's routes.
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
