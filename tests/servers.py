@@ -519,10 +519,14 @@ class ReplicaServer:
         self.execute("SELECT pg_wal_replay_resume()")
 
     def caught_up(self, timeout: float = 30.0) -> None:
-        """Wait until the replica has replayed everything the primary wrote so far."""
+        """Wait until the replica has replayed everything the primary wrote so far.
+
+        The target is the WAL's insert position: with `synchronous_commit=off` (these
+        clusters) a commit returns before its record is written out, so the write
+        position (`pg_current_wal_lsn`) may still be before the commit just made."""
         primary = f"postgresql://{self.primary.user}@127.0.0.1:{self.primary.port}/postgres"
         replica = f"postgresql://{self.primary.user}@127.0.0.1:{self.port}/postgres"
-        target = _fetch_in_thread("SELECT pg_current_wal_lsn()::text", primary)
+        target = _fetch_in_thread("SELECT pg_current_wal_insert_lsn()::text", primary)
         deadline = time.monotonic() + timeout
         query = f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"
         while time.monotonic() < deadline:
