@@ -59,12 +59,19 @@ def database_kind(url: str) -> str:
 def database_url(settings: Settings) -> str:
     """`database.url`, with the password of `database.password_file` when it names one and
     the URL has none. A file that cannot be read stops the start, naming the setting."""
+    return with_password(settings, settings.database.url)
+
+
+def with_password(settings: Settings, given: str) -> str:
+    """A PostgreSQL URL of the settings (`database.url`, `database.read_url`: a streaming
+    replica has the primary's roles) with the password of `database.password_file` when
+    it names one and the URL has none."""
     database = settings.database
-    if database.password_file is None or database_kind(database.url) != "postgresql":
-        return database.url
-    url = make_url(database.url)
+    if database.password_file is None or database_kind(given) != "postgresql":
+        return given
+    url = make_url(given)
     if url.password:
-        return database.url
+        return given
     path = pathlib.Path(database.password_file)
     try:
         password = path.read_text(encoding="utf-8").rstrip("\r\n")
@@ -96,7 +103,12 @@ async def open_store(settings: Settings, availability: Availability | None = Non
     primary = await SqlStore.connect(url, availability=availability, pool_size=database.pool_size)
     if database.read_url is None:
         return primary
-    return ReplicaStore(primary, database.read_url, max_lag=database.read_max_lag_seconds)
+    return ReplicaStore(
+        primary,
+        with_password(settings, database.read_url),
+        max_lag=database.read_max_lag_seconds,
+        pool_size=database.pool_size,
+    )
 
 
 async def open_identity(

@@ -131,10 +131,12 @@ def translate(url: str, exc: BaseException) -> NoReturn:
 class Availability:
     """Whether one database serves, as this process sees it; logs each outage once."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, log_outages: bool = True) -> None:
         self.what = describe_database(url)
         self.down_since: float | None = None
         self.outages = 0
+        #: False: the caller reports outages itself (a read replica, which has a fallback).
+        self.log_outages = log_outages
 
     def raise_for(self, exc: BaseException) -> NoReturn:
         """Raise `Unavailable` (from `exc`) when `exc` says the database cannot serve, else
@@ -153,6 +155,8 @@ class Availability:
         if self.down_since is None:
             self.down_since = time.monotonic()
             self.outages += 1
+            if not self.log_outages:
+                return Unavailable(self.what, cause)
             log.warning(
                 "%s is unavailable: %s; requests are answered 503 until it serves again",
                 self.what,
@@ -166,6 +170,8 @@ class Availability:
         if self.down_since is not None:
             lasted = time.monotonic() - self.down_since
             self.down_since = None
+            if not self.log_outages:
+                return
             log.info(
                 "%s serves again after %.1f s",
                 self.what,
