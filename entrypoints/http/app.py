@@ -33,7 +33,6 @@ from entrypoints.http import auth, common, console, idempotency, limits, metrics
 from entrypoints.http.apidocs import LocalSwaggerPlugin
 from entrypoints.http.clients import ClientAddresses
 from entrypoints.http.gql.execution import Endpoint
-from entrypoints.http.idempotency import IdempotencyMiddleware
 from entrypoints.http.limits import (
     BackpressureMiddleware,
     Limits,
@@ -42,7 +41,6 @@ from entrypoints.http.limits import (
     StreamsMiddleware,
 )
 from entrypoints.http.mtls import ServiceIdentities
-from entrypoints.http.openapi import declare_idempotency
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.queries import QueryTextMiddleware
 from entrypoints.http.request_id import add_request_id
@@ -76,9 +74,10 @@ Every route but the health probes, the metrics, the JWKS and this description ne
 the password, for clients that can only put a credential in a URL); get an access
 token from `POST /api/v1/auth/token`. The tenant comes from the credential; a platform
 administrator names one with `X-Tenant: <slug>`. Errors are RFC 9457 problem
-details (`application/problem+json`). Every POST on a tenant's data accepts
-`Idempotency-Key`. Over a credential's rate limit the answer is 429, from a server at
-its limit of work in flight 503; both say when to retry in `Retry-After`.
+details (`application/problem+json`). Every POST that writes accepts `Idempotency-Key`
+(each declares it; GraphQL and the token endpoints do not). Over a credential's rate
+limit the answer is 429, from a server at its limit of work in flight 503 (as while the
+database cannot serve); each says when to retry in `Retry-After`.
 """
 
 
@@ -164,7 +163,6 @@ def build_app(
         handlers: Sequence[ControllerRouterHandler],
         tag: str,
         *,
-        idempotent: bool = True,
         max_body: int | None = None,
         tenant_data: bool = True,
         streams: bool = False,
@@ -173,7 +171,7 @@ def build_app(
     ) -> Router:
         # The bound on work in flight first, from the request's arrival (long-lived streams
         # and long polls have their own), then the caller (401 before anything else is
-        # read), its rate limit, then Idempotency-Key.
+        # read), its rate limit, then Idempotency-Key (on the routes that take the claim).
         bounded = (
             StreamsMiddleware
             if streams
@@ -187,9 +185,7 @@ def build_app(
             auth.AuthenticationMiddleware,
             RateLimitMiddleware,
         ]
-        if idempotent:
-            middleware.append(IdempotencyMiddleware)
-            declare_idempotency(handlers)
+        idempotency.guard(handlers)
         return Router(
             path,
             route_handlers=handlers,
@@ -241,7 +237,7 @@ def build_app(
                 max_body=settings.http.max_batch_body_bytes,
             ),
             api(groups.PATH, groups.HANDLERS, "groups", long_poll=True),
-            api(messages.PATH, messages.HANDLERS, "messages", idempotent=False, streams=True),
+            api(messages.PATH, messages.HANDLERS, "messages", streams=True),
             api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
             api(api_keys.PATH, api_keys.HANDLERS, "identity", tenant_data=False),
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
@@ -257,7 +253,6 @@ def build_app(
                         metrics_json.PATH,
                         metrics_json.HANDLERS,
                         "operations",
-                        idempotent=False,
                         tenant_data=False,
                     )
                 ]

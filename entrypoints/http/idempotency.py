@@ -4,23 +4,28 @@ The rules and the records are the core's (`core.domain.idempotency`, committed b
 use cases with the writes they answer, in the store); this module only handles the
 header:
 
+- a route that honours the key takes the request's claim (`claim: ClaimDep`) and hands
+  it to its use case with the answer it would send (`once(claim, render)`), built by
+  `answer(...)` exactly as the route answers. `guard` gives exactly those routes
+  `IdempotencyMiddleware` and the header in the OpenAPI document: a route that takes
+  no claim never reads, checks or documents a key;
 - `IdempotencyMiddleware` checks the key (400 when unusable), reads the body and makes
   the request's `Claim`: the caller's key space (its tenant; the platform's for the
   platform's routes), the key, and a fingerprint of method, path, query and body;
-- a route hands the claim (`ClaimDep`) to its use case with the answer it would send
-  (`once(claim, render)`), built by `answer(...)` exactly as the route answers;
 - a request answered before comes back from the use case as `AlreadyAnswered`, which
   the exception handlers (`problems.py`) send again, with `Idempotent-Replayed: true`.
 
-Routes whose answers must never be stored do not take claims: the token endpoints
-(their answers are credentials). `POST /api/v1/api-keys` stores an answer without the
-key's secret (`api_keys.py`).
+Routes that take no claim: the token endpoints (their answers are credentials),
+GraphQL (a document may hold several mutations: there is no one write to tie a key
+to) and the console's forms (a browser sends a form once; CSRF tokens guard them).
+`POST /api/v1/api-keys` stores an answer without the key's secret (`api_keys.py`).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeAlias, TypeVar
 
 import anyio
@@ -28,8 +33,9 @@ import msgspec
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import SkipValidation
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 
 from core.domain.errors import FieldError
 from core.domain.idempotency import (
@@ -41,6 +47,7 @@ from core.domain.idempotency import (
 )
 from core.usecases.common import Once
 from entrypoints.http.auth import idempotency_scope
+from entrypoints.http.openapi import IdempotentOperation
 from entrypoints.http.problems import BadRequest
 from entrypoints.http.views import IdData
 
@@ -51,8 +58,10 @@ __all__ = [
     "answer",
     "claim_of",
     "created_answer",
+    "guard",
     "once",
     "provide_claim",
+    "takes_claim",
 ]
 
 _HEADER_KEY: Final = b"idempotency-key"
@@ -103,6 +112,27 @@ class IdempotencyMiddleware:
                 if _ANSWER_DELAY:
                     send = _delayed(send)
         await self.app(scope, receive, send)
+
+
+def takes_claim(handler: object) -> bool:
+    """Whether `handler` is a POST route that honours Idempotency-Key (takes `claim`)."""
+    return (
+        isinstance(handler, HTTPRouteHandler)
+        and "POST" in handler.http_methods
+        and "claim" in inspect.signature(handler.fn).parameters
+    )
+
+
+def guard(handlers: Iterable[ControllerRouterHandler]) -> None:
+    """Give the POST handlers among `handlers` that take the claim `IdempotencyMiddleware`
+    (innermost: after authentication and the rate limit) and the header in the OpenAPI
+    document. Idempotent: the handlers of a module are shared by every app built."""
+    for handler in handlers:
+        if isinstance(handler, HTTPRouteHandler) and takes_claim(handler):
+            given = list(handler.middleware or [])
+            if IdempotencyMiddleware not in given:
+                handler.middleware = [*given, IdempotencyMiddleware]
+            handler.operation_class = IdempotentOperation
 
 
 def _delayed(send: Send) -> Send:

@@ -41,6 +41,8 @@ from entrypoints.http.request_id import request_id
 __all__ = [
     "EXCEPTION_HANDLERS",
     "PROBLEM_JSON",
+    "UNAVAILABLE_RETRY_AFTER",
+    "UNAVAILABLE_TYPE",
     "BadRequest",
     "HttpProblem",
     "InternalProblem",
@@ -287,6 +289,8 @@ def _replayed(_: Request[Any, Any, Any], exc: AlreadyAnswered) -> Response[bytes
 
 #: Seconds a caller is asked to wait while the database cannot serve.
 UNAVAILABLE_RETRY_AFTER = 1
+#: The problem type of that answer.
+UNAVAILABLE_TYPE = _PREFIX + "unavailable"
 
 
 def _unavailable(_: Request[Any, Any, Any], exc: Unavailable) -> Response[bytes]:
@@ -294,7 +298,7 @@ def _unavailable(_: Request[Any, Any, Any], exc: Unavailable) -> Response[bytes]
     cause is the operator's (logged once per outage by the store), never the caller's."""
     return problem_response(
         503,
-        type_=_PREFIX + "unavailable",
+        type_=UNAVAILABLE_TYPE,
         title="Service unavailable",
         detail="The database cannot serve right now; nothing was written. Retry after "
         f"{UNAVAILABLE_RETRY_AFTER} s.",
