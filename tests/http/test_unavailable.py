@@ -3,6 +3,7 @@ a 500), and the answer tells no cause (that is the operator's log, once per outa
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,6 +50,27 @@ class DownStore(MemoryStore):
             raise _down()
         async with super().read() as tx:
             yield tx
+
+    @asynccontextmanager
+    async def write(self, tenant_id: str) -> AsyncIterator[Any]:
+        if self.switch.down:
+            raise _down()
+        async with super().write(tenant_id) as tx:
+            yield tx
+
+
+class ListsDownStore(MemoryStore):
+    """Authentication's reads work (read()), the lists and the writes do not: what a
+    GraphQL field meets after the credential was checked."""
+
+    def __init__(self, switch: Switch) -> None:
+        super().__init__()
+        self.switch = switch
+
+    def read_stale(self, tenant_id: str) -> Any:
+        if self.switch.down:
+            raise _down()
+        return super().read_stale(tenant_id)
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[Any]:
@@ -133,12 +155,62 @@ async def test_every_route_answers_503_while_the_database_is_down() -> None:
                                                                "api_key": "wp_x_y"})  # fmt: skip
     wrong = {route: a.status_code for route, a in answers.items() if a.status_code != 503}
     assert not wrong, wrong
-    for answer in [*answers.values(), token]:
+    for route, answer in [*answers.items(), ("POST /api/v1/auth/token", token)]:
         assert answer.status_code == 503
         assert answer.headers["retry-after"] == "1"
-        assert answer.json()["type"] == "urn:waypost:problem:unavailable"
+        if " /epr/" in route:  # EPR's envelope, as its clients read errors
+            assert answer.json()["errors"][0].startswith("unavailable: "), route
+        else:
+            assert answer.json()["type"] == "urn:waypost:problem:unavailable", route
         assert "secret-host" not in answer.text
     assert (ready.status_code, live.status_code) == (503, 200)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/graphql", "/epr/api/v1/graphql/query"])
+async def test_graphql_answers_503_when_a_field_meets_the_database_down(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The credential is checked, then the fields meet the database down: each field's
+    error says UNAVAILABLE, the answer is a 503 with Retry-After (what did resolve, if
+    anything, is in `data`), nothing is logged as an internal error, and the cause is
+    not told."""
+    switch = Switch()
+    identity = await platform_identity()
+    app = make_app(identity, store=ListsDownStore(switch))
+    async with asgi_client(app, headers=PLATFORM) as client:
+        await add_tenants(client, identity)
+        switch.down = True
+        query = {"query": "{ event_receivers_page(limit: 1) { items { id } } }"}
+        answer = await client.post(path, json=query, headers=HEADERS)
+        receiver = {"name": "n", "type": "t", "version": "1", "description": "", "schema": {}}
+        mutation = {
+            "query": "mutation($r: CreateEventReceiverInput!) "
+            "{ create_event_receiver(event_receiver: $r) }",
+            "variables": {"r": receiver},
+        }
+        written = await client.post(path, json=mutation, headers=HEADERS)
+    for one in (answer, written):
+        assert one.status_code == 503, one.text
+        assert one.headers["retry-after"] == "1"
+        [error] = one.json()["errors"]
+        assert error["extensions"] == {"code": "UNAVAILABLE"}
+        assert "secret-host" not in one.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_an_epr_create_answers_503_in_epr_s_envelope() -> None:
+    switch = Switch()
+    identity = await platform_identity()
+    app = make_app(identity, store=DownStore(switch))
+    async with asgi_client(app, headers=PLATFORM) as client:
+        await add_tenants(client, identity)
+        switch.down = True
+        answer = await client.post("/epr/api/v1/receivers", json=receiver_body(), headers=HEADERS)
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
+    assert answer.json() == {
+        "errors": ["unavailable: the database cannot serve right now; nothing was written"]
+    }
 
 
 async def test_while_only_the_store_is_down_its_routes_answer_503() -> None:
