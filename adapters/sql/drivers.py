@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
-from adapters.sql.queries import Page, Query
+from adapters.sql.queries import Copy, Page, Query
 
 Row = Sequence[Any]
 
@@ -74,6 +74,10 @@ class Connection(Protocol):
     async def fetchrow(self, query: Query, args: Sequence[Any]) -> Row | None: ...
     async def execute(self, query: Query, args: Sequence[Any]) -> None: ...
     async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def copy(self, copy: Copy, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows at once (binary COPY on PostgreSQL, executemany on SQLite)."""
+        ...
+
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]: ...
 
 
@@ -126,6 +130,9 @@ class SqliteConnection:
 
     async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None:
         self._raw.executemany(query.sql, query.bind_many(rows))
+
+    async def copy(self, copy: Copy, rows: Sequence[Sequence[Any]]) -> None:
+        self._raw.executemany(copy.insert.sql, copy.insert.bind_many(rows))
 
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]:
         assert page.query is not None
@@ -272,6 +279,9 @@ class PgConnection:
 
     async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None:
         await self.raw.executemany(query.sql, query.bind_many(rows))
+
+    async def copy(self, copy: Copy, rows: Sequence[Sequence[Any]]) -> None:
+        await self.raw.copy_records_to_table(copy.table, records=rows, columns=copy.columns)
 
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]:
         """Through the engine, on this connection and in its transaction (the engine is

@@ -107,6 +107,22 @@ class Query:
         return f"Query({self.sql!r}, args={self.args!r})"
 
 
+class Copy:
+    """Rows into a table in bulk, as tuples in `columns`' order: a binary COPY on PostgreSQL,
+    an executemany of `insert` on SQLite. For insert-only tables (replay's events)."""
+
+    __slots__ = ("columns", "insert", "name", "table")
+
+    def __init__(self, table: sa.Table, columns: tuple[str, ...], insert: Query) -> None:
+        self.table = table.name
+        self.columns = list(columns)
+        self.insert = insert
+        self.name = f"copy_{table.name}"  # what logs and traces call it
+
+    def __repr__(self) -> str:
+        return f"Copy({self.table!r}, columns={self.columns!r})"
+
+
 class _Constant:
     __slots__ = ("value",)
 
@@ -287,6 +303,9 @@ class Statements:
         )
         self.insert_member = q(sa.insert(t.group_members), *MEMBERS)
         self.insert_completion = q(sa.insert(t.completions), *COMPLETIONS)
+        # Replay: the insert-only read models in bulk (`Connection.copy`).
+        self.copy_events = Copy(t.events, EVENTS, self.insert_event)
+        self.copy_completions = Copy(t.completions, COMPLETIONS, self.insert_completion)
         self.delete_read_models = [q(sa.delete(table)) for table in t.READ_MODELS]
         self.delete_tenant_read_models = [
             q(
