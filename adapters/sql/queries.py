@@ -349,6 +349,14 @@ class Statements:
             "tenant_id",
         )
         self.replay_done = q(sa.select(rp.c.tenant_id).where(rp.c.run == _p("run")), "run")
+        # SQLite: a table's indexes that have SQL of their own (not a key's or a UNIQUE's).
+        self.secondary_indexes = q(
+            sa.text(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = :table AND sql IS NOT NULL ORDER BY name"
+            ),
+            "table",
+        )
         self.replay_forget = q(sa.delete(rp).where(rp.c.run == _p("run")), "run")
         self._writes: dict[tuple[int, ...], Query] = {}
 

@@ -13,14 +13,14 @@ Decoding (`decode`)
     by the same encoder from the same payload, so it is the text an append would write.)
     Entries at an older schema version are upcast as always (`REGISTRY.decode_json`).
 
-PostgreSQL: COPY and a pipeline (`copy_rows`, `pipelined`)
+PostgreSQL: COPY and a pipeline (`Connection.copy`, `pipelined`)
     `events` and `completions` rows (insert-only) go in with binary COPY rather than an
     INSERT of unnested arrays (a third of the client's work); `latest`, the checkpoint
     and the rare tables take the append's own statements. The log is read and decoded a
     batch ahead: while the server inserts one batch, the next is decoded, so the client's
     work and the server's overlap instead of taking turns.
 
-SQLite: the events' secondary indexes (`SqliteIndexes`)
+SQLite: the events' secondary indexes (`drop_indexes`, `create_indexes`)
     Deleting and re-inserting a tenant's events maintains four b-trees row by row. When
     the tenant holds most of the log, building the three secondary indexes once, after
     the rows are in, costs less: they are dropped and re-created inside the rebuild's
@@ -33,18 +33,28 @@ SQLite: the events' secondary indexes (`SqliteIndexes`)
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
+from adapters.sql.drivers import Connection
+from adapters.sql.queries import Query, Statements
 from core.domain.envelope import REGISTRY
 from core.domain.model import DomainEvent, Event, EventRecorded
 
-__all__ = ["SHARE_TO_REBUILD_INDEXES", "YIELD_EVERY", "SqliteIndexes", "decode", "pipelined"]
+__all__ = [
+    "SHARE_TO_REBUILD_INDEXES",
+    "YIELD_EVERY",
+    "create_indexes",
+    "decode",
+    "drop_indexes",
+    "pipelined",
+    "rebuilds_indexes",
+]
 
 
 # --- decoding --------------------------------------------------------------------------------
@@ -118,6 +128,8 @@ async def pipelined(
     one batch while the client decodes the next: `build` must look at the event loop now
     and then for the write to go on); without, one after the other."""
     rows = await fetch(after)
+    if not rows:
+        return
     built = await build(rows)
     while rows:
         last = int(rows[-1][0])
@@ -126,6 +138,7 @@ async def pipelined(
             ahead = await fetch(last) if more else []
             async with _single_errors(), anyio.create_task_group() as tg:
                 tg.start_soon(write, built, last)
+                await anyio.lowlevel.checkpoint()  # the write goes out before the build
                 if ahead:
                     built = await build(ahead)
             yield len(rows)
@@ -153,32 +166,42 @@ async def _single_errors() -> AsyncIterator[None]:
 # --- SQLite: secondary indexes built once ------------------------------------------------------
 
 SHARE_TO_REBUILD_INDEXES = 0.75
-"""A tenant with at least this share of the log's entries has its rebuild drop the events'
-secondary indexes and build them again at the end (see the module's docstring)."""
+"""A SQLite rebuild of a tenant that has at least this share of the log's entries (or of
+every tenant) builds the events' secondary indexes once at the end rather than row by row.
+Below it, building them over the other tenants' rows too costs more than it saves: with
+two tenants of equal size, about as much as keeping them (docs/explanation/performance.md)."""
+
+INDEXED = "events"
+"""The table whose secondary indexes a rebuild may build once (the other read models have
+one row per tenant, receiver, group or artifact, not per entry)."""
 
 
-class SqliteIndexes:
-    """The secondary indexes of some tables, dropped and later re-created from their own SQL."""
+def rebuilds_indexes(heads: dict[str, int], tenant_id: str | None) -> bool:
+    """Whether a whole rebuild of `tenant_id` (None: of every tenant) builds the indexes
+    once: `heads` are the tenants' log heads (their numbers of entries)."""
+    total = sum(heads.values())
+    if tenant_id is None or total == 0:
+        return total > 0
+    return heads.get(tenant_id, 0) >= SHARE_TO_REBUILD_INDEXES * total
 
-    def __init__(self, raw: sqlite3.Connection, tables: Sequence[str]) -> None:
-        self._raw = raw
-        self._tables = list(tables)
-        self._saved: list[tuple[str, str]] = []
 
-    def drop(self) -> None:
-        """Drop them (inside the caller's transaction), keeping each one's CREATE INDEX."""
-        marks = ", ".join("?" for _ in self._tables)
-        self._saved = self._raw.execute(
-            # Indexes with SQL of their own; a primary key's or a UNIQUE's have none.
-            f"SELECT name, sql FROM sqlite_master WHERE type = 'index' "  # noqa: S608
-            f"AND sql IS NOT NULL AND tbl_name IN ({marks}) ORDER BY name",
-            self._tables,
-        ).fetchall()
-        for name, _ in self._saved:
-            self._raw.execute(f'DROP INDEX "{name}"')
+async def drop_indexes(conn: Connection, sql: Statements) -> list[Query]:
+    """Drop the secondary indexes of `INDEXED`, in the caller's transaction; return the
+    statements that create them again, as SQLite holds them (`sqlite_master.sql`)."""
+    found = await conn.fetch(sql.secondary_indexes, (INDEXED,))
+    creates = []
+    for name, create in found:
+        await conn.execute(_ddl(f'DROP INDEX "{name}"', "drop_index"), ())
+        creates.append(_ddl(create, "create_index"))
+    return creates
 
-    def create(self) -> None:
-        """Create them again, exactly as they were."""
-        for _, sql in self._saved:
-            self._raw.execute(sql)
-        self._saved = []
+
+async def create_indexes(conn: Connection, creates: Sequence[Query]) -> None:
+    for create in creates:
+        await conn.execute(create, ())
+
+
+def _ddl(text: str, name: str) -> Query:
+    query = Query(text, (), None)
+    query.name = name
+    return query

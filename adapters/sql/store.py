@@ -347,9 +347,15 @@ class SqlStore:
             return
         async with db.write() as raw:
             conn = self._watched(raw)
+            indexes: list[q.Query] = []
+            if not after:
+                heads = {row[0]: int(row[1]) for row in await conn.fetch(sql.heads, ())}
+                if rebuild.rebuilds_indexes(heads, tenant_id):
+                    indexes = await rebuild.drop_indexes(conn, sql)
             for delete, args in deletes:
                 await conn.execute(delete, args)
             yield _Rebuild(_Context(conn, sql, self._codec), tenant_id, after)
+            await rebuild.create_indexes(conn, indexes)
 
     async def replay_done(self, run: str) -> set[str]:
         async with self.read() as tx:
@@ -896,7 +902,7 @@ class _Rebuild:
         async def build(rows: Sequence[Row]) -> _Rows:
             gathered = _Rows(tenant_id, ctx.codec)
             add, decode = gathered.add, rebuild.decode
-            step = rebuild.YIELD_EVERY if postgres else len(rows) or 1
+            step = rebuild.YIELD_EVERY if postgres else len(rows)
             for start in range(0, len(rows), step):
                 for row in rows[start : start + step]:
                     add(decode(row[1], row[2], row[3]))
