@@ -107,6 +107,13 @@ class Query:
         return f"Query({self.sql!r}, args={self.args!r})"
 
 
+STAGED_EVENTS = sa.Table(
+    "replay_events", sa.MetaData(), *(column._copy() for column in t.events.columns)
+)
+"""PostgreSQL replay's temporary table of a tenant's events (no migration: it lives for one
+transaction, `Statements.stage_events`)."""
+
+
 class Copy:
     """Rows into a table in bulk, as tuples in `columns`' order: a binary COPY on PostgreSQL,
     an executemany of `insert` on SQLite. For insert-only tables (replay's events)."""
@@ -306,6 +313,41 @@ class Statements:
         # Replay: the insert-only read models in bulk (`Connection.copy`).
         self.copy_events = Copy(t.events, EVENTS, self.insert_event)
         self.copy_completions = Copy(t.completions, COMPLETIONS, self.insert_completion)
+        # PostgreSQL replay stages a tenant's events (an unindexed temporary table but for
+        # its key) and merges them at the end: rows equal to the staged ones stay as they
+        # are (see adapters/sql/rebuild.py).
+        staged = ", ".join(EVENTS)
+        differs = "({}) IS DISTINCT FROM ({})".format(
+            *(", ".join(f"{side}.{column}" for column in EVENTS) for side in "se")
+        )
+        same_key = "s.tenant_id = e.tenant_id AND s.id = e.id"
+        self.copy_staged_events = Copy(STAGED_EVENTS, EVENTS, q(sa.insert(STAGED_EVENTS), *EVENTS))
+        self.stage_events = q(
+            sa.text(
+                f"CREATE TEMPORARY TABLE {STAGED_EVENTS.name} "
+                "(LIKE events, PRIMARY KEY (tenant_id, id)) ON COMMIT DROP"
+            )
+        )
+        self.unstage_events = q(sa.text(f"DROP TABLE {STAGED_EVENTS.name}"))
+        self.merge_delete_events = q(  # a whole log replayed: every other row of the tenant
+            sa.text(
+                f"DELETE FROM events e WHERE e.tenant_id = :tenant_id AND NOT EXISTS "  # noqa: S608
+                f"(SELECT 1 FROM {STAGED_EVENTS.name} s WHERE {same_key} AND NOT {differs})"
+            ),
+            "tenant_id",
+        )
+        self.merge_replace_events = q(  # a tail replayed: the rows it made differently
+            sa.text(
+                f"DELETE FROM events e USING {STAGED_EVENTS.name} s "  # noqa: S608
+                f"WHERE {same_key} AND {differs}"
+            )
+        )
+        self.merge_insert_events = q(
+            sa.text(
+                f"INSERT INTO events ({staged}) SELECT {staged} FROM {STAGED_EVENTS.name} s "  # noqa: S608
+                f"WHERE NOT EXISTS (SELECT 1 FROM events e WHERE {same_key})"
+            )
+        )
         self.delete_read_models = [q(sa.delete(table)) for table in t.READ_MODELS]
         self.delete_tenant_read_models = [
             q(
@@ -340,6 +382,8 @@ class Statements:
         }
         for name, delete in self.delete_made.items():
             delete.name = f"delete_made_{name}"
+        # The read models a replay replaces as it writes them (PostgreSQL merges events).
+        self.replaced = ("receivers", "completions") if postgres else tuple(self.delete_made)
         rp = t.replay_progress
         self.replay_mark = q(
             self._insert(rp)
@@ -421,6 +465,12 @@ class Statements:
         ):
             delete.name = f"delete_{table.name}"
             of_tenant.name = f"delete_tenant_{table.name}"
+        # What a replay of a tenant's whole log deletes first (PostgreSQL merges events).
+        self.delete_tenant_replayed = [
+            delete
+            for delete in self.delete_tenant_read_models
+            if not (postgres and delete.name == "delete_tenant_events")
+        ]
 
     def _digest(self) -> list[Query]:
         by_id = self.by_id

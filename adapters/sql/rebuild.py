@@ -13,12 +13,19 @@ Decoding (`decode`)
     by the same encoder from the same payload, so it is the text an append would write.)
     Entries at an older schema version are upcast as always (`REGISTRY.decode_json`).
 
-PostgreSQL: COPY and a pipeline (`Connection.copy`, `pipelined`)
+PostgreSQL: COPY, a pipeline and a merge (`Connection.copy`, `pipelined`)
     `events` and `completions` rows (insert-only) go in with binary COPY rather than an
     INSERT of unnested arrays (a third of the client's work); `latest`, the checkpoint
     and the rare tables take the append's own statements. The log is read and decoded a
     batch ahead: while the server inserts one batch, the next is decoded, so the client's
     work and the server's overlap instead of taking turns.
+    The events are COPied into a temporary table keyed like `events` (a log with an event
+    id twice fails there) and merged at the end: the tenant's rows that differ from the
+    staged ones (or, after a whole log, have none) are deleted and the missing ones
+    inserted. Deleting a tenant's events and inserting them again cost about 12 us a row
+    in the server, nearly all of it keeping four indexes (and checking the key against
+    the deleted rows); a replay usually finds its rows as they were, and the merge leaves
+    those alone (about 4 us a row).
 
 SQLite: the events' secondary indexes (`drop_indexes`, `create_indexes`)
     Deleting and re-inserting a tenant's events maintains four b-trees row by row. When

@@ -325,7 +325,7 @@ class SqlStore:
         elif tenant_id is None:
             deletes = [(delete, ()) for delete in sql.delete_read_models]
         else:
-            deletes = [(delete, (tenant_id,)) for delete in sql.delete_tenant_read_models]
+            deletes = [(delete, (tenant_id,)) for delete in sql.delete_tenant_replayed]
         if isinstance(db, PgDatabase):
             if tenant_id is None:
                 # Every writer's first statements insert or lock a head row: an EXCLUSIVE
@@ -892,9 +892,12 @@ class _Rebuild:
     async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
         """The log's entries decoded for the one projection (`rebuild.decode`), the rows
         written in bulk (`_write_bulk`); on PostgreSQL each batch is decoded while the one
-        before is written (`rebuild.pipelined`)."""
+        before is written (`rebuild.pipelined`), and the events are staged and merged at
+        the end (`_merge_events`)."""
         ctx, after = self._ctx, self._after
         conn, statement, postgres = ctx.conn, ctx.sql.read_log_events, ctx.sql.postgres
+        if postgres:
+            await conn.execute(ctx.sql.stage_events, ())
 
         async def fetch(position: int) -> Sequence[Row]:
             return await conn.fetch(statement, (tenant_id, position, batch))
@@ -919,6 +922,8 @@ class _Rebuild:
             fetch, build, write, after=after, batch=batch, overlap=postgres
         ):
             yield count
+        if postgres:
+            await _merge_events(ctx, tenant_id, whole=not after)
 
     async def mark_done(self, run: str, tenant_id: str) -> None:
         await self._ctx.conn.execute(self._ctx.sql.replay_mark, (run, tenant_id))
@@ -943,11 +948,9 @@ class _Rebuild:
 async def _delete_made(ctx: _Context, tenant_id: str, rows: _Rows) -> None:
     """Delete the rows of the insert-only read models (events, receivers, completions) that
     these rows replace; the other read models are overwritten when they are written."""
-    for name, made in (
-        ("events", rows.events),
-        ("receivers", rows.receivers),
-        ("completions", rows.completions),
-    ):
+    made_by = {"events": rows.events, "receivers": rows.receivers, "completions": rows.completions}
+    for name in ctx.sql.replaced:
+        made = made_by[name]
         if made:  # each row's id is its second column
             ids = ctx.codec.ids([row[1] for row in made])
             await ctx.conn.execute(ctx.sql.delete_made[name], (tenant_id, ids))
@@ -958,7 +961,7 @@ async def _write_bulk(ctx: _Context, rows: _Rows, checkpoint: int) -> None:
     (`Connection.copy`), then what remains as an append writes it."""
     conn, sql = ctx.conn, ctx.sql
     if rows.events:
-        await conn.copy(sql.copy_events, rows.events)
+        await conn.copy(sql.copy_staged_events if sql.postgres else sql.copy_events, rows.events)
     if rows.completions:
         await conn.copy(sql.copy_completions, rows.completions)
     rows.events, rows.completions = [], []  # written: the append's writers do the rest
@@ -967,6 +970,18 @@ async def _write_bulk(ctx: _Context, rows: _Rows, checkpoint: int) -> None:
     else:
         await _write_sqlite(ctx, rows, checkpoint, None)
     await rows.write_rare(ctx)
+
+
+async def _merge_events(ctx: _Context, tenant_id: str, *, whole: bool) -> None:
+    """PostgreSQL: the staged events replace the tenant's (all of them after a whole log,
+    those with a staged id after a tail); a row equal to its staged one stays as it is."""
+    conn, sql = ctx.conn, ctx.sql
+    if whole:
+        await conn.execute(sql.merge_delete_events, (tenant_id,))
+    else:
+        await conn.execute(sql.merge_replace_events, ())
+    await conn.execute(sql.merge_insert_events, ())
+    await conn.execute(sql.unstage_events, ())
 
 
 async def _tenant_ids(ctx: _Context) -> list[str]:
