@@ -108,10 +108,14 @@ class Query:
 
 
 STAGED_EVENTS = sa.Table(
-    "replay_events", sa.MetaData(), *(column._copy() for column in t.events.columns)
+    "replay_events",
+    sa.MetaData(),
+    *(column._copy() for column in t.events.columns),
+    prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,  # one b-tree, the key's
 )
-"""PostgreSQL replay's temporary table of a tenant's events (no migration: it lives for one
-transaction, `Statements.stage_events`)."""
+"""Replay's temporary table of a tenant's events, keyed like `events` (no migration: it
+lives inside one rebuild's transaction, `Statements.stage_events`)."""
 
 
 class Copy:
@@ -311,41 +315,40 @@ class Statements:
         self.insert_member = q(sa.insert(t.group_members), *MEMBERS)
         self.insert_completion = q(sa.insert(t.completions), *COMPLETIONS)
         # Replay: the insert-only read models in bulk (`Connection.copy`).
-        self.copy_events = Copy(t.events, EVENTS, self.insert_event)
         self.copy_completions = Copy(t.completions, COMPLETIONS, self.insert_completion)
-        # PostgreSQL replay stages a tenant's events (an unindexed temporary table but for
-        # its key) and merges them at the end: rows equal to the staged ones stay as they
-        # are (see adapters/sql/rebuild.py).
-        staged = ", ".join(EVENTS)
-        differs = "({}) IS DISTINCT FROM ({})".format(
-            *(", ".join(f"{side}.{column}" for column in EVENTS) for side in "se")
-        )
+        # Replay stages a tenant's events (a temporary table keyed like `events`, without
+        # its other indexes) and merges them at the end: rows equal to the staged ones stay
+        # as they are (see adapters/sql/rebuild.py).
+        staged, name = ", ".join(EVENTS), STAGED_EVENTS.name
         same_key = "s.tenant_id = e.tenant_id AND s.id = e.id"
-        self.copy_staged_events = Copy(STAGED_EVENTS, EVENTS, q(sa.insert(STAGED_EVENTS), *EVENTS))
-        self.stage_events = q(
-            sa.text(
-                f"CREATE TEMPORARY TABLE {STAGED_EVENTS.name} "
-                "(LIKE events, PRIMARY KEY (tenant_id, id)) ON COMMIT DROP"
+        if postgres:
+            differs = "({}) IS DISTINCT FROM ({})".format(
+                *(", ".join(f"{side}.{column}" for column in EVENTS) for side in "se")
             )
+        else:  # SQLite's IS DISTINCT FROM is 3.39's; IS is everyone's
+            differs = "NOT ({})".format(" AND ".join(f"s.{c} IS e.{c}" for c in EVENTS))
+        self.copy_staged_events = Copy(STAGED_EVENTS, EVENTS, q(sa.insert(STAGED_EVENTS), *EVENTS))
+        self.stage_events, self.unstage_events = (
+            q(sa.text(str(ddl.compile(dialect=self._dialect))))
+            for ddl in (sa.schema.CreateTable(STAGED_EVENTS), sa.schema.DropTable(STAGED_EVENTS))
         )
-        self.unstage_events = q(sa.text(f"DROP TABLE {STAGED_EVENTS.name}"))
         self.merge_delete_events = q(  # a whole log replayed: every other row of the tenant
             sa.text(
-                f"DELETE FROM events e WHERE e.tenant_id = :tenant_id AND NOT EXISTS "  # noqa: S608
-                f"(SELECT 1 FROM {STAGED_EVENTS.name} s WHERE {same_key} AND NOT {differs})"
+                f"DELETE FROM events AS e WHERE e.tenant_id = :tenant_id AND NOT EXISTS "  # noqa: S608
+                f"(SELECT 1 FROM {name} AS s WHERE {same_key} AND NOT {differs})"
             ),
             "tenant_id",
         )
         self.merge_replace_events = q(  # a tail replayed: the rows it made differently
             sa.text(
-                f"DELETE FROM events e USING {STAGED_EVENTS.name} s "  # noqa: S608
-                f"WHERE {same_key} AND {differs}"
+                f"DELETE FROM events AS e WHERE EXISTS "  # noqa: S608
+                f"(SELECT 1 FROM {name} AS s WHERE {same_key} AND {differs})"
             )
         )
         self.merge_insert_events = q(
             sa.text(
-                f"INSERT INTO events ({staged}) SELECT {staged} FROM {STAGED_EVENTS.name} s "  # noqa: S608
-                f"WHERE NOT EXISTS (SELECT 1 FROM events e WHERE {same_key})"
+                f"INSERT INTO events ({staged}) SELECT {staged} FROM {name} AS s "  # noqa: S608
+                f"WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE {same_key})"
             )
         )
         self.delete_read_models = [q(sa.delete(table)) for table in t.READ_MODELS]
@@ -382,8 +385,9 @@ class Statements:
         }
         for name, delete in self.delete_made.items():
             delete.name = f"delete_made_{name}"
-        # The read models a replay replaces as it writes them (PostgreSQL merges events).
-        self.replaced = ("receivers", "completions") if postgres else tuple(self.delete_made)
+        # The read models a replay after a position replaces as it writes them (not events:
+        # they are merged).
+        self.replaced = ("receivers", "completions")
         rp = t.replay_progress
         self.replay_mark = q(
             self._insert(rp)
@@ -393,14 +397,6 @@ class Statements:
             "tenant_id",
         )
         self.replay_done = q(sa.select(rp.c.tenant_id).where(rp.c.run == _p("run")), "run")
-        # SQLite: a table's indexes that have SQL of their own (not a key's or a UNIQUE's).
-        self.secondary_indexes = q(
-            sa.text(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                "AND tbl_name = :table AND sql IS NOT NULL ORDER BY name"
-            ),
-            "table",
-        )
         self.replay_forget = q(sa.delete(rp).where(rp.c.run == _p("run")), "run")
         self._writes: dict[tuple[int, ...], Query] = {}
 
@@ -465,11 +461,11 @@ class Statements:
         ):
             delete.name = f"delete_{table.name}"
             of_tenant.name = f"delete_tenant_{table.name}"
-        # What a replay of a tenant's whole log deletes first (PostgreSQL merges events).
+        # What a replay of a tenant's whole log deletes first (not events: they are merged).
         self.delete_tenant_replayed = [
             delete
             for delete in self.delete_tenant_read_models
-            if not (postgres and delete.name == "delete_tenant_events")
+            if delete.name != "delete_tenant_events"
         ]
 
     def _digest(self) -> list[Query]:

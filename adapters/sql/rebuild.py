@@ -13,29 +13,24 @@ Decoding (`decode`)
     by the same encoder from the same payload, so it is the text an append would write.)
     Entries at an older schema version are upcast as always (`REGISTRY.decode_json`).
 
-PostgreSQL: COPY, a pipeline and a merge (`Connection.copy`, `pipelined`)
+Events: staged and merged (`Statements.stage_events`, `store._merge_events`)
+    A tenant's events are written into a temporary table keyed like `events` (a log
+    holding an event id twice fails there, as it would in `events`) and merged at the end:
+    the tenant's rows that differ from the staged ones (after a whole log, also those that
+    have none) are deleted, the missing ones inserted. Deleting a tenant's events and
+    inserting them again kept four b-trees row by row (on PostgreSQL, also checking each
+    key against the deleted rows): about 12 us a row in the server, more than decoding
+    costs in the client. A replay mostly finds its rows as they were, and the merge leaves
+    those alone (about 4 us a row). A replay that must write every row (a read model
+    emptied) still keeps the indexes row by row, as an append does.
+
+PostgreSQL: COPY and a pipeline (`Connection.copy`, `pipelined`)
     `events` and `completions` rows (insert-only) go in with binary COPY rather than an
     INSERT of unnested arrays (a third of the client's work); `latest`, the checkpoint
     and the rare tables take the append's own statements. The log is read and decoded a
     batch ahead: while the server inserts one batch, the next is decoded, so the client's
-    work and the server's overlap instead of taking turns.
-    The events are COPied into a temporary table keyed like `events` (a log with an event
-    id twice fails there) and merged at the end: the tenant's rows that differ from the
-    staged ones (or, after a whole log, have none) are deleted and the missing ones
-    inserted. Deleting a tenant's events and inserting them again cost about 12 us a row
-    in the server, nearly all of it keeping four indexes (and checking the key against
-    the deleted rows); a replay usually finds its rows as they were, and the merge leaves
-    those alone (about 4 us a row).
-
-SQLite: the events' secondary indexes (`drop_indexes`, `create_indexes`)
-    Deleting and re-inserting a tenant's events maintains four b-trees row by row. When
-    the tenant holds most of the log, building the three secondary indexes once, after
-    the rows are in, costs less: they are dropped and re-created inside the rebuild's
-    transaction, from the very SQL text the database holds (so the schema after is the
-    schema before; a rollback or a crash restores them with everything else). SQLite's
-    readers keep reading their snapshot meanwhile, and its writers wait for the
-    database's one writer lock anyway. PostgreSQL never does this: DROP INDEX would lock
-    the table against every tenant's readers and writers until the commit.
+    work and the server's overlap instead of taking turns. (SQLite runs in the client's
+    thread: there is nothing to overlap.)
 """
 
 from __future__ import annotations
@@ -48,20 +43,10 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from adapters.sql.drivers import Connection
-from adapters.sql.queries import Query, Statements
 from core.domain.envelope import REGISTRY
 from core.domain.model import DomainEvent, Event, EventRecorded
 
-__all__ = [
-    "SHARE_TO_REBUILD_INDEXES",
-    "YIELD_EVERY",
-    "create_indexes",
-    "decode",
-    "drop_indexes",
-    "pipelined",
-    "rebuilds_indexes",
-]
+__all__ = ["YIELD_EVERY", "decode", "pipelined"]
 
 
 # --- decoding --------------------------------------------------------------------------------
@@ -168,47 +153,3 @@ async def _single_errors() -> AsyncIterator[None]:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
-
-
-# --- SQLite: secondary indexes built once ------------------------------------------------------
-
-SHARE_TO_REBUILD_INDEXES = 0.75
-"""A SQLite rebuild of a tenant that has at least this share of the log's entries (or of
-every tenant) builds the events' secondary indexes once at the end rather than row by row.
-Below it, building them over the other tenants' rows too costs more than it saves: with
-two tenants of equal size, about as much as keeping them (docs/explanation/performance.md)."""
-
-INDEXED = "events"
-"""The table whose secondary indexes a rebuild may build once (the other read models have
-one row per tenant, receiver, group or artifact, not per entry)."""
-
-
-def rebuilds_indexes(heads: dict[str, int], tenant_id: str | None) -> bool:
-    """Whether a whole rebuild of `tenant_id` (None: of every tenant) builds the indexes
-    once: `heads` are the tenants' log heads (their numbers of entries)."""
-    total = sum(heads.values())
-    if tenant_id is None or total == 0:
-        return total > 0
-    return heads.get(tenant_id, 0) >= SHARE_TO_REBUILD_INDEXES * total
-
-
-async def drop_indexes(conn: Connection, sql: Statements) -> list[Query]:
-    """Drop the secondary indexes of `INDEXED`, in the caller's transaction; return the
-    statements that create them again, as SQLite holds them (`sqlite_master.sql`)."""
-    found = await conn.fetch(sql.secondary_indexes, (INDEXED,))
-    creates = []
-    for name, create in found:
-        await conn.execute(_ddl(f'DROP INDEX "{name}"', "drop_index"), ())
-        creates.append(_ddl(create, "create_index"))
-    return creates
-
-
-async def create_indexes(conn: Connection, creates: Sequence[Query]) -> None:
-    for create in creates:
-        await conn.execute(create, ())
-
-
-def _ddl(text: str, name: str) -> Query:
-    query = Query(text, (), None)
-    query.name = name
-    return query

@@ -347,15 +347,9 @@ class SqlStore:
             return
         async with db.write() as raw:
             conn = self._watched(raw)
-            indexes: list[q.Query] = []
-            if not after:
-                heads = {row[0]: int(row[1]) for row in await conn.fetch(sql.heads, ())}
-                if rebuild.rebuilds_indexes(heads, tenant_id):
-                    indexes = await rebuild.drop_indexes(conn, sql)
             for delete, args in deletes:
                 await conn.execute(delete, args)
             yield _Rebuild(_Context(conn, sql, self._codec), tenant_id, after)
-            await rebuild.create_indexes(conn, indexes)
 
     async def replay_done(self, run: str) -> set[str]:
         async with self.read() as tx:
@@ -891,13 +885,12 @@ class _Rebuild:
 
     async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
         """The log's entries decoded for the one projection (`rebuild.decode`), the rows
-        written in bulk (`_write_bulk`); on PostgreSQL each batch is decoded while the one
-        before is written (`rebuild.pipelined`), and the events are staged and merged at
-        the end (`_merge_events`)."""
+        written in bulk (`_write_bulk`), the events staged and merged at the end
+        (`_merge_events`); on PostgreSQL each batch is decoded while the one before is
+        written (`rebuild.pipelined`)."""
         ctx, after = self._ctx, self._after
         conn, statement, postgres = ctx.conn, ctx.sql.read_log_events, ctx.sql.postgres
-        if postgres:
-            await conn.execute(ctx.sql.stage_events, ())
+        await conn.execute(ctx.sql.stage_events, ())
 
         async def fetch(position: int) -> Sequence[Row]:
             return await conn.fetch(statement, (tenant_id, position, batch))
@@ -922,8 +915,7 @@ class _Rebuild:
             fetch, build, write, after=after, batch=batch, overlap=postgres
         ):
             yield count
-        if postgres:
-            await _merge_events(ctx, tenant_id, whole=not after)
+        await _merge_events(ctx, tenant_id, whole=not after)
 
     async def mark_done(self, run: str, tenant_id: str) -> None:
         await self._ctx.conn.execute(self._ctx.sql.replay_mark, (run, tenant_id))
@@ -961,7 +953,7 @@ async def _write_bulk(ctx: _Context, rows: _Rows, checkpoint: int) -> None:
     (`Connection.copy`), then what remains as an append writes it."""
     conn, sql = ctx.conn, ctx.sql
     if rows.events:
-        await conn.copy(sql.copy_staged_events if sql.postgres else sql.copy_events, rows.events)
+        await conn.copy(sql.copy_staged_events, rows.events)
     if rows.completions:
         await conn.copy(sql.copy_completions, rows.completions)
     rows.events, rows.completions = [], []  # written: the append's writers do the rest
@@ -973,7 +965,7 @@ async def _write_bulk(ctx: _Context, rows: _Rows, checkpoint: int) -> None:
 
 
 async def _merge_events(ctx: _Context, tenant_id: str, *, whole: bool) -> None:
-    """PostgreSQL: the staged events replace the tenant's (all of them after a whole log,
+    """The staged events replace the tenant's (all of them after a whole log,
     those with a staged id after a tail); a row equal to its staged one stays as it is."""
     conn, sql = ctx.conn, ctx.sql
     if whole:

@@ -1,6 +1,6 @@
 """Replay's bulk path on the SQL stores: the rows it writes are the rows the appends wrote, to
-the byte; SQLite builds the events' indexes once for a tenant that holds most of the log
-(and the schema stays the migrations'); a replay that fails or stops midway changes nothing."""
+the byte; the staged events mend rows that differ from the log and leave no table behind;
+a replay that fails or stops midway changes nothing."""
 
 from __future__ import annotations
 
@@ -173,7 +173,8 @@ async def test_a_replay_writes_every_read_model_row_as_the_appends_wrote_it(
     seen = Statements(store)
     await services.replay.rebuild()
     assert await dump(url) == before
-    assert ("copy_replay_events" if store.postgres else "copy_events") in seen.names
+    assert "copy_replay_events" in seen.names
+    assert seen.names.count("stage_events") == seen.names.count("unstage_events") == 2
 
 
 async def run_sql(url: str, *statements: str) -> None:
@@ -230,72 +231,10 @@ async def test_a_replay_mends_event_rows_that_differ_from_the_log(
     ]
 
 
-@pytest.fixture
-async def sqlite_url(tmp_path: pathlib.Path) -> str:
-    found = f"sqlite:///{tmp_path / 'waypost.db'}"
-    await migrate(found)
-    return found
-
-
-@pytest.fixture
-async def sqlite_store(sqlite_url: str) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.connect(sqlite_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.mark.parametrize(
-    ("tenants", "built_once"),
-    [
-        ({"solo": 400}, True),
-        ({"big": 400, "small": 100}, True),  # "big" builds them once, "small" keeps them
-        ({"alpha": 250, "beta": 250}, False),
-    ],
-)
-async def test_a_sqlite_tenant_holding_most_of_the_log_builds_the_indexes_once(
-    sqlite_url: str, sqlite_store: SqlStore, tenants: dict[str, int], built_once: bool
-) -> None:
-    store = sqlite_store
-    services = services_on(store)
-    await fill(services, tenants)
-    schema, rows, digest = (
-        sqlite_schema(sqlite_url),
-        await dump(sqlite_url),
-        await services.replay.digest(),
-    )
-    seen = Statements(store)
-    done = await services.replay.rebuild()
-    assert done.tenants == len(tenants)
-    dropped = [name for name in seen.names if name == "drop_index"]
-    assert dropped == (["drop_index"] * 3 if built_once else [])
-    assert seen.names.count("create_index") == len(dropped)
-    assert sqlite_schema(sqlite_url) == schema  # the very SQL the migrations made
-    assert await schema_diffs(sqlite_url) == []
-    assert await dump(sqlite_url) == rows
-    assert await services.replay.digest() == digest
-
-
-@pytest.mark.postgres
-async def test_postgres_never_drops_an_index(fresh_database: str) -> None:
-    await migrate(fresh_database)
-    store = await SqlStore.connect(fresh_database)
-    try:
-        services = services_on(store)
-        await fill(services, {"solo": 300})
-        seen = Statements(store)
-        await services.replay.rebuild()
-    finally:
-        await store.close()
-    assert "copy_replay_events" in seen.names
-    assert not [name for name in seen.names if "index" in name]
-
-
 async def test_a_replay_stopped_midway_changes_nothing_and_resumes_to_one_runs_result(
     url: str, store: SqlStore
 ) -> None:
-    """Stopped inside a tenant (the SQLite one on its index path), then resumed."""
+    """Stopped inside a tenant (its events staged, not merged), then resumed."""
     services = services_on(store)
     await fill(services, {"solo": 2500})
     rows, digest = await dump(url), await services.replay.digest()

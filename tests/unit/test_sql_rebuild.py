@@ -1,5 +1,5 @@
 """Replay's bulk path without a database: the raw-payload decoding against the projection,
-the SQLite time text, the pipeline's order and errors, when indexes are built once."""
+the SQLite time text, the pipeline's order and errors."""
 
 from __future__ import annotations
 
@@ -96,26 +96,6 @@ def test_sqlite_times_are_the_text_of_the_utc_time_to_the_microsecond(value: dat
     expected = to_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
     assert _SqliteCodec.time(value) == expected
     assert _SqliteCodec.time(value.replace(microsecond=0)) == expected[:19] + ".000000"
-
-
-@pytest.mark.parametrize(
-    ("heads", "tenant_id", "expected"),
-    [
-        ({"a": 75, "b": 25}, "a", True),  # the share is at the threshold
-        ({"a": 74, "b": 26}, "a", False),
-        ({"a": 50, "b": 50}, "a", False),  # two equal tenants: keep the indexes
-        ({"a": 10}, "a", True),
-        ({"a": 10}, "new", False),  # a tenant with no log
-        ({}, "a", False),
-        ({"a": 1, "b": 1}, None, True),  # every tenant at once
-        ({}, None, False),
-    ],
-)
-def test_a_rebuild_builds_the_indexes_once_when_its_tenant_holds_most_of_the_log(
-    heads: dict[str, int], tenant_id: str | None, expected: bool
-) -> None:
-    assert rebuild.SHARE_TO_REBUILD_INDEXES == 0.75
-    assert rebuild.rebuilds_indexes(heads, tenant_id) is expected
 
 
 class Log:
