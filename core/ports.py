@@ -24,6 +24,7 @@ import msgspec
 
 from core.domain.audit import AuditRecord
 from core.domain.envelope import Envelope
+from core.domain.idempotency import Record
 from core.domain.identity import (
     ApiKey,
     Claims,
@@ -42,9 +43,23 @@ from core.domain.model import (
     Receiver,
     Tenant,
 )
+from core.domain.ratelimit import Rate
 from core.domain.refusals import Refusal
 from core.domain.rotation import SecretVersion
 from core.domain.schemas import CompiledSchema
+
+
+class Unavailable(Exception):
+    """A port's service cannot serve now: a database that is down or unreachable, a lock
+    another process held too long. Nothing was written; the same request may succeed a
+    moment later. Every port may raise it; `cause` says why, for the operator's log (never
+    for the caller)."""
+
+    def __init__(self, what: str, cause: str) -> None:
+        super().__init__(f"{what} is unavailable: {cause}")
+        self.what = what
+        self.cause = cause
+
 
 Order = Literal["asc", "desc"]
 DEFAULT_PAGE_SIZE = 50
@@ -183,6 +198,29 @@ class LogReads(Protocol):
         ...
 
 
+class IdempotencyReads(Protocol):
+    """Idempotency-Key records (`core.domain.idempotency`), by key space and key."""
+
+    async def get(self, scope: str, key: str) -> Record | None:
+        """The record of that key, expired or not (None: there is none)."""
+        ...
+
+
+class IdempotencyWrites(IdempotencyReads, Protocol):
+    """The records of a write transaction: stored with its writes, or not at all."""
+
+    def add(self, record: Record) -> None:
+        """Store `record` in this transaction: with the next `append` (the same statement
+        where the backend can), or before the commit. Any number of records, of any key
+        space, may join one transaction (a group commit's requests). When a record of the
+        same key was committed first, the write raises `KeyInUse` and nothing is stored."""
+        ...
+
+    async def remove(self, scope: str, key: str) -> None:
+        """Delete the record of that key (an expired one about to be replaced)."""
+        ...
+
+
 class ReadTx(Protocol):
     """One consistent snapshot of the store."""
 
@@ -200,6 +238,8 @@ class ReadTx(Protocol):
     def completions(self) -> CompletionReads: ...
     @property
     def log(self) -> LogReads: ...
+    @property
+    def idempotency(self) -> IdempotencyReads: ...
 
     async def tenant_ids(self) -> list[str]: ...
 
@@ -213,6 +253,8 @@ class WriteTx(ReadTx, Protocol):
 
     @property
     def tenant_id(self) -> str: ...
+    @property
+    def idempotency(self) -> IdempotencyWrites: ...
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         """Append to the tenant's log and apply the inline read models; positions in order.
@@ -250,6 +292,11 @@ class Store(Protocol):
 
     async def replay_finished(self, run: str) -> None:
         """Forget a run's progress: it is over."""
+        ...
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` Idempotency-Key records made at or before `before`, in one
+        short transaction; how many were deleted. Nothing else is ever evicted."""
         ...
 
     async def close(self) -> None: ...
@@ -304,8 +351,10 @@ class IdSource(Protocol):
 
 
 class UserStore(Protocol):
-    async def add(self, user: User) -> None:
-        """Raises `Conflict` when the username is taken in the user's tenant."""
+    async def add(self, user: User, record: Record | None = None) -> None:
+        """Raises `Conflict` when the username is taken in the user's tenant. With `record`,
+        the Idempotency-Key record is stored in the same transaction (an expired one of the
+        same key is replaced; a live one: `KeyInUse`, and nothing is stored)."""
         ...
 
     async def get(self, tenant_id: str | None, user_id: str) -> User | None: ...
@@ -323,11 +372,17 @@ class UserStore(Protocol):
 
 
 class ApiKeyStore(Protocol):
-    async def add(self, key: ApiKey) -> None:
-        """Raises `Conflict` when the prefix is taken (the caller makes another key)."""
+    async def add(self, key: ApiKey, record: Record | None = None) -> None:
+        """Raises `Conflict` when the prefix is taken (the caller makes another key). With
+        `record`, as `UserStore.add` (a live record of the key: `KeyInUse`)."""
         ...
 
     async def get(self, tenant_id: str | None, key_id: str) -> ApiKey | None: ...
+
+    async def find(self, key_id: str) -> ApiKey | None:
+        """The key with that id in whichever scope (the operator's command line)."""
+        ...
+
     async def by_prefix(self, prefix: str) -> ApiKey | None: ...
     async def update(self, key: ApiKey) -> None: ...
     async def list(self, tenant_id: str | None, page: PageRequest) -> list[ApiKey]: ...
@@ -552,6 +607,21 @@ class MessageSink(Protocol):
     async def publish(self, tenant_slug: str, messages: Sequence[Positioned]) -> None:
         """Add `messages` (in position order) after the sink's last position."""
         ...
+
+
+class SharedRateLimiter(Protocol):
+    """Rate limits kept where every server process sees them (Redis), on that store's clock.
+
+    `take` is atomic: of any number of processes asking at once, no more are admitted
+    than the rate allows. It raises on any failure (unreachable, slow, refused): the
+    caller then decides on its own (`core.usecases.ratelimits`)."""
+
+    async def take(self, bucket: str, rate: Rate) -> float:
+        """Admit one request of `bucket` at `rate`: 0.0, or (refused) the seconds until
+        one would be admitted."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 # --- outgoing webhooks (adapters.webhooks) -----------------------------------------------------
