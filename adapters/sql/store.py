@@ -1066,9 +1066,9 @@ async def _write_bulk(ctx: _Context, rows: _Rows, checkpoint: int) -> None:
         await conn.copy(sql.copy_completions, rows.completions)
     rows.events, rows.completions = [], []  # written: the append's writers do the rest
     if ctx.sql.postgres:
-        await _write_postgres(ctx, rows, checkpoint, None)
+        await _write_postgres(ctx, rows, checkpoint, None, [])
     else:
-        await _write_sqlite(ctx, rows, checkpoint, None)
+        await _write_sqlite(ctx, rows, checkpoint, None, [])
     await rows.write_rare(ctx)
 
 
