@@ -380,17 +380,10 @@ class Statements:
                 "tenant_id",
                 "ids",
             )
-            for name, table in (
-                ("events", t.events),
-                ("receivers", t.receivers),
-                ("completions", t.completions),
-            )
-        }
+            for name, table in (("receivers", t.receivers), ("completions", t.completions))
+        }  # not events: a replay merges them (`merge_replace_events`)
         for name, delete in self.delete_made.items():
             delete.name = f"delete_made_{name}"
-        # The read models a replay after a position replaces as it writes them (not events:
-        # they are merged).
-        self.replaced = ("receivers", "completions")
         rp = t.replay_progress
         self.replay_mark = q(
             self._insert(rp)

@@ -1046,19 +1046,18 @@ class _Rebuild:
 
 
 async def _delete_made(ctx: _Context, tenant_id: str, rows: _Rows) -> None:
-    """Delete the rows of the insert-only read models (events, receivers, completions) that
-    these rows replace; the other read models are overwritten when they are written."""
-    made_by = {"events": rows.events, "receivers": rows.receivers, "completions": rows.completions}
-    for name in ctx.sql.replaced:
-        made = made_by[name]
+    """Delete the rows of the insert-only receivers and completions that these rows replace;
+    the events are merged (`_merge_events`), the other read models overwritten."""
+    made_by = {"receivers": rows.receivers, "completions": rows.completions}
+    for name, made in made_by.items():
         if made:  # each row's id is its second column
             ids = ctx.codec.ids([row[1] for row in made])
             await ctx.conn.execute(ctx.sql.delete_made[name], (tenant_id, ids))
 
 
 async def _write_bulk(ctx: _Context, rows: _Rows, checkpoint: int) -> None:
-    """Replay's write of a batch's rows: the insert-only events and completions in bulk
-    (`Connection.copy`), then what remains as an append writes it."""
+    """Replay's write of a batch's rows: the events into their stage and the insert-only
+    completions in bulk (`Connection.copy`), then what remains as an append writes it."""
     conn, sql = ctx.conn, ctx.sql
     if rows.events:
         await conn.copy(sql.copy_staged_events, rows.events)
