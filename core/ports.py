@@ -283,7 +283,9 @@ class Store(Protocol):
         them, in one transaction that commits at the block's end. It holds the writer lock
         of every tenant it rebuilds (their writers wait); readers go on reading the old
         read models until it commits. With `after` (and `tenant_id`), only what the log
-        entries after that position made is replaced: `replay` applies those again."""
+        entries after that position made is replaced: `replay` applies those again. (What
+        is observable is the end state: a store may leave in place the rows that the replay
+        makes as they already are.)"""
         ...
 
     async def replay_done(self, run: str) -> set[str]:

@@ -465,10 +465,13 @@ class Statements:
             delete.name = f"delete_{table.name}"
             of_tenant.name = f"delete_tenant_{table.name}"
         # What a replay of a tenant's whole log deletes first (not events: they are merged).
+        (self.delete_tenant_events,) = (
+            delete for delete in self.delete_tenant_read_models if delete.name.endswith("_events")
+        )
         self.delete_tenant_replayed = [
             delete
             for delete in self.delete_tenant_read_models
-            if delete.name != "delete_tenant_events"
+            if delete is not self.delete_tenant_events
         ]
 
     def _idempotency(self) -> tuple[Query, Query, Query, Query]:

@@ -985,6 +985,9 @@ class _Rebuild:
         self._ctx = ctx
         self._tenant_id = tenant_id
         self._after = after
+        # A tenant's rebuild keeps its events for `replay` to merge (`delete_tenant_replayed`);
+        # `apply` inserts them, so it empties them first.
+        self._events_kept = tenant_id is not None and not after
 
     async def tenant_ids(self) -> list[str]:
         if self._tenant_id is not None:
@@ -1040,6 +1043,10 @@ class _Rebuild:
             after = entries[-1].position
 
     async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None:
+        ctx = self._ctx
+        if self._events_kept:
+            await ctx.conn.execute(ctx.sql.delete_tenant_events, (tenant_id,))
+            self._events_kept = False
         await project(
             self._ctx, tenant_id, [(e.position, REGISTRY.decode_envelope(e)) for e in envelopes]
         )

@@ -500,6 +500,18 @@ async def test_replay_in_batches_of_any_size_after_any_position_gives_the_same_d
         assert await services.replay.digest() == before, (batch, after)
 
 
+async def test_one_tenant_rebuilt_from_its_envelopes_gives_the_same_digest(
+    services: Services,
+) -> None:
+    """The port's other way in (`log`, then `apply`), for one tenant with events."""
+    alpha, *_ = await _three_tenants(services)
+    before = await services.replay.digest()
+    async with services.deps.store.rebuild(alpha.tenant_id) as target:
+        async for envelopes in target.log(alpha.tenant_id, 4):
+            await target.apply(alpha.tenant_id, envelopes)
+    assert await services.replay.digest() == before
+
+
 async def test_replaying_one_tenant_leaves_the_others_alone(services: Services) -> None:
     alpha, beta, _ = await _three_tenants(services)
     before = await services.replay.digest()
