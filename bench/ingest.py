@@ -47,6 +47,7 @@ import msgspec
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.sql.migrations import migrate
 from adapters.sql.store import SqlStore
@@ -419,7 +420,9 @@ Hand = HandSqlite | HandPostgres
 async def services_on(url: str) -> tuple[Services, SqlStore]:
     await migrate(url)
     store = await SqlStore.connect(url)
-    return Services(Deps(store, SystemClock(), UlidSource(), ReceiverLru())), store
+    return Services(
+        Deps(store, SystemClock(), UlidSource(), ReceiverLru(), combiner=Lanes())
+    ), store
 
 
 async def gated_receiver(services: Services, actor: Actor) -> str:

@@ -29,6 +29,11 @@ class SettingsError(Exception):
 class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: `memory://`, a SQLite path or URL (`sqlite:///./waypost.db`), or a PostgreSQL URL.
     url: str = "sqlite:///./waypost.db"
+    #: Group commit: events of one tenant recorded while one of its transactions runs
+    #: share the next, up to this many requests (1: every request commits alone) ...
+    group_commit_max_writes: int = 64
+    #: ... and this many events (a larger batch still commits, alone).
+    group_commit_max_events: int = 1000
 
 
 class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -161,6 +166,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "database.url must be memory://, a sqlite:/// URL or a postgresql:// URL, "
                 f"not {self.database.url!r}"
             )
+        if not 1 <= self.database.group_commit_max_writes <= 10_000:
+            raise SettingsError("database.group_commit_max_writes must be 1..10000")
+        if not 1 <= self.database.group_commit_max_events <= 100_000:
+            raise SettingsError("database.group_commit_max_events must be 1..100000")
         self._check_tls()
         self._check_security()
         self._check_secrets()

@@ -324,6 +324,7 @@ async def project(
     tenant_id: str,
     applied: Sequence[tuple[int, DomainEvent]],
     log: tuple[list[tuple[Any, ...]], int] | None = None,
+    payloads: dict[str, str] | None = None,
 ) -> None:
     """Apply domain events (with their log positions, in log order) to the read models.
 
@@ -337,7 +338,7 @@ async def project(
     """
     if not applied:
         return
-    rows = _Rows(tenant_id, ctx.codec)
+    rows = _Rows(tenant_id, ctx.codec, payloads or {})
     for _, event in applied:
         rows.add(event)
     checkpoint = applied[-1][0]
@@ -404,15 +405,17 @@ class _Rows:
         "events",
         "groups",
         "latest",
+        "payloads",
         "receivers",
         "tenant_id",
         "tenants",
         "time",
     )
 
-    def __init__(self, tenant_id: str, codec: Codec) -> None:
+    def __init__(self, tenant_id: str, codec: Codec, payloads: dict[str, str]) -> None:
         self.tenant_id = tenant_id
         self.time = codec.time
+        self.payloads = payloads  # payloads the append encoded already, by event id
         self.tenants: dict[str, tuple[Any, ...]] = {}
         self.receivers: list[tuple[Any, ...]] = []
         self.events: list[tuple[Any, ...]] = []
@@ -424,10 +427,11 @@ class _Rows:
         time = self.time
         match event:
             case EventRecorded(event=e):
+                payload = self.payloads.get(e.id)
                 self.events.append(
                     (e.tenant_id, e.id, e.name, e.version, e.release, e.platform_id, e.package,
-                     e.description, _json(e.payload), e.success, e.event_receiver_id,
-                     time(e.created_at))
+                     e.description, _json(e.payload) if payload is None else payload, e.success,
+                     e.event_receiver_id, time(e.created_at))
                 )  # fmt: skip
                 key = (e.event_receiver_id, e.name, e.version, e.release, e.platform_id, e.package)
                 self.latest[key] = (self.tenant_id, *key, e.id)
@@ -645,7 +649,13 @@ class _WriteTx(_ReadTx):
         self.tenant_id = ctx.tenant_id
         self.appended = 0
 
-    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
+    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[int]:
+        return await self.append_many([(entries, meta)])
+
+    async def append_many(
+        self, parts: Sequence[tuple[Sequence[NewEntry], AppendMeta]]
+    ) -> list[int]:
+        entries = [entry for part, _ in parts for entry in part]
         if not entries:
             return []
         ctx, tenant_id = self._ctx, self.tenant_id
@@ -659,51 +669,41 @@ class _WriteTx(_ReadTx):
         if to_read:
             stored = await _stream_versions(ctx, tenant_id, to_read)
             known.update({stream: stored.get(stream, 0) for stream in to_read})
-        position = ctx.head if ctx.head is not None else await ctx.read_head()
+        head = ctx.head if ctx.head is not None else await ctx.read_head()
+        position = head
         time = ctx.codec.time
         versions: dict[str, int] = {}  # the streams' versions after this append
         unverified: list[str] = []  # streams taken as new: the unique index checks them
-        made: list[Envelope] = []
         rows: list[tuple[Any, ...]] = []
-        correlation_id, causation_id, actor = meta.correlation_id, meta.causation_id, meta.actor
-        for stream, entry in zip(streams, entries, strict=True):
-            if stream in versions:
-                current = versions[stream]
-            elif stream in known:
-                current = known[stream]
-            else:
-                current = 0
-                unverified.append(stream)
-            if entry.expected_version != current:
-                raise StreamVersionConflict(
-                    f"Stream {stream} is at version {current}, not {entry.expected_version}."
-                )
-            versions[stream] = current + 1
-            position += 1
-            type_name, schema_version, data = REGISTRY.encode(entry.event)
-            made.append(
-                Envelope(
-                    id=entry.id,
-                    type=type_name,
-                    schema_version=schema_version,
-                    tenant_id=tenant_id,
-                    stream=stream,
-                    stream_version=current + 1,
-                    position=position,
-                    correlation_id=correlation_id,
-                    causation_id=causation_id,
-                    actor=actor,
-                    occurred_at=entry.occurred_at,
-                    data=data,
-                )
-            )
-            rows.append(
-                (tenant_id, position, entry.id, stream, current + 1, type_name, schema_version,
-                 correlation_id, causation_id, actor, time(entry.occurred_at), _json(data))
-            )  # fmt: skip
-        applied = [(e.position, entry.event) for e, entry in zip(made, entries, strict=True)]
+        applied: list[tuple[int, DomainEvent]] = []
+        payloads: dict[str, str] = {}  # a recorded event's payload, as JSON: encoded once
+        streams_left = iter(streams)
+        for part, meta in parts:
+            correlation_id, causation_id, actor = meta.correlation_id, meta.causation_id, meta.actor
+            for entry in part:
+                stream = next(streams_left)
+                if stream in versions:
+                    current = versions[stream]
+                elif stream in known:
+                    current = known[stream]
+                else:
+                    current = 0
+                    unverified.append(stream)
+                if entry.expected_version != current:
+                    raise StreamVersionConflict(
+                        f"Stream {stream} is at version {current}, not {entry.expected_version}."
+                    )
+                versions[stream] = current + 1
+                position += 1
+                type_name, schema_version, data = _encode_entry(entry.event, payloads)
+                rows.append(
+                    (tenant_id, position, entry.id, stream, current + 1, type_name,
+                     schema_version, correlation_id, causation_id, actor,
+                     time(entry.occurred_at), data)
+                )  # fmt: skip
+                applied.append((position, entry.event))
         try:
-            await project(ctx, tenant_id, applied, (rows, position))
+            await project(ctx, tenant_id, applied, (rows, position), payloads)
         except BaseException as exc:
             ctx.conn.failed = True  # whatever the block does next, it ends with ROLLBACK
             refusal = _refusal(exc, entries, unverified)
@@ -712,8 +712,21 @@ class _WriteTx(_ReadTx):
             raise refusal from exc
         ctx.head = position
         known.update(versions)
-        self.appended += len(made)
-        return made
+        self.appended += len(rows)
+        return list(range(head + 1, position + 1))
+
+
+def _encode_entry(event: DomainEvent, payloads: dict[str, str]) -> tuple[str, int, str]:
+    """The log's (type, schema version, data as JSON) of an entry, encoded in one pass. A
+    recorded event's payload is encoded first, kept in `payloads` for the events row,
+    and copied into the log's JSON as it is (`msgspec.Raw`): once per payload."""
+    if isinstance(event, EventRecorded):
+        recorded = event.event
+        payload = _encode(recorded.payload)
+        payloads[recorded.id] = payload.decode()
+        event = EventRecorded(event=msgspec.structs.replace(recorded, payload=msgspec.Raw(payload)))
+    type_name, schema_version, data = REGISTRY.encode_json(event)
+    return type_name, schema_version, data.decode()
 
 
 async def _stream_versions(

@@ -9,7 +9,7 @@ import msgspec
 from core.domain.errors import NotFound
 from core.domain.model import DomainEvent, Receiver, stream_of
 from core.domain.schemas import CompiledSchema, compile_schema
-from core.ports import AppendMeta, Clock, IdSource, NewEntry, ReceiverCache, Store
+from core.ports import AppendMeta, Clock, Combiner, IdSource, NewEntry, ReceiverCache, Store
 
 
 class Actor(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,11 +26,21 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
 class Deps:
     """The ports a use case talks to, injected by the composition root."""
 
-    def __init__(self, store: Store, clock: Clock, ids: IdSource, receivers: ReceiverCache) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        ids: IdSource,
+        receivers: ReceiverCache,
+        *,
+        combiner: Combiner,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.ids = ids
         self.receivers = receivers
+        #: Group commit's queue: recordings of one tenant share transactions.
+        self.combiner = combiner
 
     async def receivers_by_id(
         self, tenant_id: str, receiver_ids: Collection[str]

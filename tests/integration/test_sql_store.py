@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.store import MemoryStore
 from adapters.sql.engine import UnsupportedDatabase, normalize_url
@@ -141,7 +142,7 @@ def record(receiver_id: str, success: bool = True) -> RecordEvent:
 
 async def history(store: Store) -> Services:
     """The same story on any store: tenants, receivers, groups that fire, change and go."""
-    services = Services(Deps(store, Clock(), Ids(), ReceiverLru()))
+    services = Services(Deps(store, Clock(), Ids(), ReceiverLru(), combiner=Lanes()))
     root = AppendMeta(actor="root")
     who = []
     for slug in ("acme", "other"):

@@ -1,0 +1,139 @@
+"""Group commit's queue (the `Combiner` port) on anyio: a lane per tenant.
+
+The rules are `core.domain.groupcommit`'s: this module only keeps each tenant's lane
+(its state and its waiting writes) and wakes tasks. A write that finds its lane idle
+runs at once in its own task. One that finds it busy waits; when the group in flight
+ends, its runner hands the lane to the oldest waiting write, whose task then runs the
+next group (`take`) for all its members and answers each of them. Idle lanes are
+forgotten, so memory holds only the tenants writing right now.
+
+Cancellation: a waiting write that is cancelled leaves the queue. A group of several
+writes runs shielded: the request whose task runs it may go away (a client that
+disconnects), the others still get their answers; the runner's cancellation arrives
+after the group ended. A write alone is not shielded, as before group commit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import anyio
+
+from core.domain.groupcommit import Action, GroupPolicy, LaneEvent, LaneState, step, take
+
+__all__ = ["Lanes"]
+
+W = TypeVar("W")
+R = TypeVar("R")
+
+Run = Callable[[Sequence[W]], Awaitable[Sequence[R | Exception]]]
+
+
+class _Waiter(Generic[W, R]):
+    """One submitted write, until it has its answer."""
+
+    __slots__ = ("answered", "group", "outcome", "size", "woken", "write")
+
+    def __init__(self, write: W, size: int) -> None:
+        self.write = write
+        self.size = size
+        self.woken: anyio.Event | None = None  # made when it has to wait
+        self.group: list[_Waiter[W, R]] | None = None  # set when it is to run the next group
+        self.outcome: R | BaseException | None = None
+        self.answered = False
+
+    def answer(self, outcome: R | BaseException) -> None:
+        self.outcome, self.answered = outcome, True
+        if self.woken is not None:
+            self.woken.set()
+
+    def result(self) -> R:
+        outcome = self.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome  # type: ignore[return-value]  # answered: an R
+
+
+class _Lane(Generic[W, R]):
+    __slots__ = ("state", "waiting")
+
+    def __init__(self) -> None:
+        self.state = LaneState.IDLE
+        self.waiting: deque[_Waiter[W, R]] = deque()
+
+
+class Lanes:
+    """The `Combiner` port: a lane per key, groups as `policy` allows."""
+
+    def __init__(self, policy: GroupPolicy | None = None) -> None:
+        self.policy = policy if policy is not None else GroupPolicy()
+        self._lanes: dict[str, _Lane[Any, Any]] = {}
+
+    async def submit(self, key: str, write: W, size: int, run: Run[W, R]) -> R:
+        lane: _Lane[W, R] | None = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        me: _Waiter[W, R] = _Waiter(write, size)
+        lane.state, action = step(lane.state, LaneEvent.ARRIVE, bool(lane.waiting))
+        if action is Action.RUN_ALONE:
+            await self._run(key, lane, [me], run)
+            return me.result()
+        me.woken = anyio.Event()
+        lane.waiting.append(me)
+        try:
+            await me.woken.wait()
+        except BaseException:
+            if me.group is not None and not me.answered:
+                # Handed the lane, then cancelled before running: run the group anyway,
+                # its other members are waiting for it.
+                with anyio.CancelScope(shield=True):
+                    await self._run(key, lane, me.group, run)
+            elif not me.answered and me in lane.waiting:
+                lane.waiting.remove(me)
+            raise
+        if me.group is not None and not me.answered:
+            await self._run(key, lane, me.group, run)
+        return me.result()
+
+    async def _run(
+        self, key: str, lane: _Lane[W, R], group: list[_Waiter[W, R]], run: Run[W, R]
+    ) -> None:
+        """Run a group, answer each of its writes, and hand the lane on (or let it rest)."""
+        try:
+            writes = [w.write for w in group]
+            if len(group) == 1:
+                outcomes = await run(writes)
+            else:
+                with anyio.CancelScope(shield=True):
+                    outcomes = await run(writes)
+            if len(outcomes) != len(group):
+                raise RuntimeError(f"a group of {len(group)} writes got {len(outcomes)} answers")
+        except BaseException as exc:
+            for waiter in group:  # nobody may wait forever for an answer
+                waiter.answer(exc)
+            raise
+        finally:
+            self._finish(key, lane)
+        for waiter, outcome in zip(group, outcomes, strict=True):
+            waiter.answer(outcome)
+
+    def _finish(self, key: str, lane: _Lane[W, R]) -> None:
+        lane.state, action = step(lane.state, LaneEvent.FINISH, bool(lane.waiting))
+        if action is Action.REST:
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+            return
+        waiting = lane.waiting
+        sizes = [w.size for w in itertools.islice(waiting, self.policy.max_writes)]
+        group = [waiting.popleft() for _ in range(take(sizes, self.policy))]
+        leader = group[0]
+        leader.group = group
+        assert leader.woken is not None
+        leader.woken.set()
+
+    def __len__(self) -> int:
+        """Lanes in use (tenants with a write in flight)."""
+        return len(self._lanes)
