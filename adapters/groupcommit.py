@@ -2,9 +2,10 @@
 
 The rules are `core.domain.groupcommit`'s: this module only keeps each tenant's lane
 (its state and its waiting writes) and wakes tasks. A write that finds its lane idle
-runs at once in its own task. One that finds it busy waits; when the group in flight
-ends, its runner hands the lane to the oldest waiting write, whose task then runs the
-next group (`take`) for all its members and answers each of them. Idle lanes are
+yields to the event loop once, then runs the first group (itself and whatever arrived
+meanwhile) in its own task. One that finds it gathering or busy waits; when the group in
+flight ends, its runner hands the lane to the oldest waiting write, whose task then runs
+the next group (`take`) for all its members and answers each of them. Idle lanes are
 forgotten, so memory holds only the tenants writing right now.
 
 Cancellation: a waiting write that is cancelled leaves the queue. A group of several
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from core.domain.groupcommit import Action, GroupPolicy, LaneEvent, LaneState, step, take
 
@@ -78,11 +80,20 @@ class Lanes:
             lane = self._lanes[key] = _Lane()
         me: _Waiter[W, R] = _Waiter(write, size)
         lane.state, action = step(lane.state, LaneEvent.ARRIVE, bool(lane.waiting))
-        if action is Action.RUN_ALONE:
-            await self._run(key, lane, [me], run)
+        lane.waiting.append(me)
+        if action is Action.GATHER:
+            # One turn of the loop, for the requests received already; then this write runs
+            # the first group, itself in it (it is the oldest).
+            try:
+                await anyio.lowlevel.checkpoint()
+            except BaseException:  # cancelled meanwhile: the others must not be stranded
+                lane.waiting.remove(me)
+                self._hand_on(key, lane, LaneEvent.GATHERED)
+                raise
+            lane.state, action = step(lane.state, LaneEvent.GATHERED, True)
+            await self._run(key, lane, self._next_group(lane), run)
             return me.result()
         me.woken = anyio.Event()
-        lane.waiting.append(me)
         try:
             await me.woken.wait()
         except BaseException:
@@ -116,23 +127,28 @@ class Lanes:
                 waiter.answer(exc)
             raise
         finally:
-            self._finish(key, lane)
+            self._hand_on(key, lane, LaneEvent.FINISH)
         for waiter, outcome in zip(group, outcomes, strict=True):
             waiter.answer(outcome)
 
-    def _finish(self, key: str, lane: _Lane[W, R]) -> None:
-        lane.state, action = step(lane.state, LaneEvent.FINISH, bool(lane.waiting))
+    def _hand_on(self, key: str, lane: _Lane[W, R], event: LaneEvent) -> None:
+        """The group in flight ended (or the gathering write went away): hand the lane to
+        the oldest waiting write, whose task runs the next group, or let it rest."""
+        lane.state, action = step(lane.state, event, bool(lane.waiting))
         if action is Action.REST:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
             return
-        waiting = lane.waiting
-        sizes = [w.size for w in itertools.islice(waiting, self.policy.max_writes)]
-        group = [waiting.popleft() for _ in range(take(sizes, self.policy))]
+        group = self._next_group(lane)
         leader = group[0]
         leader.group = group
         assert leader.woken is not None
         leader.woken.set()
+
+    def _next_group(self, lane: _Lane[W, R]) -> list[_Waiter[W, R]]:
+        waiting = lane.waiting
+        sizes = [w.size for w in itertools.islice(waiting, self.policy.max_writes)]
+        return [waiting.popleft() for _ in range(take(sizes, self.policy))]
 
     def __len__(self) -> int:
         """Lanes in use (tenants with a write in flight)."""

@@ -3,14 +3,18 @@
 A tenant's writes are serialized by its writer lock (core/ports.py), so while one
 transaction holds it the others only wait; each then pays its own BEGIN, lock,
 statements and COMMIT. Group commit lets the writes that arrive meanwhile share the
-next transaction instead. Each tenant has a *lane*, idle or busy:
+next transaction instead. Each tenant has a *lane*: idle, gathering or busy.
 
-1. A write that arrives at an idle lane commits at once, alone: a lone request waits
-   for nothing (no timer, no batching window).
-2. A write that arrives while the lane is busy waits, in arrival order.
-3. When the transaction in flight ends, the waiting writes form the next group,
-   oldest first: as many as fit in `max_writes` requests and `max_events` events
-   (`take`). The oldest always goes, whatever its size, so nothing starves.
+1. A write that arrives at an idle lane gathers: it lets the event loop run once, so
+   that requests it has received already reach the lane too, then commits with them.
+   No timer, no batching window: a lone request waits one turn of the loop, a few
+   microseconds. (A write whose transaction never yields to the loop, SQLite's, could
+   never be joined otherwise: nothing else runs while it commits.)
+2. A write that arrives while the lane gathers or is busy waits, in arrival order.
+3. When the gathering ends, or the transaction in flight ends, the waiting writes form
+   the next group, oldest first: as many as fit in `max_writes` requests and
+   `max_events` events (`take`). The oldest always goes, whatever its size, so nothing
+   starves.
 4. A group is judged as if its writes were recorded one after another, in that
    order (`decide_record` judges events in order), and each write gets its own answer.
 5. When a group of several writes fails, what happens depends on where (`recover`):
@@ -53,27 +57,34 @@ DEFAULT_MAX_WRITES = 64
 
 class LaneState(StrEnum):
     IDLE = "idle"  # no transaction of the tenant in flight (from this process)
-    BUSY = "busy"  # one is; arrivals wait
+    GATHERING = "gathering"  # a write arrived at an idle lane: one turn of the loop
+    BUSY = "busy"  # a group's transaction is in flight; arrivals wait
 
 
 class LaneEvent(StrEnum):
     ARRIVE = "arrive"  # a validated write wants to commit
+    GATHERED = "gathered"  # the gathering write had its turn of the loop
     FINISH = "finish"  # the transaction in flight ended (committed or not)
 
 
 class Action(StrEnum):
-    RUN_ALONE = "run_alone"  # the arriving write runs now, alone
+    GATHER = "gather"  # the arriving write joins the queue and yields once, then runs it
     WAIT = "wait"  # the arriving write joins the queue
     RUN_NEXT = "run_next"  # the next group (`take`) runs now
     REST = "rest"  # nothing waits: the lane goes idle
 
 
 #: (state, event, whether writes are waiting when it happens) -> (state after, action).
-#: A pair missing here cannot happen (an idle lane has no queue).
+#: A triple missing here cannot happen (an idle lane has no queue; a gathering one holds
+#: at least the gathering write).
 TRANSITIONS: Mapping[tuple[LaneState, LaneEvent, bool], tuple[LaneState, Action]] = (
     MappingProxyType(
         {
-            (LaneState.IDLE, LaneEvent.ARRIVE, False): (LaneState.BUSY, Action.RUN_ALONE),
+            (LaneState.IDLE, LaneEvent.ARRIVE, False): (LaneState.GATHERING, Action.GATHER),
+            (LaneState.GATHERING, LaneEvent.ARRIVE, True): (LaneState.GATHERING, Action.WAIT),
+            (LaneState.GATHERING, LaneEvent.GATHERED, True): (LaneState.BUSY, Action.RUN_NEXT),
+            # the gathering write was cancelled before it ran, and nothing else waits
+            (LaneState.GATHERING, LaneEvent.GATHERED, False): (LaneState.IDLE, Action.REST),
             (LaneState.BUSY, LaneEvent.ARRIVE, False): (LaneState.BUSY, Action.WAIT),
             (LaneState.BUSY, LaneEvent.ARRIVE, True): (LaneState.BUSY, Action.WAIT),
             (LaneState.BUSY, LaneEvent.FINISH, False): (LaneState.IDLE, Action.REST),
