@@ -76,6 +76,10 @@ class Connection(Protocol):
     async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None: ...
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]: ...
 
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows (values in `columns`' order) in bulk: COPY on PostgreSQL."""
+        ...
+
 
 # --- SQLite --------------------------------------------------------------------------------
 
@@ -130,6 +134,12 @@ class SqliteConnection:
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]:
         assert page.query is not None
         return self._raw.execute(page.query.sql, page.query.bind_named(values)).fetchall()
+
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        # SQLite has no COPY: executemany is its bulk insert. Names come from tables.py.
+        marks = ", ".join("?" * len(columns))
+        insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+        self._raw.executemany(insert, rows)
 
 
 class SqliteDatabase:
@@ -270,6 +280,10 @@ class PgConnection:
 
     async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None:
         await self.raw.executemany(query.sql, query.bind_many(rows))
+
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """COPY ... FROM STDIN in the binary format (asyncpg encodes the rows in C)."""
+        await self.raw.copy_records_to_table(table, records=rows, columns=list(columns))
 
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]:
         """Through the engine, on this connection and in its transaction (the engine is

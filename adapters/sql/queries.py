@@ -736,14 +736,16 @@ PG_PARTS = (
 """The tables of the one-statement append, in the order of its arguments. `log` and
 `latest` take the tenant from `:tenant_id`; the others carry it per row."""
 
-NONE, ONE, MANY = 0, 1, 2
+NONE, ONE, MANY, COPIED = 0, 1, 2, 3
+"""How many rows a table of the append has: none, one (values), many (arrays), or rows
+sent by COPY before the statement (the statement then only moves the head)."""
 
 
 def pg_write(shape: tuple[int, ...]) -> tuple[str, tuple[str, ...]]:
-    """The one-statement append for a shape (NONE, ONE or MANY rows for each of `PG_PARTS`)
-    and its arguments, in the order the text uses them: `tenant_id`, `checkpoint`, `head`
-    (when there are log rows), then each present table's columns (scalars for ONE, arrays
-    for MANY)."""
+    """The one-statement append for a shape (NONE, ONE, MANY or COPIED rows for each of
+    `PG_PARTS`) and its arguments, in the order the text uses them: `tenant_id`,
+    `checkpoint`, `head` (when there are log rows), then each present table's columns
+    (scalars for ONE, arrays for MANY; none for COPIED)."""
     args = ["tenant_id", "checkpoint"]
     ctes = [
         "checkpoint AS (\n    INSERT INTO checkpoints (tenant_id, position)\n"
@@ -757,7 +759,7 @@ def pg_write(shape: tuple[int, ...]) -> tuple[str, tuple[str, ...]]:
             "    WHERE tenant_id = CAST(:tenant_id AS text)\n)"
         )
     for part, rows in zip(PG_PARTS, shape, strict=True):
-        if rows != NONE:
+        if rows not in (NONE, COPIED):
             ctes.append(f"{part.prefix}_rows AS (\n    {part.insert(rows == MANY)}\n)")
             args.extend(part.args)
     return "WITH\n" + ",\n".join(ctes) + "\nSELECT 1", tuple(args)

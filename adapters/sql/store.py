@@ -349,25 +349,41 @@ async def project(
     await rows.write_rare(ctx)
 
 
+COPY_AT_ROWS = 64
+"""PostgreSQL: log and event rows go by COPY when an append has at least this many (fewer
+ride in the one statement: COPY costs a round trip or two more per table, which only
+many rows repay; measured by bench/pg_bulk.py)."""
+
+
 async def _write_postgres(
     ctx: _Context, rows: _Rows, checkpoint: int, log: tuple[list[tuple[Any, ...]], int] | None
 ) -> None:
     """The log rows, head, events, latest rows, completions and checkpoint: one statement.
 
     A table with one row passes its values, a table with more its columns as arrays
-    (see `queries.pg_write`); `log` and `latest` rows without their tenant column."""
+    (see `queries.pg_write`); `log` and `latest` rows without their tenant column. From
+    `COPY_AT_ROWS` rows on, the log and event rows go by COPY (binary) first, and the
+    statement does the rest."""
+    log_rows = [] if log is None else log[0]
+    copied = len(log_rows) >= COPY_AT_ROWS
+    if copied:
+        await ctx.conn.copy("log", q.LOG, log_rows)
+        if rows.events:
+            await ctx.conn.copy("events", q.EVENTS, rows.events)
     args: list[Any] = [rows.tenant_id, checkpoint]
     if log is not None:
         args.append(log[1])
     shape = []
-    for table_rows, skip in (
-        ([] if log is None else log[0], 1),
-        (rows.events, 0),
-        (list(rows.latest.values()), 1),
-        (rows.completions, 0),
+    for table_rows, skip, by_copy in (
+        (log_rows, 1, copied),
+        (rows.events, 0, copied),
+        (list(rows.latest.values()), 1, False),
+        (rows.completions, 0, False),
     ):
         if not table_rows:
             shape.append(q.NONE)
+        elif by_copy:
+            shape.append(q.COPIED)
         elif len(table_rows) == 1:
             shape.append(q.ONE)
             args.extend(table_rows[0][skip:])
