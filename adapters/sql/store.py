@@ -349,7 +349,7 @@ async def project(
     await rows.write_rare(ctx)
 
 
-COPY_AT_ROWS = 64
+COPY_AT_ROWS = 128
 """PostgreSQL: log and event rows go by COPY when an append has at least this many (fewer
 ride in the one statement: COPY costs a round trip or two more per table, which only
 many rows repay; measured by bench/pg_bulk.py)."""
