@@ -44,16 +44,23 @@ def tests(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks (not part of `tests`), each against its raw-driver and bare-framework references.
 
-    `nox -s bench` runs both: ingest through the use cases (bench/ingest.py) and HTTP load
-    on a real server process (bench/http_load.py). `nox -s bench -- ingest --large 10000`
-    or `nox -s bench -- http --seconds 5` runs one, with its own options.
+    `nox -s bench` runs ingest through the use cases (bench/ingest.py) and HTTP load on a
+    real server process (bench/http_load.py). One at a time, with its own options:
+    `nox -s bench -- ingest --large 10000`, `-- http --seconds 5 --baseline DIR`,
+    `-- scenarios [--quick]` (baseline, stress, spike and soak with plots,
+    bench/scenarios.py), `-- layout` (the storage layout choices, bench/layout.py).
     """
-    session.install("-e", ".[test]")
-    scripts = {"ingest": "bench/ingest.py", "http": "bench/http_load.py"}
+    session.install("-e", ".[bench]")
+    scripts = {
+        "ingest": "bench/ingest.py",
+        "http": "bench/http_load.py",
+        "scenarios": "bench/scenarios.py",
+        "layout": "bench/layout.py",
+    }
     args = list(session.posargs)
     if args and args[0] not in scripts:
         session.error(f"options follow a benchmark's name: nox -s bench -- {'|'.join(scripts)} ...")
-    chosen = [args.pop(0)] if args else list(scripts)
+    chosen = [args.pop(0)] if args else ["ingest", "http"]
     for name in chosen:
         session.run("python", scripts[name], *args)
 

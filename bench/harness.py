@@ -325,17 +325,25 @@ class Open(msgspec.Struct, frozen=True):
         return sum(self.statuses.values())
 
 
+TIMED_OUT = -1
+"""The status recorded for a request that got no answer within the open loop's timeout."""
+
+
 async def open_loop(
     port: int,
     make: Callable[[], bytes],
     rate: float | Callable[[float], float],
     seconds: float,
     connections: int,
+    *,
+    answer_within: float = 30.0,
 ) -> Open:
     """Requests at a fixed arrival rate (or a rate that is a function of the time since the
     start), whatever the server does; each latency counts from the moment its request was
     due, so queueing counts (no coordinated omission). At most `connections` are in
-    flight; the rest wait their turn, their waiting counted."""
+    flight; the rest wait their turn, their waiting counted. A request unanswered after
+    `answer_within` seconds counts as `TIMED_OUT` (its connection is replaced); one whose
+    connection broke as 0."""
     queue: asyncio.Queue[float | None] = asyncio.Queue()
     samples: list[tuple[float, float, int]] = []
     statuses: dict[int, int] = {}
@@ -345,9 +353,9 @@ async def open_loop(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while (scheduled := await queue.get()) is not None:
             try:
-                status = await exchange(reader, writer, make())
-            except (ConnectionError, asyncio.IncompleteReadError):
-                status = 0
+                status = await asyncio.wait_for(exchange(reader, writer, make()), answer_within)
+            except (ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                status = TIMED_OUT if isinstance(exc, TimeoutError) else 0
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
             samples.append((scheduled - start, (time.perf_counter() - scheduled) * 1000, status))
