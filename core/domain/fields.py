@@ -8,6 +8,11 @@ MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 4096
 
 
+def is_plain_name(value: str) -> bool:
+    """Whether `check_name` would accept the value (without building a field's name)."""
+    return 0 < len(value) <= MAX_NAME_LENGTH and not value.isspace()
+
+
 def check_name(errors: list[FieldError], field: str, value: str) -> None:
     """Non-blank after trimming, at most 255 characters (the stored value is kept as given)."""
     if not value.strip():
