@@ -9,6 +9,9 @@ For each backend it measures, in one process and one run:
 - batches of 100 and of 1000 events: `Events.record_batch`, against the same two
   references doing as many rows per transaction (the targets: at least 35% of the bare
   insert);
+- how long each kind of write holds the tenant's writer lock, and so the most events
+  per second one tenant can get (the lock serializes its writes, whatever the number
+  of server processes);
 - the latency of one append and of one page of `GET events` (the use case's list)
   with 10k and with `--large` events stored.
 
@@ -101,6 +104,14 @@ def raw_row(ids: UlidSource, tenant: str, receiver: str, i: int) -> tuple[Any, .
         receiver,
         time.time(),
     )
+
+
+def hold(holds: list[float], events: int) -> dict[str, float]:
+    """The writer lock's hold per transaction (median, ms), events per transaction, and what
+    they allow one tenant at most: events per second if the lock were never free."""
+    per = events / len(holds)
+    median = statistics.median(holds)
+    return {"ms": median * 1000, "events": per, "ceiling": per / median}
 
 
 async def rate(n: int, work: Callable[[], Awaitable[None]]) -> float:
@@ -420,9 +431,38 @@ Hand = HandSqlite | HandPostgres
 # --- the run -------------------------------------------------------------------------------
 
 
-async def services_on(url: str) -> tuple[Services, SqlStore]:
+class Held:
+    """The store, timing each write transaction: how long it held the tenant's writer lock
+    (from BEGIN to COMMIT; callers here never wait for it, so that is all it measures)."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.holds: list[float] = []
+
+    def read(self) -> Any:
+        return self.store.read()
+
+    def rebuild(self) -> Any:
+        return self.store.rebuild()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    @contextlib.asynccontextmanager
+    async def write(self, tenant_id: str) -> AsyncIterator[Any]:
+        start = time.perf_counter()
+        async with self.store.write(tenant_id) as tx:
+            yield tx
+        self.holds.append(time.perf_counter() - start)
+
+    def take(self) -> list[float]:
+        taken, self.holds = self.holds, []
+        return taken
+
+
+async def services_on(url: str) -> tuple[Services, Held]:
     await migrate(url)
-    store = await SqlStore.connect(url)
+    store = Held(await SqlStore.connect(url))
     return Services(
         Deps(store, SystemClock(), UlidSource(), ReceiverLru(), combiner=Lanes())
     ), store
@@ -450,7 +490,7 @@ async def gated_receiver(services: Services, actor: Actor) -> str:
 async def latency(
     services: Services,
     *,
-    store: SqlStore,
+    store: Held,
     actor: Actor,
     receiver: str,
     counter: Iterator[int],
@@ -568,12 +608,16 @@ async def bench_backend(
 
         result["raw_single"] = await rate(singles, raw_singles)
         result["hand_single"] = await rate(singles, hand_singles)
+        store.take()
         result["ours_single"] = await rate(singles, ours_singles)
+        result["hold_single"] = hold(store.take(), singles)
         result["ours_single_16"] = await rate(singles // WRITERS * WRITERS, ours_concurrent_singles)
+        result["hold_single_16"] = hold(store.take(), singles // WRITERS * WRITERS)
         for size in BATCH_SIZES:
             result[f"raw_batch{size}"] = await rate(batches * size, raw_batches(size))
             result[f"hand_batch{size}"] = await rate(batches * size, hand_batches(size))
             result[f"ours_batch{size}"] = await rate(batches * size, ours_batches(size))
+            result[f"hold_batch{size}"] = hold(store.take(), batches * size)
 
     # The same singles to a receiver that an enabled group gates with another member.
     gated = await gated_receiver(services, actor)
@@ -617,6 +661,23 @@ def report(results: list[dict[str, Any]], large: int) -> str:
             f"| {r['backend']} | single, gated | {gated:,.0f} | ({hand:,.0f}: no gate reads) "
             f"| {gated / hand:.0%} | {r['raw_single']:,.0f} | {gated / r['raw_single']:.0%} |"
         )
+    lines += [
+        "",
+        "| backend | writes | events per transaction | lock held (median ms) "
+        "| one tenant's ceiling ev/s |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        for label, key in [
+            ("single", "hold_single"),
+            (f"singles, {WRITERS} writers", "hold_single_16"),
+            *[(f"batch of {size}", f"hold_batch{size}") for size in BATCH_SIZES],
+        ]:
+            h = r[key]
+            lines.append(
+                f"| {r['backend']} | {label} | {h['events']:,.1f} | {h['ms']:.2f} "
+                f"| {h['ceiling']:,.0f} |"
+            )
     lines += [
         "",
         "| backend | stored events | append p50 / p99 ms | page p50 / p99 ms "
