@@ -257,14 +257,15 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
 
 
 class Closed(msgspec.Struct, frozen=True):
-    """A closed loop's outcome: requests per second, latencies (ms), failures, and the server
-    CPU time each request took (µs; None when not measured)."""
+    """A closed loop's outcome: requests per second, latencies (ms), failures (and their
+    statuses), and the server CPU time each request took (µs; None when not measured)."""
 
     rate: float
     p50: float
     p99: float
     failed: int
     cpu_us: float | None
+    statuses: dict[int, int] = msgspec.field(default_factory=dict)
 
 
 def percentile(sorted_ms: list[float], q: float) -> float:
@@ -283,6 +284,7 @@ async def closed_loop(
     """`connections` clients sending back to back for `seconds`."""
     done = failed = 0
     latencies: list[float] = []
+    statuses: dict[int, int] = {}
     stop = time.perf_counter() + seconds
 
     async def client() -> None:
@@ -295,6 +297,7 @@ async def closed_loop(
                 done += 1
             else:
                 failed += 1
+                statuses[status] = statuses.get(status, 0) + 1
         writer.close()
 
     cpu = server.cpu_seconds() if server is not None else 0.0
@@ -306,7 +309,12 @@ async def closed_loop(
         cpu_us = (server.cpu_seconds() - cpu) / (done + failed) * 1e6
     latencies.sort()
     return Closed(
-        done / elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99), failed, cpu_us
+        done / elapsed,
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        failed,
+        cpu_us,
+        statuses,
     )
 
 

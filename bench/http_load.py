@@ -75,7 +75,7 @@ RESULTS = ROOT / "bench" / "results"
 
 async def measure(
     port: int, server: Process | None, make: Callable[[], bytes], per: int, args: argparse.Namespace
-) -> dict[str, float]:
+) -> dict[str, Any]:
     with no_collector_pauses():
         most = await closed_loop(port, make, args.connections, args.seconds, server)
     with no_collector_pauses():
@@ -87,6 +87,10 @@ async def measure(
         "p50": at70.p50,
         "p99": at70.p99,
         "errors": most.failed + at70.errors,
+        "statuses": {
+            str(status): most.statuses.get(status, 0) + at70.statuses.get(status, 0)
+            for status in {*most.statuses, *at70.statuses}
+        },
     }
     if per == 1:
         with no_collector_pauses():
@@ -95,8 +99,17 @@ async def measure(
     return result
 
 
-def median(results: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+def median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the rounds; the failures' statuses, summed."""
+    merged: dict[str, Any] = {
+        key: statistics.median(r[key] for r in results) for key in results[0] if key != "statuses"
+    }
+    statuses: dict[str, int] = {}
+    for r in results:
+        for status, count in r["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    merged["statuses"] = statuses
+    return merged
 
 
 # --- the raw driver at the same concurrency -----------------------------------------------
@@ -198,7 +211,7 @@ async def run_backend(name: str, workdir: pathlib.Path, args: argparse.Namespace
         }
         for kind in args.kinds:
             per = KINDS[kind]
-            taken: dict[str, list[dict[str, float]]] = {label: [] for label in servers}
+            taken: dict[str, list[dict[str, Any]]] = {label: [] for label in servers}
             for _ in range(args.rounds):
                 for label, (port, proc, key, receiver) in servers.items():
                     print(f"#   {name} {kind} {label} ...", file=sys.stderr, flush=True)
@@ -260,7 +273,9 @@ def report(rows: list[dict]) -> str:
             ]
         else:
             cells += ["", "", "", ""]
-        errors = f" {int(row['errors'])} errors" if row["errors"] else ""
+        errors = (
+            f" {int(row['errors'])} errors (statuses {row['statuses']})" if row["errors"] else ""
+        )
         lines.append("| " + " | ".join(cells) + " |" + errors)
     return "\n".join(lines)
 
