@@ -18,11 +18,13 @@ next transaction instead. Each tenant has a *lane*: idle, gathering or busy.
 4. A group is judged as if its writes were recorded one after another, in that
    order (`decide_record` judges events in order), and each write gets its own answer.
 5. When a group of several writes fails, what happens depends on where (`recover`):
-   before its commit, the transaction rolled back and nothing of it is stored, so the
-   writes are retried alone, in order, and each gets the answer it would have had
-   alone (a write that one member's data breaks fails only that member); at its
-   commit, the outcome is unknown (the commit may have happened), so every write gets
-   that error and none is retried: a retry could record twice.
+   - while it begins (the lock, a connection: the database is busy or away), no write
+     is to blame and each alone would have met the same: every write gets the error;
+   - in the transaction, before its commit, it rolled back and nothing of it is
+     stored: the writes are retried alone, in order, and each gets the answer it would
+     have had alone (a write that one member's data breaks fails only that member);
+   - at its commit, the outcome is unknown (the commit may have happened): every write
+     gets the error and none is retried, since a retry could record twice.
 
 The transitions are data (`TRANSITIONS`, ARCHITECTURE.md rule 3); `step` looks one up.
 Pure: the queueing itself (waiting, waking) is the `Combiner` port's adapter.
@@ -134,6 +136,7 @@ def take(sizes: Sequence[int], policy: GroupPolicy) -> int:
 
 
 class FailedAt(StrEnum):
+    BEGIN = "begin"  # taking the lock or a connection: nothing began
     BEFORE_COMMIT = "before_commit"  # rolled back: nothing of the group is stored
     COMMIT = "commit"  # the commit itself failed: stored or not, nobody knows
 
@@ -147,8 +150,10 @@ class Recovery(StrEnum):
 #: (a group of several writes?, where it failed) -> what each of its writes gets.
 RECOVERY: Mapping[tuple[bool, FailedAt], Recovery] = MappingProxyType(
     {
+        (False, FailedAt.BEGIN): Recovery.OWN_ERROR,
         (False, FailedAt.BEFORE_COMMIT): Recovery.OWN_ERROR,
         (False, FailedAt.COMMIT): Recovery.OWN_ERROR,
+        (True, FailedAt.BEGIN): Recovery.FAIL_ALL,
         (True, FailedAt.BEFORE_COMMIT): Recovery.RETRY_ALONE,
         (True, FailedAt.COMMIT): Recovery.FAIL_ALL,
     }

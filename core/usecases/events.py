@@ -115,6 +115,7 @@ class Events:
         tenant_id = writes[0].actor.tenant_id
         events = [event for write in writes for event in write.events]
         async with deps.store.write(tenant_id) as tx:
+            progress.failed_at = FailedAt.BEFORE_COMMIT  # the lock is taken
             receiver_ids = {e.event_receiver_id for e in events}
             # Only enabled groups can fire; with none, the latest events are not needed.
             groups = [g for g in await tx.groups.containing(tenant_id, receiver_ids) if g.enabled]
@@ -196,7 +197,7 @@ class _Progress:
     __slots__ = ("failed_at",)
 
     def __init__(self) -> None:
-        self.failed_at = FailedAt.BEFORE_COMMIT
+        self.failed_at = FailedAt.BEGIN
 
 
 def _split(

@@ -342,6 +342,58 @@ async def test_a_group_whose_commit_fails_is_never_retried(store: Store) -> None
         ]
 
 
+class BeginFails:
+    """A store whose write transactions cannot begin (a database busy for too long)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    def read(self) -> Any:
+        return self.inner.read()
+
+    @asynccontextmanager
+    async def write(self, tenant_id: str) -> AsyncIterator[WriteTx]:
+        self.writes += 1
+        if self.writes:  # always: the lock never comes
+            raise TimeoutError("the writer lock stayed taken")
+        async with self.inner.write(tenant_id) as tx:  # pragma: no cover - never reached
+            yield tx
+
+    def rebuild(self) -> Any:
+        return self.inner.rebuild()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_group_that_cannot_begin_fails_at_once_without_retries(store: Store) -> None:
+    services = services_over(store, Lanes())
+    who = await new_tenant(services)
+    receiver, _ = await services.receivers.register(
+        who, RegisterReceiver(name="r", type="t", version="1", schema=SCHEMA)
+    )
+    failing = BeginFails(store)
+    watched = Watched()
+    broken = services_over(failing, watched)
+    await broken.deps.receivers_by_id(who.tenant_id, [receiver.id])
+    errors: list[BaseException] = []
+
+    async def send() -> None:
+        try:
+            await broken.events.record(who, command(receiver.id, KEYS[0], True))
+        except TimeoutError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(send)
+    # Nobody is to blame and each alone would wait as long again: one attempt, five errors.
+    assert watched.groups == [5]
+    assert failing.writes == 1
+    assert len(errors) == 5
+
+
 async def test_a_lone_request_commits_alone_at_once(store: Store) -> None:
     watched = Watched()
     services = services_over(store, watched)
