@@ -335,6 +335,10 @@ class Open(msgspec.Struct, frozen=True):
 
 TIMED_OUT = -1
 """The status recorded for a request that got no answer within the open loop's timeout."""
+IDLE_SECONDS = 4.0
+"""A connection idle this long is replaced before its next request: uvicorn closes idle
+keep-alive connections after 5 s, and a request sent as it does so gets no answer (an
+error of the load generator's, not the server's)."""
 
 
 async def open_loop(
@@ -359,14 +363,19 @@ async def open_loop(
 
     async def client() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        used = time.perf_counter()
         while (scheduled := await queue.get()) is not None:
+            if time.perf_counter() - used > IDLE_SECONDS:  # the server may be closing it
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
             try:
                 status = await asyncio.wait_for(exchange(reader, writer, make()), answer_within)
             except (ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 status = TIMED_OUT if isinstance(exc, TimeoutError) else 0
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            samples.append((scheduled - start, (time.perf_counter() - scheduled) * 1000, status))
+            used = time.perf_counter()
+            samples.append((scheduled - start, (used - scheduled) * 1000, status))
             if not 200 <= status < 300:
                 statuses[status] = statuses.get(status, 0) + 1
         writer.close()

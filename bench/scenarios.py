@@ -112,6 +112,15 @@ def _errors(samples: list[tuple[float, float, int]]) -> tuple[int, int]:
     return len(failed), sum(1 for status in failed if status == 503)
 
 
+def _statuses(samples: list[tuple[float, float, int]]) -> dict[str, int]:
+    """The failures by status (-1: no answer in time, 0: the connection broke)."""
+    found: dict[str, int] = {}
+    for _, _, status in samples:
+        if not 200 <= status < 300:
+            found[str(status)] = found.get(str(status), 0) + 1
+    return found
+
+
 def _latencies(samples: list[tuple[float, float, int]]) -> list[float]:
     return sorted(latency for _, latency, _ in samples)
 
@@ -157,6 +166,7 @@ async def baseline(port: int, make: Callable[[], bytes], rate: float, o: Options
         "p99": run.p99,
         "errors": errors,
         "503": unavailable,
+        "statuses": _statuses(run.latencies),
         "requests": len(run.latencies),
         "windows": _window_stats(run.latencies, 1.0, o.baseline_seconds),
     }
@@ -175,7 +185,8 @@ async def stress(port: int, make: Callable[[], bytes], rate: float, o: Options) 
         passed = run.p99 <= KNEE_P99_MS and share <= KNEE_ERRORS
         steps.append(
             {"offered": rate, "achieved": run.rate, "p50": run.p50, "p99": run.p99,
-             "errors": errors, "503": unavailable, "passed": passed}
+             "errors": errors, "503": unavailable, "statuses": _statuses(run.latencies),
+             "passed": passed}
         )  # fmt: skip
         print(
             f"#     stress {rate:,.0f}/s: p99 {run.p99:.1f} ms, errors {share:.1%}",
@@ -226,6 +237,7 @@ async def spike(port: int, make: Callable[[], bytes], rate: float, o: Options) -
         "during_errors": during_errors,
         "during_503": during_503,
         "during_timeouts": sum(1 for s in during if s[2] == TIMED_OUT),
+        "statuses": _statuses(samples),
         "after_errors": after_errors,
         "after_503": after_503,
         "threshold_ms": threshold,
@@ -278,6 +290,7 @@ async def soak(
         "p99": run.p99,
         "errors": errors,
         "503": unavailable,
+        "statuses": _statuses(run.latencies),
         "samples": samples,
         "flatness": flatness,
     }
@@ -415,6 +428,11 @@ async def run_backend(backend: str, args: argparse.Namespace, o: Options) -> dic
     return results
 
 
+def _which(result: dict) -> str:
+    """The failures' statuses, when there were any: ` {"503": 12, "-1": 3}`."""
+    return f" {json.dumps(result['statuses'])}" if result.get("statuses") else ""
+
+
 def summary(all_results: dict[str, dict]) -> list[str]:
     lines = [
         "| backend | scenario | offered req/s | achieved req/s | p50 / p99 ms | errors (503) "
@@ -438,7 +456,7 @@ def summary(all_results: dict[str, dict]) -> list[str]:
                 lines.append(
                     f"| {backend} | stress | up to {last['offered']:,.0f} "
                     f"| {last['achieved']:,.0f} | {last['p50']:.1f} / {last['p99']:.1f} "
-                    f"| {last['errors']} ({last['503']}) "
+                    f"| {last['errors']} ({last['503']}){_which(last)} "
                     f"| {verdict} |"
                 )
             elif name == "spike":
@@ -450,7 +468,8 @@ def summary(all_results: dict[str, dict]) -> list[str]:
                     f"| {backend} | spike | {r['offered']:,.0f} -> {r['spike_rate']:,.0f} "
                     f"| {r['during_requests'] / max(1e-9, r['spike'][1] - r['spike'][0]):,.0f} "
                     f"| {r['during_p50']:.1f} / {r['during_p99']:.1f} "
-                    f"| {r['during_errors']} ({r['during_503']}); after: {r['after_errors']} "
+                    f"| {r['during_errors']} ({r['during_503']}); after: {r['after_errors']}"
+                    f"{_which(r)} "
                     f"| {verdict} |"
                 )
             else:
@@ -462,7 +481,7 @@ def summary(all_results: dict[str, dict]) -> list[str]:
                     )
                 lines.append(
                     f"| {backend} | {name} | {r['offered']:,.0f} | {r['achieved']:,.0f} "
-                    f"| {r['p50']:.1f} / {r['p99']:.1f} | {r['errors']} ({r['503']}) "
+                    f"| {r['p50']:.1f} / {r['p99']:.1f} | {r['errors']} ({r['503']}){_which(r)} "
                     f"| {verdict} |"
                 )
     return lines
