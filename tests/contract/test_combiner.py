@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import anyio
 import pytest
@@ -214,6 +217,47 @@ async def test_a_group_finishes_for_all_when_the_task_running_it_is_cancelled(
             run.release.set()
     assert run.groups == [["first"], ["a", "b"]]
     assert answers["b"] == "B"  # b got its answer; whether a's request did no longer matters
+
+
+async def test_a_group_outlives_asyncio_cancelling_the_task_that_runs_it(
+    make: MakeCombiner,
+) -> None:
+    """The same, cancelled the way a server's shutdown does it: `Task.cancel()`, which an
+    anyio shield would not stop."""
+    combiner, run = make(GroupPolicy()), Recorder()
+    run.hold = True
+    answers: dict[str, str] = {}
+    leader: list[asyncio.Task[Any]] = []
+
+    async def submit(write: str) -> None:
+        answers[write] = await combiner.submit("t", write, 1, run)
+
+    async def submit_as_leader() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        leader.append(task)
+        with contextlib.suppress(asyncio.CancelledError):
+            await submit("a")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit, "first")
+            await run.started.wait()
+            tg.start_soon(submit_as_leader)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(submit, "b")
+            await anyio.wait_all_tasks_blocked()
+            first, run.release = run.release, anyio.Event()
+            first.set()
+            await run.ran(2).wait()  # "a" runs [a, b] ...
+            leader[0].cancel()  # ... and is cancelled natively
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            assert leader[0].done()  # its request went away at once
+            assert "b" not in answers  # the group did not
+            run.release.set()
+    assert run.groups == [["first"], ["a", "b"]]
+    assert answers == {"first": "FIRST", "b": "B"}
 
 
 async def test_a_write_cancelled_while_gathering_strands_nobody(make: MakeCombiner) -> None:
