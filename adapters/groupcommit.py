@@ -13,9 +13,9 @@ for the turn of the loop), not anyio's wrappers: on this path, taken by every re
 they cost half as much (callgrind), and the server runs on asyncio (uvicorn).
 
 Cancellation: a waiting write that is cancelled leaves the queue. A group of several
-writes runs in a task of its own, which the request that started it awaits: that
-request may be cancelled (a server that stops), the others still get their answers. A
-write alone runs in its own request's task, as before group commit.
+writes runs in a task of its own, and the request that started it waits for its answer
+like the others: that request may be cancelled (a server that stops), the others still
+get their answers. A write alone runs in its own request's task, as before group commit.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Lanes:
                 self._hand_on(key, lane, LaneEvent.GATHERED)
                 raise
             lane.state, action = step(lane.state, LaneEvent.GATHERED, True)
-            await self._run(key, lane, self._next_group(lane), run)
+            await self._run(key, lane, self._next_group(lane), run, me)
             return me.result()
         me.woken = asyncio.get_running_loop().create_future()
         try:
@@ -108,21 +108,30 @@ class Lanes:
                 lane.waiting.remove(me)
             raise
         if me.group is not None and not me.answered:
-            await self._run(key, lane, me.group, run)
+            await self._run(key, lane, me.group, run, me)
         return me.result()
 
     async def _run(
-        self, key: str, lane: _Lane[W, R], group: list[_Waiter[W, R]], run: Run[W, R]
+        self,
+        key: str,
+        lane: _Lane[W, R],
+        group: list[_Waiter[W, R]],
+        run: Run[W, R],
+        me: _Waiter[W, R],
     ) -> None:
-        """Run a group and answer its writes. A write alone runs in its own task (cancelling
-        it rolls its transaction back, as before group commit); a group of several runs in a
-        task of its own, which the cancellation of this one does not reach (asyncio's
-        `shield`: anyio's would not stop asyncio's own `Task.cancel`, which a server may
-        send on shutdown)."""
+        """Run a group and answer its writes (`me` is the one whose task is here).
+
+        A write alone runs in its own task: cancelling it rolls its transaction back, as
+        before group commit. A group of several runs in a task of its own, and `me` waits
+        for its answer like the others (all resume together): the cancellation of `me`'s
+        request (a server that stops cancels tasks with asyncio's `Task.cancel`, which an
+        anyio shield would not stop) takes `me` away, not the group."""
         if len(group) == 1:
             await self._answer(key, lane, group, run)
             return
-        await asyncio.shield(self._detach(self._answer(key, lane, group, run)))
+        me.woken = asyncio.get_running_loop().create_future()
+        self._detach(self._answer(key, lane, group, run))
+        await me.woken
 
     async def _answer(
         self, key: str, lane: _Lane[W, R], group: list[_Waiter[W, R]], run: Run[W, R]
