@@ -8,7 +8,7 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "typecheck", "imports", "tests"]
 
-CODE = ["core", "adapters", "entrypoints", "tests", "bench", "noxfile.py"]
+CODE = ["core", "adapters", "entrypoints", "tests", "bench", "noxfile.py", "client"]
 
 
 @nox.session
@@ -21,9 +21,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over core, adapters, entrypoints and tests."""
-    session.install("-e", ".[dev]")
+    """mypy --strict over core, adapters, entrypoints and tests, and over the client."""
+    session.install("-e", ".[dev]", "./client[yaml]")
     session.run("mypy")
+    with session.chdir("client"):
+        session.run("mypy")
 
 
 @nox.session
@@ -35,32 +37,39 @@ def imports(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole suite, every layer (pass pytest arguments after --)."""
-    session.install("-e", ".[test]")
+    """The whole suite, every layer and the client (pass pytest arguments after --)."""
+    session.install("-e", ".[test]", "./client[yaml]")
     session.run("pytest", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not part of `tests`), each against its raw-driver and bare-framework references.
+    """Benchmarks (not part of `tests`), each against its raw-driver, bare-framework or
+    bare-client reference in the same run.
 
-    `nox -s bench` runs ingest through the use cases (bench/ingest.py) and HTTP load on a
-    real server process (bench/http_load.py). One at a time, with its own options:
-    `nox -s bench -- ingest --large 10000`, `-- http --seconds 5 --baseline DIR`,
-    `-- scenarios [--quick]` (baseline, stress, spike and soak with plots,
-    bench/scenarios.py), `-- layout` (the storage layout choices, bench/layout.py).
+    `nox -s bench` runs them all but the load scenarios (half an hour with the soak);
+    `nox -s bench -- NAME [options]` runs one with its own options (`nox -s bench -- http
+    --seconds 5`, `-- scenarios --quick`). The names are the keys of `scripts` below; each
+    script's `--help` says what it measures.
     """
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench]", "./client[yaml]")
     scripts = {
-        "ingest": "bench/ingest.py",
-        "http": "bench/http_load.py",
+        "ingest": "bench/ingest.py",  # the use cases against the raw drivers
+        "http": "bench/http_load.py",  # a real server against bare Litestar
+        "webhooks": "bench/webhook_sender.py",  # the address guard against bare httpx
+        "replay": "bench/replay.py",  # replay against a raw scan of the log
+        "tracing": "bench/tracing.py",  # single-event ingest with tracing off and on
+        "gate": "bench/gate_latency.py",  # a gate's waiters (SDK, waypostctl) against polling
+        "console": "bench/console_events.py",  # the console's events page at 1M events
+        "graphql": "bench/graphql_reads.py",  # a GraphQL page against the REST list
+        "layout": "bench/layout.py",  # the storage layout choices against each other
+        # baseline, stress, spike and soak against a real server, with plots (long)
         "scenarios": "bench/scenarios.py",
-        "layout": "bench/layout.py",
     }
     args = list(session.posargs)
     if args and args[0] not in scripts:
         session.error(f"options follow a benchmark's name: nox -s bench -- {'|'.join(scripts)} ...")
-    chosen = [args.pop(0)] if args else ["ingest", "http"]
+    chosen = [args.pop(0)] if args else [name for name in scripts if name != "scenarios"]
     for name in chosen:
         session.run("python", scripts[name], *args)
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -75,9 +76,15 @@ class Process:
 
 @contextmanager
 def serving(
-    argv: list[str], env: dict[str, str], port: int, *, cwd: pathlib.Path = ROOT
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    *,
+    cwd: pathlib.Path = ROOT,
+    pin: bool = True,
 ) -> Iterator[tuple[str, Process]]:
-    """A server process on loopback, started in `cwd`; SIGTERM at the end."""
+    """A server process on loopback, started in `cwd` (on the server's CPU unless not
+    `pin`); SIGTERM at the end."""
     proc = subprocess.Popen(
         argv,
         env={**os.environ, "PYTHONPATH": str(cwd), **env},
@@ -85,7 +92,7 @@ def serving(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    if SERVER_CPUS:  # before it serves; threads it starts later inherit the mask
+    if pin and SERVER_CPUS:  # before it serves; threads it starts later inherit the mask
         os.sched_setaffinity(proc.pid, SERVER_CPUS)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -219,18 +226,29 @@ def event(receiver: str, i: int) -> dict[str, Any]:
     }
 
 
-def request_bytes(path: str, body: bytes, key: str) -> bytes:
+def request_bytes(path: str, body: bytes, key: str, idempotency_key: str | None = None) -> bytes:
+    extra = "" if idempotency_key is None else f"Idempotency-Key: {idempotency_key}\r\n"
     head = (
         f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {key}\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
 
-def maker(receiver: str, key: str, per: int) -> Callable[[], bytes]:
-    """Requests recording one event (`per` 1) or a batch of `per` events."""
+def maker(receiver: str, key: str, per: int, *, keyed: bool = False) -> Callable[[], bytes]:
+    """Requests recording one event (`per` 1) or a batch of `per` events; `keyed`: single
+    events each with an Idempotency-Key never seen before (what the durable record costs)."""
     counter = iter(range(10**9))
     encode = msgspec.json.encode
+    if keyed:
+        run = uuid.uuid4().hex  # keys never seen before, in any run
+
+        def with_key() -> bytes:
+            n = next(counter)
+            body = encode(event(receiver, n))
+            return request_bytes("/api/v1/events", body, key, f"{run}-{n}")
+
+        return with_key
     if per == 1:
         return lambda: request_bytes("/api/v1/events", encode(event(receiver, next(counter))), key)
     return lambda: request_bytes(

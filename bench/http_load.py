@@ -1,10 +1,12 @@
 """HTTP ingest benchmark: a real server process under load, against its references.
 
-    python bench/http_load.py [--backends sqlite,postgres] [--kinds single,batch100,batch1000]
+    python bench/http_load.py [--backends sqlite,postgres]
+                              [--kinds single,single+key,batch100,batch1000]
                               [--seconds 10] [--connections 16] [--rounds 1]
-                              [--baseline DIR] [--json PATH]
+                              [--baseline DIR] [--json PATH] [--processes 1,2]
 
-For each backend and kind of request (one event; batches of 100 and 1000), in one run:
+For each backend and kind of request (one event; one event with an `Idempotency-Key`, a
+new one per request: what the durable record costs; batches of 100 and 1000), in one run:
 1. The *maximum* rate: closed loop, `--connections` clients sending back to back, and
    the server's CPU time per request (from /proc: it moves much less than throughput
    when other work shares the machine).
@@ -25,7 +27,11 @@ References, same run, same concurrency (`--connections` workers):
   primary key only.
 On two or more CPUs the server gets one and this process (load generator and the
 references) another, so that neither's scheduling is counted as the other's latency.
-Load is bounded in count and time and goes to loopback only.
+
+`--processes 1,2` adds a table: single events on PostgreSQL to `waypost serve --workers
+N` for each N, in the same run, unpinned (the server processes share the CPUs with the
+load generator, whose own CPU use is reported beside: on a 2-core box a second server
+process competes with it). Load is bounded in count and time and goes to loopback only.
 """
 
 from __future__ import annotations
@@ -52,11 +58,17 @@ from bench.harness import (
     Process,
     bare_server,
     closed_loop,
+    credential,
     event,
+    free_port,
     maker,
     no_collector_pauses,
     open_loop,
     pin_cpus,
+    register_receiver,
+    server_env,
+    serving,
+    waypost,
     waypost_server,
 )
 from bench.ingest import (  # the same raw drivers and rows as the ingest benchmark
@@ -69,7 +81,7 @@ from bench.ingest import (  # the same raw drivers and rows as the ingest benchm
 from core.domain.commands import RecordEvent
 from tests.servers import running_postgres
 
-KINDS = {"single": 1, "batch100": 100, "batch1000": 1000}
+KINDS = {"single": 1, "single+key": 1, "batch100": 100, "batch1000": 1000}
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -216,7 +228,7 @@ async def run_backend(name: str, workdir: pathlib.Path, args: argparse.Namespace
                 for label, (port, proc, key, receiver) in servers.items():
                     print(f"#   {name} {kind} {label} ...", file=sys.stderr, flush=True)
                     taken[label].append(
-                        await measure(port, proc, maker(receiver, key, per), per, args)
+                        await measure(port, proc, make(kind, receiver, key), per, args)
                     )
             bare_eps, hand_eps = await references(refs, per, args)
             for label, results in taken.items():
@@ -227,20 +239,28 @@ async def run_backend(name: str, workdir: pathlib.Path, args: argparse.Namespace
     return rows
 
 
+def make(kind: str, receiver: str, key: str) -> Callable[[], bytes]:
+    return maker(receiver, key, KINDS[kind], keyed=kind == "single+key")
+
+
 async def run_bare(args: argparse.Namespace) -> list[dict]:
     rows = []
     with bare_server() as (port, proc):
         for kind in args.kinds:
+            if kind == "single+key":
+                continue  # the bare app ignores the header: the same as `single`
             per = KINDS[kind]
             print(f"#   bare Litestar {kind} ...", file=sys.stderr, flush=True)
-            make = maker("01JBENCH000000000000000000", "unused", per)
-            result = await measure(port, proc, make, per, args)
+            result = await measure(
+                port, proc, make(kind, "01JBENCH000000000000000000", "-"), per, args
+            )
             rows.append({"server": "bare Litestar", "tree": "", "kind": kind, "per": per, **result})
     return rows
 
 
 def report(rows: list[dict]) -> str:
     bare = {row["kind"]: row["max"] for row in rows if row["server"] == "bare Litestar"}
+    bare.setdefault("single+key", bare.get("single", float("nan")))
     lines = [
         "| server | request | max throughput | server CPU µs/req | p50 / p99 ms at 70% "
         "| lone p50 / p99 ms | vs bare Litestar | same rows by hand | ratio "
@@ -277,7 +297,45 @@ def report(rows: list[dict]) -> str:
             f" {int(row['errors'])} errors (statuses {row['statuses']})" if row["errors"] else ""
         )
         lines.append("| " + " | ".join(cells) + " |" + errors)
+    plain = {(r["server"], r["tree"]): r["max"] for r in rows if r["kind"] == "single"}
+    for row in rows:
+        single = plain.get((row["server"], row["tree"]))
+        if row["kind"] == "single+key" and single:
+            lines.append(
+                f"\n{row['server']}: an Idempotency-Key costs **{1 - row['max'] / single:.0%}** "
+                "of single-event throughput (target <= 15%)"
+            )
     return "\n".join(lines)
+
+
+async def run_processes(counts: list[int], args: argparse.Namespace) -> list[str]:
+    """Single events on PostgreSQL to `serve --workers N`, for each N, same database kind."""
+    lines = [
+        "| server processes | request | max throughput | load generator CPU |",
+        "|---:|---|---:|---:|",
+    ]
+    with running_postgres() as server:
+        for count in counts:
+            env = server_env(
+                server.create_database(f"procs{count}"), waypost({}, "secrets", "new-master-key")
+            )
+            env["WAYPOST__DATABASE__POOL_SIZE"] = str(max(4, args.connections // count))
+            waypost(env, "migrate")
+            key = credential(env)
+            port = free_port()
+            argv = [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port),
+                    "--workers", str(count)]  # fmt: skip
+            with serving(argv, env, port, pin=False) as (url, _):
+                await asyncio.sleep(2 * count)  # every worker up, not only the first
+                requests = maker(register_receiver(url, key), key, 1)
+                with no_collector_pauses():
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    most = await closed_loop(port, requests, args.connections, args.seconds)
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            lines.append(
+                f"| {count} | single | {most.rate:,.0f} req/s | {cpu / wall:.0%} of one CPU |"
+            )
+    return lines
 
 
 def save(args: argparse.Namespace, rows: list[dict]) -> pathlib.Path:
@@ -295,12 +353,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--kinds", default="single,batch100,batch1000")
+    parser.add_argument("--kinds", default="single,single+key,batch100,batch1000")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=1, help="measurements per server (median)")
     parser.add_argument("--baseline", help="a checkout of another version, measured beside")
     parser.add_argument("--json", help=f"where to write the results (default: under {RESULTS})")
+    parser.add_argument(
+        "--processes",
+        default="",
+        help="e.g. 1,2: also single events on PostgreSQL to that many server processes",
+    )
     args = parser.parse_args()
     if args.baseline is not None:
         args.baseline = pathlib.Path(args.baseline).resolve()
@@ -312,6 +375,11 @@ def main() -> None:
     rows = asyncio.run(run(args))
     path = save(args, rows)
     print(report(rows))
+    counts = [int(n) for n in args.processes.split(",") if n.strip()]
+    if counts:
+        print("# server processes (unpinned) ...", file=sys.stderr, flush=True)
+        print()
+        print("\n".join(asyncio.run(run_processes(counts, args))))
     print(f"\n(results: {path})")
 
 

@@ -24,6 +24,7 @@ import msgspec
 
 from core.domain.audit import AuditRecord
 from core.domain.envelope import Envelope
+from core.domain.idempotency import Record
 from core.domain.identity import (
     ApiKey,
     Claims,
@@ -42,9 +43,23 @@ from core.domain.model import (
     Receiver,
     Tenant,
 )
+from core.domain.ratelimit import Rate
 from core.domain.refusals import Refusal
 from core.domain.rotation import SecretVersion
 from core.domain.schemas import CompiledSchema
+
+
+class Unavailable(Exception):
+    """A port's service cannot serve now: a database that is down or unreachable, a lock
+    another process held too long. Nothing was written; the same request may succeed a
+    moment later. Every port may raise it; `cause` says why, for the operator's log (never
+    for the caller)."""
+
+    def __init__(self, what: str, cause: str) -> None:
+        super().__init__(f"{what} is unavailable: {cause}")
+        self.what = what
+        self.cause = cause
+
 
 Order = Literal["asc", "desc"]
 DEFAULT_PAGE_SIZE = 50
@@ -63,6 +78,7 @@ class ReceiverFilter(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     type: str | None = None
     version: str | None = None
+    fingerprint: str | None = None
 
 
 class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,6 +198,29 @@ class LogReads(Protocol):
         ...
 
 
+class IdempotencyReads(Protocol):
+    """Idempotency-Key records (`core.domain.idempotency`), by key space and key."""
+
+    async def get(self, scope: str, key: str) -> Record | None:
+        """The record of that key, expired or not (None: there is none)."""
+        ...
+
+
+class IdempotencyWrites(IdempotencyReads, Protocol):
+    """The records of a write transaction: stored with its writes, or not at all."""
+
+    def add(self, record: Record) -> None:
+        """Store `record` in this transaction: with the next `append` (the same statement
+        where the backend can), or before the commit. Any number of records, of any key
+        space, may join one transaction (a group commit's requests). When a record of the
+        same key was committed first, the write raises `KeyInUse` and nothing is stored."""
+        ...
+
+    async def remove(self, scope: str, key: str) -> None:
+        """Delete the record of that key (an expired one about to be replaced)."""
+        ...
+
+
 class ReadTx(Protocol):
     """One consistent snapshot of the store."""
 
@@ -199,6 +238,8 @@ class ReadTx(Protocol):
     def completions(self) -> CompletionReads: ...
     @property
     def log(self) -> LogReads: ...
+    @property
+    def idempotency(self) -> IdempotencyReads: ...
 
     async def tenant_ids(self) -> list[str]: ...
 
@@ -212,6 +253,8 @@ class WriteTx(ReadTx, Protocol):
 
     @property
     def tenant_id(self) -> str: ...
+    @property
+    def idempotency(self) -> IdempotencyWrites: ...
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[int]:
         """Append to the tenant's log and apply the inline read models: `append_many` of
@@ -233,10 +276,36 @@ class WriteTx(ReadTx, Protocol):
 
 class Store(Protocol):
     def read(self) -> AbstractAsyncContextManager[ReadTx]: ...
+
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[ReadTx]:
+        """A read that may be a little behind (from a read replica), for what decides
+        nothing: lists, gets, message pages. Never behind what this process has written
+        for the tenant (read-your-writes). A store without a replica reads as `read`."""
+        ...
+
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]: ...
 
-    def rebuild(self) -> AbstractAsyncContextManager[Rebuild]:
-        """Empty every read model (in one transaction) and replay into it; commits at block end."""
+    def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AbstractAsyncContextManager[Rebuild]:
+        """Empty the read models (every tenant's, or `tenant_id`'s alone) and replay into
+        them, in one transaction that commits at the block's end. It holds the writer lock
+        of every tenant it rebuilds (their writers wait); readers go on reading the old
+        read models until it commits. With `after` (and `tenant_id`), only what the log
+        entries after that position made is replaced: `replay` applies those again."""
+        ...
+
+    async def replay_done(self, run: str) -> set[str]:
+        """The tenants a replay run (`run`: what identifies it) has finished so far."""
+        ...
+
+    async def replay_finished(self, run: str) -> None:
+        """Forget a run's progress: it is over."""
+        ...
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` Idempotency-Key records made at or before `before`, in one
+        short transaction; how many were deleted. Nothing else is ever evicted."""
         ...
 
     async def close(self) -> None: ...
@@ -246,6 +315,16 @@ class Rebuild(Protocol):
     async def tenant_ids(self) -> list[str]: ...
     def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]: ...
     async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None: ...
+
+    def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
+        """Apply the tenant's log (all of it, or what follows the rebuild's `after`), as
+        `log` then `apply` would, without making envelopes; yields the number of entries
+        applied after each batch."""
+        ...
+
+    async def mark_done(self, run: str, tenant_id: str) -> None:
+        """Record, in this transaction, that `run` has rebuilt `tenant_id`."""
+        ...
 
 
 # --- the rest of the world -----------------------------------------------------------------
@@ -306,8 +385,10 @@ class Combiner(Protocol):
 
 
 class UserStore(Protocol):
-    async def add(self, user: User) -> None:
-        """Raises `Conflict` when the username is taken in the user's tenant."""
+    async def add(self, user: User, record: Record | None = None) -> None:
+        """Raises `Conflict` when the username is taken in the user's tenant. With `record`,
+        the Idempotency-Key record is stored in the same transaction (an expired one of the
+        same key is replaced; a live one: `KeyInUse`, and nothing is stored)."""
         ...
 
     async def get(self, tenant_id: str | None, user_id: str) -> User | None: ...
@@ -325,11 +406,17 @@ class UserStore(Protocol):
 
 
 class ApiKeyStore(Protocol):
-    async def add(self, key: ApiKey) -> None:
-        """Raises `Conflict` when the prefix is taken (the caller makes another key)."""
+    async def add(self, key: ApiKey, record: Record | None = None) -> None:
+        """Raises `Conflict` when the prefix is taken (the caller makes another key). With
+        `record`, as `UserStore.add` (a live record of the key: `KeyInUse`)."""
         ...
 
     async def get(self, tenant_id: str | None, key_id: str) -> ApiKey | None: ...
+
+    async def find(self, key_id: str) -> ApiKey | None:
+        """The key with that id in whichever scope (the operator's command line)."""
+        ...
+
     async def by_prefix(self, prefix: str) -> ApiKey | None: ...
     async def update(self, key: ApiKey) -> None: ...
     async def list(self, tenant_id: str | None, page: PageRequest) -> list[ApiKey]: ...
@@ -405,6 +492,14 @@ class SecretStore(Protocol):
         `before`. Raises `Conflict` (and writes nothing) when another writer came first."""
         ...
 
+    async def reseal(
+        self, tenant_id: str | None, name: str, version: int, before: bytes, after: bytes
+    ) -> bool:
+        """Compare-and-set of a version's envelope (a master-key rewrap): replace `before`
+        with `after`; False (and nothing written) when the stored envelope is not `before`.
+        `save` never changes an existing version's envelope: only this does."""
+        ...
+
     async def names(self) -> list[tuple[str | None, str]]: ...
 
 
@@ -419,9 +514,16 @@ class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class AuditLog(Protocol):
-    """Append-only: there is no way to change or remove a record."""
+    """Append-only: there is no way to change a record, nor to remove one but by age
+    (`purge`, the retention policy)."""
 
     async def append(self, record: AuditRecord) -> None: ...
+
+    async def purge(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` records (of every tenant) older than `before`, oldest
+        first; how many were deleted."""
+        ...
+
     async def list(
         self, tenant_id: str | None, where: AuditFilter, page: PageRequest
     ) -> list[AuditRecord]: ...
@@ -485,7 +587,13 @@ class SecretSealer(Protocol):
     any altered byte; it never returns something else."""
 
     @property
-    def key_id(self) -> str: ...
+    def key_id(self) -> str:
+        """The id of the master key that seals (safe to show)."""
+        ...
+
+    def sealed_with(self, envelope: bytes) -> str:
+        """The id of the master key an envelope was sealed under."""
+        ...
 
     def seal(
         self, plaintext: bytes, *, tenant_id: str | None, name: str, version: int
@@ -532,4 +640,94 @@ class MessageSink(Protocol):
 
     async def publish(self, tenant_slug: str, messages: Sequence[Positioned]) -> None:
         """Add `messages` (in position order) after the sink's last position."""
+        ...
+
+
+class SharedRateLimiter(Protocol):
+    """Rate limits kept where every server process sees them (Redis), on that store's clock.
+
+    `take` is atomic: of any number of processes asking at once, no more are admitted
+    than the rate allows. It raises on any failure (unreachable, slow, refused): the
+    caller then decides on its own (`core.usecases.ratelimits`)."""
+
+    async def take(self, bucket: str, rate: Rate) -> float:
+        """Admit one request of `bucket` at `rate`: 0.0, or (refused) the seconds until
+        one would be admitted."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- outgoing webhooks (adapters.webhooks) -----------------------------------------------------
+
+
+class WebhookRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt to deliver: POST `body` to `url` with exactly `headers` (the sender adds
+    only Host and Content-Length)."""
+
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    timeout_seconds: float
+
+
+#: Why an attempt got no HTTP answer.
+SendFailure = Literal["refused", "dns", "connect", "tls", "timeout", "protocol"]
+
+
+class WebhookAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """What an attempt came to. `status_code` None: no HTTP answer, `failure` says why and
+    `error` says it in one line for people (never a secret, never the body sent)."""
+
+    status_code: int | None
+    duration_ms: float
+    #: The answer's raw `Retry-After` header, if any.
+    retry_after: str | None = None
+    #: The start of the answer's body, at most the sender's excerpt limit, decoded leniently.
+    excerpt: str = ""
+    failure: SendFailure | None = None
+    error: str | None = None
+
+
+class WebhookSender(Protocol):
+    """POSTs webhooks through the address guard: a target that resolves to a refused
+    network is never connected to (`failure="refused"`). Redirects are never followed:
+    a 3xx is an answer like any other."""
+
+    async def send(self, request: WebhookRequest) -> WebhookAnswer:
+        """Never raises for what the target or the network does; only for programming errors."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- the commit feed -------------------------------------------------------------------------
+
+
+class CommitWatch(Protocol):
+    """One caller's view of a tenant's commits, for a bounded time (see `CommitFeed.watch`)."""
+
+    async def wait(self, after: int) -> bool:
+        """Until the tenant's log passes position `after` (True) or the watch's time is up
+        (False, at once from then on).
+
+        True may also mean "look again": the feed may have missed commits (its database
+        connection was lost and is back), so the caller reads what it waits on again and,
+        if that is still not there, waits again from the position it read."""
+        ...
+
+
+class CommitFeed(Protocol):
+    """Wake-ups when a tenant's log grows, written by this process or another on the same
+    store: what a long poll waits on instead of asking the store in a loop.
+
+    The way to use it without missing a commit: enter `watch`, read (position p and what
+    you wait for, in one snapshot), and `wait(p)` while it is not there. Every commit that
+    is not in a snapshot taken inside the block wakes the watch.
+    """
+
+    def watch(
+        self, tenant_id: str, seconds: float | None
+    ) -> AbstractAsyncContextManager[CommitWatch]:
+        """Watch the tenant's commits for at most `seconds` (None: until the block ends)."""
         ...

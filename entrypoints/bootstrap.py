@@ -17,15 +17,21 @@ from datetime import timedelta
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 
+from adapters.commits import LocalFeed, PolledFeed
 from adapters.crypto.envelope import EnvelopeError, generate_master_key, parse_master_key
 from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, ThreadedScrypt
 from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
+from adapters.redis.ratelimit import RedisRateLimiter
 from adapters.redis.streams import RedisStreams
+from adapters.sql.availability import Availability
 from adapters.sql.identity import SqlIdentity
+from adapters.sql.listen import PgCommitFeed
 from adapters.sql.migrations import migrate, pending
+from adapters.sql.observe import StatementObserver, observe_engine
+from adapters.sql.replica import ReplicaStore
 from adapters.sql.store import SqlStore
 from adapters.system import SystemClock, UlidSource
 from core.domain.groupcommit import GroupPolicy
@@ -34,6 +40,7 @@ from core.ports import Clock, IdentityStore, IdSource, PasswordHasher, Store
 from core.usecases import Deps, IdentityDeps, Services
 from entrypoints.http.app import build_app
 from entrypoints.settings import Settings
+from entrypoints.tracing import Tracing
 
 log = logging.getLogger("waypost")
 
@@ -51,9 +58,35 @@ def database_kind(url: str) -> str:
     return "postgresql" if scheme == "postgres" else scheme
 
 
-async def open_store(settings: Settings) -> Store:
+def database_url(settings: Settings) -> str:
+    """`database.url`, with the password of `database.password_file` when it names one and
+    the URL has none. A file that cannot be read stops the start, naming the setting."""
+    return with_password(settings, settings.database.url)
+
+
+def with_password(settings: Settings, given: str) -> str:
+    """A PostgreSQL URL of the settings (`database.url`, `database.read_url`: a streaming
+    replica has the primary's roles) with the password of `database.password_file` when
+    it names one and the URL has none."""
+    database = settings.database
+    if database.password_file is None or database_kind(given) != "postgresql":
+        return given
+    url = make_url(given)
+    if url.password:
+        return given
+    path = pathlib.Path(database.password_file)
+    try:
+        password = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"database.password_file: cannot read {path}: {exc}") from None
+    if not password:
+        raise StartupError(f"database.password_file: {path} is empty")
+    return url.set(password=password).render_as_string(hide_password=False)
+
+
+async def open_store(settings: Settings, availability: Availability | None = None) -> Store:
     """The store the settings name, with its schema brought up to date (or refused)."""
-    url = settings.database.url
+    url = database_url(settings)
     if database_kind(url) == "memory":
         return MemoryStore()
     waiting = await pending(url)
@@ -64,15 +97,51 @@ async def open_store(settings: Settings) -> Store:
                 "run `waypost migrate` first (production mode never migrates by itself)"
             )
         await migrate(url)
-    return await SqlStore.connect(url)
+    database = settings.database
+    if database_kind(url) == "sqlite":
+        return await SqlStore.connect(
+            url, availability=availability, busy_timeout=database.busy_timeout_seconds
+        )
+    primary = await SqlStore.connect(url, availability=availability, pool_size=database.pool_size)
+    if database.read_url is None:
+        return primary
+    return ReplicaStore(
+        primary,
+        with_password(settings, database.read_url),
+        max_lag=database.read_max_lag_seconds,
+        pool_size=database.pool_size,
+    )
 
 
-async def open_identity(settings: Settings) -> IdentityStore:
+async def open_identity(
+    settings: Settings, availability: Availability | None = None
+) -> IdentityStore:
     """The identity stores on the settings' database (migrated by `open_store`)."""
-    url = settings.database.url
+    url = database_url(settings)
     if database_kind(url) == "memory":
         return MemoryIdentity()
-    return await SqlIdentity.connect(url)
+    database = settings.database
+    if database_kind(url) == "sqlite":
+        return await SqlIdentity.connect(
+            url, availability=availability, busy_timeout=database.busy_timeout_seconds
+        )
+    # The identity stores' queries are short and rarer than the store's (credentials are
+    # remembered for a second): half its pool, at least two connections.
+    pool = max(2, database.pool_size // 2)
+    return await SqlIdentity.connect(url, availability=availability, pool_size=pool, max_overflow=0)
+
+
+def open_feed(settings: Settings, store: Store) -> LocalFeed:
+    """The commit feed of `store`: LISTEN/NOTIFY on PostgreSQL; in-process wake-ups for the
+    memory store; for SQLite (and any other store) in-process wake-ups where the store
+    tells of its commits, plus a head poller for other processes' while someone waits."""
+    primary = store.primary if isinstance(store, ReplicaStore) else store
+    if isinstance(primary, SqlStore) and primary.postgres:
+        return PgCommitFeed(primary.url or settings.database.url)
+    feed = LocalFeed() if isinstance(store, MemoryStore) else PolledFeed(store)
+    if isinstance(store, MemoryStore | SqlStore):
+        store.on_commit(feed.committed)
+    return feed
 
 
 def _sqlite_path(url: str) -> pathlib.Path:
@@ -82,6 +151,27 @@ def _sqlite_path(url: str) -> pathlib.Path:
 
 
 def master_keys(settings: Settings) -> list[bytes]:
+    """The master key the settings give, then the previous one while it is being rotated
+    (`secrets.previous_master_key[_file]`: it still opens, never seals)."""
+    keys = _master_key(settings)
+    secrets = settings.secrets
+    if secrets.previous_master_key is not None:
+        keys.append(_parse(secrets.previous_master_key, "WAYPOST__SECRETS__PREVIOUS_MASTER_KEY"))
+    elif secrets.previous_master_key_file is not None:
+        keys.append(read_master_key_file(secrets.previous_master_key_file))
+    return keys
+
+
+def read_master_key_file(name: str) -> bytes:
+    path = pathlib.Path(name)
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read the master key file {path}: {exc}") from None
+    return _parse(text, f"the master key file {path}")
+
+
+def _master_key(settings: Settings) -> list[bytes]:
     """The master key the settings give (environment or file), or development's own.
 
     Development mode without one: a generated key kept (0600) beside the SQLite
@@ -174,6 +264,9 @@ def identity_deps(
             ttl=timedelta(seconds=security.access_token_ttl_seconds),
         ),
         policy=rotation_policy(settings),
+        audit_retention=(
+            timedelta(days=settings.audit.retention_days) if settings.audit.retention_days else None
+        ),
     )
 
 
@@ -186,39 +279,69 @@ async def open_services(
     clock: Clock | None = None,
     ids: IdSource | None = None,
     hasher: PasswordHasher | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Services]:
     """Every use case over the adapters the settings name; overrides win. Closes the stores.
 
-    With `redis_streams.url`, `services.publisher` copies the messages to Redis streams
-    (the app's lifespan runs it)."""
+    With `redis.url` (and `redis.publish_messages`), `services.publisher` copies the
+    messages to Redis streams (the app's lifespan runs it). SQL statements are watched
+    (`observe_sql`)."""
     keys = master_keys(settings)
-    opened = store if store is not None else await open_store(settings)
+    url = settings.database.url
+    # One per database in a process: an outage is logged once, whichever store meets it.
+    availability = None if database_kind(url) == "memory" else Availability(url)
+    opened = store if store is not None else await open_store(settings, availability)
     try:
-        people = identity if identity is not None else await open_identity(settings)
-        streams = settings.redis_streams
+        people = identity if identity is not None else await open_identity(settings, availability)
+        if isinstance(opened, MemoryStore) and isinstance(people, MemoryIdentity):
+            people.share_records(opened.records)  # one key space, as in the SQL table
+        observe_sql(settings, opened, people, tracing)
+        redis = settings.redis
         sink = (
-            None
-            if streams.url is None
-            else RedisStreams.from_url(streams.url, max_length=streams.max_length)
+            RedisStreams.from_url(redis.url, max_length=redis.stream_max_length)
+            if redis.url is not None and redis.publish_messages
+            else None
         )
         try:
-            yield Services(
-                Deps(
-                    opened,
-                    clock if clock is not None else SystemClock(),
-                    ids if ids is not None else UlidSource(),
-                    ReceiverLru(),
-                    combiner=Lanes(group_policy(settings)),
-                ),
-                identity_deps(settings, people, hasher=hasher, keys=keys),
-                sink=sink,
-            )
+            async with open_feed(settings, opened).running() as feed:
+                yield Services(
+                    Deps(
+                        opened,
+                        clock if clock is not None else SystemClock(),
+                        ids if ids is not None else UlidSource(),
+                        ReceiverLru(),
+                        combiner=Lanes(group_policy(settings)),
+                    ),
+                    identity_deps(settings, people, hasher=hasher, keys=keys),
+                    sink=sink,
+                    feed=feed,
+                )
         finally:
             if sink is not None:
                 await sink.close()
             await people.close()
     finally:
         await opened.close()
+
+
+def observe_sql(
+    settings: Settings, store: Store, identity: IdentityStore, tracing: Tracing | None
+) -> None:
+    """Slow statements logged (`log.slow_query_ms`), every one a span when tracing."""
+    span = None if tracing is None else tracing.span
+    if isinstance(store, ReplicaStore):
+        store = store.primary  # the replica's reads are not watched
+    if isinstance(store, SqlStore):
+        system = database_kind(settings.database.url)
+        store.observe(
+            StatementObserver(system=system, slow_ms=settings.log.slow_query_ms, span=span)
+        )
+    if isinstance(identity, SqlIdentity):
+        system = identity.engine.dialect.name
+        observe_engine(
+            identity.engine.sync_engine,
+            StatementObserver(system=system, slow_ms=settings.log.slow_query_ms, span=span),
+        )
 
 
 async def start_secrets(services: Services) -> None:
@@ -252,20 +375,43 @@ def create_app(
     ids: IdSource | None = None,
     hasher: PasswordHasher | None = None,
     announce: Callable[[str], None] = announce_on_stdout,
+    tracing: Tracing | None = None,
 ) -> Litestar:
     """The HTTP app whose lifespan opens `open_services(settings, ...)` with these overrides,
     loads the signing keys and, on an empty store, makes the first platform administrator
-    (its key goes to `announce`, once)."""
+    (its key goes to `announce`, once). With `tracing`, requests, use cases and SQL
+    statements are spans (the caller shuts it down)."""
 
     @asynccontextmanager
     async def services() -> AsyncIterator[Services]:
         async with open_services(
-            settings, store=store, identity=identity, clock=clock, ids=ids, hasher=hasher
+            settings,
+            store=store,
+            identity=identity,
+            clock=clock,
+            ids=ids,
+            hasher=hasher,
+            tracing=tracing,
         ) as opened:
             await start_secrets(opened)
             made = await opened.identity.bootstrap()
             if made is not None:
                 announce(made)
-            yield opened
+            if tracing is not None:
+                tracing.wrap_services(opened)
+            try:
+                yield opened
+            finally:
+                if tracing is not None:
+                    tracing.provider.force_flush()
 
-    return build_app(services, settings)
+    redis = settings.redis
+    shared = (
+        RedisRateLimiter.from_url(redis.url, timeout=redis.timeout_seconds)
+        if redis.url is not None and redis.shared_limits
+        else None
+    )
+    app = build_app(services, settings, shared_limiter=shared)
+    if tracing is not None:
+        app.asgi_handler = tracing.middleware(app.asgi_handler)
+    return app

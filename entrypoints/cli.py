@@ -1,15 +1,21 @@
-"""The `waypost` command: serve, migrate, replay, admin, secrets."""
+"""The `waypost` command: serve, migrate, replay, doctor, admin, secrets.
+
+Failures an operator meets (a bad setting, a database that cannot be reached or
+opened, a refused start) are one line on stderr naming what to fix, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import os
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import FrameType
 
 import anyio
@@ -17,26 +23,57 @@ import msgspec
 import uvicorn
 
 from adapters.crypto.envelope import EnvelopeError, generate_master_key
+from adapters.crypto.identity import EnvelopeSealer
+from adapters.sql.engine import UnsupportedDatabase
 from adapters.sql.migrations import migrate, pending
 from core.domain.audit import AuditAction
 from core.domain.commands import CreateTenant
 from core.domain.errors import DomainError
+from core.domain.identity import ApiKey
+from core.domain.model import Tenant
 from core.domain.rotation import VersionState
-from core.ports import AppendMeta
+from core.ports import AppendMeta, Unavailable
 from core.usecases import Services
-from entrypoints import logs
+from entrypoints import doctor, logs, supervisor
 from entrypoints.bootstrap import (
     StartupError,
+    announce_on_stdout,
     create_app,
     database_kind,
+    database_url,
+    master_keys,
     open_services,
+    read_master_key_file,
     start_secrets,
 )
+from entrypoints.http.mtls import ClientCertProtocol
 from entrypoints.http.routes.messages import stop_streams
-from entrypoints.settings import Settings, SettingsError, load_settings
+from entrypoints.progress import Progress
+from entrypoints.settings import MAX_WORKERS, Settings, SettingsError, load_settings
+from entrypoints.tracing import Tracing
 
 #: The actor of what an operator does with this command, in the log and the audit log.
 OPERATOR = "cli"
+
+
+def _bounded(name: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be {low}..{high}, not {value}")
+        return value
+
+    return parse
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("waypost")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,16 +83,27 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Settings come from WAYPOST__SECTION__KEY environment variables "
         "(e.g. WAYPOST__DATABASE__URL) and the TOML file named by WAYPOST__CONFIG.",
     )
+    parser.add_argument("--version", action="version", version=f"waypost {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
         "serve",
         help="run the HTTP server",
         description="Run the HTTP server (SQLite file ./waypost.db by default). In development "
-        "mode pending migrations are applied; in production mode they stop the start.",
+        "mode pending migrations are applied; in production mode they stop the start. With "
+        "--workers N, N server processes share the address; SIGTERM stops them gracefully.",
     )
     serve.add_argument("--host", help="address to listen on (default: http.host, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: http.port, 8042)")
+    serve.add_argument(
+        "--port",
+        type=_bounded("--port", 1, 65535),
+        help="port to listen on, 1..65535 (default: http.port, 8042)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_bounded("--workers", 1, MAX_WORKERS),
+        help=f"server processes, 1..{MAX_WORKERS} (default: http.workers, 1)",
+    )
 
     commands.add_parser(
         "migrate",
@@ -66,12 +114,39 @@ def _parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="rebuild every read model from the log",
-        description="Empty the read models and apply the whole log again. With --verify, "
-        "fail unless the rebuilt read models equal the ones before.",
+        description="Empty the read models and apply the whole log again, tenant by tenant "
+        "(each in one transaction: its writers wait, nobody reads a half-built tenant). A "
+        "run that stops (Ctrl-C, a lost connection, kill) goes on where it was when started "
+        "again with the same options. A progress bar on a terminal, plain lines otherwise. "
+        "With --verify, fail unless the rebuilt read models equal the ones before.",
     )
     replay.add_argument(
         "--verify", action="store_true", help="compare read-model digests before and after"
     )
+    replay.add_argument("--tenant", help="rebuild this tenant's read models only (its slug)")
+    replay.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="POSITION",
+        help="replay only the log entries after this position (of each tenant): what they "
+        "made is replaced, what earlier entries made is kept",
+    )
+    replay.add_argument(
+        "--restart",
+        action="store_true",
+        help="forget an interrupted run's progress and start from the first tenant",
+    )
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check this deployment and say what is wrong",
+        description="Check the settings, the database (reachable, migrated, its clock), the "
+        "master key and signing keys, Redis, the SQLite file's disk, the TLS files and "
+        "production-mode risks: one line each (ok, warn, fail). Exits 1 when a check fails. "
+        "Changes nothing.",
+    )
+    doctor.add_argument("--json", action="store_true", help="one JSON document instead of lines")
 
     admin = commands.add_parser(
         "admin",
@@ -101,6 +176,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     create_key.add_argument("--name", required=True, help="what the key is for")
     create_key.add_argument("--expires-at", help="RFC 3339 time after which it stops working")
+    admin_commands.add_parser(
+        "list-tenants",
+        help="every tenant",
+        description="Every tenant, oldest first: slug, name, state, id, creation time.",
+    )
+    list_keys = admin_commands.add_parser(
+        "list-api-keys",
+        help="the API keys of a tenant, or the platform's",
+        description="Every API key of the tenant (without --tenant: the platform "
+        "administrators' keys), oldest first: id, prefix, role, name, state. Never a key.",
+    )
+    list_keys.add_argument("--tenant", help="the tenant's slug (none: the platform's keys)")
+    revoke_key = admin_commands.add_parser(
+        "revoke-api-key",
+        help="revoke an API key by its id",
+        description="Revoke the API key with this id (from list-api-keys), in whichever "
+        "tenant: it stops working at once here, within a second on running servers.",
+    )
+    revoke_key.add_argument("key_id", metavar="ID", help="the key's id")
 
     secrets = commands.add_parser(
         "secrets",
@@ -117,6 +211,20 @@ def _parser() -> argparse.ArgumentParser:
         description="A new signing key signs at once; the previous one keeps verifying until "
         "its grace period ends. Running servers pick the new key up within a minute.",
     )
+    rewrap = secrets_commands.add_parser(
+        "rewrap",
+        help="seal every stored secret again under a new master key",
+        description="Open each stored secret with the configured master key(s) and seal it "
+        "under the key in --new-master-key-file. Online (servers may keep running; give "
+        "them the new key as secrets.master_key_file and the old one as "
+        "secrets.previous_master_key_file first) and resumable (run it again after an "
+        "interruption: what is done is skipped). Afterwards only the new key is needed.",
+    )
+    rewrap.add_argument(
+        "--new-master-key-file",
+        required=True,
+        help="a file holding the new master key (`waypost secrets new-master-key`)",
+    )
     secrets_commands.add_parser(
         "new-master-key",
         help="print a new random master key",
@@ -127,10 +235,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":  # it reports bad settings as a finding of its own
+        return doctor.main(os.environ, args.json)
     try:
         return _run(args, load_settings(os.environ))
-    except (SettingsError, StartupError) as exc:
+    except (SettingsError, StartupError, UnsupportedDatabase) as exc:
         print(f"waypost: {exc}", file=sys.stderr)
+        return 2
+    except Unavailable as exc:
+        print(
+            f"waypost: {exc.what} cannot be used: {exc.cause} "
+            "(check database.url, WAYPOST__DATABASE__URL, and that the database is running)",
+            file=sys.stderr,
+        )
         return 2
     except DomainError as exc:
         details = "".join(f"\n  {e.field}: {e.message}" for e in exc.errors)
@@ -141,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "serve":
-            return _serve(settings, args.host, args.port)
+            return _serve(settings, args.host, args.port, args.workers)
         case "migrate":
             return anyio.run(_migrate, settings)
         case "admin":
@@ -150,12 +267,31 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(generate_master_key())
             return 0
         case "secrets":
-            return anyio.run(_secrets, settings, args.secrets_command)
-    return anyio.run(_replay, settings, args.verify)
+            return anyio.run(_secrets, settings, args)
+    return anyio.run(_replay, settings, args)
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    if database_kind(settings.database.url) == "memory":
+        raise StartupError(
+            "admin works on the configured database, and database.url is memory://: nothing "
+            "would be kept; set WAYPOST__DATABASE__URL to the server's database"
+        )
     async with open_services(settings) as services:
+        match args.admin_command:
+            case "list-tenants":
+                _list_tenants(await services.tenants.all())
+                return 0
+            case "list-api-keys":
+                tenant_id = None
+                if args.tenant is not None:
+                    tenant_id = (await services.tenants.get(args.tenant)).id
+                _list_keys(await services.identity.operator_api_keys(tenant_id))
+                return 0
+            case "revoke-api-key":
+                key = await services.identity.operator_revoke_api_key(args.key_id, actor=OPERATOR)
+                print(f"revoked API key {key.id} ({key.name})")
+                return 0
         if args.admin_command == "create-tenant":
             tenant = await services.tenants.create(
                 CreateTenant(slug=args.slug, name=args.name or args.slug.strip().lower()),
@@ -184,6 +320,28 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+def _list_tenants(tenants: Sequence[Tenant]) -> None:
+    print(f"{'slug':<24} {'state':<9} {'id':<26}  {'created':<20} name")
+    for t in tenants:
+        state = "disabled" if t.disabled else "enabled"
+        created = t.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{t.slug:<24} {state:<9} {t.id:<26}  {created:<20} {t.name}")
+
+
+def _list_keys(keys: Sequence[ApiKey]) -> None:
+    print(f"{'id':<26}  {'prefix':<9} {'role':<15} {'state':<8} name")
+    now = datetime.now(UTC)
+    for k in keys:
+        if k.revoked_at is not None:
+            state = "revoked"
+        elif k.expires_at is not None and k.expires_at <= now:
+            state = "expired"
+        else:
+            state = "active"
+        role = ",".join(k.roles)
+        print(f"{k.id:<26}  {k.prefix:<9} {role:<15} {state:<8} {k.name}")
+
+
 def _moment(text: str | None) -> datetime | None:
     if text is None:
         return None
@@ -193,7 +351,10 @@ def _moment(text: str | None) -> datetime | None:
         raise StartupError(f"--expires-at: {text!r} is not an RFC 3339 time") from None
 
 
-async def _secrets(settings: Settings, action: str) -> int:
+async def _secrets(settings: Settings, args: argparse.Namespace) -> int:
+    action = args.secrets_command
+    if action == "rewrap":
+        return await _rewrap(settings, args.new_master_key_file)
     async with open_services(settings) as services:
         if action == "rotate":
             await rotate_signing_key(services)
@@ -210,6 +371,27 @@ async def _secrets(settings: Settings, action: str) -> int:
     return 0
 
 
+async def _rewrap(settings: Settings, new_key_file: str) -> int:
+    new = read_master_key_file(new_key_file)
+    old = master_keys(settings)
+    sealer = EnvelopeSealer([new, *(key for key in old if key != new)])
+    async with open_services(settings) as services:
+        try:
+            done = await services.secrets.rewrap(
+                sealer, actor=OPERATOR, on_step=lambda text: print(f"waypost: {text}")
+            )
+        except EnvelopeError as exc:
+            raise StartupError(
+                f"a stored secret does not open with the configured master key ({exc}); "
+                "configure the key it was sealed with (or as secrets.previous_master_key_file)"
+            ) from None
+    print(
+        f"waypost: {done.sealed} secret version(s) sealed under master key {sealer.key_id}, "
+        f"{done.already} already were; the new key alone opens them all now"
+    )
+    return 0
+
+
 async def rotate_signing_key(services: Services) -> None:
     try:
         await services.secrets.maintain(force=True, actor=OPERATOR)
@@ -218,7 +400,7 @@ async def rotate_signing_key(services: Services) -> None:
 
 
 async def _migrate(settings: Settings) -> int:
-    url = settings.database.url
+    url = database_url(settings)
     if database_kind(url) == "memory":
         print("waypost: memory:// needs no migrations")
         return 0
@@ -228,23 +410,48 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _replay(settings: Settings, verify: bool) -> int:
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     async with open_services(settings) as services:
-        before = await services.replay.digest()
-        applied = await services.replay.rebuild()
+        tenant_id = None
+        if args.tenant is not None:
+            tenant_id = (await services.tenants.get(args.tenant)).id
+        if args.after < 0:
+            raise StartupError("--after: a log position is 0 or more")
+        run = f"cli:{args.tenant or '*'}:{args.after}"
+        if args.restart:
+            await services.deps.store.replay_finished(run)
+        plan = await services.replay.plan(tenant_id, run, args.after)
+        done_before = len(await services.deps.store.replay_done(run))
+        if done_before:
+            print(f"waypost: resuming an interrupted replay: {done_before} tenant(s) done before")
+        before = await services.replay.digest() if args.verify else None
+        progress = Progress("replay", sum(plan.values()), sys.stdout)
+        result = await services.replay.rebuild(
+            tenant_id, run=run, after=args.after, on_progress=progress.advance
+        )
         after = await services.replay.digest()
-    print(f"waypost: replayed {applied} log entries; read-model digest {after}")
-    if verify and before != after:
+        progress.finish(
+            f"waypost: replayed {result.applied} log entries of {result.tenants} tenant(s) "
+            f"at {progress.rate():,.0f}/s; read-model digest {after}"
+        )
+    if before is not None and done_before:
+        print("waypost: --verify compares with the digest when this run resumed", file=sys.stderr)
+    if before is not None and before != after:
         print(f"waypost: digest changed (was {before})", file=sys.stderr)
         return 1
     return 0
 
 
 async def _preflight(settings: Settings) -> None:
-    """Open the stores and the signing keys once, so that a refused start (pending
-    migrations in production, no master key, a wrong one) fails here with our message."""
+    """Before any server process starts, once: the migrations (development mode), the
+    stores and the signing keys (so that a refused start fails here, with our message),
+    and on an empty store the first platform administrator, whose key is printed here:
+    once, whatever the number of server processes."""
     async with open_services(settings) as services:
         await start_secrets(services)
+        made = await services.identity.bootstrap()
+        if made is not None:
+            announce_on_stdout(made)
 
 
 def settle_heap() -> None:
@@ -272,36 +479,59 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> int:
     logs.configure(settings.log)
     anyio.run(_preflight, settings)
-
     http = settings.http
-    app = create_app(settings)
+    host = host or http.host
+    port = port if port is not None else http.port
+    workers = workers or http.workers
+    if workers == 1:
+        return serve_one(settings, host, port)
+    return supervisor.supervise(settings, host, port, workers)
+
+
+def serve_one(
+    settings: Settings, host: str, port: int, sockets: list[socket.socket] | None = None
+) -> int:
+    """One server process, on `host:port` (or on `sockets`, bound by a supervisor)."""
+    http = settings.http
+    tracing = Tracing.from_settings(settings, os.environ)
+    app = create_app(settings, tracing=tracing)
     app.on_startup.append(settle_heap)  # runs after the lifespan has opened the services
     config = uvicorn.Config(
         app,
-        host=host or http.host,
-        port=port or http.port,
+        host=host,
+        port=port,
         timeout_graceful_shutdown=int(http.shutdown_grace_seconds),
         lifespan="on",
         log_config=None,  # uvicorn's records go through `logs.configure`'s handler
         log_level=settings.log.level.lower(),
-        access_log=False,
+        access_log=logs.access_log(settings.log),
         server_header=False,
+        # The client's address is ours to find (`http.trusted_proxies`): uvicorn would take
+        # X-Forwarded-For from any local caller and put it in the connection's place.
+        proxy_headers=False,
         # TLS when configured; mTLS: client certificates required, from the configured CA.
         ssl_certfile=http.tls_cert_file,
         ssl_keyfile=http.tls_key_file,
         ssl_ca_certs=http.tls_client_ca_file,
         ssl_cert_reqs=ssl.CERT_REQUIRED if http.tls_client_ca_file else ssl.CERT_NONE,
+        # mTLS: the client's certificate reaches the app (service identities)
+        http=ClientCertProtocol if http.tls_client_ca_file else "auto",
     )
+    logs.apply_levels(settings.log)  # uvicorn's Config set its loggers' levels to log.level
     server = _Server(config, on_exit=lambda: stop_streams(app.state))
     # uvicorn handles SIGTERM/SIGINT itself (stop accepting, let in-flight requests
     # finish, run the lifespan shutdown) and re-raises the signal afterwards. With
     # these handlers in place that re-raise is a no-op: a graceful stop exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    server.run()
+    try:
+        server.run(sockets=sockets)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
     # uvicorn swallows lifespan start-up failures after logging them; report them as ours.
     return 0 if server.started else 3
 

@@ -7,6 +7,8 @@ Fixtures
 ``postgres_server`` (session)  -> :class:`PostgresServer`, a throwaway PostgreSQL 15 cluster
 ``postgres_url``    (session)  -> ``postgresql://postgres@127.0.0.1:PORT/waypost``
 ``fresh_database``  (function) -> URL of a new, empty database, dropped after the test
+``postgres_replica`` (session) -> :class:`ReplicaServer`, a streaming standby of that cluster
+                                 (``pg_basebackup -R``), which tests may stop and start
 ``redis_url``       (session)  -> ``redis://127.0.0.1:PORT/0``
 ``redis_db``        (function) -> ``redis_url``, flushed (empty) before the test
 
@@ -222,6 +224,33 @@ def _run_in_thread(statements: Sequence[str], dsn: str) -> None:
         raise errors[0]
 
 
+def _fetch_in_thread(query: str, dsn: str) -> object:
+    """One value of one query, with asyncpg on a private event loop in a private thread."""
+    found: list[object] = []
+
+    async def fetch() -> None:
+        conn = await asyncpg.connect(dsn, timeout=START_TIMEOUT)
+        try:
+            found.append(await conn.fetchval(query))
+        finally:
+            await conn.close()
+
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(fetch())
+        except BaseException as exc:  # re-raised in the calling thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="waypost-pg-fetch", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return found[0]
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -243,6 +272,7 @@ class PostgresServer:
     root: Path
     user: str = POSTGRES_SUPERUSER
     host: str = "127.0.0.1"
+    as_user: str | None = None  # the OS user it runs as (root may not run it)
 
     def url(self, database: str = SESSION_DATABASE) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
@@ -262,16 +292,84 @@ class PostgresServer:
         self.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
 
+@dataclass
+class PostgresCluster(PostgresServer):
+    """A cluster of the test's own, which it may stop and start again (same port, same data)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT): sessions are ended, nothing waits."""
+        if self.proc is not None:
+            _stop(self.proc, signal.SIGINT)
+            self.proc = None
+
+    def start(self) -> None:
+        self.proc = _launch_postgres(self.root, self.as_user, self.port)
+        if self.proc is None:
+            raise RuntimeError(f"postgres did not start:\n{_log_tail(self.root / 'postgres.log')}")
+
+
 def _postgres_ready(data: Path) -> bool:
-    """postmaster.pid's 8th line says ``ready`` once connections are accepted (PG >= 10)."""
+    """postmaster.pid's 8th line says ``ready`` once connections are accepted (PG >= 10);
+    a hot standby says ``standby`` once it accepts read-only connections."""
     try:
         lines = (data / "postmaster.pid").read_text().splitlines()
     except OSError:
         return False
-    return len(lines) >= 8 and lines[7].strip() == "ready"
+    return len(lines) >= 8 and lines[7].strip() in ("ready", "standby")
 
 
-def _start_postgres(root: Path, as_user: str | None) -> tuple[subprocess.Popen[bytes], int]:
+def _postgres_command(data: Path, port: int, root: Path) -> list[str]:
+    return [
+        "postgres",
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-k",
+        str(root),  # unix socket directory
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=100",
+        "-c",
+        "logging_collector=off",
+    ]
+
+
+def _run_postgres(
+    data: Path, root: Path, as_user: str | None, log: Path, port: int = 0
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A postgres on `data`, on `port` (0: a free one), once it accepts connections."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        if attempt > 1 or not port:
+            port = _free_port()
+        cmd = [*_launcher("QUIT", as_user), *_postgres_command(data, port, root)]
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _postgres_ready(data):
+                return proc, port
+            time.sleep(0.01)
+        _stop(proc, signal.SIGQUIT)
+        if attempt == START_ATTEMPTS:
+            raise RuntimeError(
+                f"postgres did not become ready (exit code {proc.returncode}):\n{_log_tail(log)}"
+            )
+    raise AssertionError("unreachable")
+
+
+def _initdb(root: Path, as_user: str | None) -> None:
     data = root / "data"
     log = root / "postgres.log"
     initdb = [
@@ -292,50 +390,35 @@ def _start_postgres(root: Path, as_user: str | None) -> tuple[subprocess.Popen[b
     if done.returncode != 0:
         raise RuntimeError(f"initdb failed ({done.returncode}):\n{_log_tail(log)}")
 
-    for attempt in range(1, START_ATTEMPTS + 1):
-        port = _free_port()
-        cmd = [
-            *_launcher("QUIT", as_user),  # SIGQUIT: immediate shutdown, children included
-            "postgres",
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(root),  # unix socket directory
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=100",
-            "-c",
-            "logging_collector=off",
-        ]
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _postgres_ready(data):
-                return proc, port
-            time.sleep(0.01)
-        _stop(proc, signal.SIGQUIT)
-        if attempt == START_ATTEMPTS:
-            raise RuntimeError(
-                f"postgres did not become ready (exit code {proc.returncode}):\n{_log_tail(log)}"
-            )
-    raise AssertionError("unreachable")
+
+def _launch_postgres(root: Path, as_user: str | None, port: int) -> subprocess.Popen[bytes] | None:
+    """Start `postgres` on the cluster in `root`, on `port`; None when it did not become ready."""
+    data = root / "data"
+    log = root / "postgres.log"
+    # SIGQUIT: immediate shutdown, children included
+    cmd = [*_launcher("QUIT", as_user), *_postgres_command(data, port, root)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _postgres_ready(data):
+            return proc
+        time.sleep(0.01)
+    _stop(proc, signal.SIGQUIT)
+    return None
+
+
+def _start_postgres(root: Path, as_user: str | None) -> tuple[subprocess.Popen[bytes], int]:
+    _initdb(root, as_user)
+    return _run_postgres(root / "data", root, as_user, root / "postgres.log")
 
 
 @contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL cluster with an empty database ``waypost`` (also used by bench/)."""
+def running_postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster with an empty database ``waypost`` (also used by bench/
+    and by the tests that stop and start one)."""
     missing = missing_binaries(POSTGRES_BINARIES)
     as_user: str | None = None
     if _is_root():
@@ -355,9 +438,10 @@ def running_postgres() -> Iterator[PostgresServer]:
             entry = pwd.getpwnam(as_user)
             os.chown(root, entry.pw_uid, entry.pw_gid)
         proc, port = _start_postgres(root, as_user)
-        server = PostgresServer(port=port, root=root)
+        server = PostgresCluster(port=port, root=root, as_user=as_user, proc=proc)
         server.execute(_create_database_sql(SESSION_DATABASE))
         yield server
+        proc = server.proc
     finally:
         if proc is not None:
             _stop(proc, signal.SIGQUIT)
@@ -369,6 +453,99 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster for the whole session, with an empty database ``waypost``."""
     with running_postgres() as server:
         yield server
+
+
+class ReplicaServer:
+    """A hot standby of a `PostgresServer`, streaming from it (``pg_basebackup -R``).
+
+    `stop()` and `start()` take it away and bring it back (same data, a new port: `url`
+    follows); `pause_replay()` and `resume_replay()` make it lag on purpose."""
+
+    def __init__(self, primary: PostgresServer) -> None:
+        self.primary = primary
+        self.root = primary.root
+        self.data = self.root / "replica"
+        self.log = self.root / "replica.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        backup = [
+            *_launcher("KILL", primary.as_user),
+            "pg_basebackup",
+            f"--pgdata={self.data}",
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--no-sync",
+            f"--host={primary.host}",
+            f"--port={primary.port}",
+            f"--username={primary.user}",
+        ]
+        with self.log.open("ab") as out:
+            done = subprocess.run(
+                backup, stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed:\n{_log_tail(self.log)}")
+        self.start()
+
+    def start(self) -> None:
+        assert self.proc is None, "the replica runs already"
+        # the port it had before, when it can (a client's URL stays right)
+        self.proc, self.port = _run_postgres(
+            self.data, self.root, self.primary.as_user, self.log, self.port
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc, signal.SIGQUIT)
+            self.proc = None
+
+    def url(self, database_url: str) -> str:
+        """The replica's URL of a database of the primary (its URL)."""
+        return (
+            f"postgresql://{self.primary.user}@{self.primary.host}:{self.port}/"
+            + (database_url.rsplit("/", 1)[-1])
+        )
+
+    def execute(self, *statements: str) -> None:
+        _run_in_thread(
+            statements, f"postgresql://{self.primary.user}@127.0.0.1:{self.port}/postgres"
+        )
+
+    def pause_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        self.execute("SELECT pg_wal_replay_resume()")
+
+    def caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until the replica has replayed everything the primary wrote so far.
+
+        The target is the WAL's insert position: with `synchronous_commit=off` (these
+        clusters) a commit returns before its record is written out, so the write
+        position (`pg_current_wal_lsn`) may still be before the commit just made."""
+        primary = f"postgresql://{self.primary.user}@127.0.0.1:{self.primary.port}/postgres"
+        replica = f"postgresql://{self.primary.user}@127.0.0.1:{self.port}/postgres"
+        target = _fetch_in_thread("SELECT pg_current_wal_insert_lsn()::text", primary)
+        deadline = time.monotonic() + timeout
+        query = f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"
+        while time.monotonic() < deadline:
+            if _fetch_in_thread(query, replica):
+                return
+            time.sleep(0.02)
+        raise AssertionError("the replica did not catch up")
+
+
+@pytest.fixture(scope="session")
+def postgres_replica(postgres_server: PostgresServer) -> Iterator[ReplicaServer]:
+    """A streaming standby of the session's PostgreSQL (pg_basebackup -R), for the tests of
+    read replicas; a test that stops it starts it again."""
+    _require("PostgreSQL replica", missing_binaries(("pg_basebackup",)), POSTGRES_INSTALL_HINT)
+    replica = ReplicaServer(postgres_server)
+    try:
+        yield replica
+    finally:
+        replica.stop()
 
 
 @pytest.fixture(scope="session")
@@ -407,61 +584,96 @@ def redis_command(port: int, *args: str, host: str = "127.0.0.1", timeout: float
     return reply.split(b"\r\n", 1)[0]
 
 
-def _start_redis(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _launch_redis(root: Path, port: int) -> subprocess.Popen[bytes] | None:
+    """Start redis-server on `port`; None when it did not answer PING."""
     log = root / "redis.log"
-    for attempt in range(1, START_ATTEMPTS + 1):
+    cmd = [
+        *_launcher("TERM", None),
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(root),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--logfile",
+        "",
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if redis_command(port, "PING", timeout=1.0) == b"+PONG":
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.01)
+    _stop(proc, signal.SIGTERM)
+    return None
+
+
+def _start_redis(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    for _attempt in range(START_ATTEMPTS):
         port = _free_port()
-        cmd = [
-            *_launcher("TERM", None),
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(root),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--logfile",
-            "",
-        ]
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if redis_command(port, "PING", timeout=1.0) == b"+PONG":
-                    return proc, port
-            except OSError:
-                pass
-            time.sleep(0.01)
-        _stop(proc, signal.SIGTERM)
-        if attempt == START_ATTEMPTS:
-            raise RuntimeError(
-                f"redis-server did not answer PING (exit code {proc.returncode}):\n{_log_tail(log)}"
-            )
-    raise AssertionError("unreachable")
+        proc = _launch_redis(root, port)
+        if proc is not None:
+            return proc, port
+    raise RuntimeError(f"redis-server did not answer PING:\n{_log_tail(root / 'redis.log')}")
+
+
+@dataclass
+class RedisServer:
+    """A Redis of the test's own, which it may stop and start again on the same port."""
+
+    root: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc, signal.SIGTERM)
+            self.proc = None
+
+    def start(self) -> None:
+        self.proc = _launch_redis(self.root, self.port)
+        if self.proc is None:
+            raise RuntimeError(f"redis-server did not start:\n{_log_tail(self.root / 'redis.log')}")
+
+
+@contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A throwaway Redis server of the caller's own (no persistence)."""
+    _require("Redis", missing_binaries(REDIS_BINARIES), REDIS_INSTALL_HINT)
+    root = _make_tempdir("waypost-redis-")
+    server: RedisServer | None = None
+    try:
+        proc, port = _start_redis(root)
+        server = RedisServer(root, port, proc)
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """``redis://127.0.0.1:PORT/0`` of a Redis server for the whole session (no persistence)."""
-    _require("Redis", missing_binaries(REDIS_BINARIES), REDIS_INSTALL_HINT)
-    root = _make_tempdir("waypost-redis-")
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        proc, port = _start_redis(root)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        if proc is not None:
-            _stop(proc, signal.SIGTERM)
-        shutil.rmtree(root, ignore_errors=True)
+    with running_redis() as server:
+        yield server.url
 
 
 @pytest.fixture

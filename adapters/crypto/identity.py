@@ -69,6 +69,9 @@ class EnvelopeSealer:
     def key_id(self) -> str:
         return self._cipher.master_key_id
 
+    def sealed_with(self, envelope: bytes) -> str:
+        return self._cipher.sealed_with(envelope)
+
     def seal(self, plaintext: bytes, *, tenant_id: str | None, name: str, version: int) -> bytes:
         return self._cipher.encrypt(plaintext, SecretContext(tenant_id, name, version))
 

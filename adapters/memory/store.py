@@ -8,13 +8,16 @@ trace and a reader never sees half a write. Everything lives in one process.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from typing import TypeVar
 
 import anyio
 import msgspec
 
+from adapters.memory.records import MemoryRecords, ReadRecords, TxRecords
 from core.domain.digest import Digest
 from core.domain.envelope import REGISTRY, Envelope
 from core.domain.errors import Conflict, StreamVersionConflict
@@ -64,6 +67,41 @@ class _ReadModels:
         self.completions: dict[str, Completion] = {}
         self.checkpoints: dict[str, int] = {}
 
+    def without(self, tenants: Collection[str]) -> _ReadModels:
+        """A copy without the read models of `tenants` (a rebuild starts from it)."""
+        gone = set(tenants)
+        kept = _ReadModels()
+        kept.tenants = {k: v for k, v in self.tenants.items() if k not in gone}
+        kept.slugs = {slug: k for slug, k in self.slugs.items() if k not in gone}
+        kept.receivers = {k: v for k, v in self.receivers.items() if v.tenant_id not in gone}
+        kept.triples = {k: v for k, v in self.triples.items() if k[0] not in gone}
+        kept.events = {k: v for k, v in self.events.items() if v.tenant_id not in gone}
+        kept.event_ids = {k: list(v) for k, v in self.event_ids.items() if k not in gone}
+        kept.groups = {k: v for k, v in self.groups.items() if v.tenant_id not in gone}
+        kept.latest = {k: v for k, v in self.latest.items() if k[0] not in gone}
+        kept.completions = {k: v for k, v in self.completions.items() if v.tenant_id not in gone}
+        kept.checkpoints = {k: v for k, v in self.checkpoints.items() if k not in gone}
+        return kept
+
+    def without_ids(self, made: dict[str, set[str]]) -> _ReadModels:
+        """A copy without the rows of the insert-only read models that `made` names
+        (`_made_by`: what some log entries made); the others are overwritten on replay."""
+        kept = _ReadModels()
+        kept.__dict__.update({k: type(v)(v) for k, v in self.__dict__.items()})
+        kept.event_ids = {k: list(v) for k, v in self.event_ids.items()}
+        for event_id in made["events"]:
+            gone = kept.events.pop(event_id, None)
+            if gone is not None:
+                kept.event_ids[gone.tenant_id].remove(event_id)
+        for receiver_id in made["receivers"]:
+            gone_receiver = kept.receivers.pop(receiver_id, None)
+            if gone_receiver is not None:
+                r = gone_receiver
+                kept.triples.pop((r.tenant_id, r.name, r.type, r.version), None)
+        for completion_id in made["completions"]:
+            kept.completions.pop(completion_id, None)
+        return kept
+
     def check(self, tenant_id: str, event: DomainEvent) -> None:
         """Refuse what the unique constraints refuse, before anything is applied."""
         match event:
@@ -106,15 +144,27 @@ class _ReadModels:
 class MemoryStore:
     """Store port over dictionaries; `anyio` locks serialize each tenant's writers."""
 
-    def __init__(self) -> None:
+    def __init__(self, records: MemoryRecords | None = None) -> None:
         self._models = _ReadModels()
         self._logs: dict[str, list[Envelope]] = {}
         self._versions: dict[tuple[str, str], int] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        #: Idempotency-Key records (shared with the memory identity stores by the bootstrap).
+        self.records = records if records is not None else MemoryRecords()
+        self._replays: dict[str, set[str]] = {}
+        self._observers: list[Callable[[str, int], None]] = []
+
+    def on_commit(self, observer: Callable[[str, int], None]) -> None:
+        """Call `observer(tenant_id, new head)` after every commit that appended (the
+        commit feed, `adapters.commits.LocalFeed.committed`)."""
+        self._observers.append(observer)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
         yield _ReadTx(self)
+
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[_ReadTx]:
+        return self.read()
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
@@ -123,12 +173,42 @@ class MemoryStore:
             tx = _WriteTx(self, tenant_id)
             yield tx
             tx.commit()
+        if tx.appended and self._observers:
+            head = self._logs[tenant_id][-1].position
+            for observer in self._observers:
+                observer(tenant_id, head)
 
     @asynccontextmanager
-    async def rebuild(self) -> AsyncIterator[_Rebuild]:
-        target = _Rebuild(self)
-        yield target
-        self._models = target.models
+    async def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AsyncIterator[_Rebuild]:
+        if after and tenant_id is None:
+            raise ValueError("a rebuild after a position is a tenant's")
+        tenants = sorted(self._logs) if tenant_id is None else [tenant_id]
+        async with contextlib.AsyncExitStack() as locks:
+            for one in tenants:
+                await locks.enter_async_context(self._locks.setdefault(one, anyio.Lock()))
+            if after:
+                assert tenant_id is not None
+                later = self._logs.get(tenant_id, [])[after:]
+                made = _made_by([REGISTRY.decode_envelope(e) for e in later])
+                models = self._models.without_ids(made)
+            else:
+                models = self._models.without(tenants)
+            target = _Rebuild(self, tenants, models, after)
+            yield target
+            self._models = target.models
+            for run, done in target.done.items():
+                self._replays.setdefault(run, set()).update(done)
+
+    async def replay_done(self, run: str) -> set[str]:
+        return set(self._replays.get(run, ()))
+
+    async def replay_finished(self, run: str) -> None:
+        self._replays.pop(run, None)
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        return self.records.purge(before, limit)
 
     async def close(self) -> None:
         return None
@@ -145,6 +225,7 @@ class _ReadTx:
         self.latest = _LatestReads(models)
         self.completions = _CompletionReads(models)
         self.log = _LogReads(store)
+        self.idempotency: ReadRecords | TxRecords = ReadRecords(store.records)
 
     async def tenant_ids(self) -> list[str]:
         return sorted(self._store._logs)
@@ -174,6 +255,11 @@ class _WriteTx(_ReadTx):
         self.tenant_id = tenant_id
         self._staged: list[tuple[Envelope, DomainEvent]] = []
         self._versions: dict[str, int] = {}
+        self.idempotency: TxRecords = TxRecords(store.records)
+
+    @property
+    def appended(self) -> int:
+        return len(self._staged)
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[int]:
         return await self.append_many([(entries, meta)])
@@ -181,6 +267,9 @@ class _WriteTx(_ReadTx):
     async def append_many(
         self, parts: Sequence[tuple[Sequence[NewEntry], AppendMeta]]
     ) -> list[int]:
+        # The records staged so far are written by this append, as on the SQL backends: a
+        # key taken is refused here (`KeyInUse`), before the commit.
+        self.idempotency.check()
         store = self._store
         log = store._logs.get(self.tenant_id, [])
         position = (log[-1].position if log else 0) + len(self._staged)
@@ -220,6 +309,8 @@ class _WriteTx(_ReadTx):
 
     def commit(self) -> None:
         store = self._store
+        self.idempotency.check()  # before anything is applied: a clash leaves no trace
+        self.idempotency.commit()
         log = store._logs.setdefault(self.tenant_id, [])
         for envelope, event in self._staged:
             log.append(envelope)
@@ -229,12 +320,27 @@ class _WriteTx(_ReadTx):
 
 
 class _Rebuild:
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(
+        self, store: MemoryStore, tenants: list[str], models: _ReadModels, after: int = 0
+    ) -> None:
         self._store = store
-        self.models = _ReadModels()
+        self._tenants = tenants
+        self._after = after
+        self.models = models
+        self.done: dict[str, set[str]] = {}
 
     async def tenant_ids(self) -> list[str]:
-        return sorted(self._store._logs)
+        return list(self._tenants)
+
+    async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
+        entries = self._store._logs.get(tenant_id, [])[self._after :]
+        for start in range(0, len(entries), batch):
+            envelopes = entries[start : start + batch]
+            await self.apply(tenant_id, envelopes)
+            yield len(envelopes)
+
+    async def mark_done(self, run: str, tenant_id: str) -> None:
+        self.done.setdefault(run, set()).add(tenant_id)
 
     async def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]:
         entries = self._store._logs.get(tenant_id, [])
@@ -244,6 +350,22 @@ class _Rebuild:
     async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None:
         for envelope in envelopes:
             self.models.apply(tenant_id, envelope.position, REGISTRY.decode_envelope(envelope))
+
+
+def _made_by(events: Iterable[DomainEvent]) -> dict[str, set[str]]:
+    """The ids of the rows of insert-only read models that these domain events made."""
+    made: dict[str, set[str]] = {"events": set(), "receivers": set(), "completions": set()}
+    for event in events:
+        match event:
+            case EventRecorded(event=e):
+                made["events"].add(e.id)
+            case ReceiverCreated(receiver=r):
+                made["receivers"].add(r.id)
+            case GroupCompleted(completion=c):
+                made["completions"].add(c.id)
+            case _:
+                pass
+    return made
 
 
 # --- reads ---------------------------------------------------------------------------------
@@ -328,7 +450,13 @@ class _ReceiverReads:
             page,
             lambda r: (
                 r.tenant_id == tenant_id
-                and _matches(r, name=where.name, type=where.type, version=where.version)
+                and _matches(
+                    r,
+                    name=where.name,
+                    type=where.type,
+                    version=where.version,
+                    fingerprint=where.fingerprint,
+                )
             ),
         )
 

@@ -16,7 +16,8 @@ platform users as well (NULLs never collide in a unique index).
     revoked_tokens     jti -> until when it matters; (expires_at) for the purge
     secret_versions    (tenant_id, name, version); the value only ever sealed (envelope)
     audit_log          append-only; (tenant_id, id) pages a tenant's records in order,
-                       (tenant_id, action, id) serves the usual filter
+                       (tenant_id, action, id) serves the usual filter; (at) finds
+                       what the retention purge deletes
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ audit_log = sa.Table(
     sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
     sa.Index("ix_audit_log_tenant", "tenant_id", "id"),
     sa.Index("ix_audit_log_action", "tenant_id", "action", "id"),
+    sa.Index("ix_audit_log_at", "at"),  # the retention purge (audit.retention_days)
 )
 
 TABLES: tuple[sa.Table, ...] = (

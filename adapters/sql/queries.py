@@ -56,6 +56,8 @@ MEMBERS = ("tenant_id", "receiver_id", "group_id")
 LATEST = ("tenant_id", "receiver_id", *NVRPP, "event_id")
 COMPLETIONS = ("tenant_id", "id", "group_id", *NVRPP, "triggering_event_id",
                "member_event_ids", "completed_at")  # fmt: skip
+IDEMPOTENCY = ("tenant_id", "key", "fingerprint", "status", "content_type", "location", "body",
+               "created_at")  # fmt: skip
 
 for _table, _columns in (
     (t.log, LOG),
@@ -66,6 +68,7 @@ for _table, _columns in (
     (t.group_members, MEMBERS),
     (t.latest, LATEST),
     (t.completions, COMPLETIONS),
+    (t.idempotency_records, IDEMPOTENCY),
 ):
     if tuple(_table.c.keys()) != _columns:  # pragma: no cover - a guard against drift
         raise RuntimeError(f"queries.py's column order of {_table.name} differs from tables.py")
@@ -79,7 +82,7 @@ class Query:
     constants SQLAlchemy made parameters of, such as SQLite's OFFSET 0, are filled in).
     """
 
-    __slots__ = ("_order", "args", "sql")
+    __slots__ = ("_order", "args", "name", "sql")
 
     def __init__(
         self, sql: str, args: tuple[str, ...], order: tuple[int | _Constant, ...] | None
@@ -87,6 +90,9 @@ class Query:
         self.sql = sql
         self.args = args
         self._order = order
+        #: The statement's name in the catalogue (`Statements`' attribute): what logs and
+        #: traces call it, never its text.
+        self.name = "statement"
 
     def bind(self, values: Sequence[Any]) -> Sequence[Any]:
         order = self._order
@@ -158,11 +164,12 @@ _TEXTS = postgresql.ARRAY(sa.Text())
 class Page:
     """One shape of a list query: the Core statement and, for SQLite, its compiled text."""
 
-    __slots__ = ("query", "stmt")
+    __slots__ = ("name", "query", "stmt")
 
-    def __init__(self, stmt: sa.Select[Any], query: Query | None) -> None:
+    def __init__(self, stmt: sa.Select[Any], query: Query | None, name: str = "page") -> None:
         self.stmt = stmt
         self.query = query
+        self.name = name
 
 
 @functools.cache
@@ -174,7 +181,7 @@ def catalogue(dialect: str) -> Statements:
 class Statements:
     """Every statement of the store for one dialect (`postgresql` or `sqlite`)."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str) -> None:  # noqa: PLR0915 - one statement per line
         if dialect not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported dialect {dialect!r}")
         self.dialect = dialect
@@ -219,6 +226,16 @@ class Statements:
         self.insert_log = q(sa.insert(log), *LOG)
         self.read_log = q(
             sa.select(log)
+            .where(log.c.tenant_id == _p("tenant_id"), log.c.position > _p("after"))
+            .order_by(log.c.position)
+            .limit(_p("limit")),
+            "tenant_id",
+            "after",
+            "limit",
+        )
+        # Replay: what the projection needs of each entry, nothing more.
+        self.read_log_events = q(
+            sa.select(log.c.position, log.c.type, log.c.schema_version, log.c.data)
             .where(log.c.tenant_id == _p("tenant_id"), log.c.position > _p("after"))
             .order_by(log.c.position)
             .limit(_p("limit")),
@@ -274,6 +291,49 @@ class Statements:
         self.insert_member = q(sa.insert(t.group_members), *MEMBERS)
         self.insert_completion = q(sa.insert(t.completions), *COMPLETIONS)
         self.delete_read_models = [q(sa.delete(table)) for table in t.READ_MODELS]
+        self.delete_tenant_read_models = [
+            q(
+                sa.delete(table).where(
+                    (table.c.id if table is t.tenants else table.c.tenant_id) == _p("tenant_id")
+                ),
+                "tenant_id",
+            )
+            for table in t.READ_MODELS
+        ]
+        # A read replica's lag (PostgreSQL standbys): none when it replayed all it received.
+        self.replica_lag = q(
+            sa.text(
+                "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+                "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+            )
+        )
+        # Replay after a position: the rows of insert-only read models those entries made.
+        self.delete_made = {
+            name: q(
+                sa.delete(table).where(
+                    table.c.tenant_id == _p("tenant_id"), self._among(table.c.id, "ids")
+                ),
+                "tenant_id",
+                "ids",
+            )
+            for name, table in (
+                ("events", t.events),
+                ("receivers", t.receivers),
+                ("completions", t.completions),
+            )
+        }
+        for name, delete in self.delete_made.items():
+            delete.name = f"delete_made_{name}"
+        rp = t.replay_progress
+        self.replay_mark = q(
+            self._insert(rp)
+            .values(run=_p("run"), tenant_id=_p("tenant_id"))
+            .on_conflict_do_nothing(index_elements=[rp.c.run, rp.c.tenant_id]),
+            "run",
+            "tenant_id",
+        )
+        self.replay_done = q(sa.select(rp.c.tenant_id).where(rp.c.run == _p("run")), "run")
+        self.replay_forget = q(sa.delete(rp).where(rp.c.run == _p("run")), "run")
         self._writes: dict[tuple[int, ...], Query] = {}
 
         # --- reads by key ------------------------------------------------------------------
@@ -319,6 +379,13 @@ class Statements:
         self.latest_events = q(self._latest_events(), "tenant_id", "receiver_ids", *self._keys)
         self.latest_event = q(self._latest_event(), "tenant_id", "receiver_id", *NVRPP)
 
+        (
+            self.idempotency_get,
+            self.idempotency_insert,
+            self.idempotency_delete,
+            self.idempotency_purge,
+        ) = self._idempotency()
+
         # --- the digest: every read model in a fixed order ---------------------------------
         (
             self.digest_tenants,
@@ -329,6 +396,37 @@ class Statements:
             self.digest_completions,
             self.digest_checkpoints,
         ) = self._digest()
+        for name, value in vars(self).items():
+            if isinstance(value, Query):
+                value.name = name
+        for table, delete, of_tenant in zip(
+            t.READ_MODELS, self.delete_read_models, self.delete_tenant_read_models, strict=True
+        ):
+            delete.name = f"delete_{table.name}"
+            of_tenant.name = f"delete_tenant_{table.name}"
+
+    def _idempotency(self) -> tuple[Query, Query, Query, Query]:
+        """Idempotency-Key records: by key, insert, delete, and delete a batch of expired ones."""
+        q = self._compile
+        ir = t.idempotency_records
+        at_key = (ir.c.tenant_id == _p("tenant_id"), ir.c.key == _p("key"))
+        expired = (
+            sa.select(ir.c.tenant_id, ir.c.key)
+            .where(ir.c.created_at <= _p("before"))
+            .limit(_p("limit"))
+        )
+        return (
+            q(sa.select(ir).where(*at_key), "tenant_id", "key"),
+            q(sa.insert(ir), *IDEMPOTENCY),
+            q(sa.delete(ir).where(*at_key), "tenant_id", "key"),
+            q(
+                sa.delete(ir)
+                .where(sa.tuple_(ir.c.tenant_id, ir.c.key).in_(expired))
+                .returning(ir.c.key),
+                "before",
+                "limit",
+            ),
+        )
 
     def _digest(self) -> list[Query]:
         by_id = self.by_id
@@ -514,6 +612,7 @@ class Statements:
         if found is None:
             text, args = pg_write(shape)
             found = self._writes[shape] = self._compile(sa.text(text), *args)
+            found.name = "append"
         return found
 
     # --- list queries: one Page per shape ----------------------------------------------------
@@ -524,7 +623,7 @@ class Statements:
         if found is None:
             stmt = build()
             query = None if self.postgres else compile_query(stmt, self._dialect)
-            found = self._pages[shape] = Page(stmt, query)
+            found = self._pages[shape] = Page(stmt, query, f"{shape[0]}_page")
         return found
 
 
@@ -593,7 +692,12 @@ def receivers_page(
     shape, values = _shape(
         page,
         {"tenant_id": tenant_id},
-        {"name": where.name, "type": where.type, "version": where.version},
+        {
+            "name": where.name,
+            "type": where.type,
+            "version": where.version,
+            "fingerprint": where.fingerprint,
+        },
     )
     build = lambda: _paged(rc, [rc.c.tenant_id == _p("tenant_id")], shape)  # noqa: E731
     return sql.page(("receivers", shape), build), values
@@ -684,6 +788,7 @@ LOG_TYPES = ("bigint", "text", "text", "integer", "text", "integer", "text", "te
 EVENT_TYPES = ("text",) * 9 + ("boolean", "text", "timestamptz")
 LATEST_TYPES = ("text",) * 7
 COMPLETION_TYPES = ("text",) * 10 + ("timestamptz",)
+IDEMPOTENCY_TYPES = ("text", "text", "text", "integer", "text", "text", "bytea", "timestamptz")
 
 
 class _Part:
@@ -732,9 +837,11 @@ PG_PARTS = (
         "DO UPDATE SET event_id = EXCLUDED.event_id",
     ),
     _Part("completion", "completions", COMPLETIONS, COMPLETION_TYPES, tenant=False),
+    _Part("idem", "idempotency_records", IDEMPOTENCY, IDEMPOTENCY_TYPES, tenant=False),
 )
 """The tables of the one-statement append, in the order of its arguments. `log` and
-`latest` take the tenant from `:tenant_id`; the others carry it per row."""
+`latest` take the tenant from `:tenant_id`; the others carry it per row (an
+Idempotency-Key record's key space may be the platform's, not the writer's tenant)."""
 
 NONE, ONE, MANY, COPIED = 0, 1, 2, 3
 """How many rows a table of the append has: none, one (values), many (arrays), or rows

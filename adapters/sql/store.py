@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import msgspec
@@ -54,13 +54,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql import queries as q
 from adapters.sql import tables as t
-from adapters.sql.drivers import Connection, PgDatabase, Row, SqliteDatabase
+from adapters.sql.availability import Availability
+from adapters.sql.drivers import (
+    BUSY_WAIT_LIMIT,
+    Connection,
+    PgConnection,
+    PgDatabase,
+    Row,
+    SqliteDatabase,
+)
 from adapters.sql.engine import create_engine, normalize_url
+from adapters.sql.listen import CHANNEL, notify_statement
+from adapters.sql.observe import ObservedConnection, StatementObserver
 from adapters.sql.queries import NVRPP, Statements
 from adapters.sql.tables import to_utc
 from core.domain.digest import Digest
 from core.domain.envelope import REGISTRY, Envelope
 from core.domain.errors import Conflict, StreamVersionConflict
+from core.domain.idempotency import Answer, Record, in_use
 from core.domain.model import (
     Completion,
     DomainEvent,
@@ -174,38 +185,81 @@ Codec = type[_PgCodec] | type[_SqliteCodec]
 class SqlStore:
     """Store port over PostgreSQL (asyncpg) or SQLite (sqlite3); see the module's docstring."""
 
-    def __init__(self, db: PgDatabase | SqliteDatabase) -> None:
+    def __init__(self, db: PgDatabase | SqliteDatabase, availability: Availability) -> None:
         self._db = db
+        self.availability = availability
         postgres = isinstance(db, PgDatabase)
         self._sql = q.catalogue("postgresql" if postgres else "sqlite")
         self._codec: Codec = _PgCodec if postgres else _SqliteCodec
         self._appended = 0  # log entries this store committed (for `_refresh_statistics`)
         self._analyze_at = iter(ANALYZE_AFTER if postgres else ())
         self._next_analyze = next(self._analyze_at, None)
+        self._observer: StatementObserver | None = None
+        self._commit_observers: list[Callable[[str, int], None]] = []
+        self.url: str | None = None  # what `connect` was given
+
+    def observe(self, observer: StatementObserver | None) -> None:
+        """Pass every later statement through `observer` (slow-query log, spans); None: stop."""
+        self._observer = observer if observer is not None and observer.active else None
+
+    def _watched(self, conn: Connection) -> Connection:
+        observer = self._observer
+        return conn if observer is None else ObservedConnection(conn, observer)
+
+    @property
+    def postgres(self) -> bool:
+        return isinstance(self._db, PgDatabase)
+
+    def on_commit(self, observer: Callable[[str, int], None]) -> None:
+        """SQLite: call `observer(tenant_id, new head)` after every commit of this store that
+        appended (the commit feed's in-process wake-ups). PostgreSQL needs none: its
+        writes NOTIFY (`adapters.sql.listen`), which every process hears, this one too."""
+        if self.postgres:
+            raise TypeError("a PostgreSQL store announces its commits with NOTIFY")
+        self._commit_observers.append(observer)
 
     @classmethod
-    async def connect(cls, url: str, **engine_options: Any) -> SqlStore:
+    async def connect(
+        cls,
+        url: str,
+        *,
+        availability: Availability | None = None,
+        busy_timeout: float = BUSY_WAIT_LIMIT,
+        **engine_options: Any,
+    ) -> SqlStore:
         """A store over the database at `url` (postgresql://..., sqlite:///path).
 
         The schema must be migrated already (`adapters.sql.migrations.migrate`).
         PostgreSQL: `engine_options` go to SQLAlchemy's `create_async_engine`, whose
-        pool the store draws its connections from (pool_size ...). SQLite takes none.
+        pool the store draws its connections from (pool_size ...). SQLite takes none, but
+        `busy_timeout`: how long a write waits for a lock another process holds.
+        `availability`: shared with the other stores on the database (one log per outage).
+        A database that cannot be reached or opened raises `Unavailable`.
         """
+        availability = availability or Availability(url)
         normalized = normalize_url(url)
         if normalized.get_backend_name() == "sqlite":
             if engine_options:
                 raise TypeError(f"a SQLite store takes no engine options: {sorted(engine_options)}")
             assert normalized.database is not None
-            return cls(SqliteDatabase(normalized.database))
+            try:
+                sqlite = SqliteDatabase(normalized.database, busy_timeout)
+            except sqlite3.Error as exc:
+                availability.raise_for(exc)
+            store = cls(sqlite, availability)
+            store.url = url
+            return store
         options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0, **engine_options}
         limit = int(options["pool_size"]) + int(options["max_overflow"])
         db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), limit)
         try:  # fail here, not at the first request, when the database is unreachable
             await db.run("SELECT 1")
-        except BaseException:
+        except BaseException as exc:
             await db.close()
-            raise
-        return cls(db)
+            availability.raise_for(exc)
+        store = cls(db, availability)
+        store.url = url
+        return store
 
     @property
     def engine(self) -> AsyncEngine:
@@ -216,16 +270,69 @@ class SqlStore:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
-        db = self._db
-        if isinstance(db, PgDatabase):
-            async with db.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as pg:
-                yield _ReadTx(_Context(pg, self._sql, self._codec))
-        else:
-            async with db.read() as conn:
-                yield _ReadTx(_Context(conn, self._sql, self._codec))
+        try:
+            async with self._read() as tx:
+                yield tx
+        except Exception as exc:
+            self._failed(exc)
+        self.availability.ok()
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
+        try:
+            async with self._write(tenant_id) as tx:
+                yield tx
+        except Exception as exc:
+            self._failed(exc)
+        self.availability.ok()
+
+    @asynccontextmanager
+    async def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AsyncIterator[_Rebuild]:
+        try:
+            async with self._rebuild(tenant_id, after) as target:
+                yield target
+        except Exception as exc:
+            self._failed(exc)
+
+    async def replay_done(self, run: str) -> set[str]:
+        async with self.read() as tx:
+            ctx = tx._ctx
+            return {row[0] for row in await ctx.conn.fetch(ctx.sql.replay_done, (run,))}
+
+    async def replay_finished(self, run: str) -> None:
+        try:
+            await self._replay_finished(run)
+        except Exception as exc:
+            self._failed(exc)
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        try:
+            return await self._purge_idempotency(before, limit)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> NoReturn:
+        """Raise `Unavailable` when `exc` says the database cannot serve, else `exc`."""
+        self.availability.raise_for(exc)
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[_ReadTx]:
+        db = self._db
+        if isinstance(db, PgDatabase):
+            async with db.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as pg:
+                yield _ReadTx(_Context(self._watched(pg), self._sql, self._codec))
+        else:
+            async with db.read() as conn:
+                yield _ReadTx(_Context(self._watched(conn), self._sql, self._codec))
+
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[_ReadTx]:
+        """No replica here: the primary (`adapters.sql.replica.ReplicaStore` has one)."""
+        return self.read()
+
+    @asynccontextmanager
+    async def _write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
         db, sql = self._db, self._sql
         if isinstance(db, PgDatabase):
             # BEGIN, make the head row if missing, lock it: one round trip, or three.
@@ -235,8 +342,11 @@ class SqlStore:
             )
             async with db.transaction(prologue or q.WRITE_BEGIN, then) as pg:
                 # The head is read by the first statement after the lock (see `_GroupReads`).
-                tx = _WriteTx(_Context(pg, sql, self._codec, tenant_id, None))
+                tx = _WriteTx(_Context(self._watched(pg), sql, self._codec, tenant_id, None))
                 yield tx
+                await tx.idempotency.flush()
+                if tx.head is not None and not pg.failed:
+                    await _notify(pg, tenant_id, tx.head)
             if self._next_analyze is not None and tx.appended:
                 await self._refresh_statistics(db, tx.appended)
             return
@@ -245,7 +355,13 @@ class SqlStore:
             if row is None:  # the tenant's first write: make its head row
                 await conn.execute(sql.create_head, (tenant_id,))
             head = 0 if row is None else int(row[0])
-            yield _WriteTx(_Context(conn, sql, self._codec, tenant_id, head))
+            tx = _WriteTx(_Context(self._watched(conn), sql, self._codec, tenant_id, head))
+            yield tx
+            await tx.idempotency.flush()
+            failed = conn.failed
+        if tx.head is not None and not failed:
+            for observer in self._commit_observers:
+                observer(tenant_id, tx.head)
 
     async def _refresh_statistics(self, db: PgDatabase, appended: int) -> None:
         """ANALYZE the tables when this store's appends cross 1k, 10k, 100k, 1M entries.
@@ -267,23 +383,59 @@ class SqlStore:
             await db.run(ANALYZE)
 
     @asynccontextmanager
-    async def rebuild(self) -> AsyncIterator[_Rebuild]:
+    async def _rebuild(self, tenant_id: str | None, after: int) -> AsyncIterator[_Rebuild]:
+        db, sql = self._db, self._sql
+        if after and tenant_id is None:
+            raise ValueError("a rebuild after a position is a tenant's")
+        deletes: list[tuple[q.Query, tuple[str, ...]]]
+        if after:  # what the later entries made is replaced as they are replayed
+            deletes = []
+        elif tenant_id is None:
+            deletes = [(delete, ()) for delete in sql.delete_read_models]
+        else:
+            deletes = [(delete, (tenant_id,)) for delete in sql.delete_tenant_read_models]
+        if isinstance(db, PgDatabase):
+            if tenant_id is None:
+                # Every writer's first statements insert or lock a head row: an EXCLUSIVE
+                # table lock waits for the writers in flight and holds back new ones until
+                # the rebuild commits, while readers go on reading the old read models
+                # (DELETE, not TRUNCATE, which would block them too).
+                begin = (
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE log_heads IN EXCLUSIVE MODE"
+                )
+                then: list[tuple[q.Query, Sequence[Any]]] = []
+            else:  # that tenant's writer lock only: the others go on writing
+                begin = q.WRITE_BEGIN
+                then = [(sql.create_head, (tenant_id,)), (sql.lock_head, (tenant_id,))]
+            async with db.transaction(begin, then) as pg:
+                conn = self._watched(pg)
+                for delete, args in deletes:
+                    await conn.execute(delete, args)
+                yield _Rebuild(_Context(conn, sql, self._codec), tenant_id, after)
+            return
+        async with db.write() as raw:
+            conn = self._watched(raw)
+            for delete, args in deletes:
+                await conn.execute(delete, args)
+            yield _Rebuild(_Context(conn, sql, self._codec), tenant_id, after)
+
+    async def _replay_finished(self, run: str) -> None:
         db, sql = self._db, self._sql
         if isinstance(db, PgDatabase):
-            # Every writer's first statements insert or lock a head row: an EXCLUSIVE table
-            # lock waits for the writers in flight and holds back new ones until the rebuild
-            # commits, while readers go on reading the old read models (DELETE, not
-            # TRUNCATE, which would block them too).
-            begin = "BEGIN ISOLATION LEVEL READ COMMITTED; LOCK TABLE log_heads IN EXCLUSIVE MODE"
-            async with db.transaction(begin) as pg:
-                for delete in sql.delete_read_models:
-                    await pg.execute(delete, ())
-                yield _Rebuild(_Context(pg, sql, self._codec))
+            async with db.transaction("BEGIN") as pg:
+                await pg.execute(sql.replay_forget, (run,))
             return
         async with db.write() as conn:
-            for delete in sql.delete_read_models:
-                await conn.execute(delete, ())
-            yield _Rebuild(_Context(conn, sql, self._codec))
+            await conn.execute(sql.replay_forget, (run,))
+
+    async def _purge_idempotency(self, before: datetime, limit: int) -> int:
+        db, sql = self._db, self._sql
+        args = (self._codec.time(before), limit)
+        if isinstance(db, PgDatabase):
+            async with db.transaction("BEGIN ISOLATION LEVEL READ COMMITTED") as pg:
+                return len(await pg.fetch(sql.idempotency_purge, args))
+        async with db.write() as conn:
+            return len(await conn.fetch(sql.idempotency_purge, args))
 
     async def close(self) -> None:
         await self._db.close()
@@ -324,7 +476,9 @@ async def project(
     tenant_id: str,
     applied: Sequence[tuple[int, DomainEvent]],
     log: tuple[list[tuple[Any, ...]], int] | None = None,
+    *,
     payloads: dict[str, str] | None = None,
+    records: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """Apply domain events (with their log positions, in log order) to the read models.
 
@@ -334,7 +488,8 @@ async def project(
     executemany per table. Where a later event of the batch overwrites an
     earlier one (a tenant or group changed twice, the latest event of a
     receiver for an artifact), only the last state is written, which is what
-    applying them one by one would leave.
+    applying them one by one would leave. An append's Idempotency-Key `records`
+    (rows) go in the same statement on PostgreSQL.
     """
     if not applied:
         return
@@ -343,9 +498,9 @@ async def project(
         rows.add(event)
     checkpoint = applied[-1][0]
     if ctx.sql.postgres:
-        await _write_postgres(ctx, rows, checkpoint, log)
+        await _write_postgres(ctx, rows, checkpoint, log, records or [])
     else:
-        await _write_sqlite(ctx, rows, checkpoint, log)
+        await _write_sqlite(ctx, rows, checkpoint, log, records or [])
     await rows.write_rare(ctx)
 
 
@@ -356,9 +511,14 @@ many rows repay; measured by bench/pg_bulk.py)."""
 
 
 async def _write_postgres(
-    ctx: _Context, rows: _Rows, checkpoint: int, log: tuple[list[tuple[Any, ...]], int] | None
+    ctx: _Context,
+    rows: _Rows,
+    checkpoint: int,
+    log: tuple[list[tuple[Any, ...]], int] | None,
+    records: list[tuple[Any, ...]],
 ) -> None:
-    """The log rows, head, events, latest rows, completions and checkpoint: one statement.
+    """The log rows, head, events, latest rows, completions, Idempotency-Key records and
+    checkpoint: one statement.
 
     A table with one row passes its values, a table with more its columns as arrays
     (see `queries.pg_write`); `log` and `latest` rows without their tenant column. From
@@ -379,6 +539,7 @@ async def _write_postgres(
         (rows.events, 0, copied),
         (list(rows.latest.values()), 1, False),
         (rows.completions, 0, False),
+        (records, 0, False),
     ):
         if not table_rows:
             shape.append(q.NONE)
@@ -394,7 +555,11 @@ async def _write_postgres(
 
 
 async def _write_sqlite(
-    ctx: _Context, rows: _Rows, checkpoint: int, log: tuple[list[tuple[Any, ...]], int] | None
+    ctx: _Context,
+    rows: _Rows,
+    checkpoint: int,
+    log: tuple[list[tuple[Any, ...]], int] | None,
+    records: list[tuple[Any, ...]],
 ) -> None:
     """One executemany per table, then the head and the checkpoint."""
     conn, sql = ctx.conn, ctx.sql
@@ -403,6 +568,7 @@ async def _write_sqlite(
         (sql.insert_event, rows.events),
         (sql.upsert_latest, list(rows.latest.values())),
         (sql.insert_completion, rows.completions),
+        (sql.idempotency_insert, records),
     ):
         if len(table_rows) == 1:
             await conn.execute(statement, table_rows[0])
@@ -593,6 +759,19 @@ def _completion(r: Row, codec: Codec) -> Completion:
     )
 
 
+def _record(r: Row, codec: Codec) -> Record:
+    scope, key, fingerprint, status, content_type, location, body, created_at = r
+    return Record(
+        scope=scope,
+        key=key,
+        fingerprint=fingerprint,
+        answer=Answer(
+            status=int(status), body=bytes(body), content_type=content_type, location=location
+        ),
+        created_at=codec.from_time(created_at),
+    )
+
+
 def _envelope(r: Row, codec: Codec) -> Envelope:
     (tenant_id, position, id_, stream, stream_version, type_, schema_version, correlation_id,
      causation_id, actor, occurred_at, data) = r  # fmt: skip
@@ -625,9 +804,16 @@ class _ReadTx:
         self.latest = _LatestReads(ctx)
         self.completions = _CompletionReads(ctx)
         self.log = _LogReads(ctx)
+        self.idempotency: _IdempotencyReads = _IdempotencyReads(ctx)
 
     async def tenant_ids(self) -> list[str]:
         return await _tenant_ids(self._ctx)
+
+    async def replica_lag(self) -> float | None:
+        """PostgreSQL standby: seconds behind its primary (0: it replayed all it received;
+        None: it never replayed a transaction)."""
+        row = await self._ctx.conn.fetchrow(self._ctx.sql.replica_lag, ())
+        return None if row is None or row[0] is None else float(row[0])
 
     async def digest(self) -> str:
         """The memory store's digest: same sections, rows in the same order, same values."""
@@ -664,6 +850,12 @@ class _WriteTx(_ReadTx):
         assert ctx.tenant_id is not None
         self.tenant_id = ctx.tenant_id
         self.appended = 0
+        self.idempotency: _IdempotencyWrites = _IdempotencyWrites(ctx)
+
+    @property
+    def head(self) -> int | None:
+        """The tenant's last position once this transaction appended (None: it did not)."""
+        return self._ctx.head if self.appended else None
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[int]:
         return await self.append_many([(entries, meta)])
@@ -718,8 +910,11 @@ class _WriteTx(_ReadTx):
                      time(entry.occurred_at), data)
                 )  # fmt: skip
                 applied.append((position, entry.event))
+        records = self.idempotency.take()
         try:
-            await project(ctx, tenant_id, applied, (rows, position), payloads)
+            await project(
+                ctx, tenant_id, applied, (rows, position), payloads=payloads, records=records
+            )
         except BaseException as exc:
             ctx.conn.failed = True  # whatever the block does next, it ends with ROLLBACK
             refusal = _refusal(exc, entries, unverified)
@@ -743,6 +938,16 @@ def _encode_entry(event: DomainEvent, payloads: dict[str, str]) -> tuple[str, in
         event = EventRecorded(event=msgspec.structs.replace(recorded, payload=msgspec.Raw(payload)))
     type_name, schema_version, data = REGISTRY.encode_json(event)
     return type_name, schema_version, data.decode()
+
+
+async def _notify(conn: PgConnection, tenant_id: str, head: int) -> None:
+    """Announce the commit to every listening process: NOTIFY, sent with the COMMIT in one
+    simple query (no round trip of its own); delivered when, and only if, it commits."""
+    statement = notify_statement(tenant_id, head)
+    if statement is not None:
+        conn.before_commit = statement
+    else:  # pragma: no cover - tenant ids are ULIDs
+        await conn.raw.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{tenant_id}:{head}")
 
 
 async def _stream_versions(
@@ -779,7 +984,7 @@ def _violated(exc: BaseException) -> str | None:
 
 
 def _refusal(
-    exc: BaseException, entries: Sequence[NewEntry], unverified: list[str]
+    exc: BaseException, entries: Sequence[NewEntry] = (), unverified: Sequence[str] = ()
 ) -> Exception | None:
     """The domain error for a unique violation, as the memory store words it; else None."""
     match _violated(exc):
@@ -791,21 +996,48 @@ def _refusal(
             return StreamVersionConflict("A stream this append expected to be new exists already.")
         case "uq_tenants_slug":
             slugs = [e.event.tenant.slug for e in entries if isinstance(e.event, TenantCreated)]
-            if len(slugs) == 1:
-                return Conflict(f"A tenant with slug {slugs[0]!r} exists already.")
-            return Conflict("A tenant with this slug exists already.")
+            which = f"slug {slugs[0]!r}" if len(slugs) == 1 else "this slug"
+            return Conflict(f"A tenant with {which} exists already.")
         case "uq_receivers_triple":
             return Conflict("An event receiver with this name, type and version exists already.")
+        case "pk_idempotency_records":
+            return in_use()
         case _:
             return None
 
 
 class _Rebuild:
-    def __init__(self, ctx: _Context) -> None:
+    def __init__(self, ctx: _Context, tenant_id: str | None = None, after: int = 0) -> None:
         self._ctx = ctx
+        self._tenant_id = tenant_id
+        self._after = after
 
     async def tenant_ids(self) -> list[str]:
+        if self._tenant_id is not None:
+            return [self._tenant_id]
         return await _tenant_ids(self._ctx)
+
+    async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
+        """The log's entries decoded straight into their domain events (no envelope, no
+        dict in between), then the one projection, a batch at a time."""
+        ctx, decode = self._ctx, REGISTRY.decode_json
+        fetch, statement = ctx.conn.fetch, ctx.sql.read_log_events
+        after = self._after
+        while True:
+            rows = await fetch(statement, (tenant_id, after, batch))
+            if not rows:
+                return
+            applied = [(row[0], decode(row[1], row[2], row[3])) for row in rows]
+            if self._after:
+                await _delete_made(ctx, tenant_id, [event for _, event in applied])
+            await project(ctx, tenant_id, applied)
+            yield len(rows)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    async def mark_done(self, run: str, tenant_id: str) -> None:
+        await self._ctx.conn.execute(self._ctx.sql.replay_mark, (run, tenant_id))
 
     async def log(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[list[Envelope]]:
         after = 0
@@ -822,6 +1054,25 @@ class _Rebuild:
         await project(
             self._ctx, tenant_id, [(e.position, REGISTRY.decode_envelope(e)) for e in envelopes]
         )
+
+
+async def _delete_made(ctx: _Context, tenant_id: str, events: Sequence[DomainEvent]) -> None:
+    """Delete the rows of the insert-only read models (events, receivers, completions) that
+    these domain events made; the other read models are overwritten when they are applied."""
+    made: dict[str, list[str]] = {"events": [], "receivers": [], "completions": []}
+    for event in events:
+        match event:
+            case EventRecorded(event=e):
+                made["events"].append(e.id)
+            case ReceiverCreated(receiver=r):
+                made["receivers"].append(r.id)
+            case GroupCompleted(completion=c):
+                made["completions"].append(c.id)
+            case _:
+                pass
+    for name, ids in made.items():
+        if ids:
+            await ctx.conn.execute(ctx.sql.delete_made[name], (tenant_id, ctx.codec.ids(ids)))
 
 
 async def _tenant_ids(ctx: _Context) -> list[str]:
@@ -967,6 +1218,54 @@ class _CompletionReads(_Reads):
         ctx = self._ctx
         found, values = q.completions_page(ctx.sql, tenant_id, group_id, where, page)
         return [_completion(row, ctx.codec) for row in await ctx.conn.page(found, values)]
+
+
+class _IdempotencyReads(_Reads):
+    async def get(self, scope: str, key: str) -> Record | None:
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.idempotency_get, (scope, key))
+        return None if row is None else _record(row, ctx.codec)
+
+
+class _IdempotencyWrites(_IdempotencyReads):
+    """Records staged for the transaction: written by its next append (in the append's
+    statement on PostgreSQL), or by `flush` before the commit."""
+
+    __slots__ = ("_staged",)
+
+    def __init__(self, ctx: _Context) -> None:
+        super().__init__(ctx)
+        self._staged: list[tuple[Any, ...]] = []
+
+    def add(self, record: Record) -> None:
+        answer = record.answer
+        self._staged.append(
+            (record.scope, record.key, record.fingerprint, answer.status, answer.content_type,
+             answer.location, answer.body, self._ctx.codec.time(record.created_at))
+        )  # fmt: skip
+
+    async def remove(self, scope: str, key: str) -> None:
+        ctx = self._ctx
+        await ctx.conn.execute(ctx.sql.idempotency_delete, (scope, key))
+
+    def take(self) -> list[tuple[Any, ...]]:
+        staged, self._staged = self._staged, []
+        return staged
+
+    async def flush(self) -> None:
+        """Write what no append took; a key taken meanwhile is `KeyInUse` (rolled back)."""
+        staged = self.take()
+        if not staged:
+            return
+        ctx = self._ctx
+        try:
+            await ctx.conn.executemany(ctx.sql.idempotency_insert, staged)
+        except BaseException as exc:
+            ctx.conn.failed = True
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
 
 class _LogReads(_Reads):

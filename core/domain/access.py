@@ -51,6 +51,7 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     TENANTS_MANAGE = "tenants:manage"
     SECRETS_MANAGE = "secrets:manage"
+    METRICS_READ = "metrics:read"
 
 
 class Role(StrEnum):
@@ -63,7 +64,7 @@ class Role(StrEnum):
 
 #: Permissions that act on the platform, not inside one tenant.
 PLATFORM_PERMISSIONS: frozenset[Permission] = frozenset(
-    {Permission.TENANTS_MANAGE, Permission.SECRETS_MANAGE}
+    {Permission.TENANTS_MANAGE, Permission.SECRETS_MANAGE, Permission.METRICS_READ}
 )
 
 _P = Permission
@@ -77,7 +78,9 @@ PRINCIPAL_PERMISSIONS: frozenset[Permission] = frozenset(
 #: The access policy. `admin` is everything inside its tenant; `event_manager`
 #: creates, reads and updates events, receivers, groups and subscriptions (DOMAIN.md
 #: names no delete for it: deleting a gate or a subscription is an admin's act);
-#: `event_viewer` reads; `event_producer` records events and reads receivers.
+#: `event_viewer` reads; `event_producer` records events, reads receivers, and reads
+#: groups with their status and completions (a pipeline waits on its gate with the key
+#: that records its events).
 ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = MappingProxyType(
     {
         Role.ADMIN: frozenset(Permission) - PLATFORM_PERMISSIONS,
@@ -98,7 +101,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = MappingProxyType(
         Role.EVENT_VIEWER: frozenset(
             {_P.EVENTS_READ, _P.RECEIVERS_READ, _P.GROUPS_READ, _P.SUBSCRIPTIONS_READ}
         ),
-        Role.EVENT_PRODUCER: frozenset({_P.EVENTS_CREATE, _P.RECEIVERS_READ}),
+        Role.EVENT_PRODUCER: frozenset({_P.EVENTS_CREATE, _P.RECEIVERS_READ, _P.GROUPS_READ}),
         Role.PLATFORM_ADMIN: PLATFORM_PERMISSIONS | PRINCIPAL_PERMISSIONS,
     }
 )

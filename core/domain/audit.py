@@ -52,7 +52,11 @@ class AuditAction(StrEnum):
     SECRET_CREATED = "secret.created"  # noqa: S105 - a name, not a secret
     SECRET_ROTATED = "secret.rotated"  # noqa: S105 - a name, not a secret
     SECRET_ACCESSED = "secret.accessed"  # noqa: S105 - a name, not a secret
+    #: A secret version sealed again under a new master key (`waypost secrets rewrap`).
+    SECRET_REWRAPPED = "secret.rewrapped"  # noqa: S105 - a name, not a secret
     PLATFORM_BOOTSTRAPPED = "platform.bootstrapped"
+    #: Records older than `audit.retention_days` were deleted (how many: the reason).
+    AUDIT_PURGED = "audit.purged"
 
 
 class Outcome(StrEnum):

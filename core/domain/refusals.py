@@ -44,6 +44,8 @@ class Refusal(StrEnum):
     UNKNOWN_REFRESH_TOKEN = "unknown_refresh_token"  # noqa: S105 - a name, not a secret
     REFRESH_TOKEN_REUSED = "refresh_token_reused"  # noqa: S105 - a name, not a secret
     FAMILY_REVOKED = "refresh_family_revoked"
+    #: A client certificate (mTLS) that no service identity maps.
+    UNMAPPED_CERTIFICATE = "unmapped_client_certificate"
 
 
 _BAD_LOGIN = "The credentials were not accepted."
@@ -76,6 +78,7 @@ REFUSAL_DETAIL: Mapping[Refusal, str] = MappingProxyType(
         Refusal.MALFORMED_API_KEY: _BAD_LOGIN,
         Refusal.API_KEY_EXPIRED: _BAD_LOGIN,
         Refusal.API_KEY_REVOKED: _BAD_LOGIN,
+        Refusal.UNMAPPED_CERTIFICATE: _BAD_LOGIN,
         Refusal.PRINCIPAL_GONE: _BAD_LOGIN,
         Refusal.PRINCIPAL_DISABLED: _BAD_LOGIN,
         Refusal.TENANT_DISABLED: _BAD_LOGIN,

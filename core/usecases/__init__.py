@@ -8,12 +8,14 @@ from typing import TypeVar
 from core.domain.rotation import RotationPolicy
 from core.ports import (
     BearerSecrets,
+    CommitFeed,
     IdentityStore,
     MessageSink,
     PasswordHasher,
     SecretSealer,
     TokenSigner,
 )
+from core.usecases.artifacts import Artifacts, ArtifactView, GateView
 from core.usecases.audit import Auditor
 from core.usecases.common import Actor, Deps, RequestContext
 from core.usecases.events import Events, Recorded
@@ -22,7 +24,8 @@ from core.usecases.identity import RECENT_SECONDS, Access, Identity, TokenAnswer
 from core.usecases.messages import MessagePage, Messages
 from core.usecases.publishing import Publisher
 from core.usecases.receivers import Receivers
-from core.usecases.replay import Replay
+from core.usecases.replay import Replay, Replayed
+from core.usecases.retention import Retention
 from core.usecases.secrets import SecretInfo, Secrets
 from core.usecases.tenants import Tenants
 
@@ -40,8 +43,11 @@ class IdentityDeps:
         signer: TokenSigner,
         policy: RotationPolicy,
         recent: timedelta = timedelta(seconds=RECENT_SECONDS),
+        audit_retention: timedelta | None = None,
     ) -> None:
         self.store = store
+        #: Audit records older than this are deleted (None: kept forever).
+        self.audit_retention = audit_retention
         self.hasher = hasher
         self.bearer = bearer
         self.sealer = sealer
@@ -54,17 +60,25 @@ class Services:
     """Every use case, built over one set of ports."""
 
     def __init__(
-        self, deps: Deps, identity: IdentityDeps | None = None, sink: MessageSink | None = None
+        self,
+        deps: Deps,
+        identity: IdentityDeps | None = None,
+        sink: MessageSink | None = None,
+        feed: CommitFeed | None = None,
     ) -> None:
         self.deps = deps
+        #: Wake-ups on the tenants' commits: what long polls wait on.
+        self.feed = feed
         self.tenants = Tenants(deps)
         self.receivers = Receivers(deps)
         self.events = Events(deps)
-        self.groups = Groups(deps)
+        self.groups = Groups(deps, feed)
+        self.artifacts = Artifacts(deps)
         self.messages = Messages(deps)
         #: Copies the messages to `sink`, when there is one (see `Publisher`).
         self.publisher = None if sink is None else Publisher(deps, self.messages, sink)
         self.replay = Replay(deps)
+        self.retention = Retention(deps)
         self.identity_deps = identity
         if identity is not None:
             self._audit: Auditor | None = Auditor(deps, identity.store)
@@ -85,6 +99,7 @@ class Services:
                 secrets=self._secrets,
                 audit=self._audit,
                 recent=identity.recent,
+                audit_retention=identity.audit_retention,
             )
         else:
             self._audit = self._secrets = self._identity = None
@@ -114,9 +129,12 @@ def _given(service: S | None) -> S:
 __all__ = [
     "Access",
     "Actor",
+    "ArtifactView",
+    "Artifacts",
     "Auditor",
     "Deps",
     "Events",
+    "GateView",
     "GroupStatus",
     "Groups",
     "Identity",
@@ -127,7 +145,9 @@ __all__ = [
     "Receivers",
     "Recorded",
     "Replay",
+    "Replayed",
     "RequestContext",
+    "Retention",
     "SecretInfo",
     "Secrets",
     "Services",

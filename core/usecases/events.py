@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
@@ -12,8 +12,8 @@ from core.domain.events import check_batch_size, new_event, prefix_errors
 from core.domain.groupcommit import FailedAt, Recovery, recover
 from core.domain.groups import decide_record
 from core.domain.model import Completion, Event, EventRecorded, GroupCompleted
-from core.ports import AppendMeta, EventFilter, NewEntry, PageRequest, WriteTx
-from core.usecases.common import Actor, Deps, not_found
+from core.ports import AppendMeta, EventFilter, NewEntry, PageRequest
+from core.usecases.common import Actor, Deps, Once, WriteAgain, not_found
 
 
 class Recorded(msgspec.Struct, frozen=True, kw_only=True):
@@ -24,21 +24,17 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     completions: list[Completion]
 
 
-Attachment = Callable[[WriteTx, Recorded], Awaitable[None]]
-"""More writes of the same request, committed in its transaction (an Idempotency-Key's
-record of its answer): called inside the write transaction, after the append, with what
-the request recorded. Raising refuses the request: nothing of it is stored."""
-
-
 class _Write:
-    """One request's validated events, waiting to be committed (see `Events._commit`)."""
+    """One request's validated events, waiting to be committed (see `Events._commit`), and
+    its Idempotency-Key's claim (`once`), whose record joins the transaction that commits
+    the events."""
 
-    __slots__ = ("actor", "attach", "events")
+    __slots__ = ("actor", "events", "once")
 
-    def __init__(self, actor: Actor, events: list[Event], attach: Attachment | None) -> None:
+    def __init__(self, actor: Actor, events: list[Event], once: Once[Recorded] | None) -> None:
         self.actor = actor
         self.events = events
-        self.attach = attach
+        self.once = once
 
 
 class Events:
@@ -64,17 +60,17 @@ class Events:
         return (await self.record_batch_outcome(actor, cmds)).events
 
     async def record_outcome(
-        self, actor: Actor, cmd: RecordEvent, *, attach: Attachment | None = None
+        self, actor: Actor, cmd: RecordEvent, once: Once[Recorded] | None = None
     ) -> Recorded:
-        """`record`, telling also which groups the event fired."""
-        return await self._record(actor, [cmd], batch=False, attach=attach)
+        """`record`, telling also which groups the event fired; `once`: an Idempotency-Key."""
+        return await self._record(actor, [cmd], batch=False, once=once)
 
     async def record_batch_outcome(
-        self, actor: Actor, cmds: Sequence[RecordEvent], *, attach: Attachment | None = None
+        self, actor: Actor, cmds: Sequence[RecordEvent], once: Once[Recorded] | None = None
     ) -> Recorded:
         """`record_batch`, telling also which groups the events fired."""
         check_batch_size(len(cmds))
-        return await self._record(actor, cmds, batch=True, attach=attach)
+        return await self._record(actor, cmds, batch=True, once=once)
 
     async def _record(
         self,
@@ -82,12 +78,12 @@ class Events:
         cmds: Sequence[RecordEvent],
         *,
         batch: bool,
-        attach: Attachment | None,
+        once: Once[Recorded] | None,
     ) -> Recorded:
         # Validation needs no lock (receivers never change) and happens before combining:
         # a refused request never joins a group.
         events = await self._validate(actor, cmds, batch=batch)
-        write = _Write(actor, events, attach)
+        write = _Write(actor, events, once)
         return await self._deps.combiner.submit(actor.tenant_id, write, len(events), self._commit)
 
     async def _commit(self, writes: Sequence[_Write]) -> list[Recorded | Exception]:
@@ -95,7 +91,7 @@ class Events:
         `core.domain.groupcommit.recover` says each write gets."""
         progress = _Progress()
         try:
-            return list(await self._transaction(writes, progress))
+            return await self._transaction(writes, progress)
         except Exception as exc:
             if recover(len(writes), progress.failed_at) is not Recovery.RETRY_ALONE:
                 return [exc] * len(writes)
@@ -109,12 +105,33 @@ class Events:
                 answers.append(recorded)
         return answers
 
-    async def _transaction(self, writes: Sequence[_Write], progress: _Progress) -> list[Recorded]:
-        """Read the gates, decide and append, under the tenant's writer lock."""
+    async def _transaction(
+        self, writes: Sequence[_Write], progress: _Progress
+    ) -> list[Recorded | Exception]:
+        """`_attempt`, made again once when a write alone met an expired record of its
+        Idempotency-Key (deleted by then: `Deps.write`)."""
+        try:
+            return await self._attempt(writes, progress)
+        except WriteAgain:
+            return await self._attempt(writes, _Progress())
+
+    async def _attempt(
+        self, writes: Sequence[_Write], progress: _Progress
+    ) -> list[Recorded | Exception]:
+        """Read the gates, decide and append, under the tenant's writer lock, each write's
+        Idempotency-Key record with its events.
+
+        A write alone goes through `Deps.write` with its claim: a key that another request
+        committed first is found by the record's unique key and answered from its record
+        (`AlreadyAnswered`). A group's records go in its one transaction: a key taken
+        (`KeyInUse`) fails it before its commit, and its writes are then made alone."""
         deps = self._deps
         tenant_id = writes[0].actor.tenant_id
         events = [event for write in writes for event in write.events]
-        async with deps.store.write(tenant_id) as tx:
+        claimed = writes[0].once if len(writes) == 1 else None
+        # A repeat is found by the record's unique key (nothing here would refuse it
+        # earlier): no lookup first, one round trip fewer on the hot path.
+        async with deps.write(tenant_id, claimed, look_first=False) as tx:
             progress.failed_at = FailedAt.BEFORE_COMMIT  # the lock is taken
             receiver_ids = {e.event_receiver_id for e in events}
             # Only enabled groups can fire; with none, the latest events are not needed.
@@ -129,12 +146,12 @@ class Events:
             versions = {g: await tx.log.stream_version(tenant_id, g) for g in fired}
             entries = deps.entries(decided, versions)
             answers, parts = _split(writes, entries)
-            await tx.append_many(parts)
             for write, recorded in zip(writes, answers, strict=True):
-                if write.attach is not None:
-                    await write.attach(tx, recorded)
+                # before the append: the records join the append's statement
+                deps.remember(tx, write.once, recorded)
+            await tx.append_many(parts)
             progress.failed_at = FailedAt.COMMIT  # what fails from here on is the commit
-        return answers
+        return list(answers)
 
     async def _validate(
         self, actor: Actor, cmds: Sequence[RecordEvent], *, batch: bool
@@ -180,14 +197,14 @@ class Events:
         )
 
     async def get(self, actor: Actor, event_id: str) -> Event:
-        async with self._deps.store.read() as tx:
+        async with self._deps.store.read_stale(actor.tenant_id) as tx:
             event = await tx.events.get(actor.tenant_id, event_id)
         if event is None:
             raise not_found("event", event_id)
         return event
 
     async def list(self, actor: Actor, where: EventFilter, page: PageRequest) -> list[Event]:
-        async with self._deps.store.read() as tx:
+        async with self._deps.store.read_stale(actor.tenant_id) as tx:
             return await tx.events.list(actor.tenant_id, where, page)
 
 

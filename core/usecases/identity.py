@@ -37,6 +37,7 @@ from core.domain.errors import (
     Unauthenticated,
     raise_if,
 )
+from core.domain.idempotency import KeyInUse
 from core.domain.identity import (
     LEEWAY,
     ApiKey,
@@ -66,17 +67,20 @@ from core.domain.identity import (
     rotate_refresh,
     start_family,
 )
+from core.domain.ids import is_ulid
 from core.domain.model import Tenant
 from core.domain.tenants import normalize_slug
 from core.ports import (
+    MAX_PAGE_SIZE,
     BearerSecrets,
     IdentityStore,
     PageRequest,
     PasswordHasher,
     TokenSigner,
+    Unavailable,
 )
 from core.usecases.audit import Auditor
-from core.usecases.common import Actor, Deps, RequestContext, not_found
+from core.usecases.common import Actor, Deps, Once, RequestContext, not_found
 from core.usecases.secrets import Secrets
 
 __all__ = [
@@ -94,6 +98,8 @@ RECENT_CAPACITY: Final = 10_000
 #: A token under an unknown key reloads the key set at most this often.
 RELOAD_AFTER: Final = timedelta(seconds=5)
 BOOTSTRAP_KEY_NAME: Final = "bootstrap"
+#: How often a server purges the audit log of records past their retention.
+AUDIT_PURGE_EVERY: Final = timedelta(hours=1)
 GRANT_TYPES: Final = ("password", "api_key", "refresh_token")
 _KEY_ATTEMPTS: Final = 3
 
@@ -108,7 +114,7 @@ class Access(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: str | None
     tenant_slug: str | None = None
 
-    def actor(self, correlation_id: str | None = None) -> Actor:
+    def actor(self, correlation_id: str | None = None, causation_id: str | None = None) -> Actor:
         """The use cases' caller, for routes that act on a tenant's data."""
         if self.tenant_id is None:
             raise Forbidden(None, "Name a tenant with X-Tenant: this acts on a tenant's data.")
@@ -116,6 +122,7 @@ class Access(msgspec.Struct, frozen=True, kw_only=True):
             tenant_id=self.tenant_id,
             principal=self.principal.subject,
             correlation_id=correlation_id,
+            causation_id=causation_id,
         )
 
 
@@ -167,8 +174,11 @@ class Identity:
         secrets: Secrets,
         audit: Auditor,
         recent: timedelta = timedelta(seconds=RECENT_SECONDS),
+        audit_retention: timedelta | None = None,
     ) -> None:
         self._deps = deps
+        self._audit_retention = audit_retention
+        self._purged_at: datetime | None = None
         self._store = store
         self._hasher = hasher
         self._bearer = bearer
@@ -238,7 +248,9 @@ class Identity:
             return False
         try:
             revoked = await self._store.revocations.is_revoked(jti)
-        except Exception:  # any failure of the check is a refusal, never a pass
+        except Unavailable:
+            raise  # no pass either: a 503, and the caller retries
+        except Exception:  # any other failure of the check is a refusal, never a pass
             return None
         if not revoked:
             self._not_revoked.put(jti, True, now)
@@ -291,12 +303,22 @@ class Identity:
     # --- authentication of a request ----------------------------------------------------------
 
     async def authenticate(
-        self, bearer: str | None, *, tenant: str | None, ctx: RequestContext
+        self,
+        bearer: str | None,
+        *,
+        tenant: str | None,
+        ctx: RequestContext,
+        api_key_only: bool = False,
     ) -> Access:
-        """Who presents `bearer`, acting in which tenant (`tenant`: the X-Tenant slug)."""
+        """Who presents `bearer`, acting in which tenant (`tenant`: the X-Tenant slug).
+
+        `api_key_only`: the credential came where only an API key is taken (the password
+        of HTTP Basic); anything else is refused as a malformed API key."""
         if not bearer:
             raise Unauthenticated(Refusal.MISSING_CREDENTIALS)
         kind = bearer_kind(bearer)
+        if api_key_only and kind != BearerKind.API_KEY:
+            await self._refuse(Refusal.MALFORMED_API_KEY, ctx)
         if kind == BearerKind.API_KEY:
             principal, own = await self._api_key(bearer, ctx, AuditAction.CREDENTIAL_REFUSED)
         elif kind == BearerKind.JWT:
@@ -306,6 +328,34 @@ class Identity:
         else:
             await self._refuse(Refusal.MALFORMED_TOKEN, ctx)
         return await self._scope(principal, own, tenant, ctx)
+
+    async def authenticate_service(
+        self,
+        name: str | None,
+        *,
+        tenant_slug: str,
+        role: Role,
+        tenant: str | None,
+        ctx: RequestContext,
+    ) -> Access:
+        """A service identity: a client certificate the transport verified (mTLS) and the
+        configuration mapped (`name`, None: it maps to nothing) to a tenant and a role. It
+        acts in that tenant only, with that role's permissions; a disabled or unknown tenant
+        refuses it, as it refuses the tenant's other principals."""
+        if name is None:
+            await self._refuse(Refusal.UNMAPPED_CERTIFICATE, ctx)
+        found = await self._tenant_by_slug(tenant_slug)
+        if found is None or found.disabled:
+            await self._refuse(
+                Refusal.TENANT_DISABLED if found is not None else Refusal.PRINCIPAL_GONE,
+                ctx,
+                tenant_id=None if found is None else found.id,
+                actor=f"service:{name}",
+            )
+        principal = Principal(
+            kind=PrincipalKind.SERVICE, id=name, tenant_id=found.id, name=name, roles=(role,)
+        )
+        return await self._scope(principal, found, tenant, ctx)
 
     async def _api_key(
         self, text: str, ctx: RequestContext, action: AuditAction
@@ -594,23 +644,39 @@ class Identity:
 
     # --- users --------------------------------------------------------------------------------
 
-    async def create_user(self, access: Access, cmd: CreateUser, ctx: RequestContext) -> User:
+    async def create_user(
+        self,
+        access: Access,
+        cmd: CreateUser,
+        ctx: RequestContext,
+        once: Once[User] | None = None,
+    ) -> User:
+        """A new user; `once`: the request's Idempotency-Key (the record is stored with the
+        user; a request answered before is answered again, `AlreadyAnswered`)."""
+        deps = self._deps
         scope = access.tenant_id
         username = normalize_username(cmd.username)
         check_password(cmd.password, username=username)
         roles = check_roles("/roles", cmd.roles, tenant_id=scope)
+        await deps.recall(once)
         if await self._store.users.by_username(scope, username) is not None:
+            await deps.recall(once)  # a duplicate of this request may have made it meanwhile
             raise Conflict(f"A user named {username!r} exists already.")
         password_hash = await self._hasher.hash(cmd.password)
+        now = deps.clock.now()
         user = new_user(
-            id=self._deps.ids.new_id(),
+            id=deps.ids.new_id(),
             tenant_id=scope,
             username=username,
             roles=roles,
             password_hash=password_hash,
-            now=self._deps.clock.now(),
+            now=now,
         )
-        await self._store.users.add(user)
+        try:
+            await self._store.users.add(user, None if once is None else once.record(user, now))
+        except Conflict:
+            await deps.recall(once)
+            raise
         await self._audit.record(
             tenant_id=scope,
             actor=access.principal.subject,
@@ -696,17 +762,30 @@ class Identity:
     # --- API keys -----------------------------------------------------------------------------
 
     async def create_api_key(
-        self, access: Access, cmd: CreateApiKey, ctx: RequestContext
+        self,
+        access: Access,
+        cmd: CreateApiKey,
+        ctx: RequestContext,
+        once: Once[ApiKey] | None = None,
     ) -> tuple[ApiKey, str]:
-        """The new key and its text, which is shown this once and never again."""
-        return await self.issue_api_key(
-            access.tenant_id,
-            name=cmd.name,
-            role=cmd.role,
-            expires_at=cmd.expires_at,
-            created_by=access.principal.subject,
-            ctx=ctx,
-        )
+        """The new key and its text, which is shown this once and never again.
+
+        With `once` (an Idempotency-Key) the stored answer is made from the key alone, never
+        from its text: a retry learns which key was made, not its secret."""
+        await self._deps.recall(once)
+        try:
+            return await self.issue_api_key(
+                access.tenant_id,
+                name=cmd.name,
+                role=cmd.role,
+                expires_at=cmd.expires_at,
+                created_by=access.principal.subject,
+                ctx=ctx,
+                once=once,
+            )
+        except KeyInUse:
+            await self._deps.recall(once)
+            raise
 
     async def issue_api_key(
         self,
@@ -717,10 +796,12 @@ class Identity:
         created_by: str,
         expires_at: datetime | None = None,
         ctx: RequestContext | None = None,
+        once: Once[ApiKey] | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key of a tenant (or of the platform); also the operator's `waypost admin`."""
         for attempt in range(_KEY_ATTEMPTS):
             minted = self._bearer.new_api_key()
+            now = self._deps.clock.now()
             key = new_api_key(
                 id=self._deps.ids.new_id(),
                 tenant_id=tenant_id,
@@ -729,11 +810,13 @@ class Identity:
                 prefix=minted.prefix,
                 secret_hash=minted.hash,
                 created_by=created_by,
-                now=self._deps.clock.now(),
+                now=now,
                 expires_at=expires_at,
             )
             try:
-                await self._store.api_keys.add(key)
+                await self._store.api_keys.add(key, None if once is None else once.record(key, now))
+            except KeyInUse:
+                raise
             except Conflict:  # the prefix is taken: 36**8 makes this rare; try another
                 if attempt == _KEY_ATTEMPTS - 1:
                     raise
@@ -757,6 +840,22 @@ class Identity:
 
     async def list_api_keys(self, access: Access, page: PageRequest) -> list[ApiKey]:
         return await self._store.api_keys.list(access.tenant_id, page)
+
+    async def operator_revoke_api_key(self, key_id: str, *, actor: str) -> ApiKey:
+        """Revoke a key of any scope by its id (the operator's `waypost admin`)."""
+        key = await self._store.api_keys.find(key_id) if is_ulid(key_id) else None
+        if key is None:
+            raise not_found("API key", key_id)
+        return await self._revoke_key(key, actor=actor, ctx=RequestContext())
+
+    async def operator_api_keys(self, tenant_id: str | None) -> list[ApiKey]:
+        """Every key of a tenant (None: the platform's), oldest first."""
+        found: list[ApiKey] = []
+        page = PageRequest(limit=MAX_PAGE_SIZE, order="asc")
+        while batch := await self._store.api_keys.list(tenant_id, page):
+            found += batch
+            page = PageRequest(limit=MAX_PAGE_SIZE, order="asc", after=batch[-1].id)
+        return found
 
     async def revoke_api_key(self, access: Access, key_id: str, ctx: RequestContext) -> ApiKey:
         key = await self.get_api_key(access, key_id)
@@ -800,8 +899,16 @@ class Identity:
         return text
 
     async def housekeeping(self) -> int:
-        """Forget revoked token ids whose tokens have expired anyway; how many."""
-        return await self._store.revocations.purge(self._deps.clock.now())
+        """Forget revoked token ids whose tokens have expired anyway (how many); and, at
+        most every `AUDIT_PURGE_EVERY`, delete audit records past their retention."""
+        now = self._deps.clock.now()
+        retention = self._audit_retention
+        if retention is not None and (
+            self._purged_at is None or now - self._purged_at >= AUDIT_PURGE_EVERY
+        ):
+            self._purged_at = now
+            await self._audit.purge(retention)
+        return await self._store.revocations.purge(now)
 
     # --- the public keys ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ a token names a key it does not know).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -32,16 +33,24 @@ from core.domain.rotation import (
     apply,
     next_due,
     plan,
+    signing,
 )
 from core.ports import IdentityStore, SecretRecord, SecretSealer, TokenSigner
 from core.usecases.audit import Auditor
 from core.usecases.common import Deps
 
-__all__ = ["SIGNING_KEY", "SecretInfo", "Secrets"]
+__all__ = ["SIGNING_KEY", "Rewrapped", "SecretInfo", "Secrets"]
 
 SIGNING_KEY: Final = "jwt-signing-key"
 SYSTEM: Final = "system"
 _ATTEMPTS: Final = 5
+
+
+class Rewrapped(msgspec.Struct, kw_only=True):
+    """What a rewrap did: versions sealed under the new key now, and those that were."""
+
+    sealed: int
+    already: int
 
 
 class SecretInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,6 +88,7 @@ class Secrets:
         self._opened: dict[int, bytes] = {}
         self._loaded_at: datetime | None = None
         self._next_due: datetime | None = None
+        self._active_since: datetime | None = None
 
     async def start(self) -> None:
         """Bring the signing key up to date and load it (the server's start)."""
@@ -182,6 +192,8 @@ class Secrets:
         self._signer.load(keys, retired)
         self._loaded_at = self._deps.clock.now()
         self._next_due = next_due([r.version for r in records], self.policy)
+        active = signing([r.version for r in records])
+        self._active_since = None if active is None else active.activated_at
 
     async def reload_if_older_than(self, age: timedelta) -> bool:
         """Reload unless the last load is younger than `age` (a token named an unknown key:
@@ -195,6 +207,55 @@ class Secrets:
     def next_due(self) -> datetime | None:
         """When the policy next has something to do (None: at once)."""
         return self._next_due
+
+    def active_since(self) -> datetime | None:
+        """When the signing key that signs now was activated (as of the last reload)."""
+        return self._active_since
+
+    async def rewrap(
+        self,
+        sealer: SecretSealer,
+        *,
+        actor: str = SYSTEM,
+        on_step: Callable[[str], None] | None = None,
+    ) -> Rewrapped:
+        """Seal every stored secret version again under `sealer`'s master key (`sealer` opens
+        with the old keys too). Online: each version is replaced by compare-and-set, so a
+        rotation or another rewrap at the same time loses nothing (the loser reads again).
+        Resumable: versions sealed under the new key already are left as they are, so a run
+        that stopped is simply run again."""
+        done = Rewrapped(sealed=0, already=0)
+        new_key = sealer.key_id
+        for tenant_id, name in await self._store.secrets.names():
+            for record in await self._store.secrets.versions(tenant_id, name):
+                number = record.version.version
+                envelope = record.envelope
+                for _ in range(_ATTEMPTS):
+                    if sealer.sealed_with(envelope) == new_key:
+                        done.already += 1
+                        break
+                    value = sealer.open(envelope, tenant_id=tenant_id, name=name, version=number)
+                    fresh = sealer.seal(value, tenant_id=tenant_id, name=name, version=number)
+                    if await self._store.secrets.reseal(tenant_id, name, number, envelope, fresh):
+                        done.sealed += 1
+                        await self._audit.record(
+                            tenant_id=tenant_id,
+                            actor=actor,
+                            action=AuditAction.SECRET_REWRAPPED,
+                            target=f"secret:{name}/{number}",
+                            reason=f"sealed under master key {new_key}",
+                        )
+                        if on_step is not None:
+                            on_step(f"{name} version {number}: sealed under {new_key}")
+                        break
+                    envelope = next(  # changed meanwhile: read it again
+                        r.envelope
+                        for r in await self._store.secrets.versions(tenant_id, name)
+                        if r.version.version == number
+                    )
+                else:
+                    raise Conflict(f"Version {number} of {name} kept changing; run it again.")
+        return done
 
     async def list(self) -> list[SecretInfo]:
         """Every version of every secret, without values."""

@@ -23,25 +23,33 @@ import anyio
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
-from litestar.types import ControllerRouterHandler, Middleware
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Middleware
 
+from core.ports import SharedRateLimiter, Unavailable
 from core.usecases import Publisher, Services
-from entrypoints.http import auth, common, idempotency, limits, metrics
-from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
+from entrypoints.http import auth, common, console, idempotency, limits, metrics, metrics_json
+from entrypoints.http.apidocs import LocalSwaggerPlugin
+from entrypoints.http.clients import ClientAddresses
+from entrypoints.http.gql.execution import Endpoint
 from entrypoints.http.limits import (
     BackpressureMiddleware,
     Limits,
+    LongPollMiddleware,
     RateLimitMiddleware,
     StreamsMiddleware,
 )
+from entrypoints.http.mtls import ServiceIdentities
 from entrypoints.http.problems import EXCEPTION_HANDLERS
+from entrypoints.http.queries import QueryTextMiddleware
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
     api_keys,
     audit,
+    epr,
     events,
+    graphql,
     groups,
     health,
     messages,
@@ -62,22 +70,28 @@ Waypost records what happened to which artifact, checks every event against its
 receiver's JSON Schema and fires receiver groups (release gates).
 
 Every route but the health probes, the metrics, the JWKS and this description needs
-`Authorization: Bearer <access token or API key>`; get an access token from
-`POST /api/v1/auth/token`. The tenant comes from the credential; a platform
+`Authorization: Bearer <access token or API key>` (or HTTP Basic with an API key as
+the password, for clients that can only put a credential in a URL); get an access
+token from `POST /api/v1/auth/token`. The tenant comes from the credential; a platform
 administrator names one with `X-Tenant: <slug>`. Errors are RFC 9457 problem
-details (`application/problem+json`). Every POST on a tenant's data accepts
-`Idempotency-Key`. Over a credential's rate limit the answer is 429, from a server at
-its limit of work in flight 503; both say when to retry in `Retry-After`.
+details (`application/problem+json`). Every POST that writes accepts `Idempotency-Key`
+(each declares it; GraphQL and the token endpoints do not). Over a credential's rate
+limit the answer is 429, from a server at its limit of work in flight 503 (as while the
+database cannot serve); each says when to retry in `Retry-After`.
 """
 
 
 async def _maintain(services: Services, every: float) -> None:
-    """Rotate the signing key when its policy says so, and pick up other processes' work."""
+    """Rotate the signing key when its policy says so, pick up other processes' work, and
+    delete what is kept only for a while (revocations, Idempotency-Key records)."""
     while True:
         await anyio.sleep(every)
         try:
             await services.secrets.maintain()
             await services.identity.housekeeping()
+            await services.retention.purge_idempotency()
+        except Unavailable as exc:  # the store logged the outage once already
+            log.info("maintenance skipped: %s; retrying later", exc)
         except Exception:
             log.exception("the signing keys could not be maintained; retrying later")
 
@@ -108,8 +122,14 @@ async def _publish(publisher: Publisher, every: float) -> None:
             await anyio.sleep(every)
 
 
-def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar:
-    """The Waypost HTTP app over the Services that `services_factory` opens."""
+def build_app(
+    services_factory: ServicesFactory,
+    settings: Settings,
+    *,
+    shared_limiter: SharedRateLimiter | None = None,
+) -> Litestar:
+    """The Waypost HTTP app over the Services that `services_factory` opens; its rate
+    limits are shared through `shared_limiter` when given (closed with the app)."""
 
     slot = common.ServicesSlot()
 
@@ -120,12 +140,13 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             app.state[auth.SERVICES_KEY] = services
             tasks.start_soon(_maintain, services, settings.secrets.reload_seconds)
             if services.publisher is not None:
-                tasks.start_soon(_publish, services.publisher, settings.redis_streams.poll_seconds)
+                tasks.start_soon(_publish, services.publisher, settings.redis.stream_poll_seconds)
             try:
                 yield
             finally:
                 slot.services = None
                 tasks.cancel_scope.cancel()
+                await limits.limits_of(app.state).rates.close()
 
     principals = {
         "access": Provide(auth.provide_access, sync_to_thread=False),
@@ -133,28 +154,38 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
     }
     # Routes on a tenant's data also get the use cases' `actor` (the audit log's routes
     # have a query parameter of that name instead).
+    principals["claim"] = Provide(idempotency.provide_claim, sync_to_thread=False)
     data = {**principals, "actor": Provide(auth.provide_actor, sync_to_thread=False)}
-    security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}]
+    security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}, {auth.BASIC_SCHEME: []}]
 
     def api(
         path: str,
         handlers: Sequence[ControllerRouterHandler],
         tag: str,
         *,
-        idempotent: bool = True,
         max_body: int | None = None,
         tenant_data: bool = True,
         streams: bool = False,
+        exception_handlers: ExceptionHandlersMap | None = None,
+        long_poll: bool = False,
     ) -> Router:
-        # The caller first (401 before anything else), its rate limit, the bound on work
-        # in flight (long-lived streams have their own), then Idempotency-Key.
+        # The bound on work in flight first, from the request's arrival (long-lived streams
+        # and long polls have their own), then the caller (401 before anything else is
+        # read), its rate limit, then Idempotency-Key (on the routes that take the claim).
+        bounded = (
+            StreamsMiddleware
+            if streams
+            else LongPollMiddleware
+            if long_poll
+            else BackpressureMiddleware
+        )
         middleware: list[Middleware] = [
+            bounded,
+            QueryTextMiddleware,
             auth.AuthenticationMiddleware,
             RateLimitMiddleware,
-            StreamsMiddleware if streams else BackpressureMiddleware,
         ]
-        if idempotent:
-            middleware.append(IdempotencyMiddleware)
+        idempotency.guard(handlers)
         return Router(
             path,
             route_handlers=handlers,
@@ -164,7 +195,24 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             security=security,
             # None here would mean "no limit", not "the app's".
             request_max_body_size=max_body or settings.http.max_body_bytes,
+            exception_handlers=exception_handlers,
         )
+
+    gql = Endpoint(settings.graphql)
+    graphql_api = api(
+        graphql.PATH,
+        [
+            graphql.post_handler(gql, ["/"], lenient=False, summary="GraphQL"),
+            graphql.post_handler(
+                gql,
+                ["/query"],
+                lenient=True,
+                summary="GraphQL at EPR's path (unknown input fields ignored)",
+            ),
+        ],
+        "graphql",
+        exception_handlers=graphql.EXCEPTION_HANDLERS,
+    )
 
     public_api = Router(
         auth_routes.PATH,
@@ -172,7 +220,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         tags=["identity"],
         dependencies={"ctx": Provide(auth.provide_context, sync_to_thread=False)},
         # No credential yet: limited per client address (password guessing).
-        middleware=[RateLimitMiddleware, BackpressureMiddleware],
+        middleware=[BackpressureMiddleware, QueryTextMiddleware, RateLimitMiddleware],
         request_max_body_size=64 * 1024,
     )
 
@@ -187,25 +235,38 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 "events",
                 max_body=settings.http.max_batch_body_bytes,
             ),
-            api(groups.PATH, groups.HANDLERS, "groups"),
-            api(messages.PATH, messages.HANDLERS, "messages", idempotent=False, streams=True),
+            api(groups.PATH, groups.HANDLERS, "groups", long_poll=True),
+            api(messages.PATH, messages.HANDLERS, "messages", streams=True),
             api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
-            # A new key's answer holds the key: never kept for a replay.
-            api(
-                api_keys.PATH,
-                api_keys.HANDLERS,
-                "identity",
-                idempotent=False,
-                tenant_data=False,
-            ),
+            api(api_keys.PATH, api_keys.HANDLERS, "identity", tenant_data=False),
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
+            graphql_api,
+            *graphql.graphiql_handlers(graphql.PATH, graphql.PATH),
+            # EPR's clients, unchanged (entrypoints/http/routes/epr.py).
+            api(epr.PATH, epr.handlers(gql), "epr", exception_handlers=epr.EXCEPTION_HANDLERS),
+            *epr.PUBLIC_HANDLERS,
+            graphql.graphiql_asset,
+            *(
+                [
+                    api(
+                        metrics_json.PATH,
+                        metrics_json.HANDLERS,
+                        "operations",
+                        tenant_data=False,
+                    )
+                ]
+                if settings.metrics.enabled
+                else []
+            ),
             public_api,
             *auth_routes.PUBLIC_HANDLERS,
             *health.HANDLERS,
+            *console.routes(settings.http.max_body_bytes),
         ],
         lifespan=[lifespan],
         dependencies={"services": Provide(slot.provide, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        template_config=console.template_config(),
         before_send=[add_request_id, add_security_headers],
         cors_config=cors_config(settings),
         request_max_body_size=settings.http.max_body_bytes,
@@ -214,7 +275,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
             version="1",
             description=DESCRIPTION,
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+            render_plugins=[LocalSwaggerPlugin(), JsonRenderPlugin()],
             components=Components(
                 security_schemes={
                     auth.SECURITY_SCHEME: SecurityScheme(
@@ -222,7 +283,12 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                         scheme="bearer",
                         description="An access token (JWT, from `POST /api/v1/auth/token`) "
                         "or an API key (`wp_<prefix>_<secret>`).",
-                    )
+                    ),
+                    auth.BASIC_SCHEME: SecurityScheme(
+                        type="http",
+                        scheme="basic",
+                        description="An API key as the password; the user name is ignored.",
+                    ),
                 }
             ),
             tags=[
@@ -231,6 +297,7 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
                 Tag(name="events", description="Events about artifacts."),
                 Tag(name="groups", description="Receiver groups: release gates."),
                 Tag(name="messages", description="The live tail of a tenant's CloudEvents."),
+                Tag(name="graphql", description="GraphQL: EPR's schema and what Waypost adds."),
                 Tag(name="identity", description="Tokens, users, API keys, the audit log."),
                 Tag(name="operations", description="Health probes and metrics."),
             ],
@@ -239,8 +306,11 @@ def build_app(services_factory: ServicesFactory, settings: Settings) -> Litestar
         debug=False,
     )
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
-    idempotency.install(app.state, MemoryRecords())
-    limits.install(app.state, Limits(settings.limits))
+    app.state[auth.CLIENTS_KEY] = ClientAddresses(
+        settings.http.trusted_proxies, settings.http.proxy_header
+    )
+    app.state[auth.SERVICE_IDENTITIES_KEY] = ServiceIdentities(settings.http.service_identities)
+    limits.install(app.state, Limits(settings.limits, shared=shared_limiter, redis=settings.redis))
     messages.install(app.state)
     # Last: its middleware wraps everything above (404s and 405s included).
     metrics.install(app, settings.metrics)

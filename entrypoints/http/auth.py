@@ -1,15 +1,21 @@
 """Who is asking, in which tenant, and whether they may: authentication, scope, permission.
 
 - `AuthenticationMiddleware` (every route but the public ones): the bearer
-  credential (`Authorization: Bearer <access token or API key>`) and, for a
+  credential (`Authorization: Bearer <access token or API key>`), or an API key
+  as the password of HTTP Basic (`Authorization: Basic`, the user name ignored:
+  what clients send that can only put a credential in a URL,
+  `https://any:wp_...@host/`), and, for a
   platform administrator, the tenant named by `X-Tenant` -> an `Access` kept in
   the request's scope. A pure ASGI middleware, so that a request without a usable
   credential is a 401 before its body is read. Platform administrators are
   refused (403) from outside the configured networks.
 - `authorize`, which the middleware runs next: each route handler declares the
-  one `Permission` it needs (`requires(...)` in its `opt`); a handler that
-  declares none is refused (fail closed) and fails the test that walks the
-  routes. `PUBLIC` marks the few that need no credential.
+  one `Permission` it needs (`requires(...)` in its `opt`), or that each part of
+  it asks for its own (`FIELD_PERMISSIONS`: GraphQL, /epr); a handler that
+  declares neither is refused (fail closed) and fails the test that walks the
+  routes. `PUBLIC` marks the few that need no credential. The console, which
+  signs in by cookie, has its own middleware and uses `guard` (the same check as
+  a Litestar guard).
 
 Refusals are audited by the use cases with their precise reason; the caller
 gets a problem document without it.
@@ -17,13 +23,17 @@ gets a problem document without it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Iterable
 from typing import Any, Final
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import SkipValidation
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -31,20 +41,29 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from core.domain.access import Permission, Role
 from core.domain.errors import Forbidden
 from core.usecases import Access, Actor, RequestContext, Services
+from entrypoints.http.clients import ClientAddresses
+from entrypoints.http.mtls import client_certificate
 from entrypoints.http.request_id import request_id
 
 __all__ = [
+    "ACCESS_KEY",
+    "BASIC_SCHEME",
+    "FIELD_PERMISSIONS",
     "PERMISSION",
     "PUBLIC",
     "SECURITY_SCHEME",
     "AdminNetworks",
     "AuthenticationMiddleware",
+    "authenticate",
     "authorize",
+    "check_network",
     "client_address",
+    "guard",
     "idempotency_scope",
     "provide_access",
     "provide_actor",
     "provide_context",
+    "request_context",
     "requires",
 ]
 
@@ -52,13 +71,22 @@ __all__ = [
 PERMISSION: Final = "permission"
 #: The `opt` of a route that needs no credential (health, JWKS, the token endpoint).
 PUBLIC: Final = {"public": True}
+#: The `opt` of a route whose every part asks for its own permission (GraphQL: each
+#: field asks for its REST twin's); the route itself needs only an authenticated caller.
+FIELD_PERMISSIONS: Final = {"field_permissions": True}
 #: How the OpenAPI document names the credential.
 SECURITY_SCHEME: Final = "bearer"
+BASIC_SCHEME: Final = "basic"
 TENANT_HEADER: Final = b"x-tenant"
 _AUTHORIZATION: Final = b"authorization"
-_ACCESS_KEY: Final = "waypost.access"
+#: Where the middleware keeps the request's `Access` (the console's sets it too).
+ACCESS_KEY: Final = "waypost.access"
 SERVICES_KEY: Final = "waypost.services"
 NETWORKS_KEY: Final = "waypost.admin_networks"
+#: The mTLS service identities of the app (`entrypoints.http.mtls.ServiceIdentities`).
+SERVICE_IDENTITIES_KEY: Final = "waypost.service_identities"
+#: Where tracing keeps the request's (trace id, span id) (entrypoints.tracing).
+TRACE_KEY: Final = "waypost.trace"
 
 
 def requires(permission: Permission) -> dict[str, Any]:
@@ -84,9 +112,26 @@ class AdminNetworks:
         return any(ip in network for network in self._networks)
 
 
+_CLIENT_KEY: Final = "waypost.client"
+CLIENTS_KEY: Final = "waypost.clients"
+
+
 def client_address(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return None if not client else str(client[0])
+    """The client's address (`clients.ClientAddresses`: behind trusted proxies, the one they
+    forwarded), found once per request."""
+    state = scope.get("state")
+    if state is not None and _CLIENT_KEY in state:
+        found: str | None = state[_CLIENT_KEY]
+        return found
+    clients: ClientAddresses | None = scope["app"].state.get(CLIENTS_KEY)
+    if clients is None:
+        client = scope.get("client")
+        found = None if not client else str(client[0])
+    else:
+        found = clients.of(scope)
+    if state is not None:
+        state[_CLIENT_KEY] = found
+    return found
 
 
 def request_context(scope: Scope) -> RequestContext:
@@ -104,15 +149,27 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _bearer(scope: Scope) -> str | None:
-    """The credential of `Authorization: Bearer <credential>` (None: no such header)."""
+def credential(scope: Scope) -> tuple[str | None, bool]:
+    """The credential of `Authorization` and whether it came as HTTP Basic's password.
+
+    `Bearer <credential>`; or `Basic base64(user:password)`, whose password is an API
+    key and whose user name is ignored (a malformed Basic value is handed on as it is,
+    to be refused as a malformed API key). (None, False): no credential."""
     value = _header(scope, _AUTHORIZATION)
     if value is None:
-        return None
-    scheme, _, credential = value.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return credential.strip()
+        return None, False
+    scheme, _, given = value.strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() == "bearer":
+        return given, False
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(given, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return given or None, True
+        _, colon, password = decoded.partition(":")
+        return (password if colon else decoded) or None, True
+    return None, False
 
 
 def services_of(scope: Scope) -> Services:
@@ -120,50 +177,91 @@ def services_of(scope: Scope) -> Services:
     return services
 
 
+async def check_network(scope: Scope, access: Access, ctx: RequestContext) -> None:
+    """Platform administrators only from the configured networks (403, audited)."""
+    if Role.PLATFORM_ADMIN in access.principal.roles:
+        networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
+        if not networks.allows(ctx.address):
+            await services_of(scope).identity.deny(
+                access,
+                ctx,
+                reason="address not in the administrators' networks",
+                detail="Platform administrators cannot connect from this address.",
+            )
+
+
 class AuthenticationMiddleware:
-    """Authenticates every request of the routes it guards (CORS preflights aside)."""
+    """Authenticates every request of the routes it guards (CORS preflights and Litestar's
+    own OPTIONS answers aside), then checks the permission its route declares."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["method"] != "OPTIONS":
-            identity = services_of(scope).identity
-            ctx = request_context(scope)
-            access = await identity.authenticate(
-                _bearer(scope), tenant=_header(scope, TENANT_HEADER), ctx=ctx
-            )
-            if Role.PLATFORM_ADMIN in access.principal.roles:
-                networks: AdminNetworks = scope["app"].state[NETWORKS_KEY]
-                if not networks.allows(ctx.address):
-                    await identity.deny(
-                        access,
-                        ctx,
-                        reason="address not in the administrators' networks",
-                        detail="Platform administrators cannot connect from this address.",
-                    )
-            scope["state"][_ACCESS_KEY] = access
-            await authorize(scope, access, ctx)
+            access = await authenticate(scope)
+            scope["state"][ACCESS_KEY] = access
+            await authorize(scope, access)
         await self.app(scope, receive, send)
 
 
+async def authenticate(scope: Scope) -> Access:
+    """Who the request's credential is, in which tenant (raises Unauthenticated or Forbidden).
+
+    The middleware's check, also made again by a long-lived response (the live tail) to
+    end when its credential stops being valid."""
+    identity = services_of(scope).identity
+    ctx = request_context(scope)
+    given, basic = credential(scope)
+    tenant = _header(scope, TENANT_HEADER)
+    certificate = client_certificate(scope) if given is None else None
+    if certificate is not None and _header(scope, _AUTHORIZATION) is None:
+        # mTLS: a verified client certificate, mapped to a service identity
+        found = scope["app"].state[SERVICE_IDENTITIES_KEY].find(certificate)
+        name, slug, role = found if found is not None else (None, "", Role.EVENT_VIEWER)
+        access = await identity.authenticate_service(
+            name, tenant_slug=slug, role=role, tenant=tenant, ctx=ctx
+        )
+    else:
+        access = await identity.authenticate(given, tenant=tenant, ctx=ctx, api_key_only=basic)
+    await check_network(scope, access, ctx)
+    return access
+
+
 def access_of(scope: Scope) -> Access | None:
-    found: Access | None = scope["state"].get(_ACCESS_KEY)
+    found: Access | None = scope["state"].get(ACCESS_KEY)
     return found
 
 
-async def authorize(scope: Scope, access: Access, ctx: RequestContext) -> None:
-    """The permission the route declares (`requires`), or 403 (audited).
+async def authorize(scope: Scope, access: Access, handler: BaseRouteHandler | None = None) -> None:
+    """The permission the request's route declares (`requires`), or 403 (audited).
 
     Checked by the middleware right after authentication, before any rate limit, body or
     handler: a Litestar guard would get a copy of the route handler on every request
-    (about 7% of a recorded event's cost). A route that declares no permission is
-    refused (fail closed)."""
-    handler: BaseRouteHandler = scope["route_handler"]
-    permission = handler.opt.get(PERMISSION)
+    (about 7% of a recorded event's cost). A route whose parts ask for their own
+    permissions (`FIELD_PERMISSIONS`) needs only the authenticated caller. A route that
+    declares neither is refused (fail closed)."""
+    if handler is None:
+        handler = scope["route_handler"]
+    opt = handler.opt
+    if opt.get("field_permissions") is True:
+        return
+    permission = opt.get(PERMISSION)
     if not isinstance(permission, Permission):
         raise Forbidden(None, "This route declares no permission: nobody may use it.")
-    await services_of(scope).identity.authorize(access, permission, ctx)
+    await services_of(scope).identity.authorize(access, permission, request_context(scope))
+
+
+async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """`authorize` as a Litestar guard, for routes whose access is found by another
+    middleware (the console's session): 403 without one. Litestar's own OPTIONS handlers
+    (they answer `Allow`, nothing else) need none."""
+    if isinstance(handler, HTTPRouteHandler) and handler.http_methods == {"OPTIONS"}:
+        return
+    access = access_of(connection.scope)
+    if access is None:
+        raise Forbidden(None, "This route declares no permission: nobody may use it.")
+    await authorize(connection.scope, access, handler)
 
 
 def provide_access(
@@ -184,8 +282,14 @@ def provide_access(
 def provide_actor(
     request: Request[Any, Any, Any], services: NamedDependency[SkipValidation[Services]]
 ) -> Actor:
-    """The dependency `actor` of routes on a tenant's data (see `provide_access`)."""
-    return provide_access(request, services).actor(request_id(request.scope))
+    """The dependency `actor` of routes on a tenant's data (see `provide_access`). What it
+    writes is correlated with the request's trace when it is traced (trace id, span id),
+    else with its request id."""
+    traced: tuple[str, str] | None = request.scope["state"].get(TRACE_KEY)
+    access = provide_access(request, services)
+    if traced is not None:
+        return access.actor(*traced)
+    return access.actor(request_id(request.scope))
 
 
 def provide_context(request: Request[Any, Any, Any]) -> RequestContext:

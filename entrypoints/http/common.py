@@ -33,10 +33,12 @@ _DESCRIPTIONS: Final = {
     413: "Body or batch too large.",
     422: "Well-formed but refused by the rules; every error is listed.",
     429: "Over the credential's (or the address's) rate limit; Retry-After says when to retry.",
-    503: "The server is at its limit of requests in flight; Retry-After says when to retry.",
+    503: "The server is at its limit of requests in flight, or the database cannot serve "
+    "right now (nothing was written); Retry-After says when to retry.",
 }
-#: What every limited route may answer besides its own refusals (entrypoints/http/limits.py).
-LIMITED: Final = (429, 503)
+#: What every API route may answer besides its own refusals: 422 for a query parameter
+#: holding NUL (entrypoints/http/queries.py), 429 and 503 (entrypoints/http/limits.py).
+LIMITED: Final = (422, 429, 503)
 
 
 class ServicesSlot:
@@ -58,7 +60,10 @@ class ServicesSlot:
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI descriptions of the problem answers a route may give (and `LIMITED`'s)."""
+    """OpenAPI descriptions of the problem answers a route may give (and `LIMITED`'s).
+
+    400 is always among them: Litestar documents a 400 of its own shape for any route
+    with parameters, and every 400 of this API is a problem document."""
     return {
         status: ResponseSpec(
             data_container=Problem,
@@ -66,7 +71,7 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
             description=_DESCRIPTIONS[status],
             generate_examples=False,
         )
-        for status in (*statuses, *LIMITED)
+        for status in sorted({400, *statuses, *LIMITED})
     }
 
 

@@ -31,18 +31,22 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from core.domain.breaker import BreakerState
 from core.domain.errors import Forbidden
 from core.usecases import Recorded
-from entrypoints.http.auth import PUBLIC, AdminNetworks, client_address
+from entrypoints.http.auth import PUBLIC, SERVICES_KEY, AdminNetworks, client_address
+from entrypoints.http.limits import limits_of
+from entrypoints.http.metrics_json import Key, Snapshots, values
 from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.settings import MetricsSettings
 
@@ -101,10 +105,77 @@ class InFlight(Collector):
         )
 
 
+class RateLimitsCollector(Collector):
+    """Whether the rate limits are shared (Redis) or per process, read when scraped."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        limits = limits_of(self.state)
+        rates = limits.rates
+        yield GaugeMetricFamily(
+            "waypost_rate_limits_shared",
+            "1 while the rate limits are shared by every server process through Redis, "
+            "0 while this process limits on its own (no Redis, or Redis failing).",
+            1 if rates.sharing else 0,
+        )
+        if rates.shared is None:
+            return
+        breaker = GaugeMetricFamily(
+            "waypost_redis_breaker_state",
+            "The rate limits' circuit breaker on Redis: 1 for its current state.",
+            labels=("state",),
+        )
+        for state in BreakerState:
+            breaker.add_metric((state.value,), 1 if rates.breaker.state == state else 0)
+        yield breaker
+        yield CounterMetricFamily(
+            "waypost_rate_limit_local_decisions",
+            "Rate-limit decisions this process took alone because Redis failed.",
+            rates.fallbacks,
+        )
+        yield CounterMetricFamily(
+            "waypost_redis_outages",
+            "Times the rate limits fell back to this process because Redis failed.",
+            limits.outage.outages,
+        )
+
+
+class Operations(Collector):
+    """What operators alert on besides requests, read when scraped: readiness (as the last
+    probe found it) and when the signing key that signs now was activated."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+        #: component -> 1 (ok), 0.5 (degraded), 0 (unavailable), set by `GET /healthz/ready`.
+        self.ready: dict[str, float] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily(
+            "waypost_ready",
+            "What the last readiness probe found, by component: 1 ok, 0.5 degraded, 0 unavailable.",
+            labels=["component"],
+        )
+        for component, value in sorted(self.ready.items()):
+            ready.add_metric([component], value)
+        yield ready
+        services = self._state.get(SERVICES_KEY)
+        active = None
+        if services is not None and services.identity_deps is not None:
+            active = services.secrets.active_since()
+        if active is not None:
+            yield GaugeMetricFamily(
+                "waypost_signing_key_activated_timestamp_seconds",
+                "When the signing key that signs access tokens now was activated (Unix time).",
+                active.timestamp(),
+            )
+
+
 class Metrics:
     """One app's metrics, in a registry of its own, and who may read them."""
 
-    def __init__(self, allowed_networks: Iterable[str] = ()) -> None:
+    def __init__(self, allowed_networks: Iterable[str] = (), state: State | None = None) -> None:
         networks = list(allowed_networks)
         #: None: anyone may read the metrics.
         self.readers = AdminNetworks(networks) if networks else None
@@ -134,11 +205,21 @@ class Metrics:
             "Times a receiver group completed (fired).",
             registry=registry,
         )
+        self.operations = Operations({} if state is None else state)
+        registry.register(self.operations)
+        if state is not None:
+            registry.register(RateLimitsCollector(state))
         ProcessCollector(registry=registry)
         GCCollector(registry=registry)
         # The labelled children of each (method, route, status), found once: `labels()`
         # checks its arguments and takes a lock on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        #: Readings kept for the JSON summary's rates (`metrics_json`).
+        self.snapshots = Snapshots(time.monotonic())
+
+    def remember(self, samples: dict[Key, float], now: float | None = None) -> None:
+        """Keep a reading of the registry (each scrape, each summary) for windowed rates."""
+        self.snapshots.take(time.monotonic() if now is None else now, samples)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """One answered request. `route` is a template or UNMATCHED, never a path."""
@@ -235,6 +316,7 @@ def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise Forbidden(None)
     if metrics.readers is not None and not metrics.readers.allows(client_address(request.scope)):
         raise Forbidden(None, "The metrics may not be read from this address.")
+    metrics.remember(values(metrics.registry))
     # As a header: Litestar would add a second `charset` to the media type of a text/*.
     return Response(metrics.exposition(), headers={"content-type": CONTENT_TYPE})
 
@@ -246,7 +328,7 @@ def install(app: Litestar, settings: MetricsSettings) -> None:
     (CORS, exception handling, routing), so it sees every answer."""
     if not settings.enabled:
         return
-    metrics = Metrics(settings.allowed_networks)
+    metrics = Metrics(settings.allowed_networks, app.state)
     app.state[_STATE_KEY] = metrics
     app.register(scrape)
     app.asgi_handler = MetricsMiddleware(app.asgi_handler, metrics)

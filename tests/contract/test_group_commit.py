@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -22,9 +23,11 @@ from core.domain.envelope import REGISTRY
 from core.domain.errors import Invalid
 from core.domain.groupcommit import GroupPolicy
 from core.domain.groups import decide_record
+from core.domain.idempotency import AlreadyAnswered, Answer, Claim, KeyReused, fingerprint
 from core.domain.model import Event, EventRecorded, Group, GroupCompleted, Nvrpp
-from core.ports import AppendMeta, Store, WriteTx
+from core.ports import AppendMeta, Store, Unavailable, WriteTx
 from core.usecases import Actor, Deps, Recorded, Services
+from core.usecases.common import Once
 from tests.contract.conftest import StepClock
 
 pytestmark = pytest.mark.anyio
@@ -231,7 +234,37 @@ def _completion(c: Any) -> tuple[str, ...]:
 # --- failures: a failing transaction fails only its members ----------------------------------
 
 
+def claim(who: Actor, key: str, body: str) -> Once[Recorded]:
+    """An Idempotency-Key's claim whose answer names the recorded events."""
+
+    def render(recorded: Recorded) -> Answer:
+        return Answer(status=201, body=",".join(e.id for e in recorded.events).encode())
+
+    return Once(Claim(who.tenant_id, key, fingerprint([body.encode()])), render)
+
+
+async def stored_records(store: Store, who: Actor, keys: Sequence[str]) -> dict[str, Answer]:
+    async with store.read() as tx:
+        found = {k: await tx.idempotency.get(who.tenant_id, k) for k in keys}
+    return {k: r.answer for k, r in found.items() if r is not None}
+
+
+async def recorded_ids(store: Store, who: Actor) -> list[tuple[str | None, str]]:
+    """(correlation id, event id) of every recorded event in the tenant's log, in order."""
+    async with store.read() as tx:
+        log = await tx.log.read(who.tenant_id)
+    return [
+        (e.correlation_id, entry.event.id)
+        for e in log
+        if isinstance(entry := REGISTRY.decode_envelope(e), EventRecorded)
+    ]
+
+
 async def test_a_member_that_breaks_the_transaction_fails_alone(store: Store) -> None:
+    """Members with Idempotency-Keys in one group: a key reused for another request breaks
+    the group's transaction (the record's unique key) before its commit; each member is
+    then made alone and gets what it would have had alone: a replay the first answer, the
+    reused key its 422, the others their events, each with its record committed with them."""
     watched = Watched()
     services = services_over(store, watched)
     who = await new_tenant(services)
@@ -239,53 +272,62 @@ async def test_a_member_that_breaks_the_transaction_fails_alone(store: Store) ->
         who, RegisterReceiver(name="r", type="t", version="1", schema=SCHEMA)
     )
     await services.deps.receivers_by_id(who.tenant_id, [receiver.id])
-    attached: list[tuple[str, list[str]]] = []
+    first_actor = Actor(tenant_id=who.tenant_id, principal="tester", correlation_id="first")
+    first = await services.events.record_outcome(
+        first_actor, command(receiver.id, KEYS[0], True), claim(who, "k-first", "body-1")
+    )
+    [first_answer] = (await stored_records(store, who, ["k-first"])).values()
+    assert watched.groups == [1]
+    watched.groups.clear()
 
-    def attachment(name: str) -> Callable[[WriteTx, Recorded], Awaitable[None]]:
-        async def attach(tx: WriteTx, recorded: Recorded) -> None:
-            assert tx.tenant_id == who.tenant_id
-            if name == "bad":
-                raise RuntimeError("this member's own write failed")
-            attached.append((name, [e.id for e in recorded.events]))
-
-        return attach
-
+    claims = {
+        "a": claim(who, "k-a", "body-a"),
+        "replay": claim(who, "k-first", "body-1"),  # the same request again
+        "reused": claim(who, "k-first", "body-2"),  # the key, another request
+        "c": None,  # no key at all
+        "twin": claim(who, "k-a", "body-a"),  # "a" again, in the same group
+    }
     outcomes: dict[str, Recorded | Exception] = {}
 
     async def send(name: str) -> None:
         actor = Actor(tenant_id=who.tenant_id, principal="tester", correlation_id=name)
-        cmd = command(receiver.id, KEYS[0], True)
         try:
             outcomes[name] = await services.events.record_outcome(
-                actor, cmd, attach=attachment(name)
+                actor, command(receiver.id, KEYS[0], True), claims[name]
             )
-        except RuntimeError as exc:
+        except (AlreadyAnswered, KeyReused) as exc:
             outcomes[name] = exc
 
     async with anyio.create_task_group() as tg:
-        for name in ("a", "bad", "c"):
+        for name in claims:
             tg.start_soon(send, name)
 
     # one combined transaction failed before its commit; then each member alone
-    assert watched.groups == [3]
-    assert isinstance(outcomes["bad"], RuntimeError)
-    recorded = {n: o for n, o in outcomes.items() if isinstance(o, Recorded)}
-    assert set(recorded) == {"a", "c"}
-    # the combined attempt's attachments rolled back with it; the retries' committed
-    assert attached[-2:] == [(n, [e.id for e in recorded[n].events]) for n in ("a", "c")]
-    async with store.read() as tx:
-        stored = [
-            (e.correlation_id, REGISTRY.decode_envelope(e))
-            for e in await tx.log.read(who.tenant_id)
-            if e.type == "event.recorded"
-        ]
-    assert [(name, d.event.id) for name, d in stored if isinstance(d, EventRecorded)] == [
-        (n, recorded[n].events[0].id) for n in ("a", "c")
+    assert watched.groups[0] == 5
+    assert all(size == 1 for size in watched.groups[1:])
+    replayed, reused, twin = outcomes["replay"], outcomes["reused"], outcomes["twin"]
+    assert isinstance(replayed, AlreadyAnswered)
+    assert replayed.answer == first_answer
+    assert isinstance(reused, KeyReused)
+    a, c = outcomes["a"], outcomes["c"]
+    assert isinstance(a, Recorded)
+    assert isinstance(c, Recorded)
+    assert isinstance(twin, AlreadyAnswered)  # "a" committed first: its answer, again
+    assert twin.answer == Answer(status=201, body=a.events[0].id.encode())
+    # exactly the events of first, a and c, each once; their records, with their answers
+    assert await recorded_ids(store, who) == [
+        ("first", first.events[0].id),
+        ("a", a.events[0].id),
+        ("c", c.events[0].id),
     ]
+    assert await stored_records(store, who, ["k-first", "k-a"]) == {
+        "k-first": first_answer,
+        "k-a": Answer(status=201, body=a.events[0].id.encode()),
+    }
 
 
-class CommitFails:
-    """A store whose write transactions fail at their commit (and roll back)."""
+class Delegating:
+    """A store that hands everything to `inner` (the tests below change `write`)."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
@@ -294,18 +336,37 @@ class CommitFails:
     def read(self) -> Any:
         return self.inner.read()
 
+    def read_stale(self, tenant_id: str) -> Any:
+        return self.inner.read_stale(tenant_id)
+
+    def write(self, tenant_id: str) -> Any:
+        return self.inner.write(tenant_id)
+
+    def rebuild(self, tenant_id: str | None = None, after: int = 0) -> Any:
+        return self.inner.rebuild(tenant_id, after)
+
+    async def replay_done(self, run: str) -> set[str]:
+        return await self.inner.replay_done(run)
+
+    async def replay_finished(self, run: str) -> None:
+        await self.inner.replay_finished(run)
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        return await self.inner.purge_idempotency(before, limit)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class CommitFails(Delegating):
+    """A store whose write transactions fail at their commit (and roll back)."""
+
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[WriteTx]:
         self.writes += 1
         async with self.inner.write(tenant_id) as tx:
             yield tx
             raise ConnectionResetError("the connection went away during COMMIT")
-
-    def rebuild(self) -> Any:
-        return self.inner.rebuild()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 async def test_a_group_whose_commit_fails_is_never_retried(store: Store) -> None:
@@ -324,7 +385,7 @@ async def test_a_group_whose_commit_fails_is_never_retried(store: Store) -> None
         actor = Actor(tenant_id=who.tenant_id, principal="tester", correlation_id=f"r{n}")
         try:
             await broken.events.record(actor, command(receiver.id, KEYS[0], True))
-        except ConnectionResetError as exc:
+        except (ConnectionResetError, Unavailable) as exc:  # SQL stores: the latter
             errors.append(exc)
 
     async with anyio.create_task_group() as tg:
@@ -342,15 +403,8 @@ async def test_a_group_whose_commit_fails_is_never_retried(store: Store) -> None
         ]
 
 
-class BeginFails:
+class BeginFails(Delegating):
     """A store whose write transactions cannot begin (a database busy for too long)."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.writes = 0
-
-    def read(self) -> Any:
-        return self.inner.read()
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[WriteTx]:
@@ -359,12 +413,6 @@ class BeginFails:
             raise TimeoutError("the writer lock stayed taken")
         async with self.inner.write(tenant_id) as tx:  # pragma: no cover - never reached
             yield tx
-
-    def rebuild(self) -> Any:
-        return self.inner.rebuild()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 async def test_a_group_that_cannot_begin_fails_at_once_without_retries(store: Store) -> None:

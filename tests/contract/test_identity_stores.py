@@ -139,6 +139,8 @@ async def test_api_keys(identity: IdentityStore) -> None:
         await keys.add(key(8, prefix=key(1).prefix))
     assert await keys.get(ACME, ulid(1)) == key(1)
     assert await keys.get(GLOBEX, ulid(1)) is None
+    assert await keys.find(ulid(7)) == key(7, GLOBEX)  # whichever scope
+    assert await keys.find(ulid(99)) is None
     assert await keys.by_prefix(key(2).prefix) == key(2)
     assert await keys.by_prefix("nothere0") is None
     revoked = revoke_api_key(key(2), now=T0 + timedelta(minutes=1))
@@ -291,6 +293,32 @@ async def test_secrets_are_versioned_and_saved_with_compare_and_set(
     assert len(await store.versions(ACME, "jwt")) == 1
 
 
+async def test_reseal_is_a_compare_and_set_and_save_never_changes_an_envelope(
+    identity: IdentityStore,
+) -> None:
+    store = identity.secrets
+    first = apply([], plan([], POLICY, T0), policy=POLICY, now=T0)
+    await store.save(None, "jwt", [], [sealed(v) for v in first])
+    old = sealed(first[0]).envelope
+    new = b"WPSE" + b"\xee" * 90
+    assert not await store.reseal(None, "jwt", 1, b"WPSE" + b"\x00" * 90, new)  # not the stored
+    assert not await store.reseal(None, "jwt", 2, old, new)  # no such version
+    assert not await store.reseal(ACME, "jwt", 1, old, new)  # another tenant's secret
+    assert (await store.versions(None, "jwt"))[0].envelope == old
+    assert await store.reseal(None, "jwt", 1, old, new)
+    assert not await store.reseal(None, "jwt", 1, old, new)  # the second writer loses
+    [resealed] = await store.versions(None, "jwt")
+    assert resealed.envelope == new
+    assert resealed.version == first[0]
+    # a rotation planned before the reseal changes states, never the value it read
+    later = T0 + timedelta(days=1)
+    rotated = apply(first, plan(first, POLICY, later, force=True), policy=POLICY, now=later)
+    await store.save(None, "jwt", first, [sealed(v) for v in rotated])
+    stored = await store.versions(None, "jwt")
+    assert stored[0].version.state == VersionState.VERIFY_ONLY
+    assert stored[0].envelope == new
+
+
 # --- audit ------------------------------------------------------------------------------------
 
 
@@ -343,3 +371,20 @@ async def test_audit_is_append_only_filtered_and_paged(identity: IdentityStore) 
     platform = await audit.list(None, AuditFilter(action="auth.refused"), PageRequest())
     assert [r.id for r in platform] == [ulid(11)]
     assert [r.id for r in await audit.list(GLOBEX, AuditFilter(), PageRequest())] == [ulid(12)]
+
+
+async def test_audit_purge_deletes_only_what_is_older_oldest_first(identity: IdentityStore) -> None:
+    audit = identity.audit
+    for n in range(1, 9):
+        await audit.append(record(n, ACME if n % 2 else GLOBEX))
+    await audit.append(record(9, None))
+    before = T0 + timedelta(minutes=6)  # records 1..5 are older
+    assert await audit.purge(before, 2) == 2  # at most `limit`, the oldest first
+    left = await audit.list(ACME, AuditFilter(), PageRequest(order="asc"))
+    assert [r.id for r in left] == [ulid(3), ulid(5), ulid(7)]
+    assert await audit.purge(before, 100) == 3
+    assert await audit.purge(before, 100) == 0
+    acme = await audit.list(ACME, AuditFilter(), PageRequest(order="asc"))
+    globex = await audit.list(GLOBEX, AuditFilter(), PageRequest(order="asc"))
+    platform = await audit.list(None, AuditFilter(), PageRequest(order="asc"))
+    assert [r.id for r in acme + globex + platform] == [ulid(7), ulid(6), ulid(8), ulid(9)]

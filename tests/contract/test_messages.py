@@ -14,6 +14,7 @@ from core.domain.messages import (
     encode_message,
 )
 from core.usecases import Services
+from core.usecases.messages import MessageFilter
 from tests.contract.test_usecases import actor, event, receiver
 
 pytestmark = pytest.mark.anyio
@@ -85,3 +86,31 @@ async def test_a_bad_position_or_limit_is_refused(services: Services) -> None:
     for limit in (0, 1001):
         with pytest.raises(Invalid):
             await services.messages.after(who, 0, limit=limit)
+
+
+async def test_a_filtered_page_keeps_what_matches_and_reads_past_the_rest(
+    services: Services,
+) -> None:
+    who = await actor(services)
+    start = await services.messages.head(who)
+    a = await receiver(services, who, name="a", type="ci.build")
+    b = await receiver(services, who, name="b", type="ci.test")
+    await services.events.record(who, event(a.id))
+    await services.events.record(who, event(b.id))
+    every = await services.messages.after(who, start)
+
+    builds = await services.messages.after(
+        who, start, only=MessageFilter(types=frozenset({"ci.build"}))
+    )
+    assert builds.messages == [p for p in every.messages if p.message.type == "ci.build"]
+    assert builds.last == every.last  # read past what it left out
+    about_b = await services.messages.after(
+        who, start, only=MessageFilter(subjects=frozenset({b.id}))
+    )
+    assert [(p.message.type, p.message.subject) for p in about_b.messages] == [
+        (TYPE_RECEIVER_CREATED, b.id),
+        ("ci.test", b.id),
+    ]
+    both = MessageFilter(types=frozenset({"ci.build"}), subjects=frozenset({b.id}))
+    nothing = await services.messages.after(who, start, only=both)
+    assert (nothing.messages, nothing.last) == ([], every.last)

@@ -125,6 +125,21 @@ async def test_receivers_list_filters_and_pages(services: Services) -> None:
     ) == [made[4]]
     asc = await collect_pages(lambda p: services.receivers.list(who, ReceiverFilter(), p), "asc", 3)
     assert [r.id for r in asc] == sorted(r.id for r in made)
+    by_content = ReceiverFilter(fingerprint=made[5].fingerprint)
+    assert await services.receivers.list(who, by_content, PageRequest()) == [made[5]]
+    nothing = ReceiverFilter(fingerprint="0" * 64)
+    assert await services.receivers.list(who, nothing, PageRequest()) == []
+
+
+async def test_receivers_get_many_reads_the_tenants_own_and_skips_the_rest(
+    services: Services,
+) -> None:
+    who, other = await actor(services), await actor(services, "globex")
+    mine = [await receiver(services, who, name=f"r{i}") for i in range(3)]
+    theirs = await receiver(services, other, name="theirs")
+    asked = [r.id for r in mine] + [theirs.id, "01ARZ3NDEKTSV4RRFFQ69G5FAV"]
+    assert await services.receivers.get_many(who, asked) == {r.id: r for r in mine}
+    assert await services.receivers.get_many(who, []) == {}
 
 
 async def collect_pages(fetch: Any, order: Order, limit: int) -> list[Any]:
@@ -324,6 +339,10 @@ async def test_group_patch_delete_list(services: Services) -> None:
         )
     assert await services.groups.list(who, GroupFilter(enabled=False), PageRequest()) == [patched]
     assert await services.groups.list(who, GroupFilter(enabled=True), PageRequest()) == []
+    assert await services.groups.containing(who, [c.id]) == [patched]
+    assert await services.groups.containing(who, [a.id]) == []
+    other = await actor(services, "globex")
+    assert await services.groups.containing(other, [b.id, c.id]) == []
     # a disabled group never fires, and the receivers' groups are looked up as they are now
     await services.events.record_batch(who, [event(b.id), event(c.id)])
     assert await services.groups.completions(who, group.id, CompletionFilter(), PageRequest()) == []
@@ -401,9 +420,81 @@ async def test_rebuild_reproduces_every_read_model(services: Services) -> None:
     )
     await services.groups.delete(who, gone.id)
     before = await services.replay.digest()
-    applied = await services.replay.rebuild()
+    applied = (await services.replay.rebuild()).applied
     # tenant, 2 receivers, group, 4 events, a completion, patch, create, delete
     assert applied == 12
     assert await services.replay.digest() == before
     status = await services.groups.status(who, group.id, KEY)
     assert [m.passing for m in status.members] == [False, True]
+
+
+async def _three_tenants(services: Services) -> list[Actor]:
+    made = []
+    for slug in ("alpha", "beta", "gamma"):
+        who = await actor(services, slug)
+        build = await receiver(services, who)
+        test = await receiver(services, who, name="test")
+        await services.groups.create(
+            who,
+            CreateGroup(name="g", type="t", version="1", event_receiver_ids=[build.id, test.id]),
+        )
+        await services.events.record_batch(who, [event(build.id) for _ in range(7)])
+        await services.events.record(who, event(test.id))
+        made.append(who)
+    return made
+
+
+async def test_an_interrupted_replay_resumed_gives_the_digest_of_one_run(
+    services: Services,
+) -> None:
+    await _three_tenants(services)
+    before = await services.replay.digest()
+    plan = await services.replay.plan(run="r")
+    assert len(plan) == 3
+    assert sum(plan.values()) == 3 * 13  # tenant, 2 receivers, group, 8 events, a completion
+
+    seen = 0
+
+    def stop_in_the_second_tenant(count: int) -> None:
+        nonlocal seen
+        seen += count
+        if seen > 13:  # the first tenant is done, the second one begun
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        await services.replay.rebuild(run="r", on_progress=stop_in_the_second_tenant)
+    store = services.deps.store
+    assert len(await store.replay_done("r")) == 1
+    assert await services.replay.digest() == before  # no tenant is half-built
+    assert len(await services.replay.plan(run="r")) == 2
+
+    resumed = await services.replay.rebuild(run="r")
+    assert (resumed.tenants, resumed.skipped, resumed.applied) == (2, 1, 26)
+    assert await services.replay.digest() == before
+    assert await store.replay_done("r") == set()  # the run is over: forgotten
+    again = await services.replay.rebuild(run="r")  # a new run: every tenant
+    assert again.tenants == 3
+    assert await services.replay.digest() == before
+
+
+async def test_replaying_one_tenant_leaves_the_others_alone(services: Services) -> None:
+    alpha, beta, _ = await _three_tenants(services)
+    before = await services.replay.digest()
+    done = await services.replay.rebuild(beta.tenant_id)
+    assert (done.tenants, done.applied) == (1, 13)
+    assert await services.replay.digest() == before
+    async with services.deps.store.read() as tx:
+        assert len(await tx.events.list(alpha.tenant_id, EventFilter(), PageRequest())) == 8
+
+
+async def test_a_replay_after_a_position_redoes_only_what_the_later_entries_made(
+    services: Services,
+) -> None:
+    alpha, *_ = await _three_tenants(services)
+    before = await services.replay.digest()
+    for after in (0, 1, 5, 12, 13, 40):
+        done = await services.replay.rebuild(alpha.tenant_id, after=after)
+        assert done.applied == max(0, 13 - after), after
+        assert await services.replay.digest() == before, after
+    plan = await services.replay.plan(after=10)
+    assert sorted(plan.values()) == [3, 3, 3]

@@ -16,6 +16,7 @@ def test_limits_from_the_environment() -> None:
             "WAYPOST__LIMITS__AUTH_BURST": "3",
             "WAYPOST__LIMITS__MAX_IN_FLIGHT": "64",
             "WAYPOST__LIMITS__MAX_STREAMS": "5",
+            "WAYPOST__LIMITS__MAX_WAITERS": "7",
             "WAYPOST__LIMITS__TRACKED_CALLERS": "1000",
         }
     ).limits
@@ -26,6 +27,7 @@ def test_limits_from_the_environment() -> None:
         auth_burst=3,
         max_in_flight=64,
         max_streams=5,
+        max_waiters=7,
         tracked_callers=1000,
     )
 
@@ -42,6 +44,7 @@ def test_limits_from_the_environment() -> None:
         ("AUTH_BURST", "0"),
         ("MAX_IN_FLIGHT", "0"),
         ("MAX_STREAMS", "0"),
+        ("MAX_WAITERS", "0"),
         ("TRACKED_CALLERS", "0"),
         ("BURST", "many"),
     ],

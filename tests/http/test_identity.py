@@ -426,8 +426,11 @@ async def test_security_headers_on_every_answer(client: Client) -> None:
         assert answer.headers["referrer-policy"] == "no-referrer"
         assert "default-src 'none'" in answer.headers["content-security-policy"]
         assert "strict-transport-security" not in answer.headers  # plain HTTP
-    docs = await client.get("/schema")
-    assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+    for page in ("/schema", "/console/sign-in"):
+        policy = (await client.get(page)).headers["content-security-policy"]
+        assert "script-src 'self';" in policy
+        assert "http" not in policy  # no other host
+        assert "unsafe" not in policy
 
 
 async def test_cors_only_for_the_configured_origins() -> None:

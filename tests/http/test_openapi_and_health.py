@@ -45,6 +45,9 @@ ROUTES = {
     ("get", "/healthz/live"),
     ("get", "/healthz/ready"),
     ("get", "/metrics"),
+    ("get", "/api/v1/metrics"),
+    ("get", "/api/v1/metrics/summary"),
+    ("get", "/api/v1/metrics/{name}"),
 }
 PUBLIC = {
     ("post", "/api/v1/auth/token"),
@@ -72,12 +75,14 @@ async def test_the_openapi_document_lists_every_route(client: Client) -> None:
     assert {"Problem", "RecordEvent", "EventPage", "IdData"} <= set(schemas)
     scheme = document["components"]["securitySchemes"]["bearer"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    basic = document["components"]["securitySchemes"]["basic"]
+    assert (basic["type"], basic["scheme"]) == ("http", "basic")
     for method, path in ROUTES:
         operation = document["paths"][path][method]
         if (method, path) in PUBLIC:
             assert "security" not in operation, (method, path)
         else:
-            assert operation["security"] == [{"bearer": []}], (method, path)
+            assert operation["security"] == [{"bearer": []}, {"basic": []}], (method, path)
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
     events = document["paths"]["/api/v1/events"]
     problem = events["post"]["responses"]["422"]["content"]["application/problem+json"]
@@ -102,7 +107,10 @@ async def test_live_and_ready(client: Client) -> None:
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ok",
-        "components": {"store": {"status": "ok", "detail": "a read transaction works"}},
+        "components": {
+            "store": {"status": "ok", "detail": "a read transaction works"},
+            "rate_limits": {"status": "ok", "detail": "per server process (no Redis configured)"},
+        },
     }
 
 

@@ -46,11 +46,22 @@ class BrokenReads:
     def read(self) -> AbstractAsyncContextManager[ReadTx]:
         return _Failing()
 
+    def read_stale(self, tenant_id: str) -> AbstractAsyncContextManager[ReadTx]:
+        return _Failing()
+
     def write(self, tenant_id: str) -> AbstractAsyncContextManager[WriteTx]:
         return self._store.write(tenant_id)
 
-    def rebuild(self) -> AbstractAsyncContextManager[Rebuild]:
-        return self._store.rebuild()
+    def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AbstractAsyncContextManager[Rebuild]:
+        return self._store.rebuild(tenant_id, after)
+
+    async def replay_done(self, run: str) -> set[str]:
+        return await self._store.replay_done(run)
+
+    async def replay_finished(self, run: str) -> None:
+        await self._store.replay_finished(run)
 
     async def close(self) -> None:
         await self._store.close()
@@ -71,8 +82,9 @@ async def test_wrong_method_is_a_405_problem(api: Client) -> None:
     assert_problem(await api.delete("/api/v1/tenants/acme"), 405)
 
 
-MISSING = 'Bearer realm="waypost"'
-INVALID = 'Bearer realm="waypost", error="invalid_token"'
+BASIC = 'Basic realm="waypost", charset="UTF-8"'
+MISSING = f'Bearer realm="waypost", {BASIC}'
+INVALID = f'Bearer realm="waypost", error="invalid_token", {BASIC}'
 
 
 @pytest.mark.parametrize(
@@ -81,7 +93,7 @@ INVALID = 'Bearer realm="waypost", error="invalid_token"'
         ("", MISSING),
         ("Bearer", MISSING),
         ("Bearer ", MISSING),
-        ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", MISSING),
+        ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", INVALID),  # a Basic password that is no key
         ("Bearer nonsense", INVALID),
         ("Bearer a.b.c", INVALID),
         ("Bearer wp_nobody00_" + "x" * 43, INVALID),

@@ -188,3 +188,175 @@ def _ask(made: ssl.SSLContext, raw: socket.socket) -> None:
         wrapped.sendall(b"GET /healthz/live HTTP/1.1\r\nHost: x\r\n\r\n")
         got = wrapped.recv(1024)
     pytest.fail(f"the server answered without a client certificate: {got!r}")
+
+
+# --- service identities: a client certificate that is a tenant's principal ------------------
+
+
+def _client_cert(ca: Ca, stem: str, san: x509.GeneralName | None = None) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, stem),
+                ]
+            )
+        )
+        .issuer_name(ca.name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(minutes=5))
+        .not_valid_after(NOW + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    if san is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName([san]), critical=False)
+    return _write(ca.folder, stem, builder.sign(ca.key, hashes.SHA256()), key)
+
+
+SERVICE_CONFIG = """
+[[http.service_identities]]
+match = "CN=ci-runner, O=Example"
+tenant = "acme"
+role = "event_producer"
+name = "ci"
+
+[[http.service_identities]]
+match = "uri:spiffe://example.test/dashboards"
+tenant = "acme"
+role = "event_viewer"
+
+[[http.service_identities]]
+match = "CN=globex-bot,O=Example"
+tenant = "globex"
+role = "event_viewer"
+"""
+
+
+@dataclass(frozen=True)
+class Services:
+    tls: Tls
+    certs: dict[str, Issued]
+    receiver: str
+    platform_key: str
+
+    def client(self, who: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.tls.url, verify=context(self.tls.ca, self.certs[who]), timeout=10
+        )
+
+
+@pytest.fixture
+def services(tmp_path: pathlib.Path) -> Iterator[Services]:
+    ca = Ca(tmp_path, "waypost-test-ca")
+    server_cert = ca.issue("server", server=True)
+    certs = {
+        "ci": _client_cert(ca, "ci-runner"),
+        "dashboards": _client_cert(
+            ca, "dash", x509.UniformResourceIdentifier("spiffe://example.test/dashboards")
+        ),
+        "globex": _client_cert(ca, "globex-bot"),
+        "stranger": _client_cert(ca, "somebody-else"),
+    }
+    config = tmp_path / "waypost.toml"
+    config.write_text(SERVICE_CONFIG)
+    server = ServerProcess(
+        {
+            "WAYPOST__CONFIG": str(config),
+            "WAYPOST__DATABASE__URL": "memory://",
+            "WAYPOST__SECRETS__MASTER_KEY": generate_master_key(),
+            "WAYPOST__HTTP__TLS_CERT_FILE": str(server_cert.cert),
+            "WAYPOST__HTTP__TLS_KEY_FILE": str(server_cert.key),
+            "WAYPOST__HTTP__TLS_CLIENT_CA_FILE": str(ca.path),
+        },
+        tmp_path / "server.log",
+    )
+    tls = Tls(server, ca, certs["stranger"], certs["stranger"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.proc.poll() is None, server.output()
+            try:
+                httpx.get(f"{tls.url}/healthz/live", verify=context(ca, certs["ci"]), timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.05)
+        key = server.bootstrap_key()
+        # the platform administrator, by its key (a bearer credential wins over the certificate)
+        admin = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=tls.url, verify=context(ca, certs["stranger"])) as http:
+            for slug in ("acme", "globex"):
+                made = http.post(
+                    "/api/v1/tenants", json={"slug": slug, "name": slug}, headers=admin
+                )
+                assert made.status_code == 201, made.text
+            acme_key = http.post(
+                "/api/v1/api-keys",
+                json={"name": "acme-admin", "role": "admin"},
+                headers={**admin, "X-Tenant": "acme"},
+            ).json()["data"]["key"]
+            receiver = http.post(
+                "/api/v1/receivers",
+                json={"name": "build", "type": "ci", "version": "1", "schema": {}},
+                headers={"Authorization": f"Bearer {acme_key}"},
+            )
+            assert receiver.status_code == 201, receiver.text
+        yield Services(tls, certs, receiver.json()["data"], key)
+    finally:
+        assert server.stop() == 0, server.output()
+
+
+def _event(receiver: str) -> dict[str, object]:
+    return {
+        "name": "app",
+        "version": "1",
+        "release": "1",
+        "platform_id": "x86_64",
+        "package": "rpm",
+        "description": "",
+        "payload": {},
+        "success": True,
+        "event_receiver_id": receiver,
+    }
+
+
+def test_a_mapped_certificate_acts_with_its_roles_permissions_only(services: Services) -> None:
+    with services.client("ci") as ci:  # event_producer in acme, by its subject
+        recorded = ci.post("/api/v1/events", json=_event(services.receiver))
+        assert recorded.status_code == 201, recorded.text
+        assert ci.get(f"/api/v1/receivers/{services.receiver}").status_code == 200
+        assert ci.get("/api/v1/events").status_code == 403  # no events:read
+        assert ci.get("/api/v1/api-keys").status_code == 403
+    with services.client("dashboards") as viewer:  # event_viewer in acme, by its URI SAN
+        listed = viewer.get("/api/v1/events")
+        assert listed.status_code == 200, listed.text
+        assert [e["id"] for e in listed.json()["data"]] == [recorded.json()["data"]]
+        assert viewer.post("/api/v1/events", json=_event(services.receiver)).status_code == 403
+
+
+def test_the_mapping_respects_tenants(services: Services) -> None:
+    with services.client("globex") as globex:
+        assert globex.get("/api/v1/events").json()["data"] == []
+        assert globex.get(f"/api/v1/receivers/{services.receiver}").status_code == 404
+        named = globex.get("/api/v1/events", headers={"X-Tenant": "acme"})
+        assert named.status_code == 403
+
+
+def test_an_unmapped_certificate_is_refused_and_audited(services: Services) -> None:
+    with services.client("stranger") as stranger:
+        refused = stranger.get("/api/v1/events")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        audit = stranger.get(
+            "/api/v1/audit",
+            params={"action": "auth.refused"},
+            headers={"Authorization": f"Bearer {services.platform_key}"},
+        )
+        assert audit.status_code == 200, audit.text
+        reasons = [r["reason"] for r in audit.json()["data"]]
+        assert "unmapped_client_certificate" in reasons

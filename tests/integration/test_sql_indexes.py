@@ -183,8 +183,13 @@ async def test_completion_list_filters_use_an_index(
 
 @pytest.mark.parametrize(
     "where",
-    [ReceiverFilter(), ReceiverFilter(name="r7"), ReceiverFilter(name="r7", type="t3")],
-    ids=["none", "name", "name+type"],
+    [
+        ReceiverFilter(),
+        ReceiverFilter(name="r7"),
+        ReceiverFilter(name="r7", type="t3"),
+        ReceiverFilter(fingerprint="f" * 64),
+    ],
+    ids=["none", "name", "name+type", "fingerprint"],
 )
 async def test_receiver_list_filters_use_an_index(
     store: SqlStore, filled_database: str, where: ReceiverFilter

@@ -23,9 +23,10 @@ from core.domain.access import (
 # Read across: A = admin, M = event_manager, V = event_viewer, P = event_producer,
 # X = platform_admin. "y" allows, "." denies. DOMAIN.md: admin is everything in its
 # tenant; event_manager creates/reads/updates events, receivers, groups and
-# subscriptions; event_viewer reads; event_producer creates events and reads
-# receivers; platform administrators manage tenants, and the principals and audit log
-# of the scope they act in (the platform, or a tenant they name), never its events.
+# subscriptions; event_viewer reads; event_producer creates events, reads receivers
+# and reads groups (their status and completions: a pipeline waits on its gate);
+# platform administrators manage tenants, and the principals and audit log of the
+# scope they act in (the platform, or a tenant they name), never its events.
 MATRIX = """
 permission              A M V P X
 events:create           y y . y .
@@ -33,7 +34,7 @@ events:read             y y y . .
 receivers:create        y y . . .
 receivers:read          y y y y .
 groups:create           y y . . .
-groups:read             y y y . .
+groups:read             y y y y .
 groups:update           y y . . .
 groups:delete           y . . . .
 subscriptions:create    y y . . .
@@ -45,6 +46,7 @@ api_keys:manage         y . . . y
 audit:read              y . . . y
 tenants:manage          . . . . y
 secrets:manage          . . . . y
+metrics:read            . . . . y
 """
 COLUMNS = {
     "A": Role.ADMIN,

@@ -414,6 +414,7 @@ def test_every_refusal_has_a_detail_and_logins_all_read_alike() -> None:
         Refusal.PRINCIPAL_GONE,
         Refusal.PRINCIPAL_DISABLED,
         Refusal.TENANT_DISABLED,
+        Refusal.UNMAPPED_CERTIFICATE,
     }
     assert len({idn.REFUSAL_DETAIL[r] for r in login}) == 1
 

@@ -21,6 +21,7 @@ from core.usecases import TokenAnswer
 from entrypoints.http.auth import PUBLIC
 from entrypoints.http.bodies import decode, shape_error
 from entrypoints.http.common import API, ContextDep, ServicesDep, problems
+from entrypoints.http.openapi import RevokeOperation, TokenOperation
 from entrypoints.http.problems import BadRequest
 
 PATH = f"{API}/auth"
@@ -82,6 +83,7 @@ async def _command(
     f"one used again revokes its whole family). {_FORM_OR_JSON}",
     status_code=200,
     responses=problems(400, 401, 413, 422),
+    operation_class=TokenOperation,
 )
 async def token(
     *, request: Request[Any, Any, Any], services: ServicesDep, ctx: ContextDep
@@ -101,6 +103,7 @@ async def token(
     status_code=200,
     responses={200: ResponseSpec(None, description="Revoked (or nothing to revoke).")}
     | problems(400, 413),
+    operation_class=RevokeOperation,
 )
 async def revoke(
     *, request: Request[Any, Any, Any], services: ServicesDep, ctx: ContextDep

@@ -11,8 +11,10 @@ from core.domain.access import Permission
 from core.domain.commands import CreateGroup, PatchGroup
 from core.domain.errors import FieldError, raise_if
 from core.domain.fields import check_name
-from core.domain.model import Nvrpp
+from core.domain.idempotency import Answer
+from core.domain.model import Group, Nvrpp
 from core.ports import CompletionFilter, GroupFilter
+from core.usecases.groups import MAX_WAIT_SECONDS
 from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
@@ -24,6 +26,7 @@ from entrypoints.http.common import (
     created,
     problems,
 )
+from entrypoints.http.idempotency import ClaimDep, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import (
     CompletionPage,
@@ -51,19 +54,27 @@ Key = Annotated[str, QueryParameter(description="Part of the artifact's NVRPP (r
     dto=Body[CreateGroup],
     return_dto=None,
     summary="Create a group",
+    description="1 to 100 distinct receivers of the tenant; `enabled` defaults to true. A "
+    "group completes for an artifact when every member's latest event for it "
+    "succeeded.",
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_group(
-    *, data: JSONBody[CreateGroup], services: ServicesDep, actor: ActorDep
+    *, data: JSONBody[CreateGroup], services: ServicesDep, actor: ActorDep, claim: ClaimDep
 ) -> Response[IdData]:
-    group = await services.groups.create(actor, data)
+    group = await services.groups.create(actor, data, once(claim, _created))
     return created(f"{PATH}/{group.id}", group.id)
+
+
+def _created(group: Group) -> Answer:
+    return created_answer(f"{PATH}/{group.id}", group.id)
 
 
 @get(
     "/{group_id:str}",
     summary="Read a group",
+    description="One group with its members.",
     responses=problems(401, 403, 404),
     opt=requires(Permission.GROUPS_READ),
 )
@@ -77,6 +88,8 @@ async def get_group(
 @get(
     "/",
     summary="List groups",
+    description="The tenant's groups, newest first unless `order=asc`; `name`, `type`, "
+    "`version` and `enabled` filter by exact match.",
     responses=problems(400, 401, 403),
     opt=requires(Permission.GROUPS_READ),
 )
@@ -117,6 +130,7 @@ async def patch_group(
 @delete(
     "/{group_id:str}",
     summary="Delete a group",
+    description="The group stops being evaluated; its completions stay in the log.",
     responses=problems(401, 403, 404, 409),
     opt=requires(Permission.GROUPS_DELETE),
 )
@@ -129,8 +143,11 @@ async def delete_group(*, group_id: FromPath[str], services: ServicesDep, actor:
     "/{group_id:str}/status",
     opt=requires(Permission.GROUPS_READ),
     summary="A group's gate for one artifact",
-    description="Per member, its latest event for the artifact and whether it passes.",
-    responses=problems(400, 401, 403, 404, 422),
+    description="Per member, its latest event for the artifact and whether it passes. "
+    "With `wait` (1 to 60 seconds), an incomplete gate is held until it completes or the "
+    "time is up, then answered as it is (a long poll); beyond the server's number of "
+    "waiting requests, 503 with `Retry-After`.",
+    responses=problems(400, 401, 403, 404, 422, 503),
 )
 async def group_status(
     *,
@@ -142,6 +159,14 @@ async def group_status(
     release: Key,
     platform_id: Key,
     package: Key,
+    wait: Annotated[
+        int | None,
+        QueryParameter(
+            ge=1,
+            le=MAX_WAIT_SECONDS,
+            description="Seconds to hold the answer while the gate is not complete (1..60).",
+        ),
+    ] = None,
 ) -> GroupStatusData:
     check_id(GROUP, group_id)
     errors: list[FieldError] = []
@@ -157,13 +182,17 @@ async def group_status(
     key = Nvrpp(
         name=name, version=version, release=release, platform_id=platform_id, package=package
     )
-    return GroupStatusData(group_status_view(await services.groups.status(actor, group_id, key)))
+    status = await services.groups.status(actor, group_id, key, wait)
+    return GroupStatusData(group_status_view(status))
 
 
 @get(
     "/{group_id:str}/completions",
     opt=requires(Permission.GROUPS_READ),
     summary="Every time a group fired",
+    description="The group's completions, newest first unless `order=asc`, each with its "
+    "triggering event and the latest event of every member; the NVRPP parameters "
+    "filter by exact match.",
     responses=problems(400, 401, 403, 404),
 )
 async def list_completions(

@@ -10,10 +10,13 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from core.domain.access import Permission
 from core.domain.commands import RegisterReceiver
+from core.domain.idempotency import Answer
+from core.domain.model import Receiver
 from core.ports import ReceiverFilter
 from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import API, LOCATION, ActorDep, ServicesDep, check_id, problems
+from entrypoints.http.idempotency import ClaimDep, answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import IdData, ReceiverData, ReceiverPage, receiver_view
 
@@ -41,9 +44,9 @@ Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
     },
 )
 async def register_receiver(
-    *, data: JSONBody[RegisterReceiver], services: ServicesDep, actor: ActorDep
+    *, data: JSONBody[RegisterReceiver], services: ServicesDep, actor: ActorDep, claim: ClaimDep
 ) -> Response[IdData]:
-    receiver, was_created = await services.receivers.register(actor, data)
+    receiver, was_created = await services.receivers.register(actor, data, once(claim, _answer))
     if was_created:
         return Response(
             IdData(receiver.id), status_code=201, headers={"Location": f"{PATH}/{receiver.id}"}
@@ -51,9 +54,18 @@ async def register_receiver(
     return Response(IdData(receiver.id), status_code=200)
 
 
+def _answer(registered: tuple[Receiver, bool]) -> Answer:
+    receiver, was_created = registered
+    if was_created:
+        return answer(201, IdData(receiver.id), location=f"{PATH}/{receiver.id}")
+    return answer(200, IdData(receiver.id))
+
+
 @get(
     "/{receiver_id:str}",
     summary="Read an event receiver",
+    description="The receiver with its JSON Schema and fingerprint (SHA-256 of the canonical "
+    "JSON of name, type, version and schema).",
     responses=problems(401, 403, 404),
     opt=requires(Permission.RECEIVERS_READ),
 )
@@ -67,6 +79,8 @@ async def get_receiver(
 @get(
     "/",
     summary="List event receivers",
+    description="The tenant's receivers, newest first unless `order=asc`; `name`, `type` and "
+    "`version` filter by exact match.",
     responses=problems(400, 401, 403),
     opt=requires(Permission.RECEIVERS_READ),
 )
@@ -77,12 +91,13 @@ async def list_receivers(
     name: Filter = None,
     type: Filter = None,
     version: Filter = None,
+    fingerprint: Filter = None,
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
 ) -> ReceiverPage:
     page = page_request(KIND, limit, cursor, order)
-    where = ReceiverFilter(name=name, type=type, version=version)
+    where = ReceiverFilter(name=name, type=type, version=version, fingerprint=fingerprint)
     found = await services.receivers.list(actor, where, page)
     return page_of(KIND, found, limit=limit, order=order, view=receiver_view, page=ReceiverPage)
 

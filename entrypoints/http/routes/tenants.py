@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody
 from core.domain.access import Permission
 from core.domain.audit import AuditAction
 from core.domain.commands import CreateTenant, PatchTenant
+from core.domain.idempotency import Answer
 from core.domain.model import Tenant
 from core.ports import AppendMeta
 from core.usecases import Access, RequestContext, Services
@@ -25,6 +26,7 @@ from entrypoints.http.common import (
     created,
     problems,
 )
+from entrypoints.http.idempotency import ClaimDep, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import IdData, TenantData, TenantPage, tenant_view
 
@@ -61,13 +63,20 @@ async def _audit(
     dto=Body[CreateTenant],
     return_dto=None,
     summary="Create a tenant",
+    description="`slug`: 3 to 63 of a-z 0-9 and `-` (trimmed, lower-cased, not reserved); "
+    "`name`: a display name. Platform administrators only.",
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_tenant(
-    *, data: JSONBody[CreateTenant], services: ServicesDep, access: AccessDep, ctx: ContextDep
+    *,
+    data: JSONBody[CreateTenant],
+    services: ServicesDep,
+    access: AccessDep,
+    ctx: ContextDep,
+    claim: ClaimDep,
 ) -> Response[IdData]:
-    tenant = await services.tenants.create(data, _meta(access, ctx))
+    tenant = await services.tenants.create(data, _meta(access, ctx), once(claim, _created))
     await _audit(
         services,
         access,
@@ -79,9 +88,14 @@ async def create_tenant(
     return created(f"{PATH}/{tenant.slug}", tenant.slug)
 
 
+def _created(tenant: Tenant) -> Answer:
+    return created_answer(f"{PATH}/{tenant.slug}", tenant.slug)
+
+
 @get(
     "/",
     summary="List tenants",
+    description="Every tenant, newest first, by keyset pages. Platform administrators only.",
     responses=problems(400, 401, 403),
     opt=requires(Permission.TENANTS_MANAGE),
 )
@@ -99,6 +113,7 @@ async def list_tenants(
 @get(
     "/{slug:str}",
     summary="Read a tenant",
+    description="One tenant by its slug. Platform administrators only.",
     responses=problems(401, 403, 404),
     opt=requires(Permission.TENANTS_MANAGE),
 )

@@ -1,7 +1,7 @@
 """SQLite: `latest` WITHOUT ROWID.
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0005
 Create Date: 2026-02-01
 
 `latest` is looked up and upserted by its whole primary key, and every recorded event
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,96 @@
+"""The Waypost client: `Client` / `AsyncClient`, the `Watcher`, typed objects and errors."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from waypost_client._core import Config, ConfigError, RetryPolicy
+from waypost_client.aio import AsyncClient
+from waypost_client.client import Client
+from waypost_client.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    ConnectionFailed,
+    FieldError,
+    Forbidden,
+    GateTimeout,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    ServiceUnavailable,
+    Unauthorized,
+    Unprocessable,
+    WaypostError,
+)
+from waypost_client.models import (
+    ApiKey,
+    Completion,
+    Delivery,
+    Event,
+    Group,
+    GroupStatus,
+    MemberStatus,
+    Message,
+    NewApiKey,
+    Nvrpp,
+    Receiver,
+    Subscription,
+    Tenant,
+    Token,
+    User,
+)
+from waypost_client.watcher import (
+    AsyncWatcher,
+    CheckpointStore,
+    FileCheckpoint,
+    MemoryCheckpoint,
+    MessageFilter,
+    Watcher,
+)
+
+__all__ = [
+    "ApiError",
+    "ApiKey",
+    "AsyncClient",
+    "AsyncWatcher",
+    "BadRequest",
+    "CheckpointStore",
+    "Client",
+    "Completion",
+    "Config",
+    "ConfigError",
+    "Conflict",
+    "ConnectionFailed",
+    "Delivery",
+    "Event",
+    "FieldError",
+    "FileCheckpoint",
+    "Forbidden",
+    "GateTimeout",
+    "Group",
+    "GroupStatus",
+    "MemberStatus",
+    "MemoryCheckpoint",
+    "Message",
+    "MessageFilter",
+    "NewApiKey",
+    "NotFound",
+    "Nvrpp",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Receiver",
+    "RetryPolicy",
+    "ServerError",
+    "ServiceUnavailable",
+    "Subscription",
+    "Tenant",
+    "Token",
+    "Unauthorized",
+    "Unprocessable",
+    "User",
+    "Watcher",
+    "WaypostError",
+    "__version__",
+]
