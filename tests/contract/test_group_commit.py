@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -208,6 +209,147 @@ async def test_requests_arriving_together_decide_like_one_at_a_time(
     assert seen == expected_log
 
 
+mostly_valid_event_spec = st.tuples(
+    st.integers(0, 9).map(lambda n: UNKNOWN if n == 0 else n % RECEIVERS),  # receiver index
+    st.integers(0, len(KEYS) - 1),  # key
+    st.booleans(),  # success
+    st.integers(0, 19).map(lambda n: n > 0),  # payload valid
+)
+interleaved_spec = st.tuples(
+    st.integers(0, 3),  # turns of the event loop the request waits before it is sent
+    st.booleans(),  # a batch (else a single event)
+    st.lists(mostly_valid_event_spec, min_size=1, max_size=3),
+    st.none() | st.integers(0, 2),  # its Idempotency-Key (a few, so that they repeat)
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(
+    groups=st.lists(group_spec, max_size=2),
+    requests=st.lists(interleaved_spec, min_size=1, max_size=10),
+    max_writes=st.integers(1, 4),
+    max_events=st.sampled_from([2, 5, 1000]),
+)
+async def test_interleaved_requests_with_keys_decide_like_one_at_a_time(
+    store: Store,
+    groups: list[tuple[set[int], bool]],
+    requests: list[tuple[int, bool, list[tuple[int, int, bool, bool]], int | None]],
+    max_writes: int,
+    max_events: int,
+) -> None:
+    """Requests (singles and batches, some with Idempotency-Keys that repeat) that arrive
+    at random moments: while the tenant is idle, while a group gathers, while one commits;
+    groups bounded by a random policy. Whatever groups form, every answer, completion, log
+    entry and record is what recording them one at a time, in arrival order, gives: a key
+    seen before replays the first answer and records nothing."""
+    watched = Watched(GroupPolicy(max_writes=max_writes, max_events=max_events))
+    services = services_over(store, watched)
+    who = await new_tenant(services)
+    receivers = []
+    for index in range(RECEIVERS):
+        receiver, _ = await services.receivers.register(
+            who, RegisterReceiver(name=f"r{index}", type="t", version="1", schema=SCHEMA)
+        )
+        receivers.append(receiver.id)
+    made: list[Group] = [
+        await services.groups.create(
+            who,
+            CreateGroup(
+                name=f"g{n}",
+                type="t",
+                version="1",
+                event_receiver_ids=[receivers[i] for i in sorted(members)],
+                enabled=enabled,
+            ),
+        )
+        for n, (members, enabled) in enumerate(groups)
+    ]
+    async with store.read() as tx:
+        setup = await tx.log.head(who.tenant_id)
+    ids = [*receivers, "01J00000000000000000NOSUCH0"]
+    await services.deps.receivers_by_id(who.tenant_id, receivers)
+
+    # A key always comes with the same request (the first that used it): a retry.
+    by_key: dict[int, tuple[bool, list[tuple[int, int, bool, bool]]]] = {}
+    outcomes: dict[str, Recorded | Exception] = {}
+
+    async def one(name: str, delay: int, batch: bool, specs: list[Any], key: int | None) -> None:
+        for _ in range(delay):
+            await anyio.lowlevel.checkpoint()
+        if key is not None:
+            batch, specs = by_key.setdefault(key, (batch, specs))
+        specs = specs if batch else specs[:1]
+        cmds = [command(ids[i], KEYS[k], ok, valid) for i, k, ok, valid in specs]
+        actor = Actor(tenant_id=who.tenant_id, principal="tester", correlation_id=name)
+        once = None if key is None else claim(who, f"key-{key}", repr((batch, specs)))
+        try:
+            if batch:
+                outcomes[name] = await services.events.record_batch_outcome(actor, cmds, once)
+            else:
+                outcomes[name] = await services.events.record_outcome(actor, cmds[0], once)
+        except (Invalid, AlreadyAnswered) as exc:
+            outcomes[name] = exc
+
+    async with anyio.create_task_group() as tg:
+        for r, (delay, batch, specs, key) in enumerate(requests):
+            tg.start_soon(one, f"r{r}", delay, batch, specs, key)
+
+    # Groups as the policy bounds them, covering every accepted request once, in order.
+    accepted = list(watched.arrivals)
+    assert sum(watched.groups) == len(accepted)
+    assert all(1 <= size <= max(max_writes, 1) for size in watched.groups)
+    refused = {n for n, o in outcomes.items() if isinstance(o, Invalid)}
+    assert not refused & set(accepted)
+    assert sorted(accepted) == sorted(set(outcomes) - refused)
+
+    # The oracle: each accepted request alone, in arrival order.
+    latest: dict[tuple[str, Nvrpp], Event] = {}
+    answered: dict[str, Answer] = {}  # key -> the first answer
+    expected_log: list[tuple[str, str, tuple[str, ...]]] = []
+    keys_of = {f"r{r}": key for r, (_, _, _, key) in enumerate(requests)}
+    for name in accepted:
+        answer = outcomes[name]
+        key = keys_of[name]
+        if key is not None and f"key-{key}" in answered:
+            assert isinstance(answer, AlreadyAnswered), name
+            assert answer.answer == answered[f"key-{key}"]
+            continue
+        assert isinstance(answer, Recorded), (name, answer)
+        if key is not None:
+            body = ",".join(e.id for e in answer.events).encode()
+            answered[f"key-{key}"] = Answer(status=201, body=body)
+        decided = decide_record(answer.events, made, latest, new_id=lambda: "-")
+        fired = [d.completion for d in decided if isinstance(d, GroupCompleted)]
+        assert [_completion(c) for c in answer.completions] == [_completion(c) for c in fired]
+        for event in answer.events:
+            latest[(event.event_receiver_id, event.key)] = event
+        for d in decided:
+            if isinstance(d, EventRecorded):
+                expected_log.append((name, "event", (d.event.id,)))
+            else:
+                assert isinstance(d, GroupCompleted)
+                expected_log.append((name, "completion", _completion(d.completion)))
+
+    async with store.read() as tx:
+        log = await tx.log.read(who.tenant_id, after=setup, limit=10_000)
+        head = await tx.log.head(who.tenant_id)
+        checkpoint = await tx.log.checkpoint(who.tenant_id)
+    assert [e.position for e in log] == list(range(setup + 1, head + 1))  # gap-free
+    assert checkpoint == head
+    seen: list[tuple[str, str, tuple[str, ...]]] = []
+    for envelope in log:
+        entry = REGISTRY.decode_envelope(envelope)
+        assert envelope.correlation_id is not None
+        if isinstance(entry, EventRecorded):
+            seen.append((envelope.correlation_id, "event", (entry.event.id,)))
+        else:
+            assert isinstance(entry, GroupCompleted)
+            seen.append((envelope.correlation_id, "completion", _completion(entry.completion)))
+    assert seen == expected_log
+    # exactly the keys whose first request was recorded hold a record: its first answer
+    assert await stored_records(store, who, [f"key-{k}" for k in range(3)]) == answered
+
+
 async def send(
     services: Services,
     actor: Actor,
@@ -404,24 +546,35 @@ async def test_a_group_whose_commit_fails_is_never_retried(store: Store) -> None
 
 
 class BeginFails(Delegating):
-    """A store whose write transactions cannot begin (a database busy for too long)."""
+    """A store whose write transactions cannot begin: a lock that never comes, or (what the
+    SQL stores raise, answered 503) a database that is down."""
+
+    def __init__(self, inner: Store, error: Exception) -> None:
+        super().__init__(inner)
+        self.error = error
 
     @asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[WriteTx]:
         self.writes += 1
-        if self.writes:  # always: the lock never comes
-            raise TimeoutError("the writer lock stayed taken")
+        if self.writes:  # always: the transaction never begins
+            raise self.error
         async with self.inner.write(tenant_id) as tx:  # pragma: no cover - never reached
             yield tx
 
 
-async def test_a_group_that_cannot_begin_fails_at_once_without_retries(store: Store) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [TimeoutError("the writer lock stayed taken"), Unavailable("the database", "it is down")],
+)
+async def test_a_group_that_cannot_begin_fails_at_once_without_retries(
+    store: Store, error: Exception
+) -> None:
     services = services_over(store, Lanes())
     who = await new_tenant(services)
     receiver, _ = await services.receivers.register(
         who, RegisterReceiver(name="r", type="t", version="1", schema=SCHEMA)
     )
-    failing = BeginFails(store)
+    failing = BeginFails(store, error)
     watched = Watched()
     broken = services_over(failing, watched)
     await broken.deps.receivers_by_id(who.tenant_id, [receiver.id])
@@ -430,7 +583,7 @@ async def test_a_group_that_cannot_begin_fails_at_once_without_retries(store: St
     async def send() -> None:
         try:
             await broken.events.record(who, command(receiver.id, KEYS[0], True))
-        except TimeoutError as exc:
+        except (TimeoutError, Unavailable) as exc:
             errors.append(exc)
 
     async with anyio.create_task_group() as tg:
@@ -439,7 +592,7 @@ async def test_a_group_that_cannot_begin_fails_at_once_without_retries(store: St
     # Nobody is to blame and each alone would wait as long again: one attempt, five errors.
     assert watched.groups == [5]
     assert failing.writes == 1
-    assert len(errors) == 5
+    assert errors == [error] * 5
 
 
 async def test_a_lone_request_commits_alone_at_once(store: Store) -> None:
