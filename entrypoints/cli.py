@@ -481,11 +481,22 @@ class _Server(uvicorn.Server):
 
 def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> int:
     logs.configure(settings.log)
-    anyio.run(_preflight, settings)
     http = settings.http
     host = host or http.host
     port = port if port is not None else http.port
     workers = workers or http.workers
+    if database_kind(settings.database.url) == "memory":
+        # A memory store lives in one process: a preflight's would be another registry
+        # (a second first administrator), and several processes would be several registries.
+        if workers != 1:
+            print(
+                "waypost: database.url is memory://, one process's registry: serve it with "
+                "one worker",
+                file=sys.stderr,
+            )
+            return 2
+        return serve_one(settings, host, port)
+    anyio.run(_preflight, settings)
     if workers == 1:
         return serve_one(settings, host, port)
     return supervisor.supervise(settings, host, port, workers)

@@ -66,6 +66,19 @@ def test_admin_refuses_memory(
     assert "nothing would be kept" in err
 
 
+def test_memory_is_served_by_one_process_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several processes on memory:// would be several registries, each with its own first
+    administrator."""
+    code, out, err = run(
+        monkeypatch, capsys, "serve", "--workers", "2", WAYPOST__DATABASE__URL="memory://"
+    )
+    assert (code, out) == (2, "")
+    assert "memory://" in err
+    assert "one worker" in err
+
+
 @pytest.mark.parametrize("command", [["migrate"], ["admin", "list-tenants"], ["serve"]])
 def test_an_unreachable_database_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
