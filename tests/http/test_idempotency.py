@@ -215,8 +215,11 @@ async def test_concurrent_keyed_requests_share_a_transaction_each_with_its_recor
         made = await http.post("/api/v1/receivers", json=receiver_body(), headers=HEADERS)
         receiver = made.json()["data"]
 
-        async def together(requests: dict[str, tuple[dict[str, object], str | None]]) -> dict:
-            """The requests, sent while another write holds the tenant's transaction."""
+        async def together(
+            requests: dict[str, tuple[dict[str, object], str | None]],
+        ) -> tuple[dict[str, httpx.Response], int]:
+            """The requests, sent while another write holds the tenant's transaction; their
+            answers and the write transactions they took."""
             answers: dict[str, httpx.Response] = {}
 
             async def send(name: str, body: dict[str, object], key: str | None) -> None:
@@ -236,16 +239,15 @@ async def test_concurrent_keyed_requests_share_a_transaction_each_with_its_recor
                 store.entered = anyio.Event()
                 store.release.set()
             store.release = anyio.Event()
-            answers["writes"] = store.writes - before  # type: ignore[assignment]
-            return answers
+            return answers, store.writes - before
 
-        first = await together(
+        first, writes = await together(
             {
                 f"k{n}": (event_body(receiver, release=str(n)), f"key-{n}" if n else None)
                 for n in range(1, 6)
             }
         )
-        assert first.pop("writes") == 1  # all five in one transaction
+        assert writes == 1  # all five in one transaction
         assert {name: a.status_code for name, a in first.items()} == dict.fromkeys(first, 201)
         for n in range(1, 6):
             again = await http.post(
@@ -255,7 +257,7 @@ async def test_concurrent_keyed_requests_share_a_transaction_each_with_its_recor
             assert again.content == first[f"k{n}"].content
             assert again.headers["idempotent-replayed"] == "true"
 
-        second = await together(
+        second, writes = await together(
             {
                 "new": (event_body(receiver, release="6"), "key-6"),
                 "twin": (event_body(receiver, release="6"), "key-6"),
@@ -264,7 +266,7 @@ async def test_concurrent_keyed_requests_share_a_transaction_each_with_its_recor
                 "plain": (event_body(receiver, release="7"), None),
             }
         )
-        assert second.pop("writes") == 1 + 5  # the group, then each member alone
+        assert writes == 1 + 5  # the group, then each member alone
         assert second["new"].status_code == second["twin"].status_code == 201
         assert second["twin"].content == second["new"].content
         replayed = [n for n in ("new", "twin") if "idempotent-replayed" in second[n].headers]
