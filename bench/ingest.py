@@ -439,14 +439,8 @@ class Held:
         self.store = store
         self.holds: list[float] = []
 
-    def read(self) -> Any:
-        return self.store.read()
-
-    def rebuild(self) -> Any:
-        return self.store.rebuild()
-
-    async def close(self) -> None:
-        await self.store.close()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)  # everything but `write`, the store's own
 
     @contextlib.asynccontextmanager
     async def write(self, tenant_id: str) -> AsyncIterator[Any]:
