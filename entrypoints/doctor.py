@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy.engine import make_url
 
 from adapters.crypto.envelope import EnvelopeCipher, EnvelopeError, SecretContext, parse_master_key
+from adapters.sql.engine import split_pg_options
 from adapters.sql.identity import SqlIdentity
 from adapters.sql.migrations import pending
 from adapters.system import SystemClock
@@ -507,12 +508,15 @@ def _sqlite_path(url: str) -> pathlib.Path:
     return pathlib.Path(database)
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 async def _pg_row(url: str, query: str) -> tuple[Any, ...]:
-    conn = await asyncpg.connect(_libpq(url), timeout=TIMEOUT)
+    """One row, on a connection made as the server makes its own: the URL's libpq options
+    (`sslmode`, `connect_timeout`, ...) mapped to asyncpg's arguments, not sent to the
+    server as settings."""
+    bare, args = split_pg_options(make_url(url))
+    args["timeout"] = min(args["timeout"], TIMEOUT)
+    bare = bare.set(query={k: v for k, v in bare.query.items() if k in ("host", "port")})
+    dsn = bare.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn, **args)
     try:
         row = await conn.fetchrow(query, timeout=TIMEOUT)
     finally:

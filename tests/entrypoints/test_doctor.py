@@ -302,6 +302,18 @@ async def test_a_healthy_postgres_deployment_and_its_clock(fresh_database: str) 
     _failed(skewed, "clock", "ahead of the database's", "NTP")
 
 
+@pytest.mark.postgres
+async def test_the_urls_libpq_options_are_understood(fresh_database: str) -> None:
+    """The doctor connects as the server does: `connect_timeout` and the like are the
+    client's options, not settings sent to PostgreSQL."""
+    url = f"{fresh_database}?application_name=waypost&connect_timeout=5&sslmode=disable"
+    environ = {"WAYPOST__DATABASE__URL": url, **MASTER}
+    await _deploy(environ)
+    report = await run(environ, _env())
+    assert report.ok, report.findings
+    assert _line(report, "database").message.startswith("PostgreSQL 15")
+
+
 async def test_an_unreadable_password_file(tmp_path: pathlib.Path) -> None:
     """The server's URL is the one checked: with `database.password_file`'s password."""
     environ = {
