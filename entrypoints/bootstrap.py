@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from adapters.commits import LocalFeed, PolledFeed
 from adapters.crypto.envelope import EnvelopeError, generate_master_key, parse_master_key
 from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, ThreadedScrypt
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
@@ -33,6 +34,7 @@ from adapters.sql.observe import StatementObserver, observe_engine
 from adapters.sql.replica import ReplicaStore
 from adapters.sql.store import SqlStore
 from adapters.system import SystemClock, UlidSource
+from core.domain.groupcommit import GroupPolicy
 from core.domain.rotation import RotationPolicy
 from core.ports import Clock, IdentityStore, IdSource, PasswordHasher, Store
 from core.usecases import Deps, IdentityDeps, Services
@@ -235,6 +237,13 @@ def rotation_policy(settings: Settings) -> RotationPolicy:
     )
 
 
+def group_policy(settings: Settings) -> GroupPolicy:
+    database = settings.database
+    return GroupPolicy(
+        max_writes=database.group_commit_max_writes, max_events=database.group_commit_max_events
+    )
+
+
 def identity_deps(
     settings: Settings,
     store: IdentityStore,
@@ -301,6 +310,7 @@ async def open_services(
                         clock if clock is not None else SystemClock(),
                         ids if ids is not None else UlidSource(),
                         ReceiverLru(),
+                        combiner=Lanes(group_policy(settings)),
                     ),
                     identity_deps(settings, people, hasher=hasher, keys=keys),
                     sink=sink,

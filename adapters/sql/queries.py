@@ -123,7 +123,8 @@ lives inside one rebuild's transaction, `Statements.stage_events`)."""
 
 class Copy:
     """Rows into a table in bulk, as tuples in `columns`' order: a binary COPY on PostgreSQL,
-    an executemany of `insert` on SQLite. For insert-only tables (replay's events)."""
+    an executemany of `insert` on SQLite. For rows that are new (a large append's log and
+    events, replay's staged events and completions)."""
 
     __slots__ = ("columns", "insert", "name", "table")
 
@@ -317,7 +318,10 @@ class Statements:
         )
         self.insert_member = q(sa.insert(t.group_members), *MEMBERS)
         self.insert_completion = q(sa.insert(t.completions), *COMPLETIONS)
-        # Replay: the insert-only read models in bulk (`Connection.copy`).
+        # Rows in bulk (`Connection.copy`): a large append's log and events (PostgreSQL),
+        # replay's insert-only read models.
+        self.copy_log = Copy(t.log, LOG, self.insert_log)
+        self.copy_events = Copy(t.events, EVENTS, self.insert_event)
         self.copy_completions = Copy(t.completions, COMPLETIONS, self.insert_completion)
         # Replay stages a tenant's events (a temporary table keyed like `events`, without
         # its other indexes) and merges them at the end: rows equal to the staged ones stay
@@ -912,14 +916,16 @@ PG_PARTS = (
 `latest` take the tenant from `:tenant_id`; the others carry it per row (an
 Idempotency-Key record's key space may be the platform's, not the writer's tenant)."""
 
-NONE, ONE, MANY = 0, 1, 2
+NONE, ONE, MANY, COPIED = 0, 1, 2, 3
+"""How many rows a table of the append has: none, one (values), many (arrays), or rows
+sent by COPY before the statement (the statement then only moves the head)."""
 
 
 def pg_write(shape: tuple[int, ...]) -> tuple[str, tuple[str, ...]]:
-    """The one-statement append for a shape (NONE, ONE or MANY rows for each of `PG_PARTS`)
-    and its arguments, in the order the text uses them: `tenant_id`, `checkpoint`, `head`
-    (when there are log rows), then each present table's columns (scalars for ONE, arrays
-    for MANY)."""
+    """The one-statement append for a shape (NONE, ONE, MANY or COPIED rows for each of
+    `PG_PARTS`) and its arguments, in the order the text uses them: `tenant_id`,
+    `checkpoint`, `head` (when there are log rows), then each present table's columns
+    (scalars for ONE, arrays for MANY; none for COPIED)."""
     args = ["tenant_id", "checkpoint"]
     ctes = [
         "checkpoint AS (\n    INSERT INTO checkpoints (tenant_id, position)\n"
@@ -933,7 +939,7 @@ def pg_write(shape: tuple[int, ...]) -> tuple[str, tuple[str, ...]]:
             "    WHERE tenant_id = CAST(:tenant_id AS text)\n)"
         )
     for part, rows in zip(PG_PARTS, shape, strict=True):
-        if rows != NONE:
+        if rows not in (NONE, COPIED):
             ctes.append(f"{part.prefix}_rows AS (\n    {part.insert(rows == MANY)}\n)")
             args.extend(part.args)
     return "WITH\n" + ",\n".join(ctes) + "\nSELECT 1", tuple(args)

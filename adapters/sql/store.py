@@ -34,8 +34,10 @@ Append
     violations become domain errors.
 
 Statistics
-    See `SqlStore._refresh_statistics`: a young PostgreSQL database gets a few
-    early ANALYZEs so that cached plans do not keep their empty-table choices.
+    See `SqlStore._refresh_statistics`: a young database gets a few early ANALYZEs
+    (PostgreSQL: so that cached plans do not keep their empty-table choices; SQLite,
+    which has no statistics at all until one runs: so that a filtered list uses the
+    filter's index), and a SQLite database opened with rows but no statistics gets one.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ _object = msgspec.json.Decoder(dict[str, Any]).decode
 _ids = msgspec.json.Decoder(tuple[str, ...]).decode
 
 ANALYZE_AFTER = (1_000, 10_000, 100_000, 1_000_000)
-"""Numbers of appended entries after which a PostgreSQL store refreshes the statistics."""
+"""Numbers of appended entries after which a store refreshes the planner statistics."""
 ANALYZE = "ANALYZE " + ", ".join(
     f'"{table.name}"' for table in (t.log, t.log_heads, *t.READ_MODELS)
 )
@@ -188,6 +190,15 @@ Codec = type[_PgCodec] | type[_SqliteCodec]
 # --- the store -----------------------------------------------------------------------------
 
 
+SQLITE_ANALYZE = ("PRAGMA analysis_limit=10000", "ANALYZE")
+"""SQLite's statistics, from about 10,000 rows of each index (a few to tens of milliseconds
+at 300k events). 2,000 was measured too few: a tenant's first 2,000 rows of an index are
+all one tenant, and with statistics that say so the planner kept walking the primary key
+for a `name=` filter (40-70 ms at 300k events instead of ~1 ms by `ix_events_nvrpp`)."""
+SQLITE_HAS_STATISTICS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+SQLITE_HAS_ROWS = "SELECT 1 FROM log LIMIT 1"
+
+
 class SqlStore:
     """Store port over PostgreSQL (asyncpg) or SQLite (sqlite3); see the module's docstring."""
 
@@ -198,7 +209,7 @@ class SqlStore:
         self._sql = q.catalogue("postgresql" if postgres else "sqlite")
         self._codec: Codec = _PgCodec if postgres else _SqliteCodec
         self._appended = 0  # log entries this store committed (for `_refresh_statistics`)
-        self._analyze_at = iter(ANALYZE_AFTER if postgres else ())
+        self._analyze_at = iter(ANALYZE_AFTER)
         self._next_analyze = next(self._analyze_at, None)
         self._observer: StatementObserver | None = None
         self._commit_observers: list[Callable[[str, int], None]] = []
@@ -254,6 +265,8 @@ class SqlStore:
                 availability.raise_for(exc)
             store = cls(sqlite, availability)
             store.url = url
+            if _unanalyzed(sqlite):
+                await sqlite.analyze(SQLITE_ANALYZE)
             return store
         options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0, **engine_options}
         limit = int(options["pool_size"]) + int(options["max_overflow"])
@@ -354,7 +367,7 @@ class SqlStore:
                 if tx.head is not None and not pg.failed:
                     await _notify(pg, tenant_id, tx.head)
             if self._next_analyze is not None and tx.appended:
-                await self._refresh_statistics(db, tx.appended)
+                await self._refresh_statistics(tx.appended)
             return
         async with db.write() as conn:
             row = await conn.fetchrow(sql.head, (tenant_id,))
@@ -368,8 +381,10 @@ class SqlStore:
         if tx.head is not None and not failed:
             for observer in self._commit_observers:
                 observer(tenant_id, tx.head)
+            if self._next_analyze is not None:
+                await self._refresh_statistics(tx.appended)
 
-    async def _refresh_statistics(self, db: PgDatabase, appended: int) -> None:
+    async def _refresh_statistics(self, appended: int) -> None:
         """ANALYZE the tables when this store's appends cross 1k, 10k, 100k, 1M entries.
 
         PostgreSQL plans a prepared statement once it has run a few times and keeps that
@@ -378,6 +393,9 @@ class SqlStore:
         can read a tenant's every event for each lookup once there are thousands (seen:
         80 ms instead of 0.1 ms per append at 30k events). Autovacuum's ANALYZE fixes it,
         but on its own schedule (a minute or more); a few early ANALYZEs fix it at once.
+        SQLite keeps no statistics until ANALYZE runs, and then plans a filtered list by
+        the primary key (seen: 40-70 ms instead of about 1 ms for `name=` at 300k events); each
+        refresh reopens its reader connections, which load statistics only when opened.
         Statistics are an optimization: a refusal (say, not the tables' owner) is ignored.
         """
         self._appended += appended
@@ -385,6 +403,10 @@ class SqlStore:
             return
         while self._next_analyze is not None and self._appended >= self._next_analyze:
             self._next_analyze = next(self._analyze_at, None)
+        db = self._db
+        if isinstance(db, SqliteDatabase):
+            await db.analyze(SQLITE_ANALYZE)
+            return
         with suppress(asyncpg.PostgresError):
             await db.run(ANALYZE)
 
@@ -474,6 +496,20 @@ class _Context:
         return self.head
 
 
+def _unanalyzed(db: SqliteDatabase) -> bool:
+    """A migrated SQLite database with log entries and no statistics (made by a version
+    that ran no ANALYZE, or filled by a restore): the planner would guess."""
+    raw = sqlite3.connect(db.path)
+    try:
+        if raw.execute(SQLITE_HAS_STATISTICS).fetchone() is not None:
+            return False
+        return raw.execute(SQLITE_HAS_ROWS).fetchone() is not None
+    except sqlite3.Error:  # not migrated yet: nothing to plan for
+        return False
+    finally:
+        raw.close()
+
+
 # --- the projection: one function for append and replay ------------------------------------
 
 
@@ -482,6 +518,8 @@ async def project(
     tenant_id: str,
     applied: Sequence[tuple[int, DomainEvent]],
     log: tuple[list[tuple[Any, ...]], int] | None = None,
+    *,
+    payloads: dict[str, str] | None = None,
     records: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """Apply domain events (with their log positions, in log order) to the read models.
@@ -497,7 +535,7 @@ async def project(
     """
     if not applied:
         return
-    rows = _Rows(tenant_id, ctx.codec)
+    rows = _Rows(tenant_id, ctx.codec, payloads or {})
     for _, event in applied:
         rows.add(event)
     checkpoint = applied[-1][0]
@@ -506,6 +544,12 @@ async def project(
     else:
         await _write_sqlite(ctx, rows, checkpoint, log, records or [])
     await rows.write_rare(ctx)
+
+
+COPY_AT_ROWS = 128
+"""PostgreSQL: log and event rows go by COPY when an append has at least this many (fewer
+ride in the one statement: COPY costs a round trip or two more per table, which only
+many rows repay; measured with bench/ingest.py's batches)."""
 
 
 async def _write_postgres(
@@ -519,20 +563,30 @@ async def _write_postgres(
     checkpoint: one statement.
 
     A table with one row passes its values, a table with more its columns as arrays
-    (see `queries.pg_write`); `log` and `latest` rows without their tenant column."""
+    (see `queries.pg_write`); `log` and `latest` rows without their tenant column. From
+    `COPY_AT_ROWS` rows on, the log and event rows go by COPY (binary) first, and the
+    statement does the rest."""
+    log_rows = [] if log is None else log[0]
+    copied = len(log_rows) >= COPY_AT_ROWS
+    if copied:
+        await ctx.conn.copy(ctx.sql.copy_log, log_rows)
+        if rows.events:
+            await ctx.conn.copy(ctx.sql.copy_events, rows.events)
     args: list[Any] = [rows.tenant_id, checkpoint]
     if log is not None:
         args.append(log[1])
     shape = []
-    for table_rows, skip in (
-        ([] if log is None else log[0], 1),
-        (rows.events, 0),
-        (list(rows.latest.values()), 1),
-        (rows.completions, 0),
-        (records, 0),
+    for table_rows, skip, by_copy in (
+        (log_rows, 1, copied),
+        (rows.events, 0, copied),
+        (list(rows.latest.values()), 1, False),
+        (rows.completions, 0, False),
+        (records, 0, False),
     ):
         if not table_rows:
             shape.append(q.NONE)
+        elif by_copy:
+            shape.append(q.COPIED)
         elif len(table_rows) == 1:
             shape.append(q.ONE)
             args.extend(table_rows[0][skip:])
@@ -575,15 +629,17 @@ class _Rows:
         "events",
         "groups",
         "latest",
+        "payloads",
         "receivers",
         "tenant_id",
         "tenants",
         "time",
     )
 
-    def __init__(self, tenant_id: str, codec: Codec) -> None:
+    def __init__(self, tenant_id: str, codec: Codec, payloads: dict[str, str]) -> None:
         self.tenant_id = tenant_id
         self.time = codec.time
+        self.payloads = payloads  # payloads the append encoded already, by event id
         self.tenants: dict[str, tuple[Any, ...]] = {}
         self.receivers: list[tuple[Any, ...]] = []
         self.events: list[tuple[Any, ...]] = []
@@ -595,10 +651,11 @@ class _Rows:
         time = self.time
         match event:
             case EventRecorded(event=e):
+                payload = self.payloads.get(e.id)
                 self.events.append(
                     (e.tenant_id, e.id, e.name, e.version, e.release, e.platform_id, e.package,
-                     e.description, _json(e.payload), e.success, e.event_receiver_id,
-                     time(e.created_at))
+                     e.description, _json(e.payload) if payload is None else payload, e.success,
+                     e.event_receiver_id, time(e.created_at))
                 )  # fmt: skip
                 key = (e.event_receiver_id, e.name, e.version, e.release, e.platform_id, e.package)
                 self.latest[key] = (self.tenant_id, *key, e.id)
@@ -842,7 +899,13 @@ class _WriteTx(_ReadTx):
         """The tenant's last position once this transaction appended (None: it did not)."""
         return self._ctx.head if self.appended else None
 
-    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
+    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[int]:
+        return await self.append_many([(entries, meta)])
+
+    async def append_many(
+        self, parts: Sequence[tuple[Sequence[NewEntry], AppendMeta]]
+    ) -> list[int]:
+        entries = [entry for part, _ in parts for entry in part]
         if not entries:
             return []
         ctx, tenant_id = self._ctx, self.tenant_id
@@ -856,52 +919,44 @@ class _WriteTx(_ReadTx):
         if to_read:
             stored = await _stream_versions(ctx, tenant_id, to_read)
             known.update({stream: stored.get(stream, 0) for stream in to_read})
-        position = ctx.head if ctx.head is not None else await ctx.read_head()
+        head = ctx.head if ctx.head is not None else await ctx.read_head()
+        position = head
         time = ctx.codec.time
         versions: dict[str, int] = {}  # the streams' versions after this append
         unverified: list[str] = []  # streams taken as new: the unique index checks them
-        made: list[Envelope] = []
         rows: list[tuple[Any, ...]] = []
-        correlation_id, causation_id, actor = meta.correlation_id, meta.causation_id, meta.actor
-        for stream, entry in zip(streams, entries, strict=True):
-            if stream in versions:
-                current = versions[stream]
-            elif stream in known:
-                current = known[stream]
-            else:
-                current = 0
-                unverified.append(stream)
-            if entry.expected_version != current:
-                raise StreamVersionConflict(
-                    f"Stream {stream} is at version {current}, not {entry.expected_version}."
-                )
-            versions[stream] = current + 1
-            position += 1
-            type_name, schema_version, data = REGISTRY.encode(entry.event)
-            made.append(
-                Envelope(
-                    id=entry.id,
-                    type=type_name,
-                    schema_version=schema_version,
-                    tenant_id=tenant_id,
-                    stream=stream,
-                    stream_version=current + 1,
-                    position=position,
-                    correlation_id=correlation_id,
-                    causation_id=causation_id,
-                    actor=actor,
-                    occurred_at=entry.occurred_at,
-                    data=data,
-                )
-            )
-            rows.append(
-                (tenant_id, position, entry.id, stream, current + 1, type_name, schema_version,
-                 correlation_id, causation_id, actor, time(entry.occurred_at), _json(data))
-            )  # fmt: skip
-        applied = [(e.position, entry.event) for e, entry in zip(made, entries, strict=True)]
+        applied: list[tuple[int, DomainEvent]] = []
+        payloads: dict[str, str] = {}  # a recorded event's payload, as JSON: encoded once
+        streams_left = iter(streams)
+        for part, meta in parts:
+            correlation_id, causation_id, actor = meta.correlation_id, meta.causation_id, meta.actor
+            for entry in part:
+                stream = next(streams_left)
+                if stream in versions:
+                    current = versions[stream]
+                elif stream in known:
+                    current = known[stream]
+                else:
+                    current = 0
+                    unverified.append(stream)
+                if entry.expected_version != current:
+                    raise StreamVersionConflict(
+                        f"Stream {stream} is at version {current}, not {entry.expected_version}."
+                    )
+                versions[stream] = current + 1
+                position += 1
+                type_name, schema_version, data = _encode_entry(entry.event, payloads)
+                rows.append(
+                    (tenant_id, position, entry.id, stream, current + 1, type_name,
+                     schema_version, correlation_id, causation_id, actor,
+                     time(entry.occurred_at), data)
+                )  # fmt: skip
+                applied.append((position, entry.event))
         records = self.idempotency.take()
         try:
-            await project(ctx, tenant_id, applied, (rows, position), records)
+            await project(
+                ctx, tenant_id, applied, (rows, position), payloads=payloads, records=records
+            )
         except BaseException as exc:
             ctx.conn.failed = True  # whatever the block does next, it ends with ROLLBACK
             refusal = _refusal(exc, entries, unverified)
@@ -910,8 +965,21 @@ class _WriteTx(_ReadTx):
             raise refusal from exc
         ctx.head = position
         known.update(versions)
-        self.appended += len(made)
-        return made
+        self.appended += len(rows)
+        return list(range(head + 1, position + 1))
+
+
+def _encode_entry(event: DomainEvent, payloads: dict[str, str]) -> tuple[str, int, str]:
+    """The log's (type, schema version, data as JSON) of an entry, encoded in one pass. A
+    recorded event's payload is encoded first, kept in `payloads` for the events row,
+    and copied into the log's JSON as it is (`msgspec.Raw`): once per payload."""
+    if isinstance(event, EventRecorded):
+        recorded = event.event
+        payload = _encode(recorded.payload)
+        payloads[recorded.id] = payload.decode()
+        event = EventRecorded(event=msgspec.structs.replace(recorded, payload=msgspec.Raw(payload)))
+    type_name, schema_version, data = REGISTRY.encode_json(event)
+    return type_name, schema_version, data.decode()
 
 
 async def _notify(conn: PgConnection, tenant_id: str, head: int) -> None:
@@ -1007,7 +1075,7 @@ class _Rebuild:
             return await conn.fetch(statement, (tenant_id, position, batch))
 
         async def build(rows: Sequence[Row]) -> _Rows:
-            gathered = _Rows(tenant_id, ctx.codec)
+            gathered = _Rows(tenant_id, ctx.codec, {})
             add, decode = gathered.add, rebuild.decode
             step = rebuild.YIELD_EVERY if postgres else len(rows)
             for start in range(0, len(rows), step):

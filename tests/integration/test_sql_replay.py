@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.sql import tables as t
 from adapters.sql.migrations import migrate
@@ -83,7 +84,7 @@ async def store(url: str) -> AsyncIterator[SqlStore]:
 
 
 def services_on(store: SqlStore) -> Services:
-    return Services(Deps(store, Clock(), Ids(), ReceiverLru()))
+    return Services(Deps(store, Clock(), Ids(), ReceiverLru(), combiner=Lanes()))
 
 
 async def fill(services: Services, slugs: dict[str, int]) -> list[Actor]:

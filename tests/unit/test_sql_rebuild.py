@@ -58,7 +58,7 @@ def recorded(payload: dict[str, Any], created_at: datetime) -> EventRecorded:
 
 
 def projected(event: Any, codec: Any) -> tuple[list[Any], list[Any]]:
-    rows = _Rows("01J0000000000000000000000T", codec)
+    rows = _Rows("01J0000000000000000000000T", codec, {})
     rows.add(event)
     return rows.events, list(rows.latest.values())
 
