@@ -47,11 +47,12 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (not part of `tests`), each against its raw-driver, bare-framework or
     bare-client reference in the same run.
 
-    `nox -s bench` runs them all; `nox -s bench -- NAME [options]` runs one with its own
-    options (`nox -s bench -- http --seconds 5`). The names are the keys of `scripts` below;
-    each script's `--help` says what it measures.
+    `nox -s bench` runs them all but the load scenarios (half an hour with the soak);
+    `nox -s bench -- NAME [options]` runs one with its own options (`nox -s bench -- http
+    --seconds 5`, `-- scenarios --quick`). The names are the keys of `scripts` below; each
+    script's `--help` says what it measures.
     """
-    session.install("-e", ".[test]", "./client[yaml]")
+    session.install("-e", ".[bench]", "./client[yaml]")
     scripts = {
         "ingest": "bench/ingest.py",  # the use cases against the raw drivers
         "http": "bench/http_load.py",  # a real server against bare Litestar
@@ -62,11 +63,14 @@ def bench(session: nox.Session) -> None:
         "console": "bench/console_events.py",  # the console's events page at 1M events
         "graphql": "bench/graphql_reads.py",  # a GraphQL page against the REST list
         "delivery": "bench/delivery.py",  # worker processes delivering against bare httpx
+        "layout": "bench/layout.py",  # the storage layout choices against each other
+        # baseline, stress, spike and soak against a real server, with plots (long)
+        "scenarios": "bench/scenarios.py",
     }
     args = list(session.posargs)
     if args and args[0] not in scripts:
         session.error(f"options follow a benchmark's name: nox -s bench -- {'|'.join(scripts)} ...")
-    chosen = [args.pop(0)] if args else list(scripts)
+    chosen = [args.pop(0)] if args else [name for name in scripts if name != "scenarios"]
     for name in chosen:
         session.run("python", scripts[name], *args)
 

@@ -9,7 +9,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from core.domain.ids import UlidState, next_ulid
+from core.domain.ids import UlidState, needs_randomness, next_ulid
 
 
 class SystemClock:
@@ -26,9 +26,10 @@ class UlidSource:
 
     def new_id(self) -> str:
         with self._lock:
-            ulid, self._last = next_ulid(
-                self._last, time.time_ns() // 1_000_000, int.from_bytes(os.urandom(10))
-            )
+            now_ms = time.time_ns() // 1_000_000
+            # Within a millisecond the previous id steps on: no random bits are drawn.
+            fresh = int.from_bytes(os.urandom(10)) if needs_randomness(self._last, now_ms) else 0
+            ulid, self._last = next_ulid(self._last, now_ms, fresh)
             return ulid
 
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from waypost_client import Client, Nvrpp
 
-from bench.http_load import credential, free_port, serving
+from bench.harness import credential, free_port, serving
 from tests.servers import running_postgres
 
 WAYPOSTCTL = str(pathlib.Path(sys.executable).with_name("waypostctl"))
@@ -157,7 +157,7 @@ def run_backend(backend: str, url_db: str, trials: int, cli_trials: int, poll_tr
     api_key = credential(env)
     port = free_port()
     argv = [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port)]
-    with serving(argv, env, port) as url, Client(url, api_key) as client:
+    with serving(argv, env, port) as (url, _), Client(url, api_key) as client:
         gate = Gate(client)
         print(f"{backend}:")
         report("SDK wait_for_gate (long poll)", [sdk_trial(gate, url, api_key)

@@ -40,8 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from graphql import ExecutionResult, build_schema, execute, parse
 
-from bench.http_load import (  # the same server harness and HTTP/1.1 client as the load test
-    backend_for,
+from bench.harness import (  # the same server harness and HTTP/1.1 client as the load test
     credential,
     event,
     exchange,
@@ -51,6 +50,7 @@ from bench.http_load import (  # the same server harness and HTTP/1.1 client as 
     serving,
     waypost,
 )
+from bench.http_load import backend_for
 from core.domain.model import Event
 from entrypoints.http.gql import scalars
 from entrypoints.http.gql.schema import SDL
@@ -202,7 +202,8 @@ def p(latencies: list[float], q: float) -> float:
 
 
 async def run_backend(name: str, workdir: pathlib.Path, args: argparse.Namespace) -> list[str]:
-    with backend_for(name, workdir, args.connections) as (db_url, _):
+    with backend_for(name, workdir, args.connections) as (database, _):
+        db_url = database()
         port = free_port()
         env = {
             "WAYPOST__DATABASE__URL": db_url,
@@ -213,7 +214,7 @@ async def run_backend(name: str, workdir: pathlib.Path, args: argparse.Namespace
         waypost(env, "migrate")
         key = credential(env)
         argv = [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port)]
-        with serving(argv, env, port) as url:
+        with serving(argv, env, port) as (url, _):
             fill(url, key)
             targets = requests_for(key)
             await check(port, targets)

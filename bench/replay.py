@@ -7,8 +7,13 @@ For each backend, in one run: a fresh database filled through the use cases (bat
 - "raw scan of the log" (the reference): the driver alone reading every log row of every
   tenant in position order, 2000 rows a query (sqlite3; asyncpg), decoding nothing;
 - "replay": `Replay.rebuild` (what `waypost replay` runs): each tenant's read models
-  deleted and rebuilt from its log in one transaction, entries decoded and projected.
-Entries per second of each, and their ratio. The target is 50,000 entries/s.
+  rebuilt from its log in one transaction, entries decoded and projected; the events are
+  staged and merged, so rows already as the log makes them are left in place (the usual
+  case: a verification, or a fix that changes few rows);
+- "rewrite": the same after the `events` table was emptied by the raw driver, so that
+  every event row is written again (a restore of the log alone; the worst case).
+Entries per second of each, and the replay's ratio to the scan. The target is 50,000
+entries/s.
 """
 
 from __future__ import annotations
@@ -108,6 +113,21 @@ async def replay(url: str) -> tuple[int, float]:
         await store.close()
 
 
+async def empty_events(name: str, url: str) -> None:
+    if name == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        with conn:
+            conn.execute("DELETE FROM events")
+        conn.close()
+        return
+    pg = await asyncpg.connect(url)
+    try:
+        await pg.execute("DELETE FROM events")
+        await pg.execute("VACUUM ANALYZE events")
+    finally:
+        await pg.close()
+
+
 async def bench(name: str, url: str, args: argparse.Namespace) -> str:
     await fill(url, args.entries, args.tenants)
     start = time.perf_counter()
@@ -118,10 +138,13 @@ async def bench(name: str, url: str, args: argparse.Namespace) -> str:
     scan_rate = scanned / (time.perf_counter() - start)
     applied, seconds = await replay(url)
     rate = applied / seconds
+    await empty_events(name, url)
+    rewritten, seconds = await replay(url)
+    rewrite_rate = rewritten / seconds
     verdict = "meets" if rate >= TARGET else "below"
     return (
         f"| {name:<10} | {applied:>9,} | {scan_rate:>14,.0f} | {rate:>12,.0f} | "
-        f"{rate / scan_rate:>6.1%} | {verdict} {TARGET:,}/s |"
+        f"{rate / scan_rate:>6.1%} | {rewrite_rate:>13,.0f} | {verdict} {TARGET:,}/s |"
     )
 
 
@@ -134,8 +157,10 @@ async def main() -> None:
     parser.add_argument("--tenants", type=int, default=2)
     args = parser.parse_args()
     rows = [
-        "| backend    | entries   | raw scan ent/s | replay ent/s | ratio  | target          |",
-        "|------------|-----------|----------------|--------------|--------|-----------------|",
+        "| backend    | entries   | raw scan ent/s | replay ent/s | ratio  "
+        "| rewrite ent/s | target          |",
+        "|------------|-----------|----------------|--------------|--------"
+        "|---------------|-----------------|",
     ]
     for name in args.backends.split(","):
         if name == "sqlite":

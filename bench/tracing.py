@@ -23,11 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.http_load import (
+from bench.harness import (
+    closed_loop,
     credential,
     free_port,
-    makers,
-    measure,
+    maker,
+    no_collector_pauses,
+    open_loop,
     pin_cpus,
     register_receiver,
     serving,
@@ -63,12 +65,17 @@ async def run_mode(name: str, extra: dict[str, str], args: argparse.Namespace) -
         key = credential(env)
         port = free_port()
         argv = [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port)]
-        with serving(argv, env, port) as url:
-            receiver = register_receiver(url, key)
-            found = await measure(port, makers(receiver, key)["single"], args)
+        with serving(argv, env, port) as (url, _):
+            make = maker(register_receiver(url, key), key, 1)
+            with no_collector_pauses():
+                most = await closed_loop(port, make, args.connections, args.seconds)
+            with no_collector_pauses():
+                at70 = await open_loop(
+                    port, make, 0.7 * most.rate, args.seconds, args.connections * 4
+                )
     return (
-        f"| {name:<28} | {found['max']:>9,.0f} | {found['rate70']:>9,.0f} | "
-        f"{found['p50']:>6.2f} | {found['p99']:>7.2f} |"
+        f"| {name:<28} | {most.rate:>9,.0f} | {at70.rate:>9,.0f} | "
+        f"{at70.p50:>6.2f} | {at70.p99:>7.2f} |"
     )
 
 

@@ -15,10 +15,10 @@ and replay uses the very same projection code.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -258,11 +258,20 @@ class WriteTx(ReadTx, Protocol):
     @property
     def idempotency(self) -> IdempotencyWrites: ...
 
-    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
-        """Append to the tenant's log and apply the inline read models; positions in order.
+    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[int]:
+        """Append to the tenant's log and apply the inline read models: `append_many` of
+        one part."""
+        ...
 
-        Raises `StreamVersionConflict` when an entry's expected version is not
-        its stream's current version.
+    async def append_many(
+        self, parts: Sequence[tuple[Sequence[NewEntry], AppendMeta]]
+    ) -> list[int]:
+        """Append the entries of every part, in order, each part with its own metadata (the
+        requests of one group commit), and apply the inline read models: one write.
+
+        Returns the positions given to the entries, in order: consecutive, after the
+        tenant's head. Raises `StreamVersionConflict` when an entry's expected version
+        is not its stream's current version, `Conflict` when a unique rule is broken.
         """
         ...
 
@@ -285,7 +294,9 @@ class Store(Protocol):
         them, in one transaction that commits at the block's end. It holds the writer lock
         of every tenant it rebuilds (their writers wait); readers go on reading the old
         read models until it commits. With `after` (and `tenant_id`), only what the log
-        entries after that position made is replaced: `replay` applies those again."""
+        entries after that position made is replaced: `replay` applies those again. (What
+        is observable is the end state: a store may leave in place the rows that the replay
+        makes as they already are.)"""
         ...
 
     async def replay_done(self, run: str) -> set[str]:
@@ -354,6 +365,31 @@ class Randomness(Protocol):
     def token_bytes(self, count: int) -> bytes:
         """`count` bytes from a cryptographically secure source (secrets)."""
         ...
+
+
+WriteT = TypeVar("WriteT")
+ResultT = TypeVar("ResultT")
+
+
+class Combiner(Protocol):
+    """Group commit's queue (`core.domain.groupcommit`): per key (a tenant), one group of
+    submitted writes runs at a time, and writes that arrive meanwhile wait to form the next.
+
+    `submit(key, write, size, run)` returns what `run` answered for `write`, or raises the
+    exception it answered. `run` gets a group of writes in arrival order (its own write
+    alone when the key is idle: no waiting then) and answers one result or exception per
+    write, in order; it must never raise for one write's sake. Writes of one key are never
+    run by two groups at once in this process. A group of several writes runs to its end
+    even if the submitter whose task runs it is cancelled: the others wait for it.
+    """
+
+    async def submit(
+        self,
+        key: str,
+        write: WriteT,
+        size: int,
+        run: Callable[[Sequence[WriteT]], Awaitable[Sequence[ResultT | Exception]]],
+    ) -> ResultT: ...
 
 
 # --- identity, access and secrets ------------------------------------------------------------

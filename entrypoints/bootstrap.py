@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from adapters.commits import LocalFeed, PolledFeed
 from adapters.crypto.envelope import EnvelopeError, generate_master_key, parse_master_key
 from adapters.crypto.identity import Bearer, EnvelopeSealer, JwtSigner, ThreadedScrypt
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.delivery import MemoryDeliveries
 from adapters.memory.identity import MemoryIdentity
@@ -39,6 +40,7 @@ from adapters.system import SystemClock, SystemRandomness, UlidSource
 from adapters.webhooks import HttpWebhookSender
 from core.domain.addresses import parse_networks
 from core.domain.delivery import RetryPolicy
+from core.domain.groupcommit import GroupPolicy
 from core.domain.rotation import RotationPolicy
 from core.domain.subscriptions import UrlPolicy
 from core.ports import (
@@ -317,6 +319,13 @@ def rotation_policy(settings: Settings) -> RotationPolicy:
     )
 
 
+def group_policy(settings: Settings) -> GroupPolicy:
+    database = settings.database
+    return GroupPolicy(
+        max_writes=database.group_commit_max_writes, max_events=database.group_commit_max_events
+    )
+
+
 def identity_deps(
     settings: Settings,
     store: IdentityStore,
@@ -397,6 +406,7 @@ async def open_services(
                         clock if clock is not None else SystemClock(),
                         ids if ids is not None else UlidSource(),
                         ReceiverLru(),
+                        combiner=Lanes(group_policy(settings)),
                     ),
                     secrets,
                     sink=sink,

@@ -36,6 +36,11 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     #: usual libpq options `sslmode`, `sslrootcert`, `sslcert`, `sslkey`,
     #: `application_name`, `connect_timeout` and `options` are understood).
     url: str = "sqlite:///./waypost.db"
+    #: Group commit: events of one tenant recorded while one of its transactions runs
+    #: share the next, up to this many requests (1: every request commits alone) ...
+    group_commit_max_writes: int = 64
+    #: ... and this many events (a larger batch still commits, alone).
+    group_commit_max_events: int = 1000
     #: PostgreSQL: a file holding the password (a secret mounted by the orchestrator), used
     #: when the URL has none. Trailing newlines are ignored.
     password_file: str | None = None
@@ -334,6 +339,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise SettingsError(f"database.pool_size must be 1..{MAX_POOL_SIZE}")
         if not 0.1 <= database.busy_timeout_seconds <= MAX_BUSY_SECONDS:
             raise SettingsError(f"database.busy_timeout_seconds must be 0.1..{MAX_BUSY_SECONDS}")
+        if not 1 <= database.group_commit_max_writes <= 10_000:
+            raise SettingsError("database.group_commit_max_writes must be 1..10000")
+        if not 1 <= database.group_commit_max_events <= 100_000:
+            raise SettingsError("database.group_commit_max_events must be 1..100000")
 
     def _check_proxies(self) -> None:
         for network in self.http.trusted_proxies:

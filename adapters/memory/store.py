@@ -265,39 +265,51 @@ class _WriteTx(_ReadTx):
     def appended(self) -> int:
         return len(self._staged)
 
-    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
+    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[int]:
+        return await self.append_many([(entries, meta)])
+
+    async def append_many(
+        self, parts: Sequence[tuple[Sequence[NewEntry], AppendMeta]]
+    ) -> list[int]:
+        # The records staged so far are written by this append, as on the SQL backends: a
+        # key taken is refused here (`KeyInUse`), before the commit.
+        self.idempotency.check()
         store = self._store
         log = store._logs.get(self.tenant_id, [])
         position = (log[-1].position if log else 0) + len(self._staged)
-        made = []
-        for entry in entries:
-            stream = stream_of(entry.event)
-            current = self._versions.get(stream, store._versions.get((self.tenant_id, stream), 0))
-            if entry.expected_version != current:
-                raise StreamVersionConflict(
-                    f"Stream {stream} is at version {current}, not {entry.expected_version}."
+        versions = dict(self._versions)
+        staged: list[tuple[Envelope, DomainEvent]] = []
+        for entries, meta in parts:
+            for entry in entries:
+                stream = stream_of(entry.event)
+                current = versions.get(stream, store._versions.get((self.tenant_id, stream), 0))
+                if entry.expected_version != current:
+                    raise StreamVersionConflict(
+                        f"Stream {stream} is at version {current}, not {entry.expected_version}."
+                    )
+                store._models.check(self.tenant_id, entry.event)
+                versions[stream] = current + 1
+                position += 1
+                type_name, version, data = REGISTRY.encode(entry.event)
+                envelope = Envelope(
+                    id=entry.id,
+                    type=type_name,
+                    schema_version=version,
+                    tenant_id=self.tenant_id,
+                    stream=stream,
+                    stream_version=current + 1,
+                    position=position,
+                    correlation_id=meta.correlation_id,
+                    causation_id=meta.causation_id,
+                    actor=meta.actor,
+                    occurred_at=entry.occurred_at,
+                    data=data,
                 )
-            store._models.check(self.tenant_id, entry.event)
-            self._versions[stream] = current + 1
-            position += 1
-            type_name, version, data = REGISTRY.encode(entry.event)
-            envelope = Envelope(
-                id=entry.id,
-                type=type_name,
-                schema_version=version,
-                tenant_id=self.tenant_id,
-                stream=stream,
-                stream_version=current + 1,
-                position=position,
-                correlation_id=meta.correlation_id,
-                causation_id=meta.causation_id,
-                actor=meta.actor,
-                occurred_at=entry.occurred_at,
-                data=data,
-            )
-            made.append(envelope)
-            self._staged.append((envelope, entry.event))
-        return made
+                staged.append((envelope, entry.event))
+        # Nothing is staged unless all of it is good: a refused append leaves no trace.
+        self._staged.extend(staged)
+        self._versions = versions
+        return [envelope.position for envelope, _ in staged]
 
     def commit(self) -> None:
         store = self._store

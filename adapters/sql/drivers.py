@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
-from adapters.sql.queries import Page, Query
+from adapters.sql.queries import Copy, Page, Query
 
 Row = Sequence[Any]
 
@@ -75,6 +75,10 @@ class Connection(Protocol):
     async def fetchrow(self, query: Query, args: Sequence[Any]) -> Row | None: ...
     async def execute(self, query: Query, args: Sequence[Any]) -> None: ...
     async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def copy(self, copy: Copy, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows at once (binary COPY on PostgreSQL, executemany on SQLite)."""
+        ...
+
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]: ...
 
 
@@ -131,6 +135,9 @@ class SqliteConnection:
     async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None:
         self._raw.executemany(query.sql, query.bind_many(rows))
 
+    async def copy(self, copy: Copy, rows: Sequence[Sequence[Any]]) -> None:
+        self._raw.executemany(copy.insert.sql, copy.insert.bind_many(rows))
+
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]:
         assert page.query is not None
         return self._raw.execute(page.query.sql, page.query.bind_named(values)).fetchall()
@@ -144,6 +151,11 @@ class SqliteDatabase:
     event loop and stall it for milliseconds every few hundred pages written. The writer
     starts one, PASSIVE (it waits for no one), after every `CHECKPOINT_AFTER_ROWS` rows
     written, unless one is running.
+
+    Planner statistics (`analyze`): SQLite loads `sqlite_stat1` when a connection opens
+    and never again by itself, so after an ANALYZE the reader connections opened before
+    it are closed rather than reused (each reader remembers the statistics' generation it
+    was opened in).
     """
 
     CHECKPOINT_AFTER_ROWS = 2000
@@ -155,7 +167,8 @@ class SqliteDatabase:
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA wal_autocheckpoint=0")  # see `_checkpoint`
         self._writer_lock = anyio.Lock(fast_acquire=True)  # no checkpoint when uncontended
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[tuple[sqlite3.Connection, int]] = []  # idle, with their generation
+        self._generation = 0  # of the planner statistics: one more after each `analyze`
         self._checkpointer: threading.Thread | None = None
         self._checkpointed_at = 0  # the writer's total_changes when the last one started
 
@@ -173,28 +186,50 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteConnection]:
-        raw = self._readers.pop() if self._readers else self._open()
+        raw, generation = self._readers.pop() if self._readers else (self._open(), self._generation)
         try:
             raw.execute("BEGIN")
             # The snapshot starts at the first read: take it here, where BUSY can be waited for.
             await _retry_busy(raw, "PRAGMA schema_version", self.path, self.busy_timeout)
             yield SqliteConnection(raw)
         except BaseException:
-            self._end(raw, "ROLLBACK")
+            self._end(raw, generation, "ROLLBACK")
             raise
-        self._end(raw, "COMMIT")
+        self._end(raw, generation, "COMMIT")
 
-    def _end(self, raw: sqlite3.Connection, statement: str) -> None:
+    def _end(self, raw: sqlite3.Connection, generation: int, statement: str) -> None:
         try:
             if raw.in_transaction:
                 raw.execute(statement)
         except sqlite3.Error:
             raw.close()
             raise
-        if len(self._readers) < _IDLE_READERS:
-            self._readers.append(raw)
-        else:
+        if generation == self._generation and len(self._readers) < _IDLE_READERS:
+            self._readers.append((raw, generation))
+        else:  # too many idle, or planning with statistics older than the last ANALYZE
             raw.close()
+
+    async def analyze(self, statements: Sequence[str]) -> bool:
+        """Run `statements` (ANALYZE and its pragmas) in a write transaction of their own,
+        then let the readers reopen with the new statistics. False when the database did
+        not let them run (busy past the wait, read-only): statistics are an optimization,
+        never a reason to fail a request."""
+        async with self._writer_lock:
+            raw = self._writer
+            try:
+                await _retry_busy(raw, "BEGIN IMMEDIATE", self.path, self.busy_timeout)
+                for statement in statements:
+                    raw.execute(statement)
+                raw.execute("COMMIT")
+            except (sqlite3.Error, DatabaseBusy):
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                return False
+        self._generation += 1
+        stale, self._readers = self._readers, []
+        for reader, _ in stale:
+            reader.close()
+        return True
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqliteConnection]:
@@ -237,7 +272,7 @@ class SqliteDatabase:
         checkpointer = self._checkpointer
         if checkpointer is not None:
             await anyio.to_thread.run_sync(checkpointer.join)
-        for raw in (*self._readers, self._writer):
+        for raw in (*(reader for reader, _ in self._readers), self._writer):
             raw.close()
         self._readers.clear()
 
@@ -277,6 +312,10 @@ class PgConnection:
 
     async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None:
         await self.raw.executemany(query.sql, query.bind_many(rows))
+
+    async def copy(self, copy: Copy, rows: Sequence[Sequence[Any]]) -> None:
+        """COPY ... FROM STDIN in the binary format (asyncpg encodes the rows in C)."""
+        await self.raw.copy_records_to_table(copy.table, records=rows, columns=copy.columns)
 
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]:
         """Through the engine, on this connection and in its transaction (the engine is

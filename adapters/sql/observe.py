@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from adapters.sql.drivers import Connection, Row
-from adapters.sql.queries import Page, Query
+from adapters.sql.queries import Copy, Page, Query
 
 __all__ = ["SQL_LOGGER", "ObservedConnection", "SpanFactory", "StatementObserver", "observe_engine"]
 
@@ -123,6 +123,10 @@ class ObservedConnection:
     async def executemany(self, query: Query, rows: Sequence[Sequence[Any]]) -> None:
         with self._observer.statement(query.name):
             await self._inner.executemany(query, rows)
+
+    async def copy(self, copy: Copy, rows: Sequence[Sequence[Any]]) -> None:
+        with self._observer.statement(copy.name):
+            await self._inner.copy(copy, rows)
 
     async def page(self, page: Page, values: dict[str, Any]) -> list[Row]:
         with self._observer.statement(page.name):

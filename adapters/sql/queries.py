@@ -110,6 +110,34 @@ class Query:
         return f"Query({self.sql!r}, args={self.args!r})"
 
 
+STAGED_EVENTS = sa.Table(
+    "replay_events",
+    sa.MetaData(),
+    *(column._copy() for column in t.events.columns),
+    prefixes=["TEMPORARY"],
+    sqlite_with_rowid=False,  # one b-tree, the key's
+)
+"""Replay's temporary table of a tenant's events, keyed like `events` (no migration: it
+lives inside one rebuild's transaction, `Statements.stage_events`)."""
+
+
+class Copy:
+    """Rows into a table in bulk, as tuples in `columns`' order: a binary COPY on PostgreSQL,
+    an executemany of `insert` on SQLite. For rows that are new (a large append's log and
+    events, replay's staged events and completions)."""
+
+    __slots__ = ("columns", "insert", "name", "table")
+
+    def __init__(self, table: sa.Table, columns: tuple[str, ...], insert: Query) -> None:
+        self.table = table.name
+        self.columns = list(columns)
+        self.insert = insert
+        self.name = f"copy_{table.name}"  # what logs and traces call it
+
+    def __repr__(self) -> str:
+        return f"Copy({self.table!r}, columns={self.columns!r})"
+
+
 class _Constant:
     __slots__ = ("value",)
 
@@ -290,6 +318,46 @@ class Statements:
         )
         self.insert_member = q(sa.insert(t.group_members), *MEMBERS)
         self.insert_completion = q(sa.insert(t.completions), *COMPLETIONS)
+        # Rows in bulk (`Connection.copy`): a large append's log and events (PostgreSQL),
+        # replay's insert-only read models.
+        self.copy_log = Copy(t.log, LOG, self.insert_log)
+        self.copy_events = Copy(t.events, EVENTS, self.insert_event)
+        self.copy_completions = Copy(t.completions, COMPLETIONS, self.insert_completion)
+        # Replay stages a tenant's events (a temporary table keyed like `events`, without
+        # its other indexes) and merges them at the end: rows equal to the staged ones stay
+        # as they are (see adapters/sql/rebuild.py).
+        staged, name = ", ".join(EVENTS), STAGED_EVENTS.name
+        same_key = "s.tenant_id = e.tenant_id AND s.id = e.id"
+        if postgres:
+            differs = "({}) IS DISTINCT FROM ({})".format(
+                *(", ".join(f"{side}.{column}" for column in EVENTS) for side in "se")
+            )
+        else:  # SQLite's IS DISTINCT FROM is 3.39's; IS is everyone's
+            differs = "NOT ({})".format(" AND ".join(f"s.{c} IS e.{c}" for c in EVENTS))
+        self.copy_staged_events = Copy(STAGED_EVENTS, EVENTS, q(sa.insert(STAGED_EVENTS), *EVENTS))
+        self.stage_events, self.unstage_events = (
+            q(sa.text(str(ddl.compile(dialect=self._dialect))))
+            for ddl in (sa.schema.CreateTable(STAGED_EVENTS), sa.schema.DropTable(STAGED_EVENTS))
+        )
+        self.merge_delete_events = q(  # a whole log replayed: every other row of the tenant
+            sa.text(
+                f"DELETE FROM events AS e WHERE e.tenant_id = :tenant_id AND NOT EXISTS "  # noqa: S608
+                f"(SELECT 1 FROM {name} AS s WHERE {same_key} AND NOT {differs})"
+            ),
+            "tenant_id",
+        )
+        self.merge_replace_events = q(  # a tail replayed: the rows it made differently
+            sa.text(
+                f"DELETE FROM events AS e WHERE EXISTS "  # noqa: S608
+                f"(SELECT 1 FROM {name} AS s WHERE {same_key} AND {differs})"
+            )
+        )
+        self.merge_insert_events = q(
+            sa.text(
+                f"INSERT INTO events ({staged}) SELECT {staged} FROM {name} AS s "  # noqa: S608
+                f"WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE {same_key})"
+            )
+        )
         self.delete_read_models = [q(sa.delete(table)) for table in t.READ_MODELS]
         self.delete_tenant_read_models = [
             q(
@@ -316,12 +384,8 @@ class Statements:
                 "tenant_id",
                 "ids",
             )
-            for name, table in (
-                ("events", t.events),
-                ("receivers", t.receivers),
-                ("completions", t.completions),
-            )
-        }
+            for name, table in (("receivers", t.receivers), ("completions", t.completions))
+        }  # not events: a replay merges them (`merge_replace_events`)
         for name, delete in self.delete_made.items():
             delete.name = f"delete_made_{name}"
         rp = t.replay_progress
@@ -404,6 +468,15 @@ class Statements:
         ):
             delete.name = f"delete_{table.name}"
             of_tenant.name = f"delete_tenant_{table.name}"
+        # What a replay of a tenant's whole log deletes first (not events: they are merged).
+        (self.delete_tenant_events,) = (
+            delete for delete in self.delete_tenant_read_models if delete.name.endswith("_events")
+        )
+        self.delete_tenant_replayed = [
+            delete
+            for delete in self.delete_tenant_read_models
+            if delete is not self.delete_tenant_events
+        ]
 
     def _idempotency(self) -> tuple[Query, Query, Query, Query]:
         """Idempotency-Key records: by key, insert, delete, and delete a batch of expired ones."""
@@ -843,14 +916,16 @@ PG_PARTS = (
 `latest` take the tenant from `:tenant_id`; the others carry it per row (an
 Idempotency-Key record's key space may be the platform's, not the writer's tenant)."""
 
-NONE, ONE, MANY = 0, 1, 2
+NONE, ONE, MANY, COPIED = 0, 1, 2, 3
+"""How many rows a table of the append has: none, one (values), many (arrays), or rows
+sent by COPY before the statement (the statement then only moves the head)."""
 
 
 def pg_write(shape: tuple[int, ...]) -> tuple[str, tuple[str, ...]]:
-    """The one-statement append for a shape (NONE, ONE or MANY rows for each of `PG_PARTS`)
-    and its arguments, in the order the text uses them: `tenant_id`, `checkpoint`, `head`
-    (when there are log rows), then each present table's columns (scalars for ONE, arrays
-    for MANY)."""
+    """The one-statement append for a shape (NONE, ONE, MANY or COPIED rows for each of
+    `PG_PARTS`) and its arguments, in the order the text uses them: `tenant_id`,
+    `checkpoint`, `head` (when there are log rows), then each present table's columns
+    (scalars for ONE, arrays for MANY; none for COPIED)."""
     args = ["tenant_id", "checkpoint"]
     ctes = [
         "checkpoint AS (\n    INSERT INTO checkpoints (tenant_id, position)\n"
@@ -864,7 +939,7 @@ def pg_write(shape: tuple[int, ...]) -> tuple[str, tuple[str, ...]]:
             "    WHERE tenant_id = CAST(:tenant_id AS text)\n)"
         )
     for part, rows in zip(PG_PARTS, shape, strict=True):
-        if rows != NONE:
+        if rows not in (NONE, COPIED):
             ctes.append(f"{part.prefix}_rows AS (\n    {part.insert(rows == MANY)}\n)")
             args.extend(part.args)
     return "WITH\n" + ",\n".join(ctes) + "\nSELECT 1", tuple(args)

@@ -34,8 +34,10 @@ Append
     violations become domain errors.
 
 Statistics
-    See `SqlStore._refresh_statistics`: a young PostgreSQL database gets a few
-    early ANALYZEs so that cached plans do not keep their empty-table choices.
+    See `SqlStore._refresh_statistics`: a young database gets a few early ANALYZEs
+    (PostgreSQL: so that cached plans do not keep their empty-table choices; SQLite,
+    which has no statistics at all until one runs: so that a filtered list uses the
+    filter's index), and a SQLite database opened with rows but no statistics gets one.
 """
 
 from __future__ import annotations
@@ -47,12 +49,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppres
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+import anyio.lowlevel
 import asyncpg
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql import queries as q
+from adapters.sql import rebuild
 from adapters.sql import tables as t
 from adapters.sql.availability import Availability
 from adapters.sql.drivers import (
@@ -109,7 +113,7 @@ _object = msgspec.json.Decoder(dict[str, Any]).decode
 _ids = msgspec.json.Decoder(tuple[str, ...]).decode
 
 ANALYZE_AFTER = (1_000, 10_000, 100_000, 1_000_000)
-"""Numbers of appended entries after which a PostgreSQL store refreshes the statistics."""
+"""Numbers of appended entries after which a store refreshes the planner statistics."""
 ANALYZE = "ANALYZE " + ", ".join(
     f'"{table.name}"' for table in (t.log, t.log_heads, *t.READ_MODELS)
 )
@@ -161,7 +165,11 @@ class _SqliteCodec:
         last = cls._last
         if last[0] is value:
             return last[1]
-        text = to_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+        # msgspec's RFC 3339 text of the UTC time, "2026-01-31T12:00:00.123456Z" (without the
+        # fraction when it is 0), made SQLAlchemy's "2026-01-31 12:00:00.123456": the same
+        # text as isoformat(" ", "microseconds") of the naive UTC time, in a sixth of its time.
+        text = _encode(value if value.tzinfo is UTC else to_utc(value))[1:-2].decode()
+        text = text.replace("T", " ") if len(text) == 26 else text.replace("T", " ") + ".000000"
         cls._last = (value, text)
         return text
 
@@ -184,6 +192,15 @@ Codec = type[_PgCodec] | type[_SqliteCodec]
 # --- the store -----------------------------------------------------------------------------
 
 
+SQLITE_ANALYZE = ("PRAGMA analysis_limit=10000", "ANALYZE")
+"""SQLite's statistics, from about 10,000 rows of each index (a few to tens of milliseconds
+at 300k events). 2,000 was measured too few: a tenant's first 2,000 rows of an index are
+all one tenant, and with statistics that say so the planner kept walking the primary key
+for a `name=` filter (40-70 ms at 300k events instead of ~1 ms by `ix_events_nvrpp`)."""
+SQLITE_HAS_STATISTICS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+SQLITE_HAS_ROWS = "SELECT 1 FROM log LIMIT 1"
+
+
 class SqlStore:
     """Store port over PostgreSQL (asyncpg) or SQLite (sqlite3); see the module's docstring."""
 
@@ -194,7 +211,7 @@ class SqlStore:
         self._sql = q.catalogue("postgresql" if postgres else "sqlite")
         self._codec: Codec = _PgCodec if postgres else _SqliteCodec
         self._appended = 0  # log entries this store committed (for `_refresh_statistics`)
-        self._analyze_at = iter(ANALYZE_AFTER if postgres else ())
+        self._analyze_at = iter(ANALYZE_AFTER)
         self._next_analyze = next(self._analyze_at, None)
         self._observer: StatementObserver | None = None
         self._commit_observers: list[Callable[[str, int], None]] = []
@@ -250,6 +267,8 @@ class SqlStore:
                 availability.raise_for(exc)
             store = cls(sqlite, availability)
             store.url = url
+            if _unanalyzed(sqlite):
+                await sqlite.analyze(SQLITE_ANALYZE)
             return store
         options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0, **engine_options}
         limit = int(options["pool_size"]) + int(options["max_overflow"])
@@ -356,7 +375,7 @@ class SqlStore:
                 if tx.head is not None and not pg.failed:
                     await _notify(pg, tenant_id, tx.head)
             if self._next_analyze is not None and tx.appended:
-                await self._refresh_statistics(db, tx.appended)
+                await self._refresh_statistics(tx.appended)
             return
         async with db.write() as conn:
             row = await conn.fetchrow(sql.head, (tenant_id,))
@@ -370,8 +389,10 @@ class SqlStore:
         if tx.head is not None and not failed:
             for observer in self._commit_observers:
                 observer(tenant_id, tx.head)
+            if self._next_analyze is not None:
+                await self._refresh_statistics(tx.appended)
 
-    async def _refresh_statistics(self, db: PgDatabase, appended: int) -> None:
+    async def _refresh_statistics(self, appended: int) -> None:
         """ANALYZE the tables when this store's appends cross 1k, 10k, 100k, 1M entries.
 
         PostgreSQL plans a prepared statement once it has run a few times and keeps that
@@ -380,6 +401,9 @@ class SqlStore:
         can read a tenant's every event for each lookup once there are thousands (seen:
         80 ms instead of 0.1 ms per append at 30k events). Autovacuum's ANALYZE fixes it,
         but on its own schedule (a minute or more); a few early ANALYZEs fix it at once.
+        SQLite keeps no statistics until ANALYZE runs, and then plans a filtered list by
+        the primary key (seen: 40-70 ms instead of about 1 ms for `name=` at 300k events); each
+        refresh reopens its reader connections, which load statistics only when opened.
         Statistics are an optimization: a refusal (say, not the tables' owner) is ignored.
         """
         self._appended += appended
@@ -387,6 +411,10 @@ class SqlStore:
             return
         while self._next_analyze is not None and self._appended >= self._next_analyze:
             self._next_analyze = next(self._analyze_at, None)
+        db = self._db
+        if isinstance(db, SqliteDatabase):
+            await db.analyze(SQLITE_ANALYZE)
+            return
         with suppress(asyncpg.PostgresError):
             await db.run(ANALYZE)
 
@@ -401,7 +429,7 @@ class SqlStore:
         elif tenant_id is None:
             deletes = [(delete, ()) for delete in sql.delete_read_models]
         else:
-            deletes = [(delete, (tenant_id,)) for delete in sql.delete_tenant_read_models]
+            deletes = [(delete, (tenant_id,)) for delete in sql.delete_tenant_replayed]
         if isinstance(db, PgDatabase):
             if tenant_id is None:
                 # Every writer's first statements insert or lock a head row: an EXCLUSIVE
@@ -476,6 +504,20 @@ class _Context:
         return self.head
 
 
+def _unanalyzed(db: SqliteDatabase) -> bool:
+    """A migrated SQLite database with log entries and no statistics (made by a version
+    that ran no ANALYZE, or filled by a restore): the planner would guess."""
+    raw = sqlite3.connect(db.path)
+    try:
+        if raw.execute(SQLITE_HAS_STATISTICS).fetchone() is not None:
+            return False
+        return raw.execute(SQLITE_HAS_ROWS).fetchone() is not None
+    except sqlite3.Error:  # not migrated yet: nothing to plan for
+        return False
+    finally:
+        raw.close()
+
+
 # --- the projection: one function for append and replay ------------------------------------
 
 
@@ -484,6 +526,8 @@ async def project(
     tenant_id: str,
     applied: Sequence[tuple[int, DomainEvent]],
     log: tuple[list[tuple[Any, ...]], int] | None = None,
+    *,
+    payloads: dict[str, str] | None = None,
     records: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """Apply domain events (with their log positions, in log order) to the read models.
@@ -499,7 +543,7 @@ async def project(
     """
     if not applied:
         return
-    rows = _Rows(tenant_id, ctx.codec)
+    rows = _Rows(tenant_id, ctx.codec, payloads or {})
     for _, event in applied:
         rows.add(event)
     checkpoint = applied[-1][0]
@@ -508,6 +552,12 @@ async def project(
     else:
         await _write_sqlite(ctx, rows, checkpoint, log, records or [])
     await rows.write_rare(ctx)
+
+
+COPY_AT_ROWS = 128
+"""PostgreSQL: log and event rows go by COPY when an append has at least this many (fewer
+ride in the one statement: COPY costs a round trip or two more per table, which only
+many rows repay; measured with bench/ingest.py's batches)."""
 
 
 async def _write_postgres(
@@ -521,20 +571,30 @@ async def _write_postgres(
     checkpoint: one statement.
 
     A table with one row passes its values, a table with more its columns as arrays
-    (see `queries.pg_write`); `log` and `latest` rows without their tenant column."""
+    (see `queries.pg_write`); `log` and `latest` rows without their tenant column. From
+    `COPY_AT_ROWS` rows on, the log and event rows go by COPY (binary) first, and the
+    statement does the rest."""
+    log_rows = [] if log is None else log[0]
+    copied = len(log_rows) >= COPY_AT_ROWS
+    if copied:
+        await ctx.conn.copy(ctx.sql.copy_log, log_rows)
+        if rows.events:
+            await ctx.conn.copy(ctx.sql.copy_events, rows.events)
     args: list[Any] = [rows.tenant_id, checkpoint]
     if log is not None:
         args.append(log[1])
     shape = []
-    for table_rows, skip in (
-        ([] if log is None else log[0], 1),
-        (rows.events, 0),
-        (list(rows.latest.values()), 1),
-        (rows.completions, 0),
-        (records, 0),
+    for table_rows, skip, by_copy in (
+        (log_rows, 1, copied),
+        (rows.events, 0, copied),
+        (list(rows.latest.values()), 1, False),
+        (rows.completions, 0, False),
+        (records, 0, False),
     ):
         if not table_rows:
             shape.append(q.NONE)
+        elif by_copy:
+            shape.append(q.COPIED)
         elif len(table_rows) == 1:
             shape.append(q.ONE)
             args.extend(table_rows[0][skip:])
@@ -577,15 +637,17 @@ class _Rows:
         "events",
         "groups",
         "latest",
+        "payloads",
         "receivers",
         "tenant_id",
         "tenants",
         "time",
     )
 
-    def __init__(self, tenant_id: str, codec: Codec) -> None:
+    def __init__(self, tenant_id: str, codec: Codec, payloads: dict[str, str]) -> None:
         self.tenant_id = tenant_id
         self.time = codec.time
+        self.payloads = payloads  # payloads the append encoded already, by event id
         self.tenants: dict[str, tuple[Any, ...]] = {}
         self.receivers: list[tuple[Any, ...]] = []
         self.events: list[tuple[Any, ...]] = []
@@ -597,10 +659,11 @@ class _Rows:
         time = self.time
         match event:
             case EventRecorded(event=e):
+                payload = self.payloads.get(e.id)
                 self.events.append(
                     (e.tenant_id, e.id, e.name, e.version, e.release, e.platform_id, e.package,
-                     e.description, _json(e.payload), e.success, e.event_receiver_id,
-                     time(e.created_at))
+                     e.description, _json(e.payload) if payload is None else payload, e.success,
+                     e.event_receiver_id, time(e.created_at))
                 )  # fmt: skip
                 key = (e.event_receiver_id, e.name, e.version, e.release, e.platform_id, e.package)
                 self.latest[key] = (self.tenant_id, *key, e.id)
@@ -846,7 +909,13 @@ class _WriteTx(_ReadTx):
         """The tenant's last position once this transaction appended (None: it did not)."""
         return self._ctx.head if self.appended else None
 
-    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
+    async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[int]:
+        return await self.append_many([(entries, meta)])
+
+    async def append_many(
+        self, parts: Sequence[tuple[Sequence[NewEntry], AppendMeta]]
+    ) -> list[int]:
+        entries = [entry for part, _ in parts for entry in part]
         if not entries:
             return []
         ctx, tenant_id = self._ctx, self.tenant_id
@@ -860,52 +929,44 @@ class _WriteTx(_ReadTx):
         if to_read:
             stored = await _stream_versions(ctx, tenant_id, to_read)
             known.update({stream: stored.get(stream, 0) for stream in to_read})
-        position = ctx.head if ctx.head is not None else await ctx.read_head()
+        head = ctx.head if ctx.head is not None else await ctx.read_head()
+        position = head
         time = ctx.codec.time
         versions: dict[str, int] = {}  # the streams' versions after this append
         unverified: list[str] = []  # streams taken as new: the unique index checks them
-        made: list[Envelope] = []
         rows: list[tuple[Any, ...]] = []
-        correlation_id, causation_id, actor = meta.correlation_id, meta.causation_id, meta.actor
-        for stream, entry in zip(streams, entries, strict=True):
-            if stream in versions:
-                current = versions[stream]
-            elif stream in known:
-                current = known[stream]
-            else:
-                current = 0
-                unverified.append(stream)
-            if entry.expected_version != current:
-                raise StreamVersionConflict(
-                    f"Stream {stream} is at version {current}, not {entry.expected_version}."
-                )
-            versions[stream] = current + 1
-            position += 1
-            type_name, schema_version, data = REGISTRY.encode(entry.event)
-            made.append(
-                Envelope(
-                    id=entry.id,
-                    type=type_name,
-                    schema_version=schema_version,
-                    tenant_id=tenant_id,
-                    stream=stream,
-                    stream_version=current + 1,
-                    position=position,
-                    correlation_id=correlation_id,
-                    causation_id=causation_id,
-                    actor=actor,
-                    occurred_at=entry.occurred_at,
-                    data=data,
-                )
-            )
-            rows.append(
-                (tenant_id, position, entry.id, stream, current + 1, type_name, schema_version,
-                 correlation_id, causation_id, actor, time(entry.occurred_at), _json(data))
-            )  # fmt: skip
-        applied = [(e.position, entry.event) for e, entry in zip(made, entries, strict=True)]
+        applied: list[tuple[int, DomainEvent]] = []
+        payloads: dict[str, str] = {}  # a recorded event's payload, as JSON: encoded once
+        streams_left = iter(streams)
+        for part, meta in parts:
+            correlation_id, causation_id, actor = meta.correlation_id, meta.causation_id, meta.actor
+            for entry in part:
+                stream = next(streams_left)
+                if stream in versions:
+                    current = versions[stream]
+                elif stream in known:
+                    current = known[stream]
+                else:
+                    current = 0
+                    unverified.append(stream)
+                if entry.expected_version != current:
+                    raise StreamVersionConflict(
+                        f"Stream {stream} is at version {current}, not {entry.expected_version}."
+                    )
+                versions[stream] = current + 1
+                position += 1
+                type_name, schema_version, data = _encode_entry(entry.event, payloads)
+                rows.append(
+                    (tenant_id, position, entry.id, stream, current + 1, type_name,
+                     schema_version, correlation_id, causation_id, actor,
+                     time(entry.occurred_at), data)
+                )  # fmt: skip
+                applied.append((position, entry.event))
         records = self.idempotency.take()
         try:
-            await project(ctx, tenant_id, applied, (rows, position), records)
+            await project(
+                ctx, tenant_id, applied, (rows, position), payloads=payloads, records=records
+            )
         except BaseException as exc:
             ctx.conn.failed = True  # whatever the block does next, it ends with ROLLBACK
             refusal = _refusal(exc, entries, unverified)
@@ -914,8 +975,21 @@ class _WriteTx(_ReadTx):
             raise refusal from exc
         ctx.head = position
         known.update(versions)
-        self.appended += len(made)
-        return made
+        self.appended += len(rows)
+        return list(range(head + 1, position + 1))
+
+
+def _encode_entry(event: DomainEvent, payloads: dict[str, str]) -> tuple[str, int, str]:
+    """The log's (type, schema version, data as JSON) of an entry, encoded in one pass. A
+    recorded event's payload is encoded first, kept in `payloads` for the events row,
+    and copied into the log's JSON as it is (`msgspec.Raw`): once per payload."""
+    if isinstance(event, EventRecorded):
+        recorded = event.event
+        payload = _encode(recorded.payload)
+        payloads[recorded.id] = payload.decode()
+        event = EventRecorded(event=msgspec.structs.replace(recorded, payload=msgspec.Raw(payload)))
+    type_name, schema_version, data = REGISTRY.encode_json(event)
+    return type_name, schema_version, data.decode()
 
 
 async def _notify(conn: PgConnection, tenant_id: str, head: int) -> None:
@@ -989,6 +1063,9 @@ class _Rebuild:
         self._ctx = ctx
         self._tenant_id = tenant_id
         self._after = after
+        # A tenant's rebuild keeps its events for `replay` to merge (`delete_tenant_replayed`);
+        # `apply` inserts them, so it empties them first.
+        self._events_kept = tenant_id is not None and not after
 
     async def tenant_ids(self) -> list[str]:
         if self._tenant_id is not None:
@@ -996,23 +1073,38 @@ class _Rebuild:
         return await _tenant_ids(self._ctx)
 
     async def replay(self, tenant_id: str, batch: int = 1000) -> AsyncIterator[int]:
-        """The log's entries decoded straight into their domain events (no envelope, no
-        dict in between), then the one projection, a batch at a time."""
-        ctx, decode = self._ctx, REGISTRY.decode_json
-        fetch, statement = ctx.conn.fetch, ctx.sql.read_log_events
-        after = self._after
-        while True:
-            rows = await fetch(statement, (tenant_id, after, batch))
-            if not rows:
-                return
-            applied = [(row[0], decode(row[1], row[2], row[3])) for row in rows]
-            if self._after:
-                await _delete_made(ctx, tenant_id, [event for _, event in applied])
-            await project(ctx, tenant_id, applied)
-            yield len(rows)
-            if len(rows) < batch:
-                return
-            after = rows[-1][0]
+        """The log's entries decoded for the one projection (`rebuild.decode`), the rows
+        written in bulk (`_write_bulk`), the events staged and merged at the end
+        (`_merge_events`); on PostgreSQL each batch is decoded while the one before is
+        written (`rebuild.pipelined`)."""
+        ctx, after = self._ctx, self._after
+        conn, statement, postgres = ctx.conn, ctx.sql.read_log_events, ctx.sql.postgres
+        await conn.execute(ctx.sql.stage_events, ())
+
+        async def fetch(position: int) -> Sequence[Row]:
+            return await conn.fetch(statement, (tenant_id, position, batch))
+
+        async def build(rows: Sequence[Row]) -> _Rows:
+            gathered = _Rows(tenant_id, ctx.codec, {})
+            add, decode = gathered.add, rebuild.decode
+            step = rebuild.YIELD_EVERY if postgres else len(rows)
+            for start in range(0, len(rows), step):
+                for row in rows[start : start + step]:
+                    add(decode(row[1], row[2], row[3]))
+                if postgres:
+                    await anyio.lowlevel.checkpoint()  # the write in flight goes on
+            return gathered
+
+        async def write(gathered: _Rows, last: int) -> None:
+            if after:
+                await _delete_made(ctx, tenant_id, gathered)
+            await _write_bulk(ctx, gathered, last)
+
+        async for count in rebuild.pipelined(
+            fetch, build, write, after=after, batch=batch, overlap=postgres
+        ):
+            yield count
+        await _merge_events(ctx, tenant_id, whole=not after)
 
     async def mark_done(self, run: str, tenant_id: str) -> None:
         await self._ctx.conn.execute(self._ctx.sql.replay_mark, (run, tenant_id))
@@ -1029,28 +1121,51 @@ class _Rebuild:
             after = entries[-1].position
 
     async def apply(self, tenant_id: str, envelopes: Sequence[Envelope]) -> None:
+        ctx = self._ctx
+        if self._events_kept:
+            await ctx.conn.execute(ctx.sql.delete_tenant_events, (tenant_id,))
+            self._events_kept = False
         await project(
             self._ctx, tenant_id, [(e.position, REGISTRY.decode_envelope(e)) for e in envelopes]
         )
 
 
-async def _delete_made(ctx: _Context, tenant_id: str, events: Sequence[DomainEvent]) -> None:
-    """Delete the rows of the insert-only read models (events, receivers, completions) that
-    these domain events made; the other read models are overwritten when they are applied."""
-    made: dict[str, list[str]] = {"events": [], "receivers": [], "completions": []}
-    for event in events:
-        match event:
-            case EventRecorded(event=e):
-                made["events"].append(e.id)
-            case ReceiverCreated(receiver=r):
-                made["receivers"].append(r.id)
-            case GroupCompleted(completion=c):
-                made["completions"].append(c.id)
-            case _:
-                pass
-    for name, ids in made.items():
-        if ids:
-            await ctx.conn.execute(ctx.sql.delete_made[name], (tenant_id, ctx.codec.ids(ids)))
+async def _delete_made(ctx: _Context, tenant_id: str, rows: _Rows) -> None:
+    """Delete the rows of the insert-only receivers and completions that these rows replace;
+    the events are merged (`_merge_events`), the other read models overwritten."""
+    made_by = {"receivers": rows.receivers, "completions": rows.completions}
+    for name, made in made_by.items():
+        if made:  # each row's id is its second column
+            ids = ctx.codec.ids([row[1] for row in made])
+            await ctx.conn.execute(ctx.sql.delete_made[name], (tenant_id, ids))
+
+
+async def _write_bulk(ctx: _Context, rows: _Rows, checkpoint: int) -> None:
+    """Replay's write of a batch's rows: the events into their stage and the insert-only
+    completions in bulk (`Connection.copy`), then what remains as an append writes it."""
+    conn, sql = ctx.conn, ctx.sql
+    if rows.events:
+        await conn.copy(sql.copy_staged_events, rows.events)
+    if rows.completions:
+        await conn.copy(sql.copy_completions, rows.completions)
+    rows.events, rows.completions = [], []  # written: the append's writers do the rest
+    if ctx.sql.postgres:
+        await _write_postgres(ctx, rows, checkpoint, None, [])
+    else:
+        await _write_sqlite(ctx, rows, checkpoint, None, [])
+    await rows.write_rare(ctx)
+
+
+async def _merge_events(ctx: _Context, tenant_id: str, *, whole: bool) -> None:
+    """The staged events replace the tenant's (all of them after a whole log,
+    those with a staged id after a tail); a row equal to its staged one stays as it is."""
+    conn, sql = ctx.conn, ctx.sql
+    if whole:
+        await conn.execute(sql.merge_delete_events, (tenant_id,))
+    else:
+        await conn.execute(sql.merge_replace_events, ())
+    await conn.execute(sql.merge_insert_events, ())
+    await conn.execute(sql.unstage_events, ())
 
 
 async def _tenant_ids(ctx: _Context) -> list[str]:

@@ -227,6 +227,8 @@ latest = sa.Table(
     *_nvrpp(),
     _text("event_id"),
     sa.PrimaryKeyConstraint("tenant_id", "receiver_id", *_NVRPP, name="pk_latest"),
+    # SQLite: one b-tree (by the key) instead of two (rowid, key); see migration 0006.
+    sqlite_with_rowid=False,
 )
 
 completions = sa.Table(

@@ -12,6 +12,7 @@ silently skipped row.
 from __future__ import annotations
 
 import copy
+import functools
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -162,6 +163,29 @@ class EventRegistry:
         data.pop(_TAG_FIELD, None)
         return name, entry.current, data
 
+    def encode_json(self, event: model.DomainEvent) -> tuple[str, int, bytes]:
+        """`encode`, with `data` as the JSON text the log stores: one pass over the event.
+
+        msgspec writes a tagged struct's tag first (`{"type":"<tag>",...`), so the body
+        without it is the rest of that text; decoding it gives `encode`'s `data`.
+        Values the caller replaced by `msgspec.Raw` (JSON it encoded already) are copied
+        as they are.
+        """
+        name = model.type_name(event)
+        entry = self._entry(name, None)
+        if type(event) is not entry.cls:
+            raise UnknownEventType(
+                name,
+                None,
+                f"{type(event).__qualname__} is not the registered class {entry.cls.__qualname__}",
+            )
+        text = _json_encoder.encode(event)
+        head = _tag_prefix(name)
+        if not text.startswith(head):  # pragma: no cover - msgspec writes the tag first
+            raise AssertionError(f"{name}: the encoded event does not start with its tag")
+        rest = text[len(head) :]  # `,"field":...}`, or `}` for a struct without fields
+        return name, entry.current, b"{" + rest[1:] if rest[:1] == b"," else b"{}"
+
     def decode(
         self, type_name: str, schema_version: int, data: dict[str, Any]
     ) -> model.DomainEvent:
@@ -212,6 +236,12 @@ class EventRegistry:
         if entry is None:
             raise UnknownEventType(type_name, schema_version, "unknown event type")
         return entry
+
+
+@functools.cache
+def _tag_prefix(name: str) -> bytes:
+    """The start of a tagged struct's JSON: `{"type":"<tag>"`."""
+    return b'{"' + _TAG_FIELD.encode() + b'":' + _json_encoder.encode(name)
 
 
 def _default_registry() -> EventRegistry:

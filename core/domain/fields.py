@@ -18,6 +18,11 @@ NUL = "\x00"
 NUL_MESSAGE = "must not contain the NUL character (U+0000)"
 
 
+def is_plain_name(value: str) -> bool:
+    """Whether `check_name` would accept the value (without building a field's name)."""
+    return 0 < len(value) <= MAX_NAME_LENGTH and not value.isspace() and NUL not in value
+
+
 def check_name(errors: list[FieldError], field: str, value: str) -> None:
     """Non-blank after trimming, at most 255 characters, no NUL (the stored value is kept as
     given)."""

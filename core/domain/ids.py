@@ -45,10 +45,16 @@ def ulid_timestamp_ms(ulid: str) -> int:
 
 
 class UlidState(NamedTuple):
-    """The last ULID handed out, as its two parts."""
+    """The last ULID handed out, as its two parts and its text."""
 
     timestamp_ms: int
     randomness: int
+    text: str = ""
+
+
+def needs_randomness(last: UlidState | None, now_ms: int) -> bool:
+    """Whether `next_ulid` will use fresh random bits (a new millisecond), or ignore them."""
+    return last is None or now_ms > last.timestamp_ms
 
 
 def next_ulid(last: UlidState | None, now_ms: int, randomness: int) -> tuple[str, UlidState]:
@@ -56,12 +62,16 @@ def next_ulid(last: UlidState | None, now_ms: int, randomness: int) -> tuple[str
 
     Within one millisecond (or if the clock stepped back) the previous
     randomness is incremented, so ids from one source always sort in the order
-    they were made.
+    they were made. Then only the last character changes, unless the increment
+    carries over it: the text is the previous one with its last character moved on.
     """
     if last is not None and now_ms <= last.timestamp_ms:
         now_ms = last.timestamp_ms
         randomness = last.randomness + 1
         if randomness > MAX_RANDOMNESS:
             now_ms, randomness = now_ms + 1, 0
-    state = UlidState(now_ms, randomness)
-    return encode_ulid(now_ms, randomness), state
+        elif randomness & 31 and last.text:  # no carry: one character moves on
+            text = last.text[:-1] + ALPHABET[randomness & 31]
+            return text, UlidState(now_ms, randomness, text)
+    text = encode_ulid(now_ms, randomness)
+    return text, UlidState(now_ms, randomness, text)

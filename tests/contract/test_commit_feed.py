@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from adapters.commits import LocalFeed, PolledFeed
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.sql.store import SqlStore
 from adapters.system import UlidSource
@@ -52,7 +53,11 @@ class Fixture:
 async def fx(store: Store) -> AsyncIterator[Fixture]:
     feed = open_feed(Settings(), store)
     async with feed.running():
-        yield Fixture(store, feed, Services(Deps(store, StepClock(), UlidSource(), ReceiverLru())))
+        yield Fixture(
+            store,
+            feed,
+            Services(Deps(store, StepClock(), UlidSource(), ReceiverLru(), combiner=Lanes())),
+        )
 
 
 @pytest.fixture
@@ -63,7 +68,7 @@ async def elsewhere(fx: Fixture) -> AsyncIterator[Services]:
     assert fx.store.url is not None
     other = await SqlStore.connect(fx.store.url)
     try:
-        yield Services(Deps(other, StepClock(), UlidSource(), ReceiverLru()))
+        yield Services(Deps(other, StepClock(), UlidSource(), ReceiverLru(), combiner=Lanes()))
     finally:
         await other.close()
 

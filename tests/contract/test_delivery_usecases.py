@@ -19,6 +19,7 @@ import pytest
 
 from adapters.crypto.envelope import generate_master_key, parse_master_key
 from adapters.crypto.identity import EnvelopeSealer
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.system import UlidSource
 from core.domain import signatures
@@ -160,7 +161,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Async
     async with _opened(backend, request, tmp_path) as (store, deliveries):
         clock = Clock()
         target = Scripted()
-        deps = Deps(store, clock, UlidSource(), ReceiverLru())
+        deps = Deps(store, clock, UlidSource(), ReceiverLru(), combiner=Lanes())
         delivery = DeliveryDeps(
             deliveries,
             sealer=EnvelopeSealer([parse_master_key(generate_master_key())]),

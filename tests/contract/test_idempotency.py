@@ -21,6 +21,7 @@ import anyio
 import msgspec
 import pytest
 
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
@@ -297,7 +298,7 @@ class StepClock:
 
 
 def services(store: Store, clock: StepClock) -> Services:
-    return Services(Deps(store, clock, UlidSource(), ReceiverLru()))
+    return Services(Deps(store, clock, UlidSource(), ReceiverLru(), combiner=Lanes()))
 
 
 def answered(outcome: Recorded) -> Answer:

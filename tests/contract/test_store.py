@@ -39,29 +39,66 @@ async def test_positions_are_gap_free_per_tenant_and_envelopes_round_trip(store:
             ],
             META,
         )
-    assert [e.position for e in made] == [1, 2]
+    assert made == [1, 2]
     async with store.write(TB) as tx:
         [other] = await tx.append(
             [entry("01J00000000000000000000003", TenantCreated(tenant=tenant(TB, "beta")), 0)], META
         )
-    assert other.position == 1
+    assert other == 1
     async with store.read() as tx:
         log = await tx.log.read(TA)
         assert [e.position for e in log] == [1, 2]
-        assert log == made
-        assert REGISTRY.decode_envelope(log[0]) == TenantCreated(tenant=a)
+        assert [REGISTRY.decode_envelope(e) for e in log] == [
+            TenantCreated(tenant=a),
+            TenantModified(tenant=a),
+        ]
         first = log[0]
         assert (first.stream, first.stream_version, first.actor) == (TA, 1, "tester")
         assert (first.correlation_id, first.causation_id) == ("req-1", "cause-1")
         assert first.occurred_at == T0
-        assert await tx.log.read(TA, after=1) == made[1:]
-        assert await tx.log.read(TA, after=0, limit=1) == made[:1]
+        assert await tx.log.read(TA, after=1) == log[1:]
+        assert await tx.log.read(TA, after=0, limit=1) == log[:1]
         assert await tx.log.head(TA) == 2
         assert await tx.log.checkpoint(TA) == 2
         assert await tx.log.stream_version(TA, TA) == 2
-        assert await tx.log.read_stream(TA, TA) == made
+        assert await tx.log.read_stream(TA, TA) == log
         assert sorted(await tx.tenant_ids()) == [TA, TB]
         assert await tx.log.heads() == {TA: 2, TB: 1}
+
+
+async def test_append_many_gives_each_part_its_own_metadata_in_one_write(store: Store) -> None:
+    a, b = tenant(TA, "alpha"), tenant(TB, "beta")
+    first = AppendMeta(actor="one", correlation_id="req-1")
+    second = AppendMeta(actor="two", correlation_id="req-2", causation_id="cause-2")
+    async with store.write(TA) as tx:
+        positions = await tx.append_many(
+            [
+                ([entry("01J00000000000000000000001", TenantCreated(tenant=a), 0)], first),
+                ([], first),
+                (
+                    [
+                        entry("01J00000000000000000000002", TenantModified(tenant=a), 1),
+                        entry("01J00000000000000000000003", TenantCreated(tenant=b), 0),
+                    ],
+                    second,
+                ),
+            ]
+        )
+        assert positions == [1, 2, 3]
+        assert await tx.append(
+            [entry("01J00000000000000000000004", TenantModified(tenant=b), 1)], META
+        ) == [4]
+    async with store.read() as tx:
+        log = await tx.log.read(TA)
+        assert await tx.log.checkpoint(TA) == 4
+        assert await tx.tenants.get(TB) == b
+    assert [(e.position, e.actor, e.correlation_id, e.causation_id) for e in log] == [
+        (1, "one", "req-1", None),
+        (2, "two", "req-2", "cause-2"),
+        (3, "two", "req-2", "cause-2"),
+        (4, "tester", "req-1", "cause-1"),
+    ]
+    assert [e.stream_version for e in log] == [1, 2, 1, 2]
 
 
 async def test_a_wrong_expected_version_is_a_conflict_and_writes_nothing(store: Store) -> None:

@@ -477,6 +477,41 @@ async def test_an_interrupted_replay_resumed_gives_the_digest_of_one_run(
     assert await services.replay.digest() == before
 
 
+async def test_replay_in_batches_of_any_size_after_any_position_gives_the_same_digest(
+    services: Services,
+) -> None:
+    """The port's `replay` over many batches (the SQL stores decode a batch while the one
+    before is written), whole or after a position, with a group changing in between."""
+    alpha, *_ = await _three_tenants(services)
+    build = await receiver(services, alpha, name="late")
+    group = await services.groups.create(
+        alpha, CreateGroup(name="late", type="t", version="1", event_receiver_ids=[build.id])
+    )
+    for n in range(3):
+        await services.events.record_batch(alpha, [event(build.id, payload={"build": n})] * 4)
+        await services.groups.patch(alpha, group.id, PatchGroup(description=f"round {n}"))
+    before = await services.replay.digest()
+    store = services.deps.store
+    for batch, after in ((1, 0), (2, 0), (3, 7), (5, 13), (4, 20), (1000, 0)):
+        async with store.rebuild(alpha.tenant_id, after) as target:
+            applied = [count async for count in target.replay(alpha.tenant_id, batch)]
+        assert all(count <= batch for count in applied), (batch, after)
+        assert sum(applied) == 13 + 2 + 3 * 5 + 1 - after, (batch, after)
+        assert await services.replay.digest() == before, (batch, after)
+
+
+async def test_one_tenant_rebuilt_from_its_envelopes_gives_the_same_digest(
+    services: Services,
+) -> None:
+    """The port's other way in (`log`, then `apply`), for one tenant with events."""
+    alpha, *_ = await _three_tenants(services)
+    before = await services.replay.digest()
+    async with services.deps.store.rebuild(alpha.tenant_id) as target:
+        async for envelopes in target.log(alpha.tenant_id, 4):
+            await target.apply(alpha.tenant_id, envelopes)
+    assert await services.replay.digest() == before
+
+
 async def test_replaying_one_tenant_leaves_the_others_alone(services: Services) -> None:
     alpha, beta, _ = await _three_tenants(services)
     before = await services.replay.digest()

@@ -114,12 +114,12 @@ async def test_options_answers_allow_without_a_credential(api: Client) -> None:
 
 
 async def test_an_undeclared_route_answers_403(app: Litestar, client: Client) -> None:
-    """The guard fails closed: the walk above is not the only line of defence."""
+    """The permission check fails closed: the walk above is not the only line of defence."""
     from litestar import get
 
-    from entrypoints.http.auth import AuthenticationMiddleware, authorize
+    from entrypoints.http.auth import AuthenticationMiddleware
 
-    @get("/undeclared", middleware=[AuthenticationMiddleware], guards=[authorize])
+    @get("/undeclared", middleware=[AuthenticationMiddleware])
     async def undeclared() -> str:
         return "leaked"  # pragma: no cover - never reached
 

@@ -188,6 +188,98 @@ async def test_the_same_key_while_the_first_runs_waits_and_replays() -> None:
         assert len(listed.json()["data"]) == 1
 
 
+class CountedStore(GatedStore):
+    """A `GatedStore` that counts its write transactions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    @asynccontextmanager
+    async def write(self, tenant_id: str) -> AsyncIterator[WriteTx]:  # type: ignore[override]
+        self.writes += 1
+        async with super().write(tenant_id) as tx:
+            yield tx
+
+
+async def test_concurrent_keyed_requests_share_a_transaction_each_with_its_record() -> None:
+    """Keyed requests that arrive while the tenant's transaction runs are combined into the
+    next one (group commit), each request's record with its own event: one transaction for
+    all, then each replays its own first answer. A group with a duplicate key or a key
+    reused for another body fails before its commit and its members are made alone: the
+    duplicate replays, the reused key is a 422, the others are stored once."""
+    store = CountedStore()
+    identity = await platform_identity()
+    async with asgi_client(make_app(identity, store=store)) as http:
+        await add_tenants(http, identity, TENANT)
+        made = await http.post("/api/v1/receivers", json=receiver_body(), headers=HEADERS)
+        receiver = made.json()["data"]
+
+        async def together(
+            requests: dict[str, tuple[dict[str, object], str | None]],
+        ) -> tuple[dict[str, httpx.Response], int]:
+            """The requests, sent while another write holds the tenant's transaction; their
+            answers and the write transactions they took."""
+            answers: dict[str, httpx.Response] = {}
+
+            async def send(name: str, body: dict[str, object], key: str | None) -> None:
+                headers = HEADERS if key is None else keyed(key)
+                answers[name] = await http.post(EVENTS, json=body, headers=headers)
+
+            store.armed = True
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(send, "holder", event_body(receiver, release="0"), None)
+                with anyio.fail_after(5):
+                    await store.entered.wait()
+                before = store.writes
+                for name, (body, key) in requests.items():
+                    tasks.start_soon(send, name, body, key)
+                await anyio.sleep(0.1)
+                assert set(answers) == set()  # every one waits for the holder's transaction
+                store.entered = anyio.Event()
+                store.release.set()
+            store.release = anyio.Event()
+            return answers, store.writes - before
+
+        first, writes = await together(
+            {
+                f"k{n}": (event_body(receiver, release=str(n)), f"key-{n}" if n else None)
+                for n in range(1, 6)
+            }
+        )
+        assert writes == 1  # all five in one transaction
+        assert {name: a.status_code for name, a in first.items()} == dict.fromkeys(first, 201)
+        for n in range(1, 6):
+            again = await http.post(
+                EVENTS, json=event_body(receiver, release=str(n)), headers=keyed(f"key-{n}")
+            )
+            assert again.status_code == 201
+            assert again.content == first[f"k{n}"].content
+            assert again.headers["idempotent-replayed"] == "true"
+
+        second, writes = await together(
+            {
+                "new": (event_body(receiver, release="6"), "key-6"),
+                "twin": (event_body(receiver, release="6"), "key-6"),
+                "replay": (event_body(receiver, release="1"), "key-1"),
+                "reused": (event_body(receiver, release="other"), "key-2"),
+                "plain": (event_body(receiver, release="7"), None),
+            }
+        )
+        assert writes == 1 + 5  # the group, then each member alone
+        assert second["new"].status_code == second["twin"].status_code == 201
+        assert second["twin"].content == second["new"].content
+        replayed = [n for n in ("new", "twin") if "idempotent-replayed" in second[n].headers]
+        assert len(replayed) == 1  # whichever came second
+        assert second["replay"].content == first["k1"].content
+        assert second["replay"].headers["idempotent-replayed"] == "true"
+        assert_problem(second["reused"], 422, "Idempotency-Key")
+        assert second["plain"].status_code == 201
+        listed = await http.get(EVENTS, headers=HEADERS, params={"limit": 100})
+        releases = sorted(e["release"] for e in listed.json()["data"])
+        assert releases == sorted(["0", "0", "1", "2", "3", "4", "5", "6", "7"])
+
+
 async def test_every_post_that_writes_replays(api: Client, identity: MemoryIdentity) -> None:
     """Each route: the same request twice writes once and answers the same, replayed."""
     receiver = await make_receiver(api)

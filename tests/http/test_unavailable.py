@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 
 from adapters.memory.identity import MemoryIdentity
@@ -260,3 +261,71 @@ async def test_a_sqlite_lock_held_elsewhere_past_the_wait_is_a_503(tmp_path: Any
             assert free.status_code == 201
     finally:
         await store.close()
+
+
+class HeldThenDown(MemoryStore):
+    """While the switch is down, writes cannot begin (503); the first of them is held until
+    the test releases it, so that the requests that arrive meanwhile are combined."""
+
+    def __init__(self, switch: Switch) -> None:
+        super().__init__()
+        self.switch = switch
+        self.writes = 0
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    @asynccontextmanager
+    async def write(self, tenant_id: str) -> AsyncIterator[Any]:
+        if self.switch.down:
+            self.writes += 1
+            if not self.entered.is_set():
+                self.entered.set()
+                await self.release.wait()
+            raise _down()
+        async with super().write(tenant_id) as tx:
+            yield tx
+
+
+async def test_a_combined_group_that_cannot_begin_answers_each_member_503() -> None:
+    """Group commit with the database down: the requests that waited together form one
+    group, whose transaction cannot begin; each member gets the 503 it would have had
+    alone (one attempt for all), and none leaves an Idempotency-Key record: sent again
+    once the database serves, each is recorded, not replayed."""
+    switch = Switch()
+    store = HeldThenDown(switch)
+    identity = await platform_identity()
+    async with asgi_client(make_app(identity, store=store), headers=PLATFORM) as client:
+        await add_tenants(client, identity)
+        made = await client.post("/api/v1/receivers", json=receiver_body(), headers=HEADERS)
+        receiver = made.json()["data"]
+        switch.down = True
+        answers: dict[str, Any] = {}
+
+        async def send(name: str, key: str | None) -> None:
+            headers = HEADERS if key is None else {**HEADERS, "Idempotency-Key": key}
+            body = event_body(receiver, release=name)
+            answers[name] = await client.post("/api/v1/events", json=body, headers=headers)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(send, "holder", None)
+            with anyio.fail_after(5):
+                await store.entered.wait()
+            for n in range(4):
+                tasks.start_soon(send, f"m{n}", f"key-{n}" if n % 2 else None)
+            await anyio.sleep(0.1)
+            assert not answers  # all wait behind the holder's attempt
+            store.release.set()
+        assert store.writes == 2  # the holder's attempt, then the group's: never retried
+        for name, answer in answers.items():
+            assert answer.status_code == 503, (name, answer.text)
+            assert answer.headers["retry-after"] == "1"
+            assert answer.json()["type"] == "urn:waypost:problem:unavailable"
+        switch.down = False
+        for n in (1, 3):
+            body = event_body(receiver, release=f"m{n}")
+            headers = {**HEADERS, "Idempotency-Key": f"key-{n}"}
+            again = await client.post("/api/v1/events", json=body, headers=headers)
+            assert again.status_code == 201
+            assert "idempotent-replayed" not in again.headers
+        listed = await client.get("/api/v1/events", headers=HEADERS)
+        assert sorted(e["release"] for e in listed.json()["data"]) == ["m1", "m3"]

@@ -9,6 +9,7 @@ import time
 import anyio
 import pytest
 
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.sql import replica as replica_module
 from adapters.sql.migrations import migrate
@@ -52,7 +53,7 @@ async def _replica_store(
 
 
 def _services(store: ReplicaStore) -> Services:
-    return Services(Deps(store, SystemClock(), UlidSource(), ReceiverLru()))
+    return Services(Deps(store, SystemClock(), UlidSource(), ReceiverLru(), combiner=Lanes()))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.store import MemoryStore
 from adapters.redis.streams import RedisStreams, stream_key
@@ -40,7 +41,9 @@ async def sinks(redis_db: str) -> AsyncIterator[list[RedisStreams]]:
 
 
 def services_over(store: MemoryStore, sink: RedisStreams) -> Services:
-    return Services(Deps(store, StepClock(), UlidSource(), ReceiverLru()), sink=sink)
+    return Services(
+        Deps(store, StepClock(), UlidSource(), ReceiverLru(), combiner=Lanes()), sink=sink
+    )
 
 
 async def entries(raw: aioredis.Redis, slug: str) -> list[tuple[str, str, str]]:
@@ -196,7 +199,9 @@ async def test_the_publishing_loop_backs_off_while_the_sink_fails_then_catches_u
 ) -> None:
     sinks.append(sink := RedisStreams.from_url(redis_db, max_length=1000))
     flaky = FailingFirst(sink, times=3)
-    services = Services(Deps(MemoryStore(), StepClock(), UlidSource(), ReceiverLru()), sink=flaky)
+    services = Services(
+        Deps(MemoryStore(), StepClock(), UlidSource(), ReceiverLru(), combiner=Lanes()), sink=flaky
+    )
     assert services.publisher is not None
     who = await actor(services, "acme")
     build = await receiver(services, who)

@@ -18,7 +18,7 @@ from adapters.sql.tables import metadata
 
 pytestmark = pytest.mark.anyio
 
-REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006"]
+REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
 BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -118,3 +118,43 @@ def test_the_delivery_tables_are_declared_on_the_one_metadata() -> None:
     from adapters.sql import delivery_tables
 
     assert {t.name for t in delivery_tables.TABLES} <= set(metadata.tables)
+
+
+async def test_sqlite_keeps_latest_without_rowid_and_its_rows_across_the_migration(
+    tmp_path: pathlib.Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'waypost.db'}"
+    engine = create_engine(url)
+
+    async def latest_sql() -> str:
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                sa.text("SELECT sql FROM sqlite_master WHERE name = 'latest'")
+            )
+            return str(found.scalar_one())
+
+    def upgrade_to(revision: str) -> Any:
+        def run(sync: sa.Connection) -> None:
+            config = alembic_config()
+            config.attributes["connection"] = sync
+            command.upgrade(config, revision)
+
+        return run
+
+    row = ("t", "r", "n", "v", "rel", "p", "pkg", "e")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade_to("0002"))
+            await conn.execute(
+                sa.text("INSERT INTO latest VALUES (:a, :b, :c, :d, :e, :f, :g, :h)"),
+                dict(zip("abcdefgh", row, strict=True)),
+            )
+        assert "WITHOUT ROWID" not in await latest_sql()
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade_to("head"))
+        assert "WITHOUT ROWID" in await latest_sql()
+        async with engine.connect() as conn:
+            assert [tuple(r) for r in await conn.execute(sa.text("SELECT * FROM latest"))] == [row]
+    finally:
+        await engine.dispose()
+    assert await _schema_diffs(url) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.sql.migrations import migrate
 from adapters.sql.store import SqlStore
@@ -26,7 +27,9 @@ async def test_writers_beyond_the_pool_size_are_all_served(fresh_database: str) 
     await migrate(fresh_database)
     store = await SqlStore.connect(fresh_database, pool_size=2)
     try:
-        services = Services(Deps(store, SystemClock(), UlidSource(), ReceiverLru()))
+        services = Services(
+            Deps(store, SystemClock(), UlidSource(), ReceiverLru(), combiner=Lanes())
+        )
         tenant = await services.tenants.create(
             CreateTenant(slug="pool", name="Pool"), Actor(tenant_id="-", principal="t").meta()
         )

@@ -25,6 +25,7 @@ import anyio
 import asyncpg
 import pytest
 
+from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.sql.migrations import migrate
 from adapters.sql.store import SqlStore
@@ -253,7 +254,7 @@ class Clock:
 
 
 def services(store: SqlStore) -> Services:
-    return Services(Deps(store, Clock(), UlidSource(), ReceiverLru()))
+    return Services(Deps(store, Clock(), UlidSource(), ReceiverLru(), combiner=Lanes()))
 
 
 def record(receiver_id: str) -> RecordEvent:

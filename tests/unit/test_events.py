@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.domain.commands import RecordEvent
 from core.domain.errors import Conflict, DomainError, FieldError, Invalid, NotFound, TooLarge
@@ -19,8 +21,9 @@ from core.domain.events import (
     payload_depth,
     prefix_errors,
 )
+from core.domain.fields import check_name, is_plain_name
 from core.domain.model import Event
-from core.domain.schemas import CompiledSchema, compile_schema
+from core.domain.schemas import CompiledSchema, compile_schema, json_depth
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 NVRPP = ["name", "version", "release", "platform_id", "package"]
@@ -315,3 +318,24 @@ def test_a_real_batch_reports_pointers_under_each_event() -> None:
         "/events/1/payload/size",
         "/events/2/release",
     ]
+
+
+@given(st.text(max_size=300) | st.sampled_from([" ", "\t\n", "\u3000", "a" * 255, "a" * 256]))
+def test_the_quick_name_check_agrees_with_the_rule(value: str) -> None:
+    found: list[FieldError] = []
+    check_name(found, "/name", value)
+    assert is_plain_name(value) == (not found)
+
+
+@given(
+    st.recursive(st.none() | st.integers(), lambda c: st.lists(c) | st.dictionaries(st.text(), c))
+)
+def test_the_flat_shortcut_of_the_depth_agrees_with_the_walk(value: object) -> None:
+    def depth(v: object) -> int:
+        if isinstance(v, dict):
+            return 1 + max((depth(c) for c in v.values()), default=0)
+        if isinstance(v, list):
+            return 1 + max((depth(c) for c in v), default=0)
+        return 0
+
+    assert json_depth(value, 1000) == depth(value)

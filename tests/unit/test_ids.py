@@ -12,6 +12,7 @@ from core.domain.ids import (
     UlidState,
     encode_ulid,
     is_ulid,
+    needs_randomness,
     next_ulid,
     ulid_timestamp_ms,
 )
@@ -72,7 +73,7 @@ def test_the_source_is_monotonic_within_a_millisecond_and_when_the_clock_steps_b
     second, state = next_ulid(state, 1000, 3)  # same ms: previous randomness + 1
     third, state = next_ulid(state, 999, 0)  # clock stepped back: still increasing
     assert first < second < third
-    assert state == UlidState(1000, 7)
+    assert state[:2] == (1000, 7)
     later, _ = next_ulid(state, 1001, 0)
     assert later > third
     assert ulid_timestamp_ms(later) == 1001
@@ -80,7 +81,7 @@ def test_the_source_is_monotonic_within_a_millisecond_and_when_the_clock_steps_b
 
 def test_randomness_overflow_moves_to_the_next_millisecond() -> None:
     ulid, state = next_ulid(UlidState(1000, MAX_RANDOMNESS), 1000, 0)
-    assert state == UlidState(1001, 0)
+    assert state[:2] == (1001, 0)
     assert ulid_timestamp_ms(ulid) == 1001
 
 
@@ -91,4 +92,24 @@ def test_any_clock_readings_give_strictly_increasing_ids(readings: list[tuple[in
     for now, rnd in readings:
         ulid, state = next_ulid(state, now, rnd)
         made.append(ulid)
+        # the short way (moving the last character on) always gives the full encoding
+        assert ulid == state.text == encode_ulid(state.timestamp_ms, state.randomness)
     assert made == sorted(set(made))
+
+
+def test_stepping_on_carries_over_the_last_character() -> None:
+    _, state = next_ulid(None, 1000, 30)
+    made = []
+    for _ in range(3):
+        text, state = next_ulid(state, 1000, 0)
+        made.append(text)
+    assert made == [encode_ulid(1000, r) for r in (31, 32, 33)]
+    assert (made[0][-2:], made[1][-2:], made[2][-2:]) == ("0Z", "10", "11")  # 32 carries
+
+
+def test_random_bits_are_needed_only_for_a_new_millisecond() -> None:
+    assert needs_randomness(None, 1000)
+    _, state = next_ulid(None, 1000, 5)
+    assert not needs_randomness(state, 1000)
+    assert not needs_randomness(state, 999)
+    assert needs_randomness(state, 1001)

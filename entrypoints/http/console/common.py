@@ -86,11 +86,11 @@ SIGNED_IN: Final = {"signed_in": True}
 async def authorize(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """The console's guard: the API's (`auth.authorize`: the permission a page declares,
+    """The console's guard: the API's (`auth.guard`: the permission a page declares,
     403 and audited otherwise), or only a session for the few `SIGNED_IN` pages."""
     if handler.opt.get("signed_in") is True:
         return
-    await auth.authorize(connection, handler)
+    await auth.guard(connection, handler)
 
 
 def _time(value: datetime | None) -> str:
