@@ -11,12 +11,17 @@ import shutil
 import subprocess
 from typing import Any
 
+import anyio
 import pytest
 import yaml
+from litestar import Litestar
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.http.conftest import HEADERS, Client, make_receiver, record
 from tests.http.test_groups import make_group
+from tests.http.test_subscriptions import PATH as SUBSCRIPTIONS
+from tests.http.test_subscriptions import delivering_api  # noqa: F401 (a fixture)
+from tests.integration.loopback_targets import loopback_target
 from tests.servers import services_required
 
 pytestmark = pytest.mark.anyio
@@ -64,16 +69,37 @@ def test_the_dashboard_is_a_grafana_dashboard() -> None:
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert 'job="waypost"' in target["expr"], target["expr"]
-    wanted = ("Latency", "Events recorded", "Rate-limit", "Backpressure", "Readiness", "Signing")
+    wanted = (
+        "Latency", "Events recorded", "Rate-limit", "Backpressure", "Readiness", "Signing",
+        "Deliveries by outcome", "attempt duration", "Delivery lag", "pending", "breakers",
+        "Disabled subscriptions",
+    )  # fmt: skip
     for word in wanted:
         assert any(word in title for title in titles), word
 
 
-async def test_every_metric_the_dashboard_and_the_rules_use_is_in_metrics(api: Client) -> None:
-    build, test = await make_receiver(api, "build"), await make_receiver(api, "test")
-    await make_group(api, build, test)
-    await record(api, build)
-    await record(api, test)
+async def test_every_metric_the_dashboard_and_the_rules_use_is_in_metrics(
+    delivering_api: tuple[Client, Litestar],
+) -> None:
+    """On a server that delivers webhooks in-process (as `waypost serve` does by default),
+    once a webhook has been delivered: delivery's series are there too."""
+    api, _ = delivering_api
+    with loopback_target() as hook:
+        answer = await api.post(
+            SUBSCRIPTIONS, json={"name": "hooks", "url": hook.url()}, headers=HEADERS
+        )
+        assert answer.status_code == 201, answer.text
+        deliveries = f"{SUBSCRIPTIONS}/{answer.json()['data']}/deliveries"
+        build, test = await make_receiver(api, "build"), await make_receiver(api, "test")
+        await make_group(api, build, test)
+        await record(api, build)
+        await record(api, test)
+        with anyio.fail_after(30):
+            while True:
+                listed = (await api.get(deliveries, headers=HEADERS)).json()["data"]
+                if listed and all(d["status"] == "succeeded" for d in listed):
+                    break
+                await anyio.sleep(0.05)
     assert (await api.get("/healthz/ready")).status_code == 200
     assert (await api.get("/api/v1/nowhere", headers=HEADERS)).status_code == 404
     text = (await api.get("/metrics")).text
@@ -84,6 +110,7 @@ async def test_every_metric_the_dashboard_and_the_rules_use_is_in_metrics(api: C
     for where, expressions in used.items():
         names = set().union(*(metric_names(e) for e in expressions))
         assert "waypost_http_requests_total" in names, where
+        assert "waypost_delivery_lag_seconds_bucket" in names, where
         missing = names - exposed - PROMETHEUS_OWN
         assert not missing, f"the {where} use metrics /metrics does not have: {sorted(missing)}"
 

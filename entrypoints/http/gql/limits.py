@@ -46,6 +46,7 @@ LIST_SIZES: Final[dict[str, int]] = {
     "Query.event_receivers_by_id": 1,
     "Query.event_receiver_groups_by_id": 1,
     "Query.event_receivers_by_fingerprint": 1,
+    "Query.subscriptions_by_id": 1,
     "EventReceiverGroup.event_receivers": 100,
     "GroupStatus.members": 100,
 }
