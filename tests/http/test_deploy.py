@@ -20,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.http.conftest import HEADERS, Client, make_receiver, record
 from tests.http.test_groups import make_group
 from tests.http.test_subscriptions import PATH as SUBSCRIPTIONS
-from tests.http.test_subscriptions import delivering_api  # noqa: F401 (a fixture)
 from tests.integration.loopback_targets import loopback_target
 from tests.servers import services_required
 

@@ -23,10 +23,10 @@ import msgspec
 
 from core.domain.access import Permission
 from core.domain.commands import CreateGroup, PatchGroup, RecordEvent, RegisterReceiver
+from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import FieldError, Invalid, NotFound, raise_if
 from core.domain.fields import check_name
 from core.domain.ids import is_ulid
-from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.model import Event, Group, Nvrpp, Receiver
 from core.domain.subscriptions import Subscription
 from core.ports import (
