@@ -219,3 +219,37 @@ async def test_csrf_and_what_a_viewer_is_not_offered_and_is_refused(
             assert answer.status_code == 403, (path, answer.status_code)
             assert "whsec_" not in answer.text
         assert (await viewer.get(f"{PATH}/new")).status_code == 403
+
+
+async def test_lists_scroll_on_by_keyset_cursors(app: Litestar, api: Client) -> None:
+    """Subscriptions and deliveries page by 50, as every console list: the last row asks
+    htmx for the next rows (`rows=1`), which come with the next such row or none."""
+    receiver = await make_receiver(api)
+    for build in range(60):
+        await record(api, receiver, payload={"build": build})
+    async with console_client(app) as http:
+        console = await console_of(app, ACME_KEY)
+        console.http = http
+        made = [await create(console, name=f"hooks-{n}") for n in range(52)]
+        listed = re.compile(rf'href="{PATH}/([0-9A-Z]{{26}})"')
+        first = await console.get(PATH)
+        assert len(listed.findall(first.text)) == 50
+        [more] = re.findall(r'hx-get="([^"]+)"', first.text)
+        rest = await console.get(more.replace("&amp;", "&"))
+        assert len(listed.findall(rest.text)) == 2
+        assert "hx-get" not in rest.text
+        assert "<html" not in rest.text  # rows only
+        shown = listed.findall(first.text + rest.text)
+        assert shown == made[::-1]  # newest first, each once
+
+        hooks = f"/api/v1/subscriptions/{made[0]}"
+        queued = await api.post(f"{hooks}/replay", json={"after": 0}, headers=HEADERS)
+        assert queued.json()["data"]["queued"] >= 61  # the receiver and its 60 events
+        page = f"{PATH}/{made[0]}?status=pending"
+        first = await console.get(page)
+        assert first.text.count("/deliveries/") == 50
+        [more] = re.findall(r'hx-get="([^"]+)"', first.text)
+        assert "status=pending" in more
+        rest = await console.get(more.replace("&amp;", "&"))
+        assert rest.text.count("/deliveries/") == queued.json()["data"]["queued"] - 50
+        assert "hx-get" not in rest.text
