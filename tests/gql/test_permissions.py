@@ -43,6 +43,7 @@ SOME_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 REACH = {
     "Event": ("events_page(limit: 1)", "items"),
     "EventReceiverGroup": ("event_receiver_groups_page(limit: 1)", "items"),
+    "Delivery": (f'subscription_deliveries(id: "{SOME_ID}", limit: 1)', "items"),
 }
 
 

@@ -12,7 +12,9 @@ import pytest
 from graphql import GraphQLObjectType, parse
 from litestar import Litestar
 
+from core.usecases.subscriptions import Subscriptions
 from entrypoints.http.gql import limits
+from entrypoints.http.gql.resolvers import DEFAULT_ATTEMPTS
 from entrypoints.http.gql.schema import executable_schema
 from tests.gql.conftest import codes, gql
 from tests.http.conftest import HEADERS, OTHER_HEADERS, Client, make_receiver, record
@@ -143,6 +145,21 @@ async def test_subscriptions_and_their_deliveries_with_attempts(
         a["number"] for a in rest_delivery["attempts"]
     ]
     assert {a["status_code"] for a in shown_delivery["attempts"]} == {500}
+    latest = await gql(
+        api,
+        "query ($id: ID!, $d: ID!) { subscription_delivery(id: $id, delivery_id: $d) "
+        "{ attempts(limit: 1) { number } } }",
+        {"id": ident, "d": gone["id"]},
+    )
+    last = rest_delivery["attempts"][-1]["number"]
+    assert latest["data"]["subscription_delivery"]["attempts"] == [{"number": last}]
+    none = await gql(
+        api,
+        "query ($id: ID!, $d: ID!) { subscription_delivery(id: $id, delivery_id: $d) "
+        "{ attempts(limit: 0) { number } } }",
+        {"id": ident, "d": gone["id"]},
+    )
+    assert codes(none) == ["BAD_REQUEST"]
     assert shown_delivery["attempts"][0]["response_excerpt"] == "thanks"
     ok = next(d for d in items if d["status"] == "succeeded")
     [attempt] = (await gql(api, DELIVERY, {"id": ident, "delivery": ok["id"]}))["data"][
@@ -195,4 +212,50 @@ def test_the_cost_limit_counts_deliveries_and_attempts() -> None:
         1 + (1 + 200 * 2)
     )
     attempts = '{ subscription_delivery(id: "x", delivery_id: "y") { attempts { number } } }'
-    assert cost(attempts) == 1 + (1 + 1000 * 1)
+    assert cost(attempts) == 1 + (1 + DEFAULT_ATTEMPTS * 1)
+    assert limits.LIST_SIZES["Delivery.attempts"] == DEFAULT_ATTEMPTS
+    page = (
+        '{ subscription_deliveries(id: "x", limit: 10) '
+        "{ items { id attempts(limit: 3) { number error } } } }"
+    )
+    assert cost(page) == 1 + (1 + 10 * (1 + (1 + 3 * 2)))
+    sdl = executable_schema().get_type("Delivery")
+    assert isinstance(sdl, GraphQLObjectType)
+    default = sdl.fields["attempts"].args["limit"].ast_node
+    assert default is not None
+    assert getattr(default.default_value, "value", None) == str(DEFAULT_ATTEMPTS)
+
+
+async def test_the_attempts_of_a_page_of_deliveries_are_one_read(
+    delivering_api: tuple[Client, Litestar], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No N+1: a page of deliveries with their attempts asks the use cases for the
+    attempts once, and never for a delivery one by one."""
+    api, _ = delivering_api
+    with loopback_target() as hook:
+        made = await api.post(PATH, json={"name": "hooks", "url": hook.url()}, headers=HEADERS)
+        ident = made.json()["data"]
+        receiver = await make_receiver(api)
+        for build in range(5):
+            await record(api, receiver, payload={"build": build})
+        listed = await settled(api, ident, 6)  # the registration and the 5 events
+    calls: list[int] = []
+    original = Subscriptions.attempts
+
+    async def counted(self: Subscriptions, actor: Any, ids: Any) -> Any:
+        calls.append(len(ids))
+        return await original(self, actor, ids)
+
+    async def one_by_one(*_: Any) -> Any:
+        raise AssertionError("a delivery was read one by one")
+
+    monkeypatch.setattr(Subscriptions, "attempts", counted)
+    monkeypatch.setattr(Subscriptions, "delivery", one_by_one)
+    query = """query ($id: ID!) { subscription_deliveries(id: $id) {
+      items { id attempts { number status_code } } } }"""
+    answer = await gql(api, query, {"id": ident})
+    assert "errors" not in answer, answer
+    items = answer["data"]["subscription_deliveries"]["items"]
+    assert [d["id"] for d in items] == [d["id"] for d in listed]
+    assert all(d["attempts"] == [{"number": 1, "status_code": 200}] for d in items)
+    assert calls == [6]

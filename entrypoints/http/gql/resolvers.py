@@ -55,6 +55,8 @@ _P = Permission
 #: The REST lists' names: a cursor from one works in the other.
 EVENTS, RECEIVERS, GROUPS, COMPLETIONS = "events", "receivers", "groups", "completions"
 SUBSCRIPTIONS, DELIVERIES = "subscriptions", "deliveries"
+#: How many attempts of a delivery GraphQL shows unless asked (`Delivery.attempts(limit)`).
+DEFAULT_ATTEMPTS: Final = 20
 _NVRPP: Final = ("name", "version", "release", "platform_id", "package")
 
 
@@ -292,21 +294,21 @@ async def subscription_delivery(ctx: Context, _: Any, args: dict[str, Any]) -> d
     _known("delivery", args["delivery_id"])
     service = ctx.services.subscriptions
     await service.get(ctx.actor, subscription_id)
-    found, attempts = await service.delivery(ctx.actor, subscription_id, args["delivery_id"])
-    shown = _delivery(found)
-    del shown["attempt_count"]
-    return {**shown, "attempts": [_attempt(a) for a in attempts]}
+    found, _ = await service.delivery(ctx.actor, subscription_id, args["delivery_id"])
+    return _delivery(found)
 
 
-def _attempt(a: Attempt) -> dict[str, Any]:
-    return {
-        "number": a.number,
-        "started_at": a.started_at,
-        "duration_ms": a.duration_ms,
-        "status_code": a.status_code,
-        "error": a.error,
-        "response_excerpt": a.response_excerpt,
-    }
+@field("Delivery.attempts", _P.SUBSCRIPTIONS_READ)
+async def delivery_attempts(ctx: Context, parent: dict[str, Any], args: dict[str, Any]) -> Any:
+    """Batch loaded: the attempts of a page of deliveries are one read."""
+    limit = DEFAULT_ATTEMPTS if args.get("limit") is None else args["limit"]
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise BadRequest(
+            "The number of attempts is out of range.",
+            [FieldError("limit", f"must be 1 to {MAX_PAGE_SIZE}")],
+        )
+    attempts: list[Attempt] = await ctx.attempts.load(parent["id"])
+    return attempts[-limit:]
 
 
 # --- nested: batch loaded --------------------------------------------------------------------
