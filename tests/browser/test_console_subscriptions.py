@@ -167,11 +167,14 @@ def test_a_viewer_is_offered_none_of_it_and_is_refused_anyway(browser: Browser, 
         for button in ("Show the signing secret", "Rotate the secret", "Redrive dead deliveries",
                        "Delete the subscription", "Disable the subscription"):  # fmt: skip
             expect(page.get_by_role("button", name=button)).to_have_count(0)
+        expect(page.get_by_role("link", name="Change the subscription")).to_have_count(0)
+        assert page.goto(f"/console/subscriptions/{state['subscription']}/edit").status == 403  # type: ignore[union-attr]
+        page.goto(f"/console/subscriptions/{state['subscription']}")
         screenshot(page, "subscription-as-viewer")
         token = csrf_token(page)
         base = f"/console/subscriptions/{state['subscription']}"
         for path in (f"{base}/secret", f"{base}/secret/rotate", f"{base}/redrive",
-                     f"{base}/delete", "/console/subscriptions"):  # fmt: skip
+                     f"{base}/delete", base, "/console/subscriptions"):  # fmt: skip
             answer = page.request.post(
                 path, form={"csrf_token": token, "name": "x"}, headers={"Origin": site.url}
             )
@@ -193,6 +196,7 @@ def test_every_webhook_page_is_light_accessible_and_fits_a_phone(
         ("subscription-new", "/console/subscriptions/new"),
         ("subscription", base),
         ("subscription-dead", f"{base}?status=dead"),
+        ("subscription-edit", f"{base}/edit"),
         ("delivery", f"{base}/deliveries/{state['delivery']}"),
     ):
         check_page(context, recorder, name, path)

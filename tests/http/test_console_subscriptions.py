@@ -253,3 +253,35 @@ async def test_lists_scroll_on_by_keyset_cursors(app: Litestar, api: Client) -> 
         rest = await console.get(more.replace("&amp;", "&"))
         assert rest.text.count("/deliveries/") == queued.json()["data"]["queued"] - 50
         assert "hx-get" not in rest.text
+
+
+async def test_change_a_subscription_through_its_form(app: Litestar, api: Client) -> None:
+    async with console_client(app) as http:
+        console = await console_of(app, ACME_KEY)
+        console.http = http
+        ident = await create(console, types="ci.build", package="rpm", ordering="artifact")
+        form = await console.get(f"{PATH}/{ident}/edit")
+        assert form.status_code == 200
+        assert 'value="ci.build"' in form.text
+        assert 'value="rpm"' in form.text
+        assert '<option value="artifact" selected>' in form.text
+        refused = await console.post(
+            f"{PATH}/{ident}", {"name": "hooks", "url": "ftp://nowhere", "enabled": "true"}
+        )
+        assert refused.status_code == 422
+        assert "/url" in refused.text
+        assert "Change the subscription hooks" in refused.text
+        changed = await console.post(
+            f"{PATH}/{ident}",
+            {"name": "renamed", "url": "https://elsewhere.example.com/in", "types": "",
+             "success": "false", "ordering": "none"},
+        )  # fmt: skip
+        assert (changed.status_code, changed.headers["location"]) == (303, f"{PATH}/{ident}")
+        shown = (await api.get(f"/api/v1/subscriptions/{ident}", headers=HEADERS)).json()["data"]
+        assert (shown["name"], shown["url"], shown["enabled"], shown["ordering"]) == (
+            "renamed",
+            "https://elsewhere.example.com/in",
+            False,
+            "none",
+        )
+        assert shown["filter"] == {"success": False}

@@ -1,4 +1,4 @@
-"""The console's webhooks: subscriptions (list, create, detail), their deliveries with a
+"""The console's webhooks: subscriptions (list, create, change, detail), their deliveries with a
 status filter (`dead`: the dead letters), a delivery's attempts, and what a manager does:
 enable or disable, ping, replay, redrive, read or rotate the signing secret, delete (admins).
 
@@ -26,7 +26,7 @@ from core.domain.commands import (
 )
 from core.domain.delivery import DeliveryStatus
 from core.domain.errors import DomainError, FieldError, Invalid
-from core.domain.subscriptions import Ordering, SubscriptionFilter
+from core.domain.subscriptions import Ordering, Subscription, SubscriptionFilter
 from core.ports import PageRequest
 from core.usecases.subscriptions import MAX_GRACE_SECONDS
 from entrypoints.http.auth import requires
@@ -94,6 +94,7 @@ def _new_form(request: Request[Any, Any, Any], *, status: int = 200, **context: 
         "form": {**dict.fromkeys(FORM_FIELDS, ""), "ordering": "none", "enabled": True},
         "errors": {},
         "error_list": [],
+        "editing": None,
     }
     return page(
         request,
@@ -166,6 +167,82 @@ async def create_subscription(
             detail=exc.detail,
         )
     return redirect(f"{PATH}/{made.id}")
+
+
+def _form_of(found: Subscription) -> dict[str, Any]:
+    """The create form's values of a subscription (for its change form)."""
+    f = found.filter
+    success = {None: "", True: "true", False: "false"}[f.success]
+    return {
+        "name": found.name,
+        "url": found.url,
+        "description": found.description,
+        "types": " ".join(f.types or ()),
+        "subjects": " ".join(f.subjects or ()),
+        "nvrpp_name": f.name or "",
+        "version": f.version or "",
+        "release": f.release or "",
+        "platform_id": f.platform_id or "",
+        "package": f.package or "",
+        "success": success,
+        "ordering": found.ordering,
+        "enabled": found.enabled,
+    }
+
+
+@get(
+    f"{PATH}/{{subscription_id:str}}/edit",
+    opt=requires(Permission.SUBSCRIPTIONS_UPDATE),
+    include_in_schema=False,
+)
+async def edit_subscription(
+    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
+) -> Template:
+    """The form that changes a subscription: its URL, filter, ordering, name, state."""
+    check_id("subscription", subscription_id)
+    found = await services.subscriptions.get(actor_of(request.scope), subscription_id)
+    return _new_form(request, form=_form_of(found), editing=found)
+
+
+@post(
+    f"{PATH}/{{subscription_id:str}}",
+    opt=requires(Permission.SUBSCRIPTIONS_UPDATE),
+    include_in_schema=False,
+    status_code=200,
+)
+async def change_subscription(
+    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
+) -> Response[Any]:
+    check_id("subscription", subscription_id)
+    actor = actor_of(request.scope)
+    found = await services.subscriptions.get(actor, subscription_id)
+    form = await request.form()
+    values: dict[str, Any] = {k: field(form, k) for k in FORM_FIELDS}
+    values["enabled"] = field(form, "enabled") == "true"
+    try:
+        made = _command(values)
+        cmd = PatchSubscription(
+            name=made.name,
+            url=made.url,
+            description=made.description,
+            enabled=made.enabled,
+            filter=made.filter,
+            ordering=made.ordering,
+        )
+        await services.subscriptions.patch(actor, subscription_id, cmd)
+    except DomainError as exc:
+        if status_of(exc) == 404:
+            raise
+        return _new_form(
+            request,
+            status=status_of(exc),
+            form=values,
+            editing=found,
+            errors=errors_by_field(exc.errors),
+            error_list=exc.errors,
+            detail=exc.detail,
+        )
+    return redirect(f"{PATH}/{subscription_id}")
 
 
 # --- one subscription and its deliveries ------------------------------------------------------
@@ -454,6 +531,8 @@ HANDLERS = [
     subscriptions,
     new_subscription,
     create_subscription,
+    edit_subscription,
+    change_subscription,
     subscription,
     delivery,
     set_enabled,
