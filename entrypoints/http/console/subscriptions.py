@@ -52,7 +52,7 @@ _DELIVERIES: Final = "console-deliveries"
 STATUSES: Final = tuple(s.value for s in DeliveryStatus)
 ORDERINGS: Final = ("none", "artifact")
 _ITEMS: Final = re.compile(r"[\s,]+")
-#: The fields of the create form, and what an empty form holds.
+#: The fields of the create (and change) form.
 FORM_FIELDS: Final = (
     "name", "url", "description", "types", "subjects", "nvrpp_name", "version", "release",
     "platform_id", "package", "success", "ordering",
@@ -344,16 +344,6 @@ async def delivery(
 # --- changes ----------------------------------------------------------------------------------
 
 
-async def _acting(
-    request: Request[Any, Any, Any],
-    services: ServicesDep,
-    subscription_id: str,
-    **context: Any,
-) -> Template:
-    """The subscription's page after an act whose answer is shown once (a count, a secret)."""
-    return await _subscription_page(request, services, subscription_id, **context)
-
-
 async def _refused(
     request: Request[Any, Any, Any],
     services: ServicesDep,
@@ -407,7 +397,7 @@ async def ping(
     check_id("subscription", subscription_id)
     message = await services.subscriptions.ping(actor_of(request.scope), subscription_id)
     notice = f"A test message is on its way (webhook-id {message})."
-    return await _acting(request, services, subscription_id, notice=notice)
+    return await _subscription_page(request, services, subscription_id, notice=notice)
 
 
 @post(
@@ -435,7 +425,7 @@ async def replay(
     except (DomainError, BadRequest) as exc:
         return await _refused(request, services, subscription_id, exc)
     notice = f"{queued} message(s) after position {int(text)} queued for delivery."
-    return await _acting(request, services, subscription_id, notice=notice)
+    return await _subscription_page(request, services, subscription_id, notice=notice)
 
 
 @post(
@@ -459,7 +449,7 @@ async def redrive(
     except (DomainError, BadRequest) as exc:
         return await _refused(request, services, subscription_id, exc)
     notice = f"{done} dead deliver{'y' if done == 1 else 'ies'} sent again."
-    return await _acting(request, services, subscription_id, notice=notice)
+    return await _subscription_page(request, services, subscription_id, notice=notice)
 
 
 @post(
@@ -474,7 +464,7 @@ async def read_secret(
     """The secret that signs now, on this answer only (audited)."""
     check_id("subscription", subscription_id)
     text = await services.subscriptions.secret(actor_of(request.scope), subscription_id)
-    return await _acting(
+    return await _subscription_page(
         request, services, subscription_id, secret={"text": text, "rotated": False}
     )
 
@@ -505,7 +495,7 @@ async def rotate_secret(
         )
     except (DomainError, BadRequest) as exc:
         return await _refused(request, services, subscription_id, exc)
-    return await _acting(
+    return await _subscription_page(
         request,
         services,
         subscription_id,
