@@ -1,13 +1,15 @@
 """HTTP ingest benchmark: a real server process under load, against its references.
 
     python bench/http_load.py [--backends sqlite,postgres] [--seconds 10] [--connections 16]
+                              [--processes 1,2]
 
 For each backend, in one run:
 1. The *maximum* rate: closed loop, `--connections` clients sending back to back.
 2. *Open loop* at 70% of that maximum: requests are scheduled at a fixed arrival
    rate, whatever the server does, and each latency is measured from the moment
    the request was scheduled, so queueing counts (no coordinated omission).
-Targets: `POST /api/v1/events` and `POST /api/v1/events/batch` (100 events each).
+Targets: `POST /api/v1/events` (without and with an `Idempotency-Key`, a new one per
+request: what the durable record costs) and `POST /api/v1/events/batch` (100 events each).
 References, same run, same concurrency (`--connections` workers):
 - the bare Litestar app (bench/bare_app.py) answering a JSON POST, served the same way;
 - "same rows by hand" (the targets' reference): the raw driver writing the rows Waypost
@@ -17,7 +19,11 @@ References, same run, same concurrency (`--connections` workers):
   primary key only.
 On two or more CPUs the server gets one and this process (load generator and the
 references) another, so that neither's scheduling is counted as the other's latency.
-Load is bounded in count and time and goes to loopback only.
+
+`--processes 1,2` adds a table: single events on PostgreSQL to `waypost serve --workers
+N` for each N, in the same run, unpinned (the server processes share the CPUs with the
+load generator, whose own CPU use is reported beside: on a 2-core box a second server
+process competes with it). Load is bounded in count and time and goes to loopback only.
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ def pin_cpus() -> str:
 
 
 @contextmanager
-def serving(argv: list[str], env: dict[str, str], port: int) -> Iterator[str]:
+def serving(argv: list[str], env: dict[str, str], port: int, *, pin: bool = True) -> Iterator[str]:
     """A server process on loopback; SIGTERM at the end."""
     proc = subprocess.Popen(
         argv,
@@ -92,7 +98,7 @@ def serving(argv: list[str], env: dict[str, str], port: int) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    if SERVER_CPUS:  # before it serves; threads it starts later inherit the mask
+    if pin and SERVER_CPUS:  # before it serves; threads it starts later inherit the mask
         os.sched_setaffinity(proc.pid, SERVER_CPUS)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -112,10 +118,11 @@ def serving(argv: list[str], env: dict[str, str], port: int) -> Iterator[str]:
 # --- a small HTTP/1.1 load generator on raw asyncio streams ------------------------------
 
 
-def request_bytes(path: str, body: bytes, key: str) -> bytes:
+def request_bytes(path: str, body: bytes, key: str, idempotency_key: str | None = None) -> bytes:
+    extra = "" if idempotency_key is None else f"Idempotency-Key: {idempotency_key}\r\n"
     head = (
         f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {key}\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -279,10 +286,17 @@ def register_receiver(url: str, key: str) -> str:
 def makers(receiver: str, key: str) -> dict[str, Callable[[], bytes]]:
     counter = iter(range(10**9))
     encode = msgspec.json.encode
+    run = UlidSource().new_id()  # keys never seen before, in any run
+
+    def keyed() -> bytes:
+        n = next(counter)
+        return request_bytes("/api/v1/events", encode(event(receiver, n)), key, f"{run}-{n}")
+
     return {
         "single": lambda: request_bytes(
             "/api/v1/events", encode(event(receiver, next(counter))), key
         ),
+        "single+key": keyed,
         "batch": lambda: request_bytes(
             "/api/v1/events/batch",
             encode({"events": [event(receiver, next(counter)) for _ in range(BATCH)]}),
@@ -359,11 +373,16 @@ async def run_backend(name: str, workdir: pathlib.Path, args: argparse.Namespace
         key = credential(env)
         with serving(argv, env, port) as url:
             receiver = register_receiver(url, key)
-            for kind, make in makers(receiver, key).items():
+            measured: dict[int, tuple[float, float]] = {}
+            made = makers(receiver, key)
+            cost = await keyed_cost(port, made, args)
+            for kind, make in made.items():
                 ours = await measure(port, make, args)
                 per = BATCH if kind == "batch" else 1
-                rows.append((name, kind, ours, *await references(refs, kind, args), per))
-    return format_rows(rows)
+                if per not in measured:  # singles with and without a key: the same rows
+                    measured[per] = await references(refs, kind, args)
+                rows.append((name, kind, ours, *measured[per], per))
+    return format_rows(rows, cost)
 
 
 async def run_bare(args: argparse.Namespace) -> list[str]:
@@ -382,6 +401,8 @@ async def run_bare(args: argparse.Namespace) -> list[str]:
     lines = []
     with serving(argv, {"PYTHONPATH": str(ROOT)}, port):
         for kind, make in makers("01JBENCH000000000000000000", "unused").items():
+            if kind == "single+key":
+                continue
             result = await measure(port, make, args)
             per = BATCH if kind == "batch" else 1
             lines.append(
@@ -392,7 +413,29 @@ async def run_bare(args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def format_rows(rows: list[tuple[str, str, dict[str, float], float, float, int]]) -> list[str]:
+async def keyed_cost(
+    port: int, make: dict[str, Callable[[], bytes]], args: argparse.Namespace, rounds: int = 6
+) -> float:
+    """What a new Idempotency-Key per request costs single events: closed loops with and
+    without, alternated (ABBA...) in short rounds on the same server, so that a machine
+    whose load drifts (other work, a checkpoint) weighs on both alike. 1 - the median of
+    each round's keyed/plain throughput."""
+    ratios = []
+    for n in range(rounds):
+        order = ("single", "single+key") if n % 2 == 0 else ("single+key", "single")
+        got = {}
+        for kind in order:
+            with no_collector_pauses():
+                got[kind] = await closed_loop(
+                    port, make[kind], args.connections, max(1.0, args.seconds / 4)
+                )
+        ratios.append(got["single+key"] / got["single"])
+    return 1 - statistics.median(ratios)
+
+
+def format_rows(
+    rows: list[tuple[str, str, dict[str, float], float, float, int]], cost: float | None = None
+) -> list[str]:
     lines = []
     for name, kind, ours, bare_eps, hand_eps, per in rows:
         eps = ours["max"] * per
@@ -403,6 +446,11 @@ def format_rows(rows: list[tuple[str, str, dict[str, float], float, float, int]]
             f"| **{eps / hand_eps:.0%}** (>= {target:.0%}) | {bare_eps:,.0f} ev/s "
             f"| {eps / bare_eps:.0%} |"
             + (f" {int(ours['errors'])} errors" if ours["errors"] else "")
+        )
+    if cost is not None:
+        lines.append(
+            f"| Waypost {rows[0][0]} | Idempotency-Key cost | **{cost:.0%}** of single-event "
+            "throughput (target <= 15%; median of 6 alternated rounds) | | | | | |"
         )
     return lines
 
@@ -442,6 +490,40 @@ def backend_for(
         )
 
 
+async def run_processes(counts: list[int], args: argparse.Namespace) -> list[str]:
+    """Single events on PostgreSQL to `serve --workers N`, for each N, same database kind."""
+    lines = [
+        "| server processes | request | max throughput | load generator CPU |",
+        "|---:|---|---:|---:|",
+    ]
+    with running_postgres() as server:
+        for count in counts:
+            db_url = server.create_database(f"procs{count}")
+            port = free_port()
+            argv = [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(port),
+                    "--workers", str(count)]  # fmt: skip
+            env = {
+                "WAYPOST__DATABASE__URL": db_url,
+                "WAYPOST__SECRETS__MASTER_KEY": waypost({}, "secrets", "new-master-key"),
+                "WAYPOST__LIMITS__REQUESTS_PER_SECOND": "1000000",
+                "WAYPOST__LIMITS__BURST": "1000000",
+                "WAYPOST__DATABASE__POOL_SIZE": str(max(4, args.connections // count)),
+            }
+            waypost(env, "migrate")
+            key = credential(env)
+            with serving(argv, env, port, pin=False) as url:
+                await asyncio.sleep(2 * count)  # every worker up, not only the first
+                make = makers(register_receiver(url, key), key)["single"]
+                with no_collector_pauses():
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    maximum = await closed_loop(port, make, args.connections, args.seconds)
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            lines.append(
+                f"| {count} | single | {maximum:,.0f} req/s | {cpu / wall:.0%} of one CPU |"
+            )
+    return lines
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -449,7 +531,16 @@ async def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--processes",
+        default="",
+        help="e.g. 1,2: also single events on PostgreSQL to that many server processes",
+    )
     args = parser.parse_args()
+    counts = [int(n) for n in args.processes.split(",") if n.strip()]
+    if counts:
+        print("# server processes (unpinned) ...", file=sys.stderr, flush=True)
+        processes = await run_processes(counts, args)
     print(f"# {pin_cpus()}", file=sys.stderr)
     lines = [
         "| server | request | max throughput | p50 / p99 ms at 70% of max "
@@ -462,6 +553,9 @@ async def main() -> None:
             print(f"# {name} ...", file=sys.stderr, flush=True)
             lines += await run_backend(name, pathlib.Path(tmp), args)
     print("\n".join(lines))
+    if counts:
+        print()
+        print("\n".join(processes))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import msgspec
 from core.domain.audit import AuditRecord
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.envelope import Envelope
+from core.domain.idempotency import Record
 from core.domain.identity import (
     ApiKey,
     Claims,
@@ -43,10 +44,24 @@ from core.domain.model import (
     Receiver,
     Tenant,
 )
+from core.domain.ratelimit import Rate
 from core.domain.refusals import Refusal
 from core.domain.rotation import SecretVersion
 from core.domain.schemas import CompiledSchema
 from core.domain.subscriptions import Subscription
+
+
+class Unavailable(Exception):
+    """A port's service cannot serve now: a database that is down or unreachable, a lock
+    another process held too long. Nothing was written; the same request may succeed a
+    moment later. Every port may raise it; `cause` says why, for the operator's log (never
+    for the caller)."""
+
+    def __init__(self, what: str, cause: str) -> None:
+        super().__init__(f"{what} is unavailable: {cause}")
+        self.what = what
+        self.cause = cause
+
 
 Order = Literal["asc", "desc"]
 DEFAULT_PAGE_SIZE = 50
@@ -185,6 +200,29 @@ class LogReads(Protocol):
         ...
 
 
+class IdempotencyReads(Protocol):
+    """Idempotency-Key records (`core.domain.idempotency`), by key space and key."""
+
+    async def get(self, scope: str, key: str) -> Record | None:
+        """The record of that key, expired or not (None: there is none)."""
+        ...
+
+
+class IdempotencyWrites(IdempotencyReads, Protocol):
+    """The records of a write transaction: stored with its writes, or not at all."""
+
+    def add(self, record: Record) -> None:
+        """Store `record` in this transaction: with the next `append` (the same statement
+        where the backend can), or before the commit. Any number of records, of any key
+        space, may join one transaction (a group commit's requests). When a record of the
+        same key was committed first, the write raises `KeyInUse` and nothing is stored."""
+        ...
+
+    async def remove(self, scope: str, key: str) -> None:
+        """Delete the record of that key (an expired one about to be replaced)."""
+        ...
+
+
 class ReadTx(Protocol):
     """One consistent snapshot of the store."""
 
@@ -202,6 +240,8 @@ class ReadTx(Protocol):
     def completions(self) -> CompletionReads: ...
     @property
     def log(self) -> LogReads: ...
+    @property
+    def idempotency(self) -> IdempotencyReads: ...
 
     async def tenant_ids(self) -> list[str]: ...
 
@@ -215,6 +255,8 @@ class WriteTx(ReadTx, Protocol):
 
     @property
     def tenant_id(self) -> str: ...
+    @property
+    def idempotency(self) -> IdempotencyWrites: ...
 
     async def append(self, entries: Sequence[NewEntry], meta: AppendMeta) -> list[Envelope]:
         """Append to the tenant's log and apply the inline read models; positions in order.
@@ -252,6 +294,11 @@ class Store(Protocol):
 
     async def replay_finished(self, run: str) -> None:
         """Forget a run's progress: it is over."""
+        ...
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` Idempotency-Key records made at or before `before`, in one
+        short transaction; how many were deleted. Nothing else is ever evicted."""
         ...
 
     async def close(self) -> None: ...
@@ -316,8 +363,10 @@ class Randomness(Protocol):
 
 
 class UserStore(Protocol):
-    async def add(self, user: User) -> None:
-        """Raises `Conflict` when the username is taken in the user's tenant."""
+    async def add(self, user: User, record: Record | None = None) -> None:
+        """Raises `Conflict` when the username is taken in the user's tenant. With `record`,
+        the Idempotency-Key record is stored in the same transaction (an expired one of the
+        same key is replaced; a live one: `KeyInUse`, and nothing is stored)."""
         ...
 
     async def get(self, tenant_id: str | None, user_id: str) -> User | None: ...
@@ -335,11 +384,17 @@ class UserStore(Protocol):
 
 
 class ApiKeyStore(Protocol):
-    async def add(self, key: ApiKey) -> None:
-        """Raises `Conflict` when the prefix is taken (the caller makes another key)."""
+    async def add(self, key: ApiKey, record: Record | None = None) -> None:
+        """Raises `Conflict` when the prefix is taken (the caller makes another key). With
+        `record`, as `UserStore.add` (a live record of the key: `KeyInUse`)."""
         ...
 
     async def get(self, tenant_id: str | None, key_id: str) -> ApiKey | None: ...
+
+    async def find(self, key_id: str) -> ApiKey | None:
+        """The key with that id in whichever scope (the operator's command line)."""
+        ...
+
     async def by_prefix(self, prefix: str) -> ApiKey | None: ...
     async def update(self, key: ApiKey) -> None: ...
     async def list(self, tenant_id: str | None, page: PageRequest) -> list[ApiKey]: ...
@@ -566,6 +621,21 @@ class MessageSink(Protocol):
         ...
 
 
+class SharedRateLimiter(Protocol):
+    """Rate limits kept where every server process sees them (Redis), on that store's clock.
+
+    `take` is atomic: of any number of processes asking at once, no more are admitted
+    than the rate allows. It raises on any failure (unreachable, slow, refused): the
+    caller then decides on its own (`core.usecases.ratelimits`)."""
+
+    async def take(self, bucket: str, rate: Rate) -> float:
+        """Admit one request of `bucket` at `rate`: 0.0, or (refused) the seconds until
+        one would be admitted."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 # --- outgoing webhooks (adapters.webhooks) -----------------------------------------------------
 
 
@@ -667,12 +737,16 @@ class DeliveryCounts(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SubscriptionStore(Protocol):
-    async def add(self, subscription: Subscription, secret: SecretRecord) -> Subscription:
+    async def add(
+        self, subscription: Subscription, secret: SecretRecord, record: Record | None = None
+    ) -> Subscription:
         """Store a new subscription with the first version of its secret; answers it as
         stored. Its `start_position` becomes the greater of the one given (the tenant's
         log head) and the tenant's dispatch checkpoint, read under the dispatcher's lock:
         the dispatcher has either passed no message after the start yet, or it sees the
-        subscription before it passes one."""
+        subscription before it passes one. With `record`, the
+        Idempotency-Key record is stored in the same transaction (an expired one of the
+        same key is replaced; a live one: `KeyInUse`, and nothing is stored)."""
         ...
 
     async def get(self, tenant_id: str, subscription_id: str) -> Subscription | None: ...
@@ -696,8 +770,10 @@ class SubscriptionStore(Protocol):
         subscription_id: str,
         before: Sequence[SecretVersion],
         after: Sequence[SecretRecord],
+        record: Record | None = None,
     ) -> None:
-        """As `SecretStore.save`: compare-and-set; `Conflict` when another writer came first."""
+        """As `SecretStore.save`: compare-and-set; `Conflict` when another writer came first.
+        With `record`, as `add`."""
         ...
 
     async def unannounced(self) -> list[Subscription]:
@@ -793,10 +869,12 @@ class DeliveryStore(Protocol):
 
     # --- people ---
 
-    async def requeue(self, deliveries: Sequence[NewDelivery], now: datetime) -> int:
+    async def requeue(
+        self, deliveries: Sequence[NewDelivery], now: datetime, record: Record | None = None
+    ) -> int:
         """Replay: add each delivery, or send an existing one of the same subscription and
         message again (succeeded or dead: pending, due at `now`, a new round); answers
-        how many were added or sent again."""
+        how many were added or sent again. With `record`, as `SubscriptionStore.add`."""
         ...
 
     async def redrive(
@@ -806,8 +884,12 @@ class DeliveryStore(Protocol):
         since: datetime | None,
         until: datetime | None,
         now: datetime,
+        *,
+        record: Callable[[int], Record] | None = None,
     ) -> int:
-        """Dead deliveries of messages of [since, until) back to pending, due at `now`."""
+        """Dead deliveries of messages of [since, until) back to pending, due at `now`.
+        With `record`, the Idempotency-Key record of the answer (how many) is stored in
+        the same transaction, as `SubscriptionStore.add`'s."""
         ...
 
     async def get(

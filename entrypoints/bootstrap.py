@@ -25,7 +25,9 @@ from adapters.memory.cache import ReceiverLru
 from adapters.memory.delivery import MemoryDeliveries
 from adapters.memory.identity import MemoryIdentity
 from adapters.memory.store import MemoryStore
+from adapters.redis.ratelimit import RedisRateLimiter
 from adapters.redis.streams import RedisStreams
+from adapters.sql.availability import Availability
 from adapters.sql.delivery import SqlDeliveries
 from adapters.sql.identity import SqlIdentity
 from adapters.sql.listen import PgCommitFeed
@@ -72,9 +74,35 @@ def database_kind(url: str) -> str:
     return "postgresql" if scheme == "postgres" else scheme
 
 
-async def open_store(settings: Settings) -> Store:
+def database_url(settings: Settings) -> str:
+    """`database.url`, with the password of `database.password_file` when it names one and
+    the URL has none. A file that cannot be read stops the start, naming the setting."""
+    return with_password(settings, settings.database.url)
+
+
+def with_password(settings: Settings, given: str) -> str:
+    """A PostgreSQL URL of the settings (`database.url`, `database.read_url`: a streaming
+    replica has the primary's roles) with the password of `database.password_file` when
+    it names one and the URL has none."""
+    database = settings.database
+    if database.password_file is None or database_kind(given) != "postgresql":
+        return given
+    url = make_url(given)
+    if url.password:
+        return given
+    path = pathlib.Path(database.password_file)
+    try:
+        password = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"database.password_file: cannot read {path}: {exc}") from None
+    if not password:
+        raise StartupError(f"database.password_file: {path} is empty")
+    return url.set(password=password).render_as_string(hide_password=False)
+
+
+async def open_store(settings: Settings, availability: Availability | None = None) -> Store:
     """The store the settings name, with its schema brought up to date (or refused)."""
-    url = settings.database.url
+    url = database_url(settings)
     if database_kind(url) == "memory":
         return MemoryStore()
     waiting = await pending(url)
@@ -85,29 +113,57 @@ async def open_store(settings: Settings) -> Store:
                 "run `waypost migrate` first (production mode never migrates by itself)"
             )
         await migrate(url)
-    primary = await SqlStore.connect(url)
-    if settings.database.read_url is None:
+    database = settings.database
+    if database_kind(url) == "sqlite":
+        return await SqlStore.connect(
+            url, availability=availability, busy_timeout=database.busy_timeout_seconds
+        )
+    primary = await SqlStore.connect(url, availability=availability, pool_size=database.pool_size)
+    if database.read_url is None:
         return primary
     return ReplicaStore(
-        primary, settings.database.read_url, max_lag=settings.database.read_max_lag_seconds
+        primary,
+        with_password(settings, database.read_url),
+        max_lag=database.read_max_lag_seconds,
+        pool_size=database.pool_size,
     )
 
 
-async def open_identity(settings: Settings) -> IdentityStore:
+async def open_identity(
+    settings: Settings, availability: Availability | None = None
+) -> IdentityStore:
     """The identity stores on the settings' database (migrated by `open_store`)."""
-    url = settings.database.url
+    url = database_url(settings)
     if database_kind(url) == "memory":
         return MemoryIdentity()
-    return await SqlIdentity.connect(url)
+    database = settings.database
+    if database_kind(url) == "sqlite":
+        return await SqlIdentity.connect(
+            url, availability=availability, busy_timeout=database.busy_timeout_seconds
+        )
+    # The identity stores' queries are short and rarer than the store's (credentials are
+    # remembered for a second): half its pool, at least two connections.
+    pool = max(2, database.pool_size // 2)
+    return await SqlIdentity.connect(url, availability=availability, pool_size=pool, max_overflow=0)
 
 
-async def open_deliveries(settings: Settings, store: Store) -> DeliveryStore:
+async def open_deliveries(
+    settings: Settings, store: Store, availability: Availability | None = None
+) -> DeliveryStore:
     """Subscriptions and deliveries on the settings' database (migrated by `open_store`);
     SQLite shares `store`'s connections (one writer per process)."""
-    url = settings.database.url
+    url = database_url(settings)
     if database_kind(url) == "memory":
-        return MemoryDeliveries()
-    return await SqlDeliveries.connect(url, share=store if isinstance(store, SqlStore) else None)
+        # one key space for Idempotency-Key records, as in the SQL table
+        return MemoryDeliveries(store.records if isinstance(store, MemoryStore) else None)
+    if isinstance(store, ReplicaStore):
+        store = store.primary
+    return await SqlDeliveries.connect(
+        url,
+        share=store if isinstance(store, SqlStore) else None,
+        availability=availability,
+        busy_timeout=settings.database.busy_timeout_seconds,
+    )
 
 
 def user_agent() -> str:
@@ -303,24 +359,32 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Every use case over the adapters the settings name; overrides win. Closes the stores.
 
-    With `redis_streams.url`, `services.publisher` copies the messages to Redis streams
-    (the app's lifespan runs it). SQL statements are watched (`observe_sql`). `sending`:
-    webhooks are sent from this process (a sender is made unless one is given).
-    `services.feed` tells of every commit (the delivery dispatcher waits on it)."""
+    With `redis.url` (and `redis.publish_messages`), `services.publisher` copies the
+    messages to Redis streams (the app's lifespan runs it). SQL statements are watched
+    (`observe_sql`). `sending`: webhooks are sent from this process (a sender is made
+    unless one is given). `services.feed` tells of every commit (the delivery dispatcher
+    waits on it)."""
     keys = master_keys(settings)
-    opened = store if store is not None else await open_store(settings)
+    url = settings.database.url
+    # One per database in a process: an outage is logged once, whichever store meets it.
+    availability = None if database_kind(url) == "memory" else Availability(url)
+    opened = store if store is not None else await open_store(settings, availability)
     try:
-        people = identity if identity is not None else await open_identity(settings)
-        streams = settings.redis_streams
+        people = identity if identity is not None else await open_identity(settings, availability)
+        if isinstance(opened, MemoryStore) and isinstance(people, MemoryIdentity):
+            people.share_records(opened.records)  # one key space, as in the SQL table
+        redis = settings.redis
         sink = (
-            None
-            if streams.url is None
-            else RedisStreams.from_url(streams.url, max_length=streams.max_length)
+            RedisStreams.from_url(redis.url, max_length=redis.stream_max_length)
+            if redis.url is not None and redis.publish_messages
+            else None
         )
         subscriptions: DeliveryStore | None = None
         try:
             subscriptions = (
-                deliveries if deliveries is not None else await open_deliveries(settings, opened)
+                deliveries
+                if deliveries is not None
+                else await open_deliveries(settings, opened, availability)
             )
             observe_sql(settings, opened, people, tracing, subscriptions)
             if sender is None and sending:
@@ -456,7 +520,18 @@ def create_app(
                 if tracing is not None:
                     tracing.provider.force_flush()
 
-    app = build_app(services, settings, collectors=[metrics] if in_process else [])
+    redis = settings.redis
+    shared = (
+        RedisRateLimiter.from_url(redis.url, timeout=redis.timeout_seconds)
+        if redis.url is not None and redis.shared_limits
+        else None
+    )
+    app = build_app(
+        services,
+        settings,
+        collectors=[metrics] if in_process else [],
+        shared_limiter=shared,
+    )
     if tracing is not None:
         app.asgi_handler = tracing.middleware(app.asgi_handler)
     return app

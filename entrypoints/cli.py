@@ -1,15 +1,21 @@
-"""The `waypost` command: serve, worker, migrate, replay, doctor, admin, secrets."""
+"""The `waypost` command: serve, worker, migrate, replay, doctor, admin, secrets.
+
+Failures an operator meets (a bad setting, a database that cannot be reached or
+opened, a refused start) are one line on stderr naming what to fix, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import os
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import FrameType
 
 import anyio
@@ -19,18 +25,23 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from adapters.crypto.envelope import EnvelopeError, generate_master_key
 from adapters.crypto.identity import EnvelopeSealer
+from adapters.sql.engine import UnsupportedDatabase
 from adapters.sql.migrations import migrate, pending
 from core.domain.audit import AuditAction
 from core.domain.commands import CreateTenant
 from core.domain.errors import DomainError
+from core.domain.identity import ApiKey
+from core.domain.model import Tenant
 from core.domain.rotation import VersionState
-from core.ports import AppendMeta
+from core.ports import AppendMeta, Unavailable
 from core.usecases import Services
-from entrypoints import doctor, logs
+from entrypoints import doctor, logs, supervisor
 from entrypoints.bootstrap import (
     StartupError,
+    announce_on_stdout,
     create_app,
     database_kind,
+    database_url,
     master_keys,
     open_services,
     read_master_key_file,
@@ -40,12 +51,32 @@ from entrypoints.delivery_metrics import DeliveryMetrics
 from entrypoints.http.mtls import ClientCertProtocol
 from entrypoints.http.routes.messages import stop_streams
 from entrypoints.progress import Progress
-from entrypoints.settings import Settings, SettingsError, load_settings
+from entrypoints.settings import MAX_WORKERS, Settings, SettingsError, load_settings
 from entrypoints.tracing import Tracing
 from entrypoints.worker import DeliveryRunner, stop_on_signals
 
 #: The actor of what an operator does with this command, in the log and the audit log.
 OPERATOR = "cli"
+
+
+def _bounded(name: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be {low}..{high}, not {value}")
+        return value
+
+    return parse
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("waypost")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,16 +86,27 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Settings come from WAYPOST__SECTION__KEY environment variables "
         "(e.g. WAYPOST__DATABASE__URL) and the TOML file named by WAYPOST__CONFIG.",
     )
+    parser.add_argument("--version", action="version", version=f"waypost {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
         "serve",
         help="run the HTTP server",
         description="Run the HTTP server (SQLite file ./waypost.db by default). In development "
-        "mode pending migrations are applied; in production mode they stop the start.",
+        "mode pending migrations are applied; in production mode they stop the start. With "
+        "--workers N, N server processes share the address; SIGTERM stops them gracefully.",
     )
     serve.add_argument("--host", help="address to listen on (default: http.host, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: http.port, 8042)")
+    serve.add_argument(
+        "--port",
+        type=_bounded("--port", 1, 65535),
+        help="port to listen on, 1..65535 (default: http.port, 8042)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_bounded("--workers", 1, MAX_WORKERS),
+        help=f"server processes, 1..{MAX_WORKERS} (default: http.workers, 1)",
+    )
 
     worker = commands.add_parser(
         "worker",
@@ -150,6 +192,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     create_key.add_argument("--name", required=True, help="what the key is for")
     create_key.add_argument("--expires-at", help="RFC 3339 time after which it stops working")
+    admin_commands.add_parser(
+        "list-tenants",
+        help="every tenant",
+        description="Every tenant, oldest first: slug, name, state, id, creation time.",
+    )
+    list_keys = admin_commands.add_parser(
+        "list-api-keys",
+        help="the API keys of a tenant, or the platform's",
+        description="Every API key of the tenant (without --tenant: the platform "
+        "administrators' keys), oldest first: id, prefix, role, name, state. Never a key.",
+    )
+    list_keys.add_argument("--tenant", help="the tenant's slug (none: the platform's keys)")
+    revoke_key = admin_commands.add_parser(
+        "revoke-api-key",
+        help="revoke an API key by its id",
+        description="Revoke the API key with this id (from list-api-keys), in whichever "
+        "tenant: it stops working at once here, within a second on running servers.",
+    )
+    revoke_key.add_argument("key_id", metavar="ID", help="the key's id")
 
     secrets = commands.add_parser(
         "secrets",
@@ -194,8 +255,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return doctor.main(os.environ, args.json)
     try:
         return _run(args, load_settings(os.environ))
-    except (SettingsError, StartupError) as exc:
+    except (SettingsError, StartupError, UnsupportedDatabase) as exc:
         print(f"waypost: {exc}", file=sys.stderr)
+        return 2
+    except Unavailable as exc:
+        print(
+            f"waypost: {exc.what} cannot be used: {exc.cause} "
+            "(check database.url, WAYPOST__DATABASE__URL, and that the database is running)",
+            file=sys.stderr,
+        )
         return 2
     except DomainError as exc:
         details = "".join(f"\n  {e.field}: {e.message}" for e in exc.errors)
@@ -206,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: PLR0911 - one per command
     match args.command:
         case "serve":
-            return _serve(settings, args.host, args.port)
+            return _serve(settings, args.host, args.port, args.workers)
         case "worker":
             logs.configure(settings.log)
             # the libuv loop where there is one, as `serve` has (uvicorn picks it)
@@ -225,7 +293,26 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: PLR0911 
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    if database_kind(settings.database.url) == "memory":
+        raise StartupError(
+            "admin works on the configured database, and database.url is memory://: nothing "
+            "would be kept; set WAYPOST__DATABASE__URL to the server's database"
+        )
     async with open_services(settings) as services:
+        match args.admin_command:
+            case "list-tenants":
+                _list_tenants(await services.tenants.all())
+                return 0
+            case "list-api-keys":
+                tenant_id = None
+                if args.tenant is not None:
+                    tenant_id = (await services.tenants.get(args.tenant)).id
+                _list_keys(await services.identity.operator_api_keys(tenant_id))
+                return 0
+            case "revoke-api-key":
+                key = await services.identity.operator_revoke_api_key(args.key_id, actor=OPERATOR)
+                print(f"revoked API key {key.id} ({key.name})")
+                return 0
         if args.admin_command == "create-tenant":
             tenant = await services.tenants.create(
                 CreateTenant(slug=args.slug, name=args.name or args.slug.strip().lower()),
@@ -252,6 +339,28 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
         )
         print(text)
         return 0
+
+
+def _list_tenants(tenants: Sequence[Tenant]) -> None:
+    print(f"{'slug':<24} {'state':<9} {'id':<26}  {'created':<20} name")
+    for t in tenants:
+        state = "disabled" if t.disabled else "enabled"
+        created = t.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{t.slug:<24} {state:<9} {t.id:<26}  {created:<20} {t.name}")
+
+
+def _list_keys(keys: Sequence[ApiKey]) -> None:
+    print(f"{'id':<26}  {'prefix':<9} {'role':<15} {'state':<8} name")
+    now = datetime.now(UTC)
+    for k in keys:
+        if k.revoked_at is not None:
+            state = "revoked"
+        elif k.expires_at is not None and k.expires_at <= now:
+            state = "expired"
+        else:
+            state = "active"
+        role = ",".join(k.roles)
+        print(f"{k.id:<26}  {k.prefix:<9} {role:<15} {state:<8} {k.name}")
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -336,7 +445,7 @@ async def _worker(settings: Settings, metrics_port: int | None) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    url = settings.database.url
+    url = database_url(settings)
     if database_kind(url) == "memory":
         print("waypost: memory:// needs no migrations")
         return 0
@@ -379,10 +488,15 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _preflight(settings: Settings) -> None:
-    """Open the stores and the signing keys once, so that a refused start (pending
-    migrations in production, no master key, a wrong one) fails here with our message."""
+    """Before any server process starts, once: the migrations (development mode), the
+    stores and the signing keys (so that a refused start fails here, with our message),
+    and on an empty store the first platform administrator, whose key is printed here:
+    once, whatever the number of server processes."""
     async with open_services(settings) as services:
         await start_secrets(services)
+        made = await services.identity.bootstrap()
+        if made is not None:
+            announce_on_stdout(made)
 
 
 def settle_heap() -> None:
@@ -410,24 +524,50 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int | None) -> int:
     logs.configure(settings.log)
+    http = settings.http
+    host = host or http.host
+    port = port if port is not None else http.port
+    workers = workers or http.workers
+    if database_kind(settings.database.url) == "memory":
+        # A memory store lives in one process: a preflight's would be another registry
+        # (a second first administrator), and several processes would be several registries.
+        if workers != 1:
+            print(
+                "waypost: database.url is memory://, one process's registry: serve it with "
+                "one worker",
+                file=sys.stderr,
+            )
+            return 2
+        return serve_one(settings, host, port)
     anyio.run(_preflight, settings)
+    if workers == 1:
+        return serve_one(settings, host, port)
+    return supervisor.supervise(settings, host, port, workers)
 
+
+def serve_one(
+    settings: Settings, host: str, port: int, sockets: list[socket.socket] | None = None
+) -> int:
+    """One server process, on `host:port` (or on `sockets`, bound by a supervisor)."""
     http = settings.http
     tracing = Tracing.from_settings(settings, os.environ)
     app = create_app(settings, tracing=tracing)
     app.on_startup.append(settle_heap)  # runs after the lifespan has opened the services
     config = uvicorn.Config(
         app,
-        host=host or http.host,
-        port=port or http.port,
+        host=host,
+        port=port,
         timeout_graceful_shutdown=int(http.shutdown_grace_seconds),
         lifespan="on",
         log_config=None,  # uvicorn's records go through `logs.configure`'s handler
         log_level=settings.log.level.lower(),
         access_log=logs.access_log(settings.log),
         server_header=False,
+        # The client's address is ours to find (`http.trusted_proxies`): uvicorn would take
+        # X-Forwarded-For from any local caller and put it in the connection's place.
+        proxy_headers=False,
         # TLS when configured; mTLS: client certificates required, from the configured CA.
         ssl_certfile=http.tls_cert_file,
         ssl_keyfile=http.tls_key_file,
@@ -444,7 +584,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
     try:
-        server.run()
+        server.run(sockets=sockets)
     finally:
         if tracing is not None:
             tracing.shutdown()

@@ -13,7 +13,7 @@ What is checked, in order (a check that needs what an earlier one found broken s
 - master key: given (or development's own file), and it opens every stored secret that
   may still be opened; nothing is decrypted into anything else;
 - signing keys: an active one, not older than its rotation plus `ROTATION_SLACK`;
-- redis: reachable, when `redis_streams.url` is set;
+- redis: reachable, when `redis.url` is set (shared rate limits, message streams);
 - disk: the SQLite file on a local file system, with free space;
 - tls: the certificate, key and client CA files readable and matching, and the
   certificate valid for `CERT_DAYS` more days;
@@ -43,12 +43,19 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy.engine import make_url
 
 from adapters.crypto.envelope import EnvelopeCipher, EnvelopeError, SecretContext, parse_master_key
+from adapters.sql.engine import split_pg_options
 from adapters.sql.identity import SqlIdentity
 from adapters.sql.migrations import pending
 from adapters.system import SystemClock
 from core.domain.rotation import VersionState, signing
 from core.ports import Clock
-from entrypoints.bootstrap import MASTER_KEY_SUFFIX, database_kind
+from entrypoints.bootstrap import (
+    MASTER_KEY_SUFFIX,
+    StartupError,
+    database_kind,
+    database_url,
+    with_password,
+)
 from entrypoints.settings import Settings, SettingsError, load_settings
 
 __all__ = ["Finding", "Report", "main", "run"]
@@ -102,6 +109,13 @@ class _Doctor:
         self.env = env
         self.findings: list[Finding] = []
         self.database_ok = False
+        #: `database.url` with `database.password_file`'s password, as the server uses it.
+        self.url = settings.database.url
+        self.url_problem: str | None = None
+        try:
+            self.url = database_url(settings)
+        except StartupError as exc:
+            self.url_problem = str(exc)
 
     def add(self, check: str, status: Status, message: str) -> None:
         self.findings.append(Finding(check, status, message))
@@ -109,7 +123,10 @@ class _Doctor:
     # --- the database ------------------------------------------------------------------
 
     async def database(self) -> None:
-        url = self.settings.database.url
+        url = self.url
+        if self.url_problem is not None:
+            self.add("database", "fail", self.url_problem)
+            return
         kind = database_kind(url)
         if kind == "memory":
             self.add("database", "warn", "memory://: nothing is kept when the server stops")
@@ -151,10 +168,13 @@ class _Doctor:
             return
         try:
             recovering, lag = await _pg_row(
-                read_url,
+                with_password(self.settings, read_url),
                 "SELECT pg_is_in_recovery(), "
                 "EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())",
             )
+        except StartupError as exc:
+            self.add("replica", "fail", str(exc))
+            return
         except Exception as exc:
             self.add("replica", "fail", f"database.read_url not reachable: {_reason(exc)}")
             return
@@ -173,7 +193,7 @@ class _Doctor:
         self.add("replica", "ok", "a streaming standby, reachable")
 
     async def clock(self) -> None:
-        url = self.settings.database.url
+        url = self.url
         if database_kind(url) != "postgresql" or not self.database_ok:
             return
         before = time.monotonic()
@@ -245,7 +265,7 @@ class _Doctor:
             if keys is not None:
                 self.add("master key", "ok", "given")
             return
-        identity = await SqlIdentity.connect(self.settings.database.url)
+        identity = await SqlIdentity.connect(self.url)
         try:
             records = [
                 record
@@ -330,7 +350,7 @@ class _Doctor:
     # --- the rest --------------------------------------------------------------------------
 
     async def redis(self) -> None:
-        url = self.settings.redis_streams.url
+        url = self.settings.redis.url
         if url is None:
             return
         from redis.asyncio import Redis  # noqa: PLC0415 - only when configured
@@ -339,7 +359,7 @@ class _Doctor:
         try:
             info = await client.info("server")
         except Exception as exc:
-            self.add("redis", "fail", f"redis_streams.url not reachable: {_reason(exc)}")
+            self.add("redis", "fail", f"redis.url not reachable: {_reason(exc)}")
             return
         finally:
             await client.aclose()
@@ -488,12 +508,15 @@ def _sqlite_path(url: str) -> pathlib.Path:
     return pathlib.Path(database)
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 async def _pg_row(url: str, query: str) -> tuple[Any, ...]:
-    conn = await asyncpg.connect(_libpq(url), timeout=TIMEOUT)
+    """One row, on a connection made as the server makes its own: the URL's libpq options
+    (`sslmode`, `connect_timeout`, ...) mapped to asyncpg's arguments, not sent to the
+    server as settings."""
+    bare, args = split_pg_options(make_url(url))
+    args["timeout"] = min(args["timeout"], TIMEOUT)
+    bare = bare.set(query={k: v for k, v in bare.query.items() if k in ("host", "port")})
+    dsn = bare.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn, **args)
     try:
         row = await conn.fetchrow(query, timeout=TIMEOUT)
     finally:

@@ -31,8 +31,19 @@ class SettingsError(Exception):
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    #: `memory://`, a SQLite path or URL (`sqlite:///./waypost.db`), or a PostgreSQL URL.
+    #: `memory://`, a SQLite path or URL (`sqlite:///./waypost.db`), or a PostgreSQL URL
+    #: (`postgresql://user@host:5432/db?sslmode=verify-full&application_name=waypost`: the
+    #: usual libpq options `sslmode`, `sslrootcert`, `sslcert`, `sslkey`,
+    #: `application_name`, `connect_timeout` and `options` are understood).
     url: str = "sqlite:///./waypost.db"
+    #: PostgreSQL: a file holding the password (a secret mounted by the orchestrator), used
+    #: when the URL has none. Trailing newlines are ignored.
+    password_file: str | None = None
+    #: PostgreSQL: connections each server process keeps at most (per store).
+    pool_size: int = 10
+    #: SQLite: seconds a write waits for the database's one writer lock while another
+    #: process holds it; then the request is answered 503 with Retry-After.
+    busy_timeout_seconds: float = 10.0
     #: PostgreSQL: a streaming replica for reads that may be a little stale (lists, gets,
     #: message pages behind the head). Everything that decides stays on `url`.
     read_url: str | None = None
@@ -46,6 +57,16 @@ class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8042
+    #: Server processes `waypost serve` runs on that address (the command's `--workers`).
+    workers: int = 1
+    #: Reverse proxies and load balancers (CIDRs) whose forwarding header is believed: the
+    #: client's address is then the rightmost address of that header that is not one of
+    #: them. Empty (the default): the connection's own address, headers ignored.
+    #: Environment: comma-separated.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    #: The header the trusted proxies set: `x-forwarded-for`, or `forwarded` (RFC 7239).
+    #: Only that one is read: a proxy that appends to one passes the other on unchecked.
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     #: Largest request body of a single-event or other POST (413 above).
     max_body_bytes: int = 1024 * 1024 + 64 * 1024
     #: Largest body of `POST /api/v1/events/batch` (413 above).
@@ -152,7 +173,8 @@ class ServiceIdentity(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
 
 class LimitsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Rate limits (429) and backpressure (503), per server process."""
+    """Rate limits (429), shared by the server processes through Redis when `redis.url` is
+    set (per process otherwise), and backpressure (503), per server process."""
 
     #: Requests per second each credential (API key, or user's token) may make on
     #: average; above it, 429 with Retry-After. Batches count as one request.
@@ -185,18 +207,30 @@ class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     allowed_networks: list[str] = msgspec.field(default_factory=list)
 
 
-class RedisStreamsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Publishing every tenant's messages to a Redis stream (`waypost:<slug>:messages`)."""
+class RedisSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One Redis for what server processes share: rate limits, and each tenant's messages
+    published to a stream of its own (`waypost:<slug>:messages`)."""
 
-    #: A `redis://`, `rediss://` or `unix://` URL; none: messages are not sent to Redis.
+    #: A `redis://`, `rediss://` or `unix://` URL; none: limits are per process and
+    #: messages are not sent to Redis.
     url: str | None = None
+    #: With `url`: the rate limits are shared by every server process (else each process
+    #: enforces them on its own share of the traffic).
+    shared_limits: bool = True
+    #: With `url`: every tenant's messages are published to its Redis stream.
+    publish_messages: bool = True
     #: About how many entries each tenant's stream keeps (older ones are trimmed).
-    max_length: int = 100_000
+    stream_max_length: int = 100_000
     #: How often an idle publisher looks for new messages.
-    poll_seconds: float = 0.25
+    stream_poll_seconds: float = 0.25
+    #: Longest a rate-limit call to Redis may take (connecting included) before it counts
+    #: as a failure: requests never wait longer than this on Redis.
+    timeout_seconds: float = 0.25
+    #: After failures, how long the rate limits stay per process before Redis is tried again.
+    retry_seconds: float = 5.0
 
     def __repr__(self) -> str:
-        return "RedisStreamsSettings(...)"  # the URL may hold a password
+        return "RedisSettings(...)"  # the URL may hold a password
 
 
 class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -261,7 +295,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     secrets: SecretsSettings = msgspec.field(default_factory=SecretsSettings)
     limits: LimitsSettings = msgspec.field(default_factory=LimitsSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
-    redis_streams: RedisStreamsSettings = msgspec.field(default_factory=RedisStreamsSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     graphql: GraphQLSettings = msgspec.field(default_factory=GraphQLSettings)
@@ -271,25 +305,44 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def __post_init__(self) -> None:
         if not 0 < self.http.port < 65536:
             raise SettingsError(f"http.port must be 1..65535, not {self.http.port}")
+        if not 1 <= self.http.workers <= MAX_WORKERS:
+            raise SettingsError(f"http.workers must be 1..{MAX_WORKERS}, not {self.http.workers}")
         if self.http.max_body_bytes < 1024 or self.http.max_batch_body_bytes < 1024:
             raise SettingsError("http body limits must be at least 1024 bytes")
         if self.http.shutdown_grace_seconds < 0:
             raise SettingsError("http.shutdown_grace_seconds must not be negative")
-        scheme = self.database.url.split(":", 1)[0].split("+", 1)[0]
-        if scheme not in {"memory", "sqlite", "postgresql", "postgres"}:
-            raise SettingsError(
-                "database.url must be memory://, a sqlite:/// URL or a postgresql:// URL, "
-                f"not {self.database.url!r}"
-            )
+        self._check_database()
         self._check_tls()
+        self._check_proxies()
         self._check_security()
         self._check_secrets()
         self._check_limits()
-        self._check_redis_streams()
+        self._check_redis()
         self._check_metrics()
         self._check_delivery()
         self._check_graphql()
         self._check_operations()
+
+    def _check_database(self) -> None:
+        database = self.database
+        scheme = database.url.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in {"memory", "sqlite", "postgresql", "postgres"}:
+            raise SettingsError(
+                "database.url must be memory://, a sqlite:/// URL or a postgresql:// URL"
+            )  # the URL itself is not repeated: it may hold a password
+        if not 1 <= database.pool_size <= MAX_POOL_SIZE:
+            raise SettingsError(f"database.pool_size must be 1..{MAX_POOL_SIZE}")
+        if not 0.1 <= database.busy_timeout_seconds <= MAX_BUSY_SECONDS:
+            raise SettingsError(f"database.busy_timeout_seconds must be 0.1..{MAX_BUSY_SECONDS}")
+
+    def _check_proxies(self) -> None:
+        for network in self.http.trusted_proxies:
+            try:
+                ipaddress.ip_network(network.strip(), strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"http.trusted_proxies: {network!r} is not a network (CIDR)"
+                ) from None
 
     def _check_tls(self) -> None:
         http = self.http
@@ -379,17 +432,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if problem is not None:
             raise SettingsError(problem)
 
-    def _check_redis_streams(self) -> None:
-        streams = self.redis_streams
-        scheme = (streams.url or "redis:").split(":", 1)[0]
+    def _check_redis(self) -> None:
+        redis = self.redis
+        scheme = (redis.url or "redis:").split(":", 1)[0]
         if scheme not in {"redis", "rediss", "unix"}:
             raise SettingsError(
-                "redis_streams.url must be a redis://, rediss:// or unix:// URL"
+                "redis.url must be a redis://, rediss:// or unix:// URL"
             )  # the URL itself is not repeated: it may hold a password
-        if streams.max_length < 1:
-            raise SettingsError("redis_streams.max_length must be at least 1")
-        if not 0.01 <= streams.poll_seconds <= 60:
-            raise SettingsError("redis_streams.poll_seconds must be 0.01..60")
+        if redis.stream_max_length < 1:
+            raise SettingsError("redis.stream_max_length must be at least 1")
+        if not 0.01 <= redis.stream_poll_seconds <= 60:
+            raise SettingsError("redis.stream_poll_seconds must be 0.01..60")
+        if not 0.01 <= redis.timeout_seconds <= 10:
+            raise SettingsError("redis.timeout_seconds must be 0.01..10")
+        if not 0.1 <= redis.retry_seconds <= 3600:
+            raise SettingsError("redis.retry_seconds must be 0.1..3600")
 
     def _check_limits(self) -> None:
         limits = self.limits
@@ -435,12 +492,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
 
 
+#: Bounds of settings that are counts or durations.
+MAX_WORKERS = 64
+MAX_POOL_SIZE = 1000
+MAX_BUSY_SECONDS = 300.0
+
 _ORIGIN = re.compile(
     r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
 )
 #: Settings that are lists: the environment gives them comma-separated.
 _LISTS = (
     ("http", "cors_origins"),
+    ("http", "trusted_proxies"),
     ("security", "admin_networks"),
     ("metrics", "allowed_networks"),
     ("delivery", "retry_schedule_seconds"),
@@ -491,6 +554,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{CONFIG_VARIABLE}: {path} is not valid TOML: {exc}") from None
     raw = _merge(raw, _nest(environ))
+    if "redis_streams" in raw:
+        raise SettingsError(
+            "redis_streams was merged into the redis section: WAYPOST__REDIS__URL, "
+            "WAYPOST__REDIS__STREAM_MAX_LENGTH, WAYPOST__REDIS__STREAM_POLL_SECONDS"
+        )
     for section, key in _LISTS:
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str):

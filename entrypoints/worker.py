@@ -48,7 +48,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from core.domain.delivery import DeliveryEvent
-from core.ports import Claimed
+from core.ports import Claimed, Unavailable
 from core.usecases import Announcer, AttemptReport, Deliverer, Dispatcher, Services
 from entrypoints.delivery_metrics import DeliveryMetrics
 from entrypoints.settings import DeliverySettings
@@ -173,11 +173,13 @@ class DeliveryRunner:
             try:
                 await loop(*args)
                 return
+            except Unavailable as exc:  # the store logged the outage, once
+                log.debug("delivery: %s waits for the database: %s", what, exc)
             except Exception:
                 if backoff == 0.0:
                     log.exception("delivery: %s failed; retrying with backoff", what)
-                backoff = min(MAX_BACKOFF_SECONDS, max(0.25, backoff * 2))
-                await anyio.sleep(backoff)
+            backoff = min(MAX_BACKOFF_SECONDS, max(0.25, backoff * 2))
+            await anyio.sleep(backoff)
 
     # --- the loops -------------------------------------------------------------------------
 
@@ -295,6 +297,10 @@ class DeliveryRunner:
                     with self.tracing.attempt(claimed.delivery) as span:
                         report = await self.deliverer.attempt(claimed, span.headers)
                         span.ended(report)
+        except Unavailable as exc:  # the store logged the outage, once
+            log.debug(
+                "delivery %s: %s; attempted again when its lease lapses", claimed.delivery.id, exc
+            )
         except Exception:
             log.exception(
                 "delivery %s: the attempt failed inside the registry; it is attempted again "

@@ -292,6 +292,24 @@ class PostgresServer:
         self.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
 
+@dataclass
+class PostgresCluster(PostgresServer):
+    """A cluster of the test's own, which it may stop and start again (same port, same data)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT): sessions are ended, nothing waits."""
+        if self.proc is not None:
+            _stop(self.proc, signal.SIGINT)
+            self.proc = None
+
+    def start(self) -> None:
+        self.proc = _launch_postgres(self.root, self.as_user, self.port)
+        if self.proc is None:
+            raise RuntimeError(f"postgres did not start:\n{_log_tail(self.root / 'postgres.log')}")
+
+
 def _postgres_ready(data: Path) -> bool:
     """postmaster.pid's 8th line says ``ready`` once connections are accepted (PG >= 10);
     a hot standby says ``standby`` once it accepts read-only connections."""
@@ -351,7 +369,7 @@ def _run_postgres(
     raise AssertionError("unreachable")
 
 
-def _start_postgres(root: Path, as_user: str | None) -> tuple[subprocess.Popen[bytes], int]:
+def _initdb(root: Path, as_user: str | None) -> None:
     data = root / "data"
     log = root / "postgres.log"
     initdb = [
@@ -372,12 +390,35 @@ def _start_postgres(root: Path, as_user: str | None) -> tuple[subprocess.Popen[b
     if done.returncode != 0:
         raise RuntimeError(f"initdb failed ({done.returncode}):\n{_log_tail(log)}")
 
-    return _run_postgres(data, root, as_user, log)
+
+def _launch_postgres(root: Path, as_user: str | None, port: int) -> subprocess.Popen[bytes] | None:
+    """Start `postgres` on the cluster in `root`, on `port`; None when it did not become ready."""
+    data = root / "data"
+    log = root / "postgres.log"
+    # SIGQUIT: immediate shutdown, children included
+    cmd = [*_launcher("QUIT", as_user), *_postgres_command(data, port, root)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _postgres_ready(data):
+            return proc
+        time.sleep(0.01)
+    _stop(proc, signal.SIGQUIT)
+    return None
+
+
+def _start_postgres(root: Path, as_user: str | None) -> tuple[subprocess.Popen[bytes], int]:
+    _initdb(root, as_user)
+    return _run_postgres(root / "data", root, as_user, root / "postgres.log")
 
 
 @contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL cluster with an empty database ``waypost`` (also used by bench/)."""
+def running_postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster with an empty database ``waypost`` (also used by bench/
+    and by the tests that stop and start one)."""
     missing = missing_binaries(POSTGRES_BINARIES)
     as_user: str | None = None
     if _is_root():
@@ -397,9 +438,10 @@ def running_postgres() -> Iterator[PostgresServer]:
             entry = pwd.getpwnam(as_user)
             os.chown(root, entry.pw_uid, entry.pw_gid)
         proc, port = _start_postgres(root, as_user)
-        server = PostgresServer(port=port, root=root, as_user=as_user)
+        server = PostgresCluster(port=port, root=root, as_user=as_user, proc=proc)
         server.execute(_create_database_sql(SESSION_DATABASE))
         yield server
+        proc = server.proc
     finally:
         if proc is not None:
             _stop(proc, signal.SIGQUIT)
@@ -477,10 +519,14 @@ class ReplicaServer:
         self.execute("SELECT pg_wal_replay_resume()")
 
     def caught_up(self, timeout: float = 30.0) -> None:
-        """Wait until the replica has replayed everything the primary wrote so far."""
+        """Wait until the replica has replayed everything the primary wrote so far.
+
+        The target is the WAL's insert position: with `synchronous_commit=off` (these
+        clusters) a commit returns before its record is written out, so the write
+        position (`pg_current_wal_lsn`) may still be before the commit just made."""
         primary = f"postgresql://{self.primary.user}@127.0.0.1:{self.primary.port}/postgres"
         replica = f"postgresql://{self.primary.user}@127.0.0.1:{self.port}/postgres"
-        target = _fetch_in_thread("SELECT pg_current_wal_lsn()::text", primary)
+        target = _fetch_in_thread("SELECT pg_current_wal_insert_lsn()::text", primary)
         deadline = time.monotonic() + timeout
         query = f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"
         while time.monotonic() < deadline:
@@ -538,61 +584,96 @@ def redis_command(port: int, *args: str, host: str = "127.0.0.1", timeout: float
     return reply.split(b"\r\n", 1)[0]
 
 
-def _start_redis(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _launch_redis(root: Path, port: int) -> subprocess.Popen[bytes] | None:
+    """Start redis-server on `port`; None when it did not answer PING."""
     log = root / "redis.log"
-    for attempt in range(1, START_ATTEMPTS + 1):
+    cmd = [
+        *_launcher("TERM", None),
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(root),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--logfile",
+        "",
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if redis_command(port, "PING", timeout=1.0) == b"+PONG":
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.01)
+    _stop(proc, signal.SIGTERM)
+    return None
+
+
+def _start_redis(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    for _attempt in range(START_ATTEMPTS):
         port = _free_port()
-        cmd = [
-            *_launcher("TERM", None),
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(root),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--logfile",
-            "",
-        ]
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if redis_command(port, "PING", timeout=1.0) == b"+PONG":
-                    return proc, port
-            except OSError:
-                pass
-            time.sleep(0.01)
-        _stop(proc, signal.SIGTERM)
-        if attempt == START_ATTEMPTS:
-            raise RuntimeError(
-                f"redis-server did not answer PING (exit code {proc.returncode}):\n{_log_tail(log)}"
-            )
-    raise AssertionError("unreachable")
+        proc = _launch_redis(root, port)
+        if proc is not None:
+            return proc, port
+    raise RuntimeError(f"redis-server did not answer PING:\n{_log_tail(root / 'redis.log')}")
+
+
+@dataclass
+class RedisServer:
+    """A Redis of the test's own, which it may stop and start again on the same port."""
+
+    root: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc, signal.SIGTERM)
+            self.proc = None
+
+    def start(self) -> None:
+        self.proc = _launch_redis(self.root, self.port)
+        if self.proc is None:
+            raise RuntimeError(f"redis-server did not start:\n{_log_tail(self.root / 'redis.log')}")
+
+
+@contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A throwaway Redis server of the caller's own (no persistence)."""
+    _require("Redis", missing_binaries(REDIS_BINARIES), REDIS_INSTALL_HINT)
+    root = _make_tempdir("waypost-redis-")
+    server: RedisServer | None = None
+    try:
+        proc, port = _start_redis(root)
+        server = RedisServer(root, port, proc)
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """``redis://127.0.0.1:PORT/0`` of a Redis server for the whole session (no persistence)."""
-    _require("Redis", missing_binaries(REDIS_BINARIES), REDIS_INSTALL_HINT)
-    root = _make_tempdir("waypost-redis-")
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        proc, port = _start_redis(root)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        if proc is not None:
-            _stop(proc, signal.SIGTERM)
-        shutil.rmtree(root, ignore_errors=True)
+    with running_redis() as server:
+        yield server.url
 
 
 @pytest.fixture

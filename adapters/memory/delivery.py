@@ -14,8 +14,10 @@ from typing import TypeVar
 import anyio
 import msgspec
 
+from adapters.memory.records import MemoryRecords
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import Conflict
+from core.domain.idempotency import Record
 from core.domain.rotation import SecretVersion
 from core.domain.subscriptions import Subscription
 from core.ports import (
@@ -71,8 +73,11 @@ class MemorySubscriptions:
     def __init__(self, store: MemoryDeliveries) -> None:
         self._store = store
 
-    async def add(self, subscription: Subscription, secret: SecretRecord) -> Subscription:
+    async def add(
+        self, subscription: Subscription, secret: SecretRecord, record: Record | None = None
+    ) -> Subscription:
         store = self._store
+        kept = store.check(record)
         checkpoint = store.checkpoint_rows.get(subscription.tenant_id)
         if checkpoint is None:
             checkpoint = store.checkpoint_rows[subscription.tenant_id] = _Checkpoint(
@@ -85,6 +90,7 @@ class MemorySubscriptions:
             raise Conflict(f"Subscription {stored.id} exists already.")
         store.subs[key] = stored
         store.secret_rows[key] = {secret.version.version: secret}
+        store.records.put(kept)
         return stored
 
     async def get(self, tenant_id: str, subscription_id: str) -> Subscription | None:
@@ -133,21 +139,24 @@ class MemorySubscriptions:
         subscription_id: str,
         before: Sequence[SecretVersion],
         after: Sequence[SecretRecord],
+        record: Record | None = None,
     ) -> None:
+        kept = self._store.check(record)
         stored = self._store.secret_rows.get((tenant_id, subscription_id))
         if stored is None:
             raise Conflict("The subscription is gone.")
         planned = {v.version: v for v in before}
-        for record in after:
-            number = record.version.version
+        for secret in after:
+            number = secret.version.version
             current = stored.get(number)
             if number in planned:
                 if current is None or current.version != planned[number]:
                     raise Conflict("The secret was changed by another writer.")
             elif current is not None:
                 raise Conflict("The secret was changed by another writer.")
-        for record in after:
-            stored[record.version.version] = record
+        for secret in after:
+            stored[secret.version.version] = secret
+        self._store.records.put(kept)
 
     async def unannounced(self) -> list[Subscription]:
         return sorted(
@@ -169,7 +178,9 @@ class MemorySubscriptions:
 class MemoryDeliveries:
     """DeliveryStore port over dictionaries (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, records: MemoryRecords | None = None) -> None:
+        #: Idempotency-Key records (shared with the memory store by the bootstrap).
+        self.records = records if records is not None else MemoryRecords()
         self.subs: dict[tuple[str, str], Subscription] = {}
         self.secret_rows: dict[tuple[str, str], dict[int, SecretRecord]] = {}
         self.checkpoint_rows: dict[str, _Checkpoint] = {}
@@ -179,6 +190,12 @@ class MemoryDeliveries:
         self.by_message: dict[tuple[str, str], str] = {}
         self.signal = _Signal()
         self.subscriptions = MemorySubscriptions(self)
+
+    def check(self, record: Record | None) -> list[Record]:
+        """The records a write keeps (checked: `KeyInUse` when the key holds a live one)."""
+        kept = [] if record is None else [record]
+        self.records.check(kept, replace_expired=True)
+        return kept
 
     def drop(self, delivery_id: str) -> None:
         delivery = self.rows.pop(delivery_id)
@@ -411,7 +428,10 @@ class MemoryDeliveries:
 
     # --- people ---
 
-    async def requeue(self, deliveries: Sequence[NewDelivery], now: datetime) -> int:
+    async def requeue(
+        self, deliveries: Sequence[NewDelivery], now: datetime, record: Record | None = None
+    ) -> int:
+        self.records.put(self.check(record))  # nothing below can fail
         changed = 0
         for new in deliveries:
             if (new.tenant_id, new.subscription_id) not in self.subs:
@@ -442,20 +462,25 @@ class MemoryDeliveries:
         since: datetime | None,
         until: datetime | None,
         now: datetime,
+        *,
+        record: Callable[[int], Record] | None = None,
     ) -> int:
+        doomed = [
+            delivery
+            for delivery in self.rows.values()
+            if delivery.tenant_id == tenant_id
+            and delivery.subscription_id == subscription_id
+            and delivery.status == DeliveryStatus.DEAD
+            and (since is None or delivery.message_time >= since)
+            and (until is None or delivery.message_time < until)
+        ]
+        self.records.put(self.check(None if record is None else record(len(doomed))))
         changed = 0
-        for delivery in list(self.rows.values()):
-            if (
-                delivery.tenant_id == tenant_id
-                and delivery.subscription_id == subscription_id
-                and delivery.status == DeliveryStatus.DEAD
-                and (since is None or delivery.message_time >= since)
-                and (until is None or delivery.message_time < until)
-            ):
-                self.rows[delivery.id] = _replace(
-                    delivery, status=DeliveryStatus.PENDING, round_attempts=0, next_attempt_at=now
-                )
-                changed += 1
+        for delivery in doomed:
+            self.rows[delivery.id] = _replace(
+                delivery, status=DeliveryStatus.PENDING, round_attempts=0, next_attempt_at=now
+            )
+            changed += 1
         if changed:
             self.signal.ring()
         return changed

@@ -14,8 +14,10 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
+from adapters.memory.records import MemoryRecords
 from core.domain.audit import AuditRecord
 from core.domain.errors import Conflict
+from core.domain.idempotency import Record
 from core.domain.identity import (
     ApiKey,
     FamilyState,
@@ -54,16 +56,20 @@ def page_of(items: Iterable[T], page: PageRequest, keep: Callable[[T], bool] = b
 
 
 class MemoryUsers:
-    def __init__(self) -> None:
+    def __init__(self, records: MemoryRecords) -> None:
         self._users: dict[str, User] = {}
         self._names: dict[tuple[str | None, str], str] = {}
+        self.records = records
 
-    async def add(self, user: User) -> None:
+    async def add(self, user: User, record: Record | None = None) -> None:
         name = (user.tenant_id, user.username)
+        kept = [] if record is None else [record]
+        self.records.check(kept, replace_expired=True)
         if name in self._names:
             raise Conflict(f"A user named {user.username!r} exists already.")
         self._users[user.id] = user
         self._names[name] = user.id
+        self.records.put(kept)
 
     async def get(self, tenant_id: str | None, user_id: str) -> User | None:
         user = self._users.get(user_id)
@@ -94,19 +100,26 @@ class MemoryUsers:
 
 
 class MemoryApiKeys:
-    def __init__(self) -> None:
+    def __init__(self, records: MemoryRecords) -> None:
         self._keys: dict[str, ApiKey] = {}
         self._prefixes: dict[str, str] = {}
+        self.records = records
 
-    async def add(self, key: ApiKey) -> None:
+    async def add(self, key: ApiKey, record: Record | None = None) -> None:
+        kept = [] if record is None else [record]
+        self.records.check(kept, replace_expired=True)
         if key.prefix in self._prefixes:
             raise Conflict("The API key prefix is taken.")
         self._keys[key.id] = key
         self._prefixes[key.prefix] = key.id
+        self.records.put(kept)
 
     async def get(self, tenant_id: str | None, key_id: str) -> ApiKey | None:
         key = self._keys.get(key_id)
         return key if key is not None and key.tenant_id == tenant_id else None
+
+    async def find(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
 
     async def by_prefix(self, prefix: str) -> ApiKey | None:
         found = self._prefixes.get(prefix)
@@ -275,9 +288,10 @@ class MemoryAudit:
 class MemoryIdentity:
     """Every identity store, in this process."""
 
-    def __init__(self) -> None:
-        self._users = MemoryUsers()
-        self._api_keys = MemoryApiKeys()
+    def __init__(self, records: MemoryRecords | None = None) -> None:
+        records = records if records is not None else MemoryRecords()
+        self._users = MemoryUsers(records)
+        self._api_keys = MemoryApiKeys(records)
         self._refresh = MemoryRefresh()
         self._revocations = MemoryRevocations()
         self._secrets = MemorySecrets()
@@ -306,6 +320,11 @@ class MemoryIdentity:
     @property
     def audit(self) -> MemoryAudit:
         return self._audit
+
+    def share_records(self, records: MemoryRecords) -> None:
+        """Keep Idempotency-Key records in `records` (the memory store's), as the SQL stores
+        share one table: a key is one key, whichever route used it."""
+        self._users.records = self._api_keys.records = records
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -11,11 +11,13 @@ import bisect
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from typing import TypeVar
 
 import anyio
 import msgspec
 
+from adapters.memory.records import MemoryRecords, ReadRecords, TxRecords
 from core.domain.digest import Digest
 from core.domain.envelope import REGISTRY, Envelope
 from core.domain.errors import Conflict, StreamVersionConflict
@@ -146,11 +148,13 @@ class _ReadModels:
 class MemoryStore:
     """Store port over dictionaries; `anyio` locks serialize each tenant's writers."""
 
-    def __init__(self) -> None:
+    def __init__(self, records: MemoryRecords | None = None) -> None:
         self._models = _ReadModels()
         self._logs: dict[str, list[Envelope]] = {}
         self._versions: dict[tuple[str, str], int] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        #: Idempotency-Key records (shared with the memory identity stores by the bootstrap).
+        self.records = records if records is not None else MemoryRecords()
         self._replays: dict[str, set[str]] = {}
         self._observers: list[Callable[[str, int], None]] = []
 
@@ -207,6 +211,9 @@ class MemoryStore:
     async def replay_finished(self, run: str) -> None:
         self._replays.pop(run, None)
 
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        return self.records.purge(before, limit)
+
     async def close(self) -> None:
         return None
 
@@ -222,6 +229,7 @@ class _ReadTx:
         self.latest = _LatestReads(models)
         self.completions = _CompletionReads(models)
         self.log = _LogReads(store)
+        self.idempotency: ReadRecords | TxRecords = ReadRecords(store.records)
 
     async def tenant_ids(self) -> list[str]:
         return sorted(self._store._logs)
@@ -251,6 +259,7 @@ class _WriteTx(_ReadTx):
         self.tenant_id = tenant_id
         self._staged: list[tuple[Envelope, DomainEvent]] = []
         self._versions: dict[str, int] = {}
+        self.idempotency: TxRecords = TxRecords(store.records)
 
     @property
     def appended(self) -> int:
@@ -292,6 +301,8 @@ class _WriteTx(_ReadTx):
 
     def commit(self) -> None:
         store = self._store
+        self.idempotency.check()  # before anything is applied: a clash leaves no trace
+        self.idempotency.commit()
         log = store._logs.setdefault(self.tenant_id, [])
         for envelope, event in self._staged:
             log.append(envelope)

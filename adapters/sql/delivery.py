@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext, suppress
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,19 +45,21 @@ import anyio
 import asyncpg
 import msgspec
 
+from adapters.sql.availability import Availability
 from adapters.sql.delivery_queries import (
     CHANNEL,
     DELIVERY,
     DeliveryStatements,
     catalogue,
 )
-from adapters.sql.drivers import Connection, PgDatabase, Row, SqliteDatabase
-from adapters.sql.engine import create_engine, normalize_url
+from adapters.sql.drivers import BUSY_WAIT_LIMIT, Connection, PgDatabase, Row, SqliteDatabase
+from adapters.sql.engine import create_engine, normalize_url, split_pg_options
 from adapters.sql.observe import ObservedConnection, StatementObserver
 from adapters.sql.queries import Query
 from adapters.sql.store import Codec, SqlStore, _PgCodec, _SqliteCodec
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import Conflict
+from core.domain.idempotency import Record, expired_before, in_use
 from core.domain.rotation import SecretVersion, VersionState
 from core.domain.subscriptions import Subscription, SubscriptionFilter, secret_name
 from core.ports import (
@@ -103,9 +105,14 @@ class _Signal:
 
 
 def _pool(url: str, size: int, settings: dict[str, str] | None = None) -> PgDatabase:
+    """A pool of `size` connections; `settings`: server settings on top of the URL's own
+    (`options`, `application_name`)."""
     options: dict[str, Any] = {"pool_size": size, "max_overflow": 0}
     if settings:
-        options["connect_args"] = {"server_settings": settings}
+        _, given = split_pg_options(normalize_url(url))
+        options["connect_args"] = {
+            "server_settings": {**given.get("server_settings", {}), **settings}
+        }
     return PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), size)
 
 
@@ -117,12 +124,16 @@ class SqlDeliveries:
         db: PgDatabase | SqliteDatabase,
         *,
         owned: bool,
-        dsn: str | None = None,
+        availability: Availability,
+        dsn: tuple[str, dict[str, Any]] | None = None,
         work: PgDatabase | None = None,
     ) -> None:
         self._db = db
         self._work = work or db
         self._owned = owned
+        #: Shared with the other stores on the database: one log line per outage.
+        self.availability = availability
+        #: PostgreSQL: the listener's DSN and asyncpg arguments (the URL's libpq options).
         self._dsn = dsn
         postgres = isinstance(db, PgDatabase)
         self._sql = catalogue("postgresql" if postgres else "sqlite")
@@ -130,30 +141,47 @@ class SqlDeliveries:
         self._signal = _Signal()
         self._listener: asyncpg.Connection | None = None
         self._listen_failed_at = 0.0
+        self._listen_failing = False  # an outage was logged; its retries are not
         self._observer: StatementObserver | None = None
         self.subscriptions = SqlSubscriptions(self)
 
     @classmethod
-    async def connect(cls, url: str, *, share: SqlStore | None = None) -> SqlDeliveries:
+    async def connect(
+        cls,
+        url: str,
+        *,
+        share: SqlStore | None = None,
+        availability: Availability | None = None,
+        busy_timeout: float = BUSY_WAIT_LIMIT,
+    ) -> SqlDeliveries:
         """A delivery store on the (migrated) database at `url`; SQLite shares `share`'s
-        connections when given (the same database)."""
+        connections when given (the same database). `availability`: shared with the other
+        stores on the database (else `share`'s); a database that cannot be reached or
+        opened raises `Unavailable`."""
+        if availability is None:
+            availability = share.availability if share is not None else Availability(url)
         normalized = normalize_url(url)
         if normalized.get_backend_name() == "sqlite":
             if share is not None and isinstance(share.database, SqliteDatabase):
-                return cls(share.database, owned=False)
+                return cls(share.database, owned=False, availability=availability)
             assert normalized.database is not None
-            return cls(SqliteDatabase(normalized.database), owned=True)
+            try:
+                sqlite = SqliteDatabase(normalized.database, busy_timeout)
+            except sqlite3.Error as exc:
+                availability.raise_for(exc)
+            return cls(sqlite, owned=True, availability=availability)
         db = _pool(url, PEOPLE_CONNECTIONS)
         work = _pool(url, WORK_CONNECTIONS, {"synchronous_commit": "off"})
         try:
             await db.run("SELECT 1")
             await work.run("SELECT 1")
-        except BaseException:
+        except BaseException as exc:
             await db.close()
             await work.close()
-            raise
-        dsn = normalized.set(drivername="postgresql").render_as_string(hide_password=False)
-        return cls(db, owned=True, dsn=dsn, work=work)
+            availability.raise_for(exc)
+        bare, args = split_pg_options(normalized)
+        dsn = bare.set(drivername="postgresql").render_as_string(hide_password=False)
+        return cls(db, owned=True, availability=availability, dsn=(dsn, args), work=work)
 
     @property
     def sql(self) -> DeliveryStatements:
@@ -168,11 +196,17 @@ class SqlDeliveries:
         observer = self._observer
         return conn if observer is None else ObservedConnection(conn, observer)
 
-    def _statement(self, query: Query) -> AbstractContextManager[None]:
+    @contextmanager
+    def _statement(self, query: Query) -> Iterator[None]:
         """Around a statement PostgreSQL runs on a pooled connection of its own (no
-        transaction to wrap): observed like the others."""
+        transaction to wrap): observed, and its failures told apart, like the others."""
         observer = self._observer
-        return nullcontext() if observer is None else observer.statement(query.name)
+        try:
+            with nullcontext() if observer is None else observer.statement(query.name):
+                yield
+        except Exception as exc:
+            self.availability.raise_for(exc)
+        self.availability.ok()
 
     @property
     def codec(self) -> Codec:
@@ -183,22 +217,52 @@ class SqlDeliveries:
         """A write transaction; `work`: the dispatcher's and deliverers' bookkeeping (on
         PostgreSQL, connections that do not wait for the commit to be flushed)."""
         db = self._work if work else self._db
-        if isinstance(db, PgDatabase):
-            async with db.transaction(_WRITE) as pg:
-                yield self._watched(pg)
-        else:
-            async with db.write() as conn:
-                yield self._watched(conn)
+        try:
+            if isinstance(db, PgDatabase):
+                async with db.transaction(_WRITE) as pg:
+                    yield self._watched(pg)
+            else:
+                async with db.write() as conn:
+                    yield self._watched(conn)
+        except Exception as exc:
+            self.availability.raise_for(exc)
+        self.availability.ok()
+
+    async def keep(self, conn: Connection, record: Record | None) -> None:
+        """Store an Idempotency-Key record in `conn`'s transaction (the main store's table),
+        in place of an expired one of the same key; a live one of the same key is
+        `KeyInUse` (the transaction is rolled back)."""
+        if record is None:
+            return
+        sql, time = self._sql, self._codec.time
+        await conn.execute(
+            sql.idempotency_drop_expired,
+            (record.scope, record.key, time(expired_before(record.created_at))),
+        )
+        answer = record.answer
+        try:
+            await conn.execute(
+                sql.idempotency_insert,
+                (record.scope, record.key, record.fingerprint, answer.status,
+                 answer.content_type, answer.location, answer.body, time(record.created_at)),
+            )  # fmt: skip
+        except _UNIQUE:
+            conn.failed = True
+            raise in_use() from None
 
     @asynccontextmanager
     async def read(self, *, work: bool = False) -> AsyncIterator[Connection]:
         db = self._work if work else self._db
-        if isinstance(db, PgDatabase):
-            async with db.transaction(_READ) as pg:
-                yield self._watched(pg)
-        else:
-            async with db.read() as conn:
-                yield self._watched(conn)
+        try:
+            if isinstance(db, PgDatabase):
+                async with db.transaction(_READ) as pg:
+                    yield self._watched(pg)
+            else:
+                async with db.read() as conn:
+                    yield self._watched(conn)
+        except Exception as exc:
+            self.availability.raise_for(exc)
+        self.availability.ok()
 
     async def notify(self, conn: Connection) -> None:
         """Inside a transaction that makes deliveries due: wake other processes' deliverers
@@ -413,14 +477,21 @@ class SqlDeliveries:
         if now - self._listen_failed_at < 5.0:
             return
         assert self._dsn is not None
+        dsn, args = self._dsn
         try:
             with anyio.fail_after(5):
-                listener = await asyncpg.connect(self._dsn)
+                listener = await asyncpg.connect(dsn, **args)
             await listener.add_listener(CHANNEL, self._heard)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             self._listen_failed_at = now
-            log.warning("cannot LISTEN for new deliveries (%s); polling meanwhile", exc)
+            # Once per outage, as the stores log theirs (`adapters.sql.availability`).
+            level = logging.DEBUG if self._listen_failing else logging.WARNING
+            log.log(level, "cannot LISTEN for new deliveries (%s); polling meanwhile", exc)
+            self._listen_failing = True
             return
+        if self._listen_failing:
+            self._listen_failing = False
+            log.info("listening for new deliveries again")
         self._listener = listener
         self._signal.ring()  # anything made while nobody listened: look now
 
@@ -429,13 +500,16 @@ class SqlDeliveries:
 
     # --- people ---
 
-    async def requeue(self, deliveries: Sequence[NewDelivery], now: datetime) -> int:
-        if not deliveries:
+    async def requeue(
+        self, deliveries: Sequence[NewDelivery], now: datetime, record: Record | None = None
+    ) -> int:
+        if not deliveries and record is None:
             return 0
         sql, time = self._sql, self._codec.time
         at = time(now)
         changed = 0
         async with self.write() as conn:
+            await self.keep(conn, record)
             for n in deliveries:
                 row = await conn.fetchrow(
                     sql.requeue,
@@ -457,6 +531,8 @@ class SqlDeliveries:
         since: datetime | None,
         until: datetime | None,
         now: datetime,
+        *,
+        record: Callable[[int], Record] | None = None,
     ) -> int:
         time = self._codec.time
         lower, upper = since or _FOREVER[0], until or _FOREVER[1]
@@ -465,6 +541,7 @@ class SqlDeliveries:
                 self._sql.redrive,
                 (tenant_id, subscription_id, time(lower), time(upper), time(now)),
             )
+            await self.keep(conn, None if record is None else record(len(rows)))
             if rows:
                 await self.notify(conn)
         if rows:
@@ -543,10 +620,13 @@ class SqlSubscriptions:
     def __init__(self, store: SqlDeliveries) -> None:
         self._store = store
 
-    async def add(self, subscription: Subscription, secret: SecretRecord) -> Subscription:
+    async def add(
+        self, subscription: Subscription, secret: SecretRecord, record: Record | None = None
+    ) -> Subscription:
         store = self._store
         sql, codec = store.sql, store.codec
         async with store.write() as conn:
+            await store.keep(conn, record)
             await conn.execute(
                 sql.create_checkpoint, (subscription.tenant_id, subscription.start_position)
             )
@@ -617,6 +697,7 @@ class SqlSubscriptions:
         subscription_id: str,
         before: Sequence[SecretVersion],
         after: Sequence[SecretRecord],
+        record: Record | None = None,
     ) -> None:
         store = self._store
         sql, codec = store.sql, store.codec
@@ -627,14 +708,15 @@ class SqlSubscriptions:
 
         planned = {v.version: v for v in before}
         async with store.write() as conn:
-            for record in after:
-                v = record.version
+            await store.keep(conn, record)
+            for secret in after:
+                v = secret.version
                 old = planned.get(v.version)
                 if old is None:
                     try:
                         await conn.execute(
                             sql.insert_secret,
-                            _secret_row(tenant_id, subscription_id, record, codec),
+                            _secret_row(tenant_id, subscription_id, secret, codec),
                         )
                     except _UNIQUE as exc:
                         conn.failed = True

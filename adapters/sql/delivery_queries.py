@@ -21,7 +21,8 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Dialect
 
 from adapters.sql import delivery_tables as t
-from adapters.sql.queries import Query, compile_query
+from adapters.sql.queries import IDEMPOTENCY, Query, compile_query
+from adapters.sql.tables import idempotency_records
 
 # The column order of the rows the store reads and writes (delivery_tables.py's order).
 SUBSCRIPTION = ("tenant_id", "id", "name", "url", "description", "enabled", "filter",
@@ -80,6 +81,20 @@ class DeliveryStatements:
         s, sec, cp, d, a = (t.subscriptions, t.subscription_secrets, t.delivery_checkpoints,
                             t.deliveries, t.delivery_attempts)  # fmt: skip
         mine = (s.c.tenant_id == _p("tenant_id"), s.c.id == _p("id"))
+
+        # --- Idempotency-Key records (the main store's table), kept with a write here -------
+        ir = idempotency_records
+        self.idempotency_drop_expired = q(
+            sa.delete(ir).where(
+                ir.c.tenant_id == _p("tenant_id"),
+                ir.c.key == _p("key"),
+                ir.c.created_at <= _p("before"),
+            ),
+            "tenant_id",
+            "key",
+            "before",
+        )
+        self.idempotency_insert = q(sa.insert(ir), *IDEMPOTENCY)
 
         # --- subscriptions -------------------------------------------------------------------
         self.insert_subscription = q(sa.insert(s), *SUBSCRIPTION)

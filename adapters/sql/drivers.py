@@ -53,15 +53,16 @@ SQLITE_PRAGMAS = (
 )
 """Every connection's settings. WAL mode belongs to the database file: the migrations set
 it, and the writer connection makes sure of it when the store opens."""
-BUSY_WAIT_LIMIT = 30.0
-"""Seconds a transaction waits for a SQLite lock before giving up with `DatabaseBusy`."""
+BUSY_WAIT_LIMIT = 10.0
+"""Seconds a transaction waits for a SQLite lock before giving up with `DatabaseBusy`
+(the default of the setting `database.busy_timeout_seconds`)."""
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.0005, 0.02
 _SQLITE_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _IDLE_READERS = 8
 
 
 class DatabaseBusy(Exception):
-    """A SQLite lock stayed taken (by another process) longer than `BUSY_WAIT_LIMIT`."""
+    """A SQLite lock stayed taken (by another process) longer than the store waits."""
 
 
 class Connection(Protocol):
@@ -87,10 +88,13 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return code & 0xFF in _SQLITE_BUSY_CODES
 
 
-async def _retry_busy(raw: sqlite3.Connection, statement: str, path: str) -> None:
-    """Run `statement`; while SQLite answers BUSY, sleep a little (longer each time) and retry."""
+async def _retry_busy(
+    raw: sqlite3.Connection, statement: str, path: str, limit: float = BUSY_WAIT_LIMIT
+) -> None:
+    """Run `statement`; while SQLite answers BUSY, sleep a little (longer each time) and
+    retry, for at most `limit` seconds."""
     pause = _FIRST_PAUSE
-    deadline = time.monotonic() + BUSY_WAIT_LIMIT
+    deadline = time.monotonic() + limit
     while True:
         try:
             raw.execute(statement)
@@ -101,7 +105,7 @@ async def _retry_busy(raw: sqlite3.Connection, statement: str, path: str) -> Non
             if time.monotonic() >= deadline:
                 raise DatabaseBusy(
                     f"the SQLite database {path} stayed locked by another connection for "
-                    f"{BUSY_WAIT_LIMIT:g} s ({exc})"
+                    f"{limit:g} s ({exc})"
                 ) from exc
         await anyio.sleep(pause)
         pause = min(pause * 2, _LONGEST_PAUSE)
@@ -144,8 +148,9 @@ class SqliteDatabase:
 
     CHECKPOINT_AFTER_ROWS = 2000
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout: float = BUSY_WAIT_LIMIT) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self._writer = self._open()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA wal_autocheckpoint=0")  # see `_checkpoint`
@@ -172,7 +177,7 @@ class SqliteDatabase:
         try:
             raw.execute("BEGIN")
             # The snapshot starts at the first read: take it here, where BUSY can be waited for.
-            await _retry_busy(raw, "PRAGMA schema_version", self.path)
+            await _retry_busy(raw, "PRAGMA schema_version", self.path, self.busy_timeout)
             yield SqliteConnection(raw)
         except BaseException:
             self._end(raw, "ROLLBACK")
@@ -196,7 +201,7 @@ class SqliteDatabase:
         """BEGIN IMMEDIATE: SQLite's writer lock, taken before anything is read."""
         async with self._writer_lock:
             raw = self._writer
-            await _retry_busy(raw, "BEGIN IMMEDIATE", self.path)
+            await _retry_busy(raw, "BEGIN IMMEDIATE", self.path, self.busy_timeout)
             conn = SqliteConnection(raw)
             try:
                 yield conn

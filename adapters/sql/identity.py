@@ -26,10 +26,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import identity_tables as t
-from adapters.sql.engine import SQLITE_BEGIN_OPTION, create_engine
+from adapters.sql.availability import Availability
+from adapters.sql.engine import SQLITE_BEGIN_OPTION, SQLITE_BUSY_TIMEOUT_SECONDS, create_engine
+from adapters.sql.tables import idempotency_records
 from core.domain.access import Role
 from core.domain.audit import AuditAction, AuditRecord, Outcome
 from core.domain.errors import Conflict
+from core.domain.idempotency import Record, expired_before, in_use
 from core.domain.identity import (
     ApiKey,
     FamilyState,
@@ -71,25 +74,64 @@ def _keyset(table: sa.Table, stmt: sa.Select[Any], page: PageRequest) -> sa.Sele
 
 
 class _Db:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Transactions on the engine; a database that cannot serve raises `Unavailable`."""
+
+    def __init__(self, engine: AsyncEngine, availability: Availability) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self.availability = availability
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+        try:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except Exception as exc:
+            self.availability.raise_for(exc)
+        self.availability.ok()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            if not self.postgres:
-                await conn.execution_options(**{SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
-            async with conn.begin():
-                yield conn
+        try:
+            async with self.engine.connect() as conn:
+                if not self.postgres:
+                    await conn.execution_options(**{SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+                async with conn.begin():
+                    yield conn
+        except Exception as exc:
+            self.availability.raise_for(exc)
+        self.availability.ok()
 
     def upsert(self, table: sa.Table) -> Any:
         return (postgresql.insert if self.postgres else sqlite.insert)(table)
+
+
+async def _keep(conn: AsyncConnection, record: Record | None) -> None:
+    """Store an Idempotency-Key record in the caller's transaction, in place of an expired
+    one of the same key; a live one of the same key is `KeyInUse` (the caller rolls back)."""
+    if record is None:
+        return
+    ir = idempotency_records
+    at_key = (ir.c.tenant_id == record.scope, ir.c.key == record.key)
+    await conn.execute(
+        ir.delete().where(*at_key, ir.c.created_at <= expired_before(record.created_at))
+    )
+    answer = record.answer
+    try:
+        await conn.execute(
+            ir.insert().values(
+                tenant_id=record.scope,
+                key=record.key,
+                fingerprint=record.fingerprint,
+                status=answer.status,
+                content_type=answer.content_type,
+                location=answer.location,
+                body=answer.body,
+                created_at=record.created_at,
+            )
+        )
+    except IntegrityError:
+        raise in_use() from None
 
 
 # --- users -------------------------------------------------------------------------------------
@@ -125,9 +167,10 @@ class SqlUsers:
     def __init__(self, db: _Db) -> None:
         self._db = db
 
-    async def add(self, user: User) -> None:
+    async def add(self, user: User, record: Record | None = None) -> None:
         try:
             async with self._db.write() as conn:
+                await _keep(conn, record)
                 await conn.execute(t.users.insert(), _user_row(user))
         except IntegrityError:
             raise Conflict(f"A user named {user.username!r} exists already.") from None
@@ -213,9 +256,10 @@ class SqlApiKeys:
     def __init__(self, db: _Db) -> None:
         self._db = db
 
-    async def add(self, key: ApiKey) -> None:
+    async def add(self, key: ApiKey, record: Record | None = None) -> None:
         try:
             async with self._db.write() as conn:
+                await _keep(conn, record)
                 await conn.execute(t.api_keys.insert(), _key_row(key))
         except IntegrityError:
             raise Conflict("The API key prefix is taken.") from None
@@ -229,6 +273,9 @@ class SqlApiKeys:
         return await self._one(
             sa.and_(t.api_keys.c.id == key_id, t.api_keys.c.tenant_id == _tenant(tenant_id))
         )
+
+    async def find(self, key_id: str) -> ApiKey | None:
+        return await self._one(t.api_keys.c.id == key_id)
 
     async def by_prefix(self, prefix: str) -> ApiKey | None:
         return await self._one(t.api_keys.c.prefix == prefix)
@@ -600,8 +647,8 @@ class SqlAudit:
 class SqlIdentity:
     """Every identity store on one SQL database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        db = _Db(engine)
+    def __init__(self, engine: AsyncEngine, availability: Availability) -> None:
+        db = _Db(engine, availability)
         self._engine = engine
         self._users = SqlUsers(db)
         self._api_keys = SqlApiKeys(db)
@@ -611,9 +658,20 @@ class SqlIdentity:
         self._audit = SqlAudit(db)
 
     @classmethod
-    async def connect(cls, url: str, **engine_options: Any) -> SqlIdentity:
-        """The stores on the (migrated) database at `url`."""
-        return cls(create_engine(url, **engine_options))
+    async def connect(
+        cls,
+        url: str,
+        *,
+        availability: Availability | None = None,
+        busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS,
+        **engine_options: Any,
+    ) -> SqlIdentity:
+        """The stores on the (migrated) database at `url`; `availability`: shared with the
+        other stores on it (one log line per outage)."""
+        return cls(
+            create_engine(url, busy_timeout=busy_timeout, **engine_options),
+            availability or Availability(url),
+        )
 
     @property
     def engine(self) -> AsyncEngine:

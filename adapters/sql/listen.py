@@ -64,6 +64,7 @@ class PgCommitFeed(LocalFeed):
         self._listening = anyio.Event()
         self._started = False
         self.connections = 0  # listening connections made (tests count reconnections)
+        self._failing = False  # an outage was logged; its retries are not
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[PgCommitFeed]:
@@ -103,7 +104,10 @@ class PgCommitFeed(LocalFeed):
             try:
                 conn = await asyncpg.connect(self._dsn)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("cannot listen for commits (%s); again in %.1f s", exc, pause)
+                # Once per outage, as the stores log theirs (`adapters.sql.availability`).
+                level = logging.DEBUG if self._failing else logging.WARNING
+                log.log(level, "cannot listen for commits (%s); again in %.1f s", exc, pause)
+                self._failing = True
                 await anyio.sleep(pause)
                 pause = min(pause * 2, _LONGEST_PAUSE)
                 continue
@@ -114,6 +118,9 @@ class PgCommitFeed(LocalFeed):
                 self.connections += 1
                 pause = _FIRST_PAUSE
                 self._listening.set()
+                if self._failing:
+                    self._failing = False
+                    log.info("listening for commits again")
                 if self.connections > 1:
                     # Whatever committed while nobody listened. (Watches entered before
                     # the first connection waited for it before reading anything.)
@@ -124,8 +131,10 @@ class PgCommitFeed(LocalFeed):
                     with anyio.move_on_after(_CHECK_SECONDS):
                         await lost.wait()
                 log.warning("the connection listening for commits was lost; reconnecting")
+                self._failing = True
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("listening for commits failed (%s); reconnecting", exc)
+                self._failing = True
             finally:
                 if self._listening.is_set():
                     self._listening = anyio.Event()

@@ -56,6 +56,8 @@ MEMBERS = ("tenant_id", "receiver_id", "group_id")
 LATEST = ("tenant_id", "receiver_id", *NVRPP, "event_id")
 COMPLETIONS = ("tenant_id", "id", "group_id", *NVRPP, "triggering_event_id",
                "member_event_ids", "completed_at")  # fmt: skip
+IDEMPOTENCY = ("tenant_id", "key", "fingerprint", "status", "content_type", "location", "body",
+               "created_at")  # fmt: skip
 
 for _table, _columns in (
     (t.log, LOG),
@@ -66,6 +68,7 @@ for _table, _columns in (
     (t.group_members, MEMBERS),
     (t.latest, LATEST),
     (t.completions, COMPLETIONS),
+    (t.idempotency_records, IDEMPOTENCY),
 ):
     if tuple(_table.c.keys()) != _columns:  # pragma: no cover - a guard against drift
         raise RuntimeError(f"queries.py's column order of {_table.name} differs from tables.py")
@@ -376,6 +379,13 @@ class Statements:
         self.latest_events = q(self._latest_events(), "tenant_id", "receiver_ids", *self._keys)
         self.latest_event = q(self._latest_event(), "tenant_id", "receiver_id", *NVRPP)
 
+        (
+            self.idempotency_get,
+            self.idempotency_insert,
+            self.idempotency_delete,
+            self.idempotency_purge,
+        ) = self._idempotency()
+
         # --- the digest: every read model in a fixed order ---------------------------------
         (
             self.digest_tenants,
@@ -394,6 +404,29 @@ class Statements:
         ):
             delete.name = f"delete_{table.name}"
             of_tenant.name = f"delete_tenant_{table.name}"
+
+    def _idempotency(self) -> tuple[Query, Query, Query, Query]:
+        """Idempotency-Key records: by key, insert, delete, and delete a batch of expired ones."""
+        q = self._compile
+        ir = t.idempotency_records
+        at_key = (ir.c.tenant_id == _p("tenant_id"), ir.c.key == _p("key"))
+        expired = (
+            sa.select(ir.c.tenant_id, ir.c.key)
+            .where(ir.c.created_at <= _p("before"))
+            .limit(_p("limit"))
+        )
+        return (
+            q(sa.select(ir).where(*at_key), "tenant_id", "key"),
+            q(sa.insert(ir), *IDEMPOTENCY),
+            q(sa.delete(ir).where(*at_key), "tenant_id", "key"),
+            q(
+                sa.delete(ir)
+                .where(sa.tuple_(ir.c.tenant_id, ir.c.key).in_(expired))
+                .returning(ir.c.key),
+                "before",
+                "limit",
+            ),
+        )
 
     def _digest(self) -> list[Query]:
         by_id = self.by_id
@@ -755,6 +788,7 @@ LOG_TYPES = ("bigint", "text", "text", "integer", "text", "integer", "text", "te
 EVENT_TYPES = ("text",) * 9 + ("boolean", "text", "timestamptz")
 LATEST_TYPES = ("text",) * 7
 COMPLETION_TYPES = ("text",) * 10 + ("timestamptz",)
+IDEMPOTENCY_TYPES = ("text", "text", "text", "integer", "text", "text", "bytea", "timestamptz")
 
 
 class _Part:
@@ -803,9 +837,11 @@ PG_PARTS = (
         "DO UPDATE SET event_id = EXCLUDED.event_id",
     ),
     _Part("completion", "completions", COMPLETIONS, COMPLETION_TYPES, tenant=False),
+    _Part("idem", "idempotency_records", IDEMPOTENCY, IDEMPOTENCY_TYPES, tenant=False),
 )
 """The tables of the one-statement append, in the order of its arguments. `log` and
-`latest` take the tenant from `:tenant_id`; the others carry it per row."""
+`latest` take the tenant from `:tenant_id`; the others carry it per row (an
+Idempotency-Key record's key space may be the platform's, not the writer's tenant)."""
 
 NONE, ONE, MANY = 0, 1, 2
 

@@ -17,6 +17,13 @@ instead when
 - the replica cannot be reached: it is then left alone for `RETRY_SECONDS` (readiness
   says "degraded"), and tried again.
 
+The replica's failures never reach the caller, but one: a read the replica had begun to
+serve when it went away raises `Unavailable` (a 503; the next read goes to the primary).
+Its connections have an `Availability` of their own that logs nothing (this store logs
+the replica's outage once). The primary's failures are the primary's: while it cannot
+serve, writes, `read()` and the stale reads that fall back to it raise `Unavailable`
+(`adapters.sql.availability`); stale reads the replica takes go on from it.
+
 Read-your-writes across processes (a client whose `POST` reached one server and whose
 `GET` reaches another) is bounded by `max_lag` rather than guaranteed: route a client's
 requests to one process, or keep `max_lag` small.
@@ -28,12 +35,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
+from datetime import datetime
 from typing import Any, Final
 
 import anyio
 import asyncpg
 
+from adapters.sql.availability import Availability
 from adapters.sql.store import SqlStore, _ReadTx, _Rebuild, _WriteTx
+from core.ports import Unavailable
 
 __all__ = ["ReplicaStore"]
 
@@ -47,7 +57,7 @@ LAG_EVERY: Final = 1.0
 RYW_WINDOW: Final = 60.0
 #: Tenants remembered for read-your-writes at most.
 RYW_CAPACITY: Final = 100_000
-_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_FAILURES = (Unavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class _Behind(Exception):
@@ -63,14 +73,16 @@ class ReplicaStore:
         replica_url: str,
         *,
         max_lag: float,
+        pool_size: int | None = None,
         clock: Callable[[], float] = time.monotonic,
-        connect: Callable[[str], Any] = SqlStore.connect,
+        connect: Callable[[str], Any] | None = None,
     ) -> None:
         self.primary = primary
         self._url = replica_url
         self._max_lag = max_lag
+        self._pool_size = pool_size
         self._clock = clock
-        self._connect = connect
+        self._connect = connect if connect is not None else self._connect_replica
         self._replica: SqlStore | None = None
         self._down_until = 0.0
         self._problem: str | None = None
@@ -107,16 +119,26 @@ class ReplicaStore:
     async def replay_finished(self, run: str) -> None:
         await self.primary.replay_finished(run)
 
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        return await self.primary.purge_idempotency(before, limit)
+
     @asynccontextmanager
     async def read_stale(self, tenant_id: str) -> AsyncIterator[_ReadTx]:
-        async with AsyncExitStack() as stack:
-            tx = await self._replica_tx(stack, tenant_id)
-            if tx is None:
-                self.served["primary"] += 1
-                tx = await stack.enter_async_context(self.primary.read())
-            else:
-                self.served["replica"] += 1
-            yield tx
+        on_replica = False
+        try:
+            async with AsyncExitStack() as stack:
+                tx = await self._replica_tx(stack, tenant_id)
+                if tx is None:
+                    self.served["primary"] += 1
+                    tx = await stack.enter_async_context(self.primary.read())
+                else:
+                    self.served["replica"] += 1
+                    on_replica = True
+                yield tx
+        except Unavailable as exc:
+            if on_replica:  # it went away under this read: the next ones go to the primary
+                await self._went_away(exc)
+            raise
 
     async def close(self) -> None:
         if self._replica is not None:
@@ -157,6 +179,13 @@ class ReplicaStore:
         self._problem = None
         return tx
 
+    async def _connect_replica(self, url: str) -> SqlStore:
+        # Its own outages are this store's to report (`_went_away`): they answer no 503.
+        quiet = Availability(url, log_outages=False)
+        if self._pool_size is None:
+            return await SqlStore.connect(url, availability=quiet)
+        return await SqlStore.connect(url, availability=quiet, pool_size=self._pool_size)
+
     async def _open(self) -> SqlStore:
         if self._replica is None:
             async with self._opening:
@@ -166,12 +195,10 @@ class ReplicaStore:
         return self._replica
 
     async def _went_away(self, exc: BaseException) -> None:
+        why = exc.cause if isinstance(exc, Unavailable) else type(exc).__name__
         if self._problem is None:
-            log.warning(
-                "the read replica cannot be reached (%s); reads go to the primary",
-                type(exc).__name__,
-            )
-        self._problem = f"unreachable ({type(exc).__name__}): reads go to the primary"
+            log.warning("the read replica cannot be reached (%s); reads go to the primary", why)
+        self._problem = f"unreachable ({why}): reads go to the primary"
         self._down_until = self._clock() + RETRY_SECONDS
         replica, self._replica = self._replica, None
         if replica is not None:

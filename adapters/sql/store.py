@@ -45,7 +45,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import msgspec
@@ -54,7 +54,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql import queries as q
 from adapters.sql import tables as t
-from adapters.sql.drivers import Connection, PgConnection, PgDatabase, Row, SqliteDatabase
+from adapters.sql.availability import Availability
+from adapters.sql.drivers import (
+    BUSY_WAIT_LIMIT,
+    Connection,
+    PgConnection,
+    PgDatabase,
+    Row,
+    SqliteDatabase,
+)
 from adapters.sql.engine import create_engine, normalize_url
 from adapters.sql.listen import CHANNEL, notify_statement
 from adapters.sql.observe import ObservedConnection, StatementObserver
@@ -63,6 +71,7 @@ from adapters.sql.tables import to_utc
 from core.domain.digest import Digest
 from core.domain.envelope import REGISTRY, Envelope
 from core.domain.errors import Conflict, StreamVersionConflict
+from core.domain.idempotency import Answer, Record, in_use
 from core.domain.model import (
     Completion,
     DomainEvent,
@@ -178,8 +187,9 @@ Codec = type[_PgCodec] | type[_SqliteCodec]
 class SqlStore:
     """Store port over PostgreSQL (asyncpg) or SQLite (sqlite3); see the module's docstring."""
 
-    def __init__(self, db: PgDatabase | SqliteDatabase) -> None:
+    def __init__(self, db: PgDatabase | SqliteDatabase, availability: Availability) -> None:
         self._db = db
+        self.availability = availability
         postgres = isinstance(db, PgDatabase)
         self._sql = q.catalogue("postgresql" if postgres else "sqlite")
         self._codec: Codec = _PgCodec if postgres else _SqliteCodec
@@ -211,19 +221,34 @@ class SqlStore:
         self._commit_observers.append(observer)
 
     @classmethod
-    async def connect(cls, url: str, **engine_options: Any) -> SqlStore:
+    async def connect(
+        cls,
+        url: str,
+        *,
+        availability: Availability | None = None,
+        busy_timeout: float = BUSY_WAIT_LIMIT,
+        **engine_options: Any,
+    ) -> SqlStore:
         """A store over the database at `url` (postgresql://..., sqlite:///path).
 
         The schema must be migrated already (`adapters.sql.migrations.migrate`).
         PostgreSQL: `engine_options` go to SQLAlchemy's `create_async_engine`, whose
-        pool the store draws its connections from (pool_size ...). SQLite takes none.
+        pool the store draws its connections from (pool_size ...). SQLite takes none, but
+        `busy_timeout`: how long a write waits for a lock another process holds.
+        `availability`: shared with the other stores on the database (one log per outage).
+        A database that cannot be reached or opened raises `Unavailable`.
         """
+        availability = availability or Availability(url)
         normalized = normalize_url(url)
         if normalized.get_backend_name() == "sqlite":
             if engine_options:
                 raise TypeError(f"a SQLite store takes no engine options: {sorted(engine_options)}")
             assert normalized.database is not None
-            store = cls(SqliteDatabase(normalized.database))
+            try:
+                sqlite = SqliteDatabase(normalized.database, busy_timeout)
+            except sqlite3.Error as exc:
+                availability.raise_for(exc)
+            store = cls(sqlite, availability)
             store.url = url
             return store
         options = {"pool_size": DEFAULT_PG_CONNECTIONS, "max_overflow": 0, **engine_options}
@@ -231,10 +256,10 @@ class SqlStore:
         db = PgDatabase(create_engine(url, isolation_level="AUTOCOMMIT", **options), limit)
         try:  # fail here, not at the first request, when the database is unreachable
             await db.run("SELECT 1")
-        except BaseException:
+        except BaseException as exc:
             await db.close()
-            raise
-        store = cls(db)
+            availability.raise_for(exc)
+        store = cls(db, availability)
         store.url = url
         return store
 
@@ -253,6 +278,55 @@ class SqlStore:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[_ReadTx]:
+        try:
+            async with self._read() as tx:
+                yield tx
+        except Exception as exc:
+            self._failed(exc)
+        self.availability.ok()
+
+    @asynccontextmanager
+    async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
+        try:
+            async with self._write(tenant_id) as tx:
+                yield tx
+        except Exception as exc:
+            self._failed(exc)
+        self.availability.ok()
+
+    @asynccontextmanager
+    async def rebuild(
+        self, tenant_id: str | None = None, after: int = 0
+    ) -> AsyncIterator[_Rebuild]:
+        try:
+            async with self._rebuild(tenant_id, after) as target:
+                yield target
+        except Exception as exc:
+            self._failed(exc)
+
+    async def replay_done(self, run: str) -> set[str]:
+        async with self.read() as tx:
+            ctx = tx._ctx
+            return {row[0] for row in await ctx.conn.fetch(ctx.sql.replay_done, (run,))}
+
+    async def replay_finished(self, run: str) -> None:
+        try:
+            await self._replay_finished(run)
+        except Exception as exc:
+            self._failed(exc)
+
+    async def purge_idempotency(self, before: datetime, limit: int) -> int:
+        try:
+            return await self._purge_idempotency(before, limit)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> NoReturn:
+        """Raise `Unavailable` when `exc` says the database cannot serve, else `exc`."""
+        self.availability.raise_for(exc)
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[_ReadTx]:
         db = self._db
         if isinstance(db, PgDatabase):
             async with db.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as pg:
@@ -266,7 +340,7 @@ class SqlStore:
         return self.read()
 
     @asynccontextmanager
-    async def write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
+    async def _write(self, tenant_id: str) -> AsyncIterator[_WriteTx]:
         db, sql = self._db, self._sql
         if isinstance(db, PgDatabase):
             # BEGIN, make the head row if missing, lock it: one round trip, or three.
@@ -278,6 +352,7 @@ class SqlStore:
                 # The head is read by the first statement after the lock (see `_GroupReads`).
                 tx = _WriteTx(_Context(self._watched(pg), sql, self._codec, tenant_id, None))
                 yield tx
+                await tx.idempotency.flush()
                 if tx.head is not None and not pg.failed:
                     await _notify(pg, tenant_id, tx.head)
             if self._next_analyze is not None and tx.appended:
@@ -290,6 +365,7 @@ class SqlStore:
             head = 0 if row is None else int(row[0])
             tx = _WriteTx(_Context(self._watched(conn), sql, self._codec, tenant_id, head))
             yield tx
+            await tx.idempotency.flush()
             failed = conn.failed
         if tx.head is not None and not failed:
             for observer in self._commit_observers:
@@ -315,9 +391,7 @@ class SqlStore:
             await db.run(ANALYZE)
 
     @asynccontextmanager
-    async def rebuild(
-        self, tenant_id: str | None = None, after: int = 0
-    ) -> AsyncIterator[_Rebuild]:
+    async def _rebuild(self, tenant_id: str | None, after: int) -> AsyncIterator[_Rebuild]:
         db, sql = self._db, self._sql
         if after and tenant_id is None:
             raise ValueError("a rebuild after a position is a tenant's")
@@ -353,12 +427,7 @@ class SqlStore:
                 await conn.execute(delete, args)
             yield _Rebuild(_Context(conn, sql, self._codec), tenant_id, after)
 
-    async def replay_done(self, run: str) -> set[str]:
-        async with self.read() as tx:
-            ctx = tx._ctx
-            return {row[0] for row in await ctx.conn.fetch(ctx.sql.replay_done, (run,))}
-
-    async def replay_finished(self, run: str) -> None:
+    async def _replay_finished(self, run: str) -> None:
         db, sql = self._db, self._sql
         if isinstance(db, PgDatabase):
             async with db.transaction("BEGIN") as pg:
@@ -366,6 +435,15 @@ class SqlStore:
             return
         async with db.write() as conn:
             await conn.execute(sql.replay_forget, (run,))
+
+    async def _purge_idempotency(self, before: datetime, limit: int) -> int:
+        db, sql = self._db, self._sql
+        args = (self._codec.time(before), limit)
+        if isinstance(db, PgDatabase):
+            async with db.transaction("BEGIN ISOLATION LEVEL READ COMMITTED") as pg:
+                return len(await pg.fetch(sql.idempotency_purge, args))
+        async with db.write() as conn:
+            return len(await conn.fetch(sql.idempotency_purge, args))
 
     async def close(self) -> None:
         await self._db.close()
@@ -406,6 +484,7 @@ async def project(
     tenant_id: str,
     applied: Sequence[tuple[int, DomainEvent]],
     log: tuple[list[tuple[Any, ...]], int] | None = None,
+    records: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """Apply domain events (with their log positions, in log order) to the read models.
 
@@ -415,7 +494,8 @@ async def project(
     executemany per table. Where a later event of the batch overwrites an
     earlier one (a tenant or group changed twice, the latest event of a
     receiver for an artifact), only the last state is written, which is what
-    applying them one by one would leave.
+    applying them one by one would leave. An append's Idempotency-Key `records`
+    (rows) go in the same statement on PostgreSQL.
     """
     if not applied:
         return
@@ -424,16 +504,21 @@ async def project(
         rows.add(event)
     checkpoint = applied[-1][0]
     if ctx.sql.postgres:
-        await _write_postgres(ctx, rows, checkpoint, log)
+        await _write_postgres(ctx, rows, checkpoint, log, records or [])
     else:
-        await _write_sqlite(ctx, rows, checkpoint, log)
+        await _write_sqlite(ctx, rows, checkpoint, log, records or [])
     await rows.write_rare(ctx)
 
 
 async def _write_postgres(
-    ctx: _Context, rows: _Rows, checkpoint: int, log: tuple[list[tuple[Any, ...]], int] | None
+    ctx: _Context,
+    rows: _Rows,
+    checkpoint: int,
+    log: tuple[list[tuple[Any, ...]], int] | None,
+    records: list[tuple[Any, ...]],
 ) -> None:
-    """The log rows, head, events, latest rows, completions and checkpoint: one statement.
+    """The log rows, head, events, latest rows, completions, Idempotency-Key records and
+    checkpoint: one statement.
 
     A table with one row passes its values, a table with more its columns as arrays
     (see `queries.pg_write`); `log` and `latest` rows without their tenant column."""
@@ -446,6 +531,7 @@ async def _write_postgres(
         (rows.events, 0),
         (list(rows.latest.values()), 1),
         (rows.completions, 0),
+        (records, 0),
     ):
         if not table_rows:
             shape.append(q.NONE)
@@ -459,7 +545,11 @@ async def _write_postgres(
 
 
 async def _write_sqlite(
-    ctx: _Context, rows: _Rows, checkpoint: int, log: tuple[list[tuple[Any, ...]], int] | None
+    ctx: _Context,
+    rows: _Rows,
+    checkpoint: int,
+    log: tuple[list[tuple[Any, ...]], int] | None,
+    records: list[tuple[Any, ...]],
 ) -> None:
     """One executemany per table, then the head and the checkpoint."""
     conn, sql = ctx.conn, ctx.sql
@@ -468,6 +558,7 @@ async def _write_sqlite(
         (sql.insert_event, rows.events),
         (sql.upsert_latest, list(rows.latest.values())),
         (sql.insert_completion, rows.completions),
+        (sql.idempotency_insert, records),
     ):
         if len(table_rows) == 1:
             await conn.execute(statement, table_rows[0])
@@ -657,6 +748,19 @@ def _completion(r: Row, codec: Codec) -> Completion:
     )
 
 
+def _record(r: Row, codec: Codec) -> Record:
+    scope, key, fingerprint, status, content_type, location, body, created_at = r
+    return Record(
+        scope=scope,
+        key=key,
+        fingerprint=fingerprint,
+        answer=Answer(
+            status=int(status), body=bytes(body), content_type=content_type, location=location
+        ),
+        created_at=codec.from_time(created_at),
+    )
+
+
 def _envelope(r: Row, codec: Codec) -> Envelope:
     (tenant_id, position, id_, stream, stream_version, type_, schema_version, correlation_id,
      causation_id, actor, occurred_at, data) = r  # fmt: skip
@@ -689,6 +793,7 @@ class _ReadTx:
         self.latest = _LatestReads(ctx)
         self.completions = _CompletionReads(ctx)
         self.log = _LogReads(ctx)
+        self.idempotency: _IdempotencyReads = _IdempotencyReads(ctx)
 
     async def tenant_ids(self) -> list[str]:
         return await _tenant_ids(self._ctx)
@@ -734,6 +839,7 @@ class _WriteTx(_ReadTx):
         assert ctx.tenant_id is not None
         self.tenant_id = ctx.tenant_id
         self.appended = 0
+        self.idempotency: _IdempotencyWrites = _IdempotencyWrites(ctx)
 
     @property
     def head(self) -> int | None:
@@ -797,8 +903,9 @@ class _WriteTx(_ReadTx):
                  correlation_id, causation_id, actor, time(entry.occurred_at), _json(data))
             )  # fmt: skip
         applied = [(e.position, entry.event) for e, entry in zip(made, entries, strict=True)]
+        records = self.idempotency.take()
         try:
-            await project(ctx, tenant_id, applied, (rows, position))
+            await project(ctx, tenant_id, applied, (rows, position), records)
         except BaseException as exc:
             ctx.conn.failed = True  # whatever the block does next, it ends with ROLLBACK
             refusal = _refusal(exc, entries, unverified)
@@ -855,7 +962,7 @@ def _violated(exc: BaseException) -> str | None:
 
 
 def _refusal(
-    exc: BaseException, entries: Sequence[NewEntry], unverified: list[str]
+    exc: BaseException, entries: Sequence[NewEntry] = (), unverified: Sequence[str] = ()
 ) -> Exception | None:
     """The domain error for a unique violation, as the memory store words it; else None."""
     match _violated(exc):
@@ -867,11 +974,12 @@ def _refusal(
             return StreamVersionConflict("A stream this append expected to be new exists already.")
         case "uq_tenants_slug":
             slugs = [e.event.tenant.slug for e in entries if isinstance(e.event, TenantCreated)]
-            if len(slugs) == 1:
-                return Conflict(f"A tenant with slug {slugs[0]!r} exists already.")
-            return Conflict("A tenant with this slug exists already.")
+            which = f"slug {slugs[0]!r}" if len(slugs) == 1 else "this slug"
+            return Conflict(f"A tenant with {which} exists already.")
         case "uq_receivers_triple":
             return Conflict("An event receiver with this name, type and version exists already.")
+        case "pk_idempotency_records":
+            return in_use()
         case _:
             return None
 
@@ -1088,6 +1196,54 @@ class _CompletionReads(_Reads):
         ctx = self._ctx
         found, values = q.completions_page(ctx.sql, tenant_id, group_id, where, page)
         return [_completion(row, ctx.codec) for row in await ctx.conn.page(found, values)]
+
+
+class _IdempotencyReads(_Reads):
+    async def get(self, scope: str, key: str) -> Record | None:
+        ctx = self._ctx
+        row = await ctx.conn.fetchrow(ctx.sql.idempotency_get, (scope, key))
+        return None if row is None else _record(row, ctx.codec)
+
+
+class _IdempotencyWrites(_IdempotencyReads):
+    """Records staged for the transaction: written by its next append (in the append's
+    statement on PostgreSQL), or by `flush` before the commit."""
+
+    __slots__ = ("_staged",)
+
+    def __init__(self, ctx: _Context) -> None:
+        super().__init__(ctx)
+        self._staged: list[tuple[Any, ...]] = []
+
+    def add(self, record: Record) -> None:
+        answer = record.answer
+        self._staged.append(
+            (record.scope, record.key, record.fingerprint, answer.status, answer.content_type,
+             answer.location, answer.body, self._ctx.codec.time(record.created_at))
+        )  # fmt: skip
+
+    async def remove(self, scope: str, key: str) -> None:
+        ctx = self._ctx
+        await ctx.conn.execute(ctx.sql.idempotency_delete, (scope, key))
+
+    def take(self) -> list[tuple[Any, ...]]:
+        staged, self._staged = self._staged, []
+        return staged
+
+    async def flush(self) -> None:
+        """Write what no append took; a key taken meanwhile is `KeyInUse` (rolled back)."""
+        staged = self.take()
+        if not staged:
+            return
+        ctx = self._ctx
+        try:
+            await ctx.conn.executemany(ctx.sql.idempotency_insert, staged)
+        except BaseException as exc:
+            ctx.conn.failed = True
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
 
 class _LogReads(_Reads):

@@ -30,6 +30,12 @@ Indexes (PostgreSQL serves every list filter from them; every index costs each i
     platform_id, package, id): a group's completions, for an artifact or not.
     latest: its primary key is the lookup key itself.
 
+Idempotency-Key records
+    `idempotency_records`: one row per (tenant_id, key), written in the transaction of
+    the write it answers (`core.domain.idempotency`); not a read model (a rebuild keeps
+    them). Its primary key is the lookup and what makes a concurrent duplicate wait;
+    `created_at` serves the retention task.
+
 Strings are TEXT; times are `UtcDateTime` (timestamptz on PostgreSQL, fixed-width
 text in UTC on SQLite), so they round-trip exactly, microseconds included.
 """
@@ -235,6 +241,23 @@ completions = sa.Table(
     _time("completed_at"),
     sa.PrimaryKeyConstraint("tenant_id", "id", name="pk_completions"),
     sa.Index("ix_completions_group", "tenant_id", "group_id", *_NVRPP, "id"),
+)
+
+# --- Idempotency-Key records ---------------------------------------------------------------
+
+idempotency_records = sa.Table(
+    "idempotency_records",
+    metadata,
+    _text("tenant_id"),  # "" for the platform's routes
+    _text("key"),
+    _text("fingerprint"),
+    sa.Column("status", sa.Integer(), nullable=False),
+    _text("content_type"),
+    _text("location", nullable=True),
+    sa.Column("body", sa.LargeBinary(), nullable=False),
+    _time("created_at"),
+    sa.PrimaryKeyConstraint("tenant_id", "key", name="pk_idempotency_records"),
+    sa.Index("ix_idempotency_records_created", "created_at"),
 )
 
 READ_MODELS: tuple[sa.Table, ...] = (

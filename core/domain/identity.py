@@ -38,7 +38,7 @@ from core.domain.access import (
     permissions_of,
 )
 from core.domain.errors import Conflict, FieldError, Forbidden, Unauthenticated, raise_if
-from core.domain.fields import check_name
+from core.domain.fields import NUL, NUL_MESSAGE, check_name, in_utc
 from core.domain.model import Tenant
 from core.domain.refusals import REFUSAL_DETAIL, Refusal
 
@@ -297,6 +297,8 @@ def check_password(password: str, *, username: str) -> None:
         errors.append(FieldError("/password", f"must be at most {MAX_PASSWORD_LENGTH} characters"))
     elif len(set(password)) == 1:
         errors.append(FieldError("/password", "must not be one character repeated"))
+    elif NUL in password:
+        errors.append(FieldError("/password", NUL_MESSAGE))
     elif password.strip().casefold() == username.strip().casefold():
         errors.append(FieldError("/password", "must not be the username"))
     raise_if(errors, "The password is not acceptable.")
@@ -412,6 +414,10 @@ def new_api_key(
     if expires_at is not None:
         if expires_at.tzinfo is None:
             errors.append(FieldError("/expires_at", "must name its time zone"))
+        elif in_utc(expires_at) is None:
+            errors.append(
+                FieldError("/expires_at", "must be a time within the years 1 to 9999 in UTC")
+            )
         elif expires_at <= now:
             errors.append(FieldError("/expires_at", "must be in the future"))
     raise_if(errors, "The API key is not valid.")

@@ -7,6 +7,13 @@ and remembers at most `capacity` callers, forgetting the least recently seen
 first, so memory stays bounded whatever the callers do; a forgotten caller comes
 back with a full bucket.
 
+Shared between processes, the same rule is kept as GCRA (the generic cell rate
+algorithm: `gcra`, run inside Redis by adapters/redis/ratelimit.py): one number per
+caller, the *theoretical arrival time* of its next request, instead of a bucket. A
+request at `now` is admitted when that time is at most `(burst - 1) / per_second`
+ahead of `now`, and pushes it `1 / per_second` further: `burst` requests at once, then
+one every `1 / per_second` seconds, exactly as the bucket.
+
 Pure: the time is an argument, in seconds on any clock that never goes back.
 """
 
@@ -77,3 +84,15 @@ class Limiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def gcra(tat: float | None, now: float, rate: Rate) -> tuple[float, float | None]:
+    """One request at `now` for a caller whose theoretical arrival time is `tat` (None: a
+    new caller): (0.0, the new time) when admitted, (seconds to wait, None) when not."""
+    interval = 1.0 / rate.per_second
+    tolerance = interval * (rate.burst - 1)
+    start = now if tat is None or tat < now else tat
+    wait = start - tolerance - now
+    if wait > 0:
+        return wait, None
+    return 0.0, start + interval

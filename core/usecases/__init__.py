@@ -27,6 +27,7 @@ from core.usecases.messages import MessagePage, Messages
 from core.usecases.publishing import Publisher
 from core.usecases.receivers import Receivers
 from core.usecases.replay import Replay, Replayed
+from core.usecases.retention import Retention
 from core.usecases.secrets import SecretInfo, Secrets
 from core.usecases.subscriptions import Subscriptions
 from core.usecases.tenants import Tenants
@@ -81,6 +82,7 @@ class Services:
         #: Copies the messages to `sink`, when there is one (see `Publisher`).
         self.publisher = None if sink is None else Publisher(deps, self.messages, sink)
         self.replay = Replay(deps)
+        self.retention = Retention(deps)
         self.identity_deps = identity
         if identity is not None:
             self._audit: Auditor | None = Auditor(deps, identity.store)
@@ -163,6 +165,7 @@ __all__ = [
     "Replay",
     "Replayed",
     "RequestContext",
+    "Retention",
     "SecretInfo",
     "Secrets",
     "Services",

@@ -195,7 +195,7 @@ class Deliverer:
         found = self._breakers.get(subscription_id)
         if found is None or found.state == breakers.BreakerState.CLOSED:
             return max(0, cap - in_flight)
-        allowed, _ = breakers.allows(found, self._seconds(now), self._delivery.breaker)
+        _, allowed = breakers.ask(found, self._seconds(now), self._delivery.breaker)
         return 1 if allowed and in_flight == 0 else 0
 
     def breaker_states(self) -> dict[breakers.BreakerState, int]:
@@ -209,7 +209,7 @@ class Deliverer:
         policy = self._delivery.breaker
         seconds = self._seconds(now)
         current = self._breakers.get(subscription_id) or breakers.start(seconds)
-        after = breakers.record(current, ok, seconds, policy)
+        after = breakers.report(current, ok, seconds, policy)
         if breakers.closed(after):
             self._breakers.pop(subscription_id, None)
             return
@@ -250,7 +250,7 @@ class Deliverer:
         seconds = self._seconds(started)
         found = self._breakers.get(subscription.id)
         if found is not None:
-            allowed, found = breakers.allows(found, seconds, policy)
+            found, allowed = breakers.ask(found, seconds, policy)
             self._breakers[subscription.id] = found
             if not allowed:
                 return await self._release(claimed, started)

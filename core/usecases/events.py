@@ -12,7 +12,7 @@ from core.domain.events import check_batch_size, new_event, prefix_errors
 from core.domain.groups import decide_record
 from core.domain.model import Completion, Event, GroupCompleted
 from core.ports import EventFilter, PageRequest
-from core.usecases.common import Actor, Deps, not_found
+from core.usecases.common import Actor, Deps, Once, WriteAgain, not_found
 
 
 class Recorded(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,21 +35,42 @@ class Events:
         """All or nothing: one refused event refuses the batch, with every error of every event."""
         return (await self.record_batch_outcome(actor, cmds)).events
 
-    async def record_outcome(self, actor: Actor, cmd: RecordEvent) -> Recorded:
-        """`record`, telling also which groups the event fired."""
-        return await self._record(actor, [cmd], batch=False)
+    async def record_outcome(
+        self, actor: Actor, cmd: RecordEvent, once: Once[Recorded] | None = None
+    ) -> Recorded:
+        """`record`, telling also which groups the event fired; `once`: an Idempotency-Key."""
+        return await self._record(actor, [cmd], batch=False, once=once)
 
-    async def record_batch_outcome(self, actor: Actor, cmds: Sequence[RecordEvent]) -> Recorded:
+    async def record_batch_outcome(
+        self, actor: Actor, cmds: Sequence[RecordEvent], once: Once[Recorded] | None = None
+    ) -> Recorded:
         """`record_batch`, telling also which groups the events fired."""
         check_batch_size(len(cmds))
-        return await self._record(actor, cmds, batch=True)
+        return await self._record(actor, cmds, batch=True, once=once)
 
-    async def _record(self, actor: Actor, cmds: Sequence[RecordEvent], *, batch: bool) -> Recorded:
-        deps = self._deps
+    async def _record(
+        self,
+        actor: Actor,
+        cmds: Sequence[RecordEvent],
+        *,
+        batch: bool,
+        once: Once[Recorded] | None,
+    ) -> Recorded:
         # Validation needs no lock: receivers never change. The writer lock is
         # held only to read the gates, decide and append.
         events = await self._validate(actor, cmds, batch=batch)
-        async with deps.store.write(actor.tenant_id) as tx:
+        try:
+            return await self._write(actor, events, once)
+        except WriteAgain:  # an expired record of the key was in the way: gone now
+            return await self._write(actor, events, once)
+
+    async def _write(
+        self, actor: Actor, events: list[Event], once: Once[Recorded] | None
+    ) -> Recorded:
+        deps = self._deps
+        # A repeat is found by the record's unique key (nothing here would refuse it
+        # earlier): no lookup first, one round trip fewer on the hot path.
+        async with deps.write(actor.tenant_id, once, look_first=False) as tx:
             receiver_ids = {e.event_receiver_id for e in events}
             # Only enabled groups can fire; with none, the latest events are not needed.
             groups = [
@@ -64,8 +85,10 @@ class Events:
             completions = [d.completion for d in decided if isinstance(d, GroupCompleted)]
             fired = {c.group_id for c in completions}
             versions = {g: await tx.log.stream_version(actor.tenant_id, g) for g in fired}
+            recorded = Recorded(events=events, completions=completions)
+            deps.remember(tx, once, recorded)  # before the append: it joins the append's statement
             await tx.append(deps.entries(decided, versions), actor.meta())
-        return Recorded(events=events, completions=completions)
+        return recorded
 
     async def _validate(
         self, actor: Actor, cmds: Sequence[RecordEvent], *, batch: bool

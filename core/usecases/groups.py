@@ -18,7 +18,7 @@ from core.domain.groups import (
 )
 from core.domain.model import Completion, Group, GroupCreated, GroupDeleted, GroupModified, Nvrpp
 from core.ports import CommitFeed, CompletionFilter, GroupFilter, PageRequest, ReadTx
-from core.usecases.common import Actor, Deps, not_found
+from core.usecases.common import Actor, Deps, Once, ids_only, not_found
 
 
 class GroupStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,14 +35,17 @@ class Groups:
         self._deps = deps
         self._feed = feed
 
-    async def create(self, actor: Actor, cmd: CreateGroup) -> Group:
+    async def create(
+        self, actor: Actor, cmd: CreateGroup, once: Once[Group] | None = None
+    ) -> Group:
         deps = self._deps
         group = new_group(
             cmd, id=deps.ids.new_id(), tenant_id=actor.tenant_id, now=deps.clock.now()
         )
-        async with deps.store.write(actor.tenant_id) as tx:
-            known = await tx.receivers.get_many(actor.tenant_id, group.event_receiver_ids)
+        async with deps.write(actor.tenant_id, once) as tx:
+            known = await tx.receivers.get_many(actor.tenant_id, ids_only(group.event_receiver_ids))
             check_members_exist(group.event_receiver_ids, set(known), "/event_receiver_ids")
+            deps.remember(tx, once, group)
             await tx.append(deps.entries([GroupCreated(group=group)]), actor.meta())
         return group
 
@@ -53,7 +56,7 @@ class Groups:
             changed = patch_group(group, cmd, now=deps.clock.now())
             if changed is group:
                 return group
-            known = await tx.receivers.get_many(actor.tenant_id, cmd.add_receiver_ids)
+            known = await tx.receivers.get_many(actor.tenant_id, ids_only(cmd.add_receiver_ids))
             check_members_exist(cmd.add_receiver_ids, set(known), "/add_receiver_ids")
             version = await tx.log.stream_version(actor.tenant_id, group.id)
             await tx.append(

@@ -37,6 +37,7 @@ from core.domain.errors import (
     Unauthenticated,
     raise_if,
 )
+from core.domain.idempotency import KeyInUse
 from core.domain.identity import (
     LEEWAY,
     ApiKey,
@@ -66,17 +67,20 @@ from core.domain.identity import (
     rotate_refresh,
     start_family,
 )
+from core.domain.ids import is_ulid
 from core.domain.model import Tenant
 from core.domain.tenants import normalize_slug
 from core.ports import (
+    MAX_PAGE_SIZE,
     BearerSecrets,
     IdentityStore,
     PageRequest,
     PasswordHasher,
     TokenSigner,
+    Unavailable,
 )
 from core.usecases.audit import Auditor
-from core.usecases.common import Actor, Deps, RequestContext, not_found
+from core.usecases.common import Actor, Deps, Once, RequestContext, not_found
 from core.usecases.secrets import Secrets
 
 __all__ = [
@@ -244,7 +248,9 @@ class Identity:
             return False
         try:
             revoked = await self._store.revocations.is_revoked(jti)
-        except Exception:  # any failure of the check is a refusal, never a pass
+        except Unavailable:
+            raise  # no pass either: a 503, and the caller retries
+        except Exception:  # any other failure of the check is a refusal, never a pass
             return None
         if not revoked:
             self._not_revoked.put(jti, True, now)
@@ -638,23 +644,39 @@ class Identity:
 
     # --- users --------------------------------------------------------------------------------
 
-    async def create_user(self, access: Access, cmd: CreateUser, ctx: RequestContext) -> User:
+    async def create_user(
+        self,
+        access: Access,
+        cmd: CreateUser,
+        ctx: RequestContext,
+        once: Once[User] | None = None,
+    ) -> User:
+        """A new user; `once`: the request's Idempotency-Key (the record is stored with the
+        user; a request answered before is answered again, `AlreadyAnswered`)."""
+        deps = self._deps
         scope = access.tenant_id
         username = normalize_username(cmd.username)
         check_password(cmd.password, username=username)
         roles = check_roles("/roles", cmd.roles, tenant_id=scope)
+        await deps.recall(once)
         if await self._store.users.by_username(scope, username) is not None:
+            await deps.recall(once)  # a duplicate of this request may have made it meanwhile
             raise Conflict(f"A user named {username!r} exists already.")
         password_hash = await self._hasher.hash(cmd.password)
+        now = deps.clock.now()
         user = new_user(
-            id=self._deps.ids.new_id(),
+            id=deps.ids.new_id(),
             tenant_id=scope,
             username=username,
             roles=roles,
             password_hash=password_hash,
-            now=self._deps.clock.now(),
+            now=now,
         )
-        await self._store.users.add(user)
+        try:
+            await self._store.users.add(user, None if once is None else once.record(user, now))
+        except Conflict:
+            await deps.recall(once)
+            raise
         await self._audit.record(
             tenant_id=scope,
             actor=access.principal.subject,
@@ -740,17 +762,30 @@ class Identity:
     # --- API keys -----------------------------------------------------------------------------
 
     async def create_api_key(
-        self, access: Access, cmd: CreateApiKey, ctx: RequestContext
+        self,
+        access: Access,
+        cmd: CreateApiKey,
+        ctx: RequestContext,
+        once: Once[ApiKey] | None = None,
     ) -> tuple[ApiKey, str]:
-        """The new key and its text, which is shown this once and never again."""
-        return await self.issue_api_key(
-            access.tenant_id,
-            name=cmd.name,
-            role=cmd.role,
-            expires_at=cmd.expires_at,
-            created_by=access.principal.subject,
-            ctx=ctx,
-        )
+        """The new key and its text, which is shown this once and never again.
+
+        With `once` (an Idempotency-Key) the stored answer is made from the key alone, never
+        from its text: a retry learns which key was made, not its secret."""
+        await self._deps.recall(once)
+        try:
+            return await self.issue_api_key(
+                access.tenant_id,
+                name=cmd.name,
+                role=cmd.role,
+                expires_at=cmd.expires_at,
+                created_by=access.principal.subject,
+                ctx=ctx,
+                once=once,
+            )
+        except KeyInUse:
+            await self._deps.recall(once)
+            raise
 
     async def issue_api_key(
         self,
@@ -761,10 +796,12 @@ class Identity:
         created_by: str,
         expires_at: datetime | None = None,
         ctx: RequestContext | None = None,
+        once: Once[ApiKey] | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key of a tenant (or of the platform); also the operator's `waypost admin`."""
         for attempt in range(_KEY_ATTEMPTS):
             minted = self._bearer.new_api_key()
+            now = self._deps.clock.now()
             key = new_api_key(
                 id=self._deps.ids.new_id(),
                 tenant_id=tenant_id,
@@ -773,11 +810,13 @@ class Identity:
                 prefix=minted.prefix,
                 secret_hash=minted.hash,
                 created_by=created_by,
-                now=self._deps.clock.now(),
+                now=now,
                 expires_at=expires_at,
             )
             try:
-                await self._store.api_keys.add(key)
+                await self._store.api_keys.add(key, None if once is None else once.record(key, now))
+            except KeyInUse:
+                raise
             except Conflict:  # the prefix is taken: 36**8 makes this rare; try another
                 if attempt == _KEY_ATTEMPTS - 1:
                     raise
@@ -801,6 +840,22 @@ class Identity:
 
     async def list_api_keys(self, access: Access, page: PageRequest) -> list[ApiKey]:
         return await self._store.api_keys.list(access.tenant_id, page)
+
+    async def operator_revoke_api_key(self, key_id: str, *, actor: str) -> ApiKey:
+        """Revoke a key of any scope by its id (the operator's `waypost admin`)."""
+        key = await self._store.api_keys.find(key_id) if is_ulid(key_id) else None
+        if key is None:
+            raise not_found("API key", key_id)
+        return await self._revoke_key(key, actor=actor, ctx=RequestContext())
+
+    async def operator_api_keys(self, tenant_id: str | None) -> list[ApiKey]:
+        """Every key of a tenant (None: the platform's), oldest first."""
+        found: list[ApiKey] = []
+        page = PageRequest(limit=MAX_PAGE_SIZE, order="asc")
+        while batch := await self._store.api_keys.list(tenant_id, page):
+            found += batch
+            page = PageRequest(limit=MAX_PAGE_SIZE, order="asc", after=batch[-1].id)
+        return found
 
     async def revoke_api_key(self, access: Access, key_id: str, ctx: RequestContext) -> ApiKey:
         key = await self.get_api_key(access, key_id)

@@ -8,26 +8,33 @@ from core.domain.commands import RegisterReceiver
 from core.domain.model import Receiver, ReceiverCreated
 from core.domain.receivers import decide_registration, new_receiver
 from core.ports import PageRequest, ReceiverFilter
-from core.usecases.common import Actor, Deps, not_found
+from core.usecases.common import Actor, Deps, Once, not_found
 
 
 class Receivers:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    async def register(self, actor: Actor, cmd: RegisterReceiver) -> tuple[Receiver, bool]:
+    async def register(
+        self,
+        actor: Actor,
+        cmd: RegisterReceiver,
+        once: Once[tuple[Receiver, bool]] | None = None,
+    ) -> tuple[Receiver, bool]:
         """The receiver, and whether it was created (False: an identical one existed)."""
         deps = self._deps
         candidate, compiled = new_receiver(
             cmd, id=deps.ids.new_id(), tenant_id=actor.tenant_id, now=deps.clock.now()
         )
-        async with deps.store.write(actor.tenant_id) as tx:
+        async with deps.write(actor.tenant_id, once) as tx:
             existing = await tx.receivers.by_triple(
                 actor.tenant_id, candidate.name, candidate.type, candidate.version
             )
             receiver = decide_registration(existing, candidate)
             if receiver is existing:
+                deps.remember(tx, once, (receiver, False))
                 return receiver, False
+            deps.remember(tx, once, (receiver, True))
             await tx.append(deps.entries([ReceiverCreated(receiver=receiver)]), actor.meta())
         deps.receivers.put(receiver, compiled)
         return receiver, True

@@ -15,6 +15,7 @@ through the same dispatcher and deliverers as every message.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from datetime import timedelta
 from typing import Final
@@ -31,6 +32,7 @@ from core.domain.commands import (
 )
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import Conflict, FieldError, Invalid, raise_if
+from core.domain.idempotency import KeyInUse
 from core.domain.messages import TYPE_SUBSCRIPTION_PING, encode_message
 from core.domain.model import SubscriptionPinged
 from core.domain.rotation import (
@@ -50,7 +52,7 @@ from core.domain.subscriptions import (
 )
 from core.ports import NewDelivery, PageRequest, SecretRecord
 from core.usecases.audit import Auditor
-from core.usecases.common import Actor, Deps, not_found
+from core.usecases.common import Actor, Deps, Once, not_found
 from core.usecases.delivery_deps import DeliveryDeps
 from core.usecases.messages import MAX_ENTRIES, Messages
 
@@ -79,7 +81,14 @@ class Subscriptions:
 
     # --- the subscription itself ---------------------------------------------------------
 
-    async def create(self, actor: Actor, cmd: CreateSubscription) -> Subscription:
+    async def create(
+        self,
+        actor: Actor,
+        cmd: CreateSubscription,
+        once: Once[Subscription] | None = None,
+    ) -> Subscription:
+        """A new subscription; `once`: the request's Idempotency-Key (its record is stored
+        with the subscription; a request answered before is answered again)."""
         deps = self._deps
         now = deps.clock.now()
         subscription = new_subscription(
@@ -94,20 +103,26 @@ class Subscriptions:
             now=now,
             policy=self._delivery.url_policy,
         )
+        await deps.recall(once)
         async with deps.store.read() as tx:
             head = await tx.log.head(actor.tenant_id)
         steps = plan([], self._rotation(timedelta(0)), now)
         [version] = apply([], steps, policy=self._rotation(timedelta(0)), now=now)
         secret = self._seal(subscription, version.version, self._delivery.new_secret())
-        stored = await self._store.subscriptions.add(
-            msgspec.structs.replace(subscription, start_position=head),
-            SecretRecord(
-                tenant_id=actor.tenant_id,
-                name=secret_name(subscription.id),
-                version=version,
-                envelope=secret,
-            ),
-        )
+        try:
+            stored = await self._store.subscriptions.add(
+                msgspec.structs.replace(subscription, start_position=head),
+                SecretRecord(
+                    tenant_id=actor.tenant_id,
+                    name=secret_name(subscription.id),
+                    version=version,
+                    envelope=secret,
+                ),
+                None if once is None else once.record(subscription, now),
+            )
+        except KeyInUse:
+            await deps.recall(once)  # a duplicate of this request committed first
+            raise
         await self._record(actor, AuditAction.SECRET_CREATED, stored.id, 1, "subscription created")
         return stored
 
@@ -162,8 +177,16 @@ class Subscriptions:
         )
         return secret
 
-    async def rotate(self, actor: Actor, subscription_id: str, cmd: RotateSecret) -> str:
-        """A new secret signs from now on; the old one signs beside it for `grace_seconds`."""
+    async def rotate(
+        self,
+        actor: Actor,
+        subscription_id: str,
+        cmd: RotateSecret,
+        once: Once[str] | None = None,
+    ) -> str:
+        """A new secret signs from now on; the old one signs beside it for `grace_seconds`.
+        `once`: the request's Idempotency-Key (what it renders is stored with the new
+        secret: never the secret itself, see the route)."""
         if not 0 <= cmd.grace_seconds <= MAX_GRACE_SECONDS:
             raise Invalid(
                 "The rotation is invalid",
@@ -171,6 +194,7 @@ class Subscriptions:
             )
         policy = self._rotation(timedelta(seconds=cmd.grace_seconds))
         subscription = await self.get(actor, subscription_id)
+        await self._deps.recall(once)
         for _ in range(_ATTEMPTS):
             records = await self._store.subscriptions.secrets(actor.tenant_id, subscription_id)
             now = self._deps.clock.now()
@@ -191,8 +215,15 @@ class Subscriptions:
             ]
             try:
                 await self._store.subscriptions.save_secrets(
-                    actor.tenant_id, subscription_id, versions, after
+                    actor.tenant_id,
+                    subscription_id,
+                    versions,
+                    after,
+                    None if once is None else once.record(secret, now),
                 )
+            except KeyInUse:
+                await self._deps.recall(once)  # a duplicate of this request committed first
+                raise
             except Conflict:
                 await self.get(actor, subscription_id)  # deleted meanwhile: 404
                 continue  # another rotation came first: plan again from what it wrote
@@ -236,29 +267,39 @@ class Subscriptions:
 
     # --- messages on their way -----------------------------------------------------------
 
-    async def ping(self, actor: Actor, subscription_id: str) -> str:
-        """Append a ping for the subscription to its tenant's log; answers the message id."""
+    async def ping(self, actor: Actor, subscription_id: str, once: Once[str] | None = None) -> str:
+        """Append a ping for the subscription to its tenant's log; answers the message id.
+        `once`: the request's Idempotency-Key (its record is stored with the entry)."""
         await self.get(actor, subscription_id)
         deps = self._deps
         entries = deps.entries(
             [SubscriptionPinged(ping_id=deps.ids.new_id(), subscription_id=subscription_id)]
         )
-        async with deps.store.write(actor.tenant_id) as tx:
+        async with deps.write(actor.tenant_id, once) as tx:
             await tx.append(entries, actor.meta())
+            deps.remember(tx, once, entries[0].id)
         return entries[0].id
 
-    async def replay(self, actor: Actor, subscription_id: str, cmd: Replay) -> int:
+    async def replay(
+        self, actor: Actor, subscription_id: str, cmd: Replay, once: Once[int] | None = None
+    ) -> int:
         """Queue every matching message after `cmd.after` (again); answers how many.
 
         Up to where the dispatcher has come (or the subscription's start, if that is
-        further): the dispatcher sends what follows as it always does."""
+        further): the dispatcher sends what follows as it always does. A long replay is
+        several transactions (a page of the log each); `once`'s record (the request's
+        Idempotency-Key) is stored with the last: a replay cut short is made again whole."""
         if cmd.after < 0:
             raise Invalid("The replay is invalid", [FieldError("/after", "must be 0 or more")])
         subscription = await self.get(actor, subscription_id)
+        await self._deps.recall(once)
         checkpoints = await self._store.checkpoints()
         end = max(checkpoints.get(actor.tenant_id, 0), subscription.start_position)
         position, queued = cmd.after, 0
-        while position < end:
+        while True:
+            if position >= end:
+                await self._requeue([], queued, once)
+                return queued
             page = await self._messages.after(actor, position, min(MAX_ENTRIES, end - position))
             made = []
             for item in page.messages:
@@ -286,13 +327,26 @@ class Subscriptions:
                             causation_id=item.causation_id,
                         )
                     )
-            await self._store.requeue(made, self._deps.clock.now())
             queued += len(made)
+            last = page.last >= end or page.last <= position
+            await self._requeue(made, queued, once if last else None)
+            if last:
+                return queued
             position = page.last
-        return queued
 
-    async def redrive(self, actor: Actor, subscription_id: str, cmd: Redrive) -> int:
-        """Send the dead deliveries of messages committed in [since, until) again."""
+    async def _requeue(self, made: list[NewDelivery], queued: int, once: Once[int] | None) -> None:
+        now = self._deps.clock.now()
+        try:
+            await self._store.requeue(made, now, None if once is None else once.record(queued, now))
+        except KeyInUse:
+            await self._deps.recall(once)  # a duplicate of this request committed first
+            raise
+
+    async def redrive(
+        self, actor: Actor, subscription_id: str, cmd: Redrive, once: Once[int] | None = None
+    ) -> int:
+        """Send the dead deliveries of messages committed in [since, until) again. `once`:
+        the request's Idempotency-Key (its record is stored with the redrive)."""
         errors: list[FieldError] = []
         for field, moment in (("/since", cmd.since), ("/until", cmd.until)):
             if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
@@ -301,9 +355,20 @@ class Subscriptions:
         if cmd.since is not None and cmd.until is not None and cmd.since >= cmd.until:
             raise Invalid("The redrive is invalid", [FieldError("/until", "must be after since")])
         await self.get(actor, subscription_id)
-        return await self._store.redrive(
-            actor.tenant_id, subscription_id, cmd.since, cmd.until, self._deps.clock.now()
-        )
+        await self._deps.recall(once)
+        now = self._deps.clock.now()
+        try:
+            return await self._store.redrive(
+                actor.tenant_id,
+                subscription_id,
+                cmd.since,
+                cmd.until,
+                now,
+                record=None if once is None else functools.partial(once.record, now=now),
+            )
+        except KeyInUse:
+            await self._deps.recall(once)  # a duplicate of this request committed first
+            raise
 
     async def deliveries(
         self,

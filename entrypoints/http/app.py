@@ -28,11 +28,12 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Middleware
 from prometheus_client.registry import Collector
 
+from core.ports import SharedRateLimiter, Unavailable
 from core.usecases import Publisher, Services
 from entrypoints.http import auth, common, console, idempotency, limits, metrics, metrics_json
 from entrypoints.http.apidocs import LocalSwaggerPlugin
+from entrypoints.http.clients import ClientAddresses
 from entrypoints.http.gql.execution import Endpoint
-from entrypoints.http.idempotency import IdempotencyMiddleware, MemoryRecords
 from entrypoints.http.limits import (
     BackpressureMiddleware,
     Limits,
@@ -41,8 +42,8 @@ from entrypoints.http.limits import (
     StreamsMiddleware,
 )
 from entrypoints.http.mtls import ServiceIdentities
-from entrypoints.http.openapi import declare_idempotency
 from entrypoints.http.problems import EXCEPTION_HANDLERS
+from entrypoints.http.queries import QueryTextMiddleware
 from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
     api_keys,
@@ -75,19 +76,24 @@ Every route but the health probes, the metrics, the JWKS and this description ne
 the password, for clients that can only put a credential in a URL); get an access
 token from `POST /api/v1/auth/token`. The tenant comes from the credential; a platform
 administrator names one with `X-Tenant: <slug>`. Errors are RFC 9457 problem
-details (`application/problem+json`). Every POST on a tenant's data accepts
-`Idempotency-Key`. Over a credential's rate limit the answer is 429, from a server at
-its limit of work in flight 503; both say when to retry in `Retry-After`.
+details (`application/problem+json`). Every POST that writes accepts `Idempotency-Key`
+(each declares it; GraphQL and the token endpoints do not). Over a credential's rate
+limit the answer is 429, from a server at its limit of work in flight 503 (as while the
+database cannot serve); each says when to retry in `Retry-After`.
 """
 
 
 async def _maintain(services: Services, every: float) -> None:
-    """Rotate the signing key when its policy says so, and pick up other processes' work."""
+    """Rotate the signing key when its policy says so, pick up other processes' work, and
+    delete what is kept only for a while (revocations, Idempotency-Key records)."""
     while True:
         await anyio.sleep(every)
         try:
             await services.secrets.maintain()
             await services.identity.housekeeping()
+            await services.retention.purge_idempotency()
+        except Unavailable as exc:  # the store logged the outage once already
+            log.info("maintenance skipped: %s; retrying later", exc)
         except Exception:
             log.exception("the signing keys could not be maintained; retrying later")
 
@@ -123,9 +129,11 @@ def build_app(
     settings: Settings,
     *,
     collectors: Sequence[Collector] = (),
+    shared_limiter: SharedRateLimiter | None = None,
 ) -> Litestar:
     """The Waypost HTTP app over the Services that `services_factory` opens; `collectors`
-    add to its metrics (delivery's, when it runs in this process)."""
+    add to its metrics (delivery's, when it runs in this process); its rate limits are
+    shared through `shared_limiter` when given (closed with the app)."""
 
     slot = common.ServicesSlot()
 
@@ -136,12 +144,13 @@ def build_app(
             app.state[auth.SERVICES_KEY] = services
             tasks.start_soon(_maintain, services, settings.secrets.reload_seconds)
             if services.publisher is not None:
-                tasks.start_soon(_publish, services.publisher, settings.redis_streams.poll_seconds)
+                tasks.start_soon(_publish, services.publisher, settings.redis.stream_poll_seconds)
             try:
                 yield
             finally:
                 slot.services = None
                 tasks.cancel_scope.cancel()
+                await limits.limits_of(app.state).rates.close()
 
     principals = {
         "access": Provide(auth.provide_access, sync_to_thread=False),
@@ -149,6 +158,7 @@ def build_app(
     }
     # Routes on a tenant's data also get the use cases' `actor` (the audit log's routes
     # have a query parameter of that name instead).
+    principals["claim"] = Provide(idempotency.provide_claim, sync_to_thread=False)
     data = {**principals, "actor": Provide(auth.provide_actor, sync_to_thread=False)}
     security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}, {auth.BASIC_SCHEME: []}]
 
@@ -157,15 +167,15 @@ def build_app(
         handlers: Sequence[ControllerRouterHandler],
         tag: str,
         *,
-        idempotent: bool = True,
         max_body: int | None = None,
         tenant_data: bool = True,
         streams: bool = False,
         exception_handlers: ExceptionHandlersMap | None = None,
         long_poll: bool = False,
     ) -> Router:
-        # The caller first (401 before anything else), its rate limit, the bound on work
-        # in flight (long-lived streams and long polls have their own), then Idempotency-Key.
+        # The bound on work in flight first, from the request's arrival (long-lived streams
+        # and long polls have their own), then the caller (401 before anything else is
+        # read), its rate limit, then Idempotency-Key (on the routes that take the claim).
         bounded = (
             StreamsMiddleware
             if streams
@@ -174,13 +184,12 @@ def build_app(
             else BackpressureMiddleware
         )
         middleware: list[Middleware] = [
+            bounded,
+            QueryTextMiddleware,
             auth.AuthenticationMiddleware,
             RateLimitMiddleware,
-            bounded,
         ]
-        if idempotent:
-            middleware.append(IdempotencyMiddleware)
-            declare_idempotency(handlers)
+        idempotency.guard(handlers)
         return Router(
             path,
             route_handlers=handlers,
@@ -216,7 +225,7 @@ def build_app(
         tags=["identity"],
         dependencies={"ctx": Provide(auth.provide_context, sync_to_thread=False)},
         # No credential yet: limited per client address (password guessing).
-        middleware=[RateLimitMiddleware, BackpressureMiddleware],
+        middleware=[BackpressureMiddleware, QueryTextMiddleware, RateLimitMiddleware],
         request_max_body_size=64 * 1024,
     )
 
@@ -232,24 +241,10 @@ def build_app(
                 max_body=settings.http.max_batch_body_bytes,
             ),
             api(groups.PATH, groups.HANDLERS, "groups", long_poll=True),
-            api(messages.PATH, messages.HANDLERS, "messages", idempotent=False, streams=True),
+            api(messages.PATH, messages.HANDLERS, "messages", streams=True),
             api(subscriptions.PATH, subscriptions.HANDLERS, "subscriptions"),
-            # A secret's answer holds the secret: never kept for a replay.
-            api(
-                subscriptions.PATH,
-                subscriptions.SECRET_HANDLERS,
-                "subscriptions",
-                idempotent=False,
-            ),
             api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
-            # A new key's answer holds the key: never kept for a replay.
-            api(
-                api_keys.PATH,
-                api_keys.HANDLERS,
-                "identity",
-                idempotent=False,
-                tenant_data=False,
-            ),
+            api(api_keys.PATH, api_keys.HANDLERS, "identity", tenant_data=False),
             api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
             graphql_api,
             *graphql.graphiql_handlers(graphql.PATH, graphql.PATH),
@@ -263,7 +258,6 @@ def build_app(
                         metrics_json.PATH,
                         metrics_json.HANDLERS,
                         "operations",
-                        idempotent=False,
                         tenant_data=False,
                     )
                 ]
@@ -323,9 +317,11 @@ def build_app(
         debug=False,
     )
     app.state[auth.NETWORKS_KEY] = auth.AdminNetworks(settings.security.admin_networks)
+    app.state[auth.CLIENTS_KEY] = ClientAddresses(
+        settings.http.trusted_proxies, settings.http.proxy_header
+    )
     app.state[auth.SERVICE_IDENTITIES_KEY] = ServiceIdentities(settings.http.service_identities)
-    idempotency.install(app.state, MemoryRecords())
-    limits.install(app.state, Limits(settings.limits))
+    limits.install(app.state, Limits(settings.limits, shared=shared_limiter, redis=settings.redis))
     messages.install(app.state)
     # Last: its middleware wraps everything above (404s and 405s included).
     metrics.install(app, settings.metrics, collectors)

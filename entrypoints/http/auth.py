@@ -38,6 +38,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from core.domain.access import Permission, Role
 from core.domain.errors import Forbidden
 from core.usecases import Access, Actor, RequestContext, Services
+from entrypoints.http.clients import ClientAddresses
 from entrypoints.http.mtls import client_certificate
 from entrypoints.http.request_id import request_id
 
@@ -107,9 +108,26 @@ class AdminNetworks:
         return any(ip in network for network in self._networks)
 
 
+_CLIENT_KEY: Final = "waypost.client"
+CLIENTS_KEY: Final = "waypost.clients"
+
+
 def client_address(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return None if not client else str(client[0])
+    """The client's address (`clients.ClientAddresses`: behind trusted proxies, the one they
+    forwarded), found once per request."""
+    state = scope.get("state")
+    if state is not None and _CLIENT_KEY in state:
+        found: str | None = state[_CLIENT_KEY]
+        return found
+    clients: ClientAddresses | None = scope["app"].state.get(CLIENTS_KEY)
+    if clients is None:
+        client = scope.get("client")
+        found = None if not client else str(client[0])
+    else:
+        found = clients.of(scope)
+    if state is not None:
+        state[_CLIENT_KEY] = found
+    return found
 
 
 def request_context(scope: Scope) -> RequestContext:

@@ -5,6 +5,12 @@ msgspec decoder over the raw bytes (no intermediate dicts, no lax coercion:
 `"true"` is not a boolean here) and describe the Struct in the OpenAPI
 document. A body that is not JSON, or not of the command's shape, is a 400
 whose `errors` name the offending field as a JSON pointer.
+
+Nesting: msgspec's decoder counts its own recursion against the interpreter's limit
+and stops with `RecursionError` before the C stack could overflow; that is a 422 here
+(the body nests too deeply), like a payload or schema deeper than the domain's limits,
+which are checked next without recursion (`core.domain.schemas.json_depth`), before
+anything that recurses (the schema compiler, canonical JSON) sees them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from litestar.dto import AbstractDTO, DTOFieldDefinition
 from litestar.openapi.spec import Reference, Schema
 from litestar.typing import FieldDefinition
 
-from core.domain.errors import FieldError
+from core.domain.errors import FieldError, Invalid
 from entrypoints.http.problems import BadRequest
 
 T = TypeVar("T")
@@ -81,9 +87,15 @@ class Body(AbstractDTO[T]):
 
 
 def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
-    """`body` decoded by `decoder`; a 400 `BadRequest` naming the field when it cannot be."""
+    """`body` decoded by `decoder`; a 400 `BadRequest` naming the field when it cannot be,
+    a 422 when it nests deeper than the decoder may recurse."""
     try:
         return decoder.decode(body)
+    except RecursionError:
+        raise Invalid(
+            "The request body is nested too deeply.",
+            [FieldError("", "nests arrays and objects too deeply to be read")],
+        ) from None
     except msgspec.ValidationError as exc:
         raise shape_error(exc) from None
     except msgspec.DecodeError as exc:

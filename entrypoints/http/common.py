@@ -33,10 +33,12 @@ _DESCRIPTIONS: Final = {
     413: "Body or batch too large.",
     422: "Well-formed but refused by the rules; every error is listed.",
     429: "Over the credential's (or the address's) rate limit; Retry-After says when to retry.",
-    503: "The server is at its limit of requests in flight; Retry-After says when to retry.",
+    503: "The server is at its limit of requests in flight, or the database cannot serve "
+    "right now (nothing was written); Retry-After says when to retry.",
 }
-#: What every limited route may answer besides its own refusals (entrypoints/http/limits.py).
-LIMITED: Final = (429, 503)
+#: What every API route may answer besides its own refusals: 422 for a query parameter
+#: holding NUL (entrypoints/http/queries.py), 429 and 503 (entrypoints/http/limits.py).
+LIMITED: Final = (422, 429, 503)
 
 
 class ServicesSlot:

@@ -1,135 +1,95 @@
-"""Idempotency-Key on POST: the same key and the same request replay the first answer.
+"""Idempotency-Key on POST: the header, and the answers a replay sends.
 
-- same key, same request (method, path, query and body hashed): the first
-  answer again (status, Content-Type, Location, body) with `Idempotent-Replayed:
-  true`;
-- same key, another request: 422;
-- same key while the first request is still running: 409.
+The rules and the records are the core's (`core.domain.idempotency`, committed by the
+use cases with the writes they answer, in the store); this module only handles the
+header:
 
-Keys live in a space per tenant (`auth.idempotency_scope`). Answers of 500
-and above, and refusals that depend on the moment rather than on the request
-(401, 403, 408, 429), are not kept: the key may be used again.
+- a route that honours the key takes the request's claim (`claim: ClaimDep`) and hands
+  it to its use case with the answer it would send (`once(claim, render)`), built by
+  `answer(...)` exactly as the route answers. `guard` gives exactly those routes
+  `IdempotencyMiddleware` and the header in the OpenAPI document: a route that takes
+  no claim never reads, checks or documents a key;
+- `IdempotencyMiddleware` checks the key (400 when unusable), reads the body and makes
+  the request's `Claim`: the caller's key space (its tenant; the platform's for the
+  platform's routes), the key, and a fingerprint of method, path, query and body;
+- a request answered before comes back from the use case as `AlreadyAnswered`, which
+  the exception handlers (`problems.py`) send again, with `Idempotent-Replayed: true`.
 
-The records are kept in this process, bounded and expiring (`MemoryRecords`);
-several server processes need a shared store behind the same small interface.
+Routes that take no claim: the token endpoints (their answers are credentials),
+GraphQL (a document may hold several mutations: there is no one write to tie a key
+to) and the console's forms (a browser sends a form once; CSRF tokens guard them).
+`POST /api/v1/api-keys` stores an answer without the key's secret (`api_keys.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
-from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any, Final, Protocol
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, Final, TypeAlias, TypeVar
 
+import anyio
 import msgspec
 from litestar import Request
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import SkipValidation
+from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 
 from core.domain.errors import FieldError
+from core.domain.idempotency import (
+    HEADER,
+    Answer,
+    Claim,
+    fingerprint,
+    key_problem,
+)
+from core.usecases.common import Once
 from entrypoints.http.auth import idempotency_scope
-from entrypoints.http.problems import BadRequest, HttpProblem
+from entrypoints.http.openapi import IdempotentOperation
+from entrypoints.http.problems import BadRequest
+from entrypoints.http.views import IdData
 
-HEADER: Final = "Idempotency-Key"
+__all__ = [
+    "HEADER",
+    "ClaimDep",
+    "IdempotencyMiddleware",
+    "answer",
+    "claim_of",
+    "created_answer",
+    "guard",
+    "once",
+    "provide_claim",
+    "takes_claim",
+]
+
 _HEADER_KEY: Final = b"idempotency-key"
-MAX_KEY_LENGTH: Final = 255
-TTL_SECONDS: Final = 24 * 3600.0
-CAPACITY: Final = 10_000
-_KEPT_HEADERS: Final = frozenset({b"content-type", b"location"})
-_NOT_KEPT: Final = frozenset({401, 403, 408, 429})
-_STATE_KEY: Final = "idempotency"
+_CLAIM_KEY: Final = "waypost.idempotency"
+#: For the crash tests only (tests/e2e/test_processes.py): seconds a keyed request's
+#: answer waits after its write committed, so that a test can kill the process in
+#: between. Read once from the environment; 0 (unset) everywhere else.
+TEST_ANSWER_DELAY_VARIABLE: Final = "WAYPOST_TEST_ANSWER_DELAY_SECONDS"
+_ANSWER_DELAY: Final = float(os.environ.get(TEST_ANSWER_DELAY_VARIABLE, "0") or 0)
 
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
 
-class KeyReused(HttpProblem):
-    status = 422
-    type = "urn:waypost:problem:idempotency-key-reused"
-    title = "Idempotency key reused"
-
-
-class StillRunning(HttpProblem):
-    status = 409
-    type = "urn:waypost:problem:idempotency-in-flight"
-    title = "Request still running"
-
-
-class Answer(msgspec.Struct, frozen=True):
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
-class Record(msgspec.Struct):
-    fingerprint: bytes
-    expires: float
-    answer: Answer | None = None  # None while the first request runs
-
-
-class Records(Protocol):
-    def get(self, key: tuple[str, str]) -> Record | None: ...
-    def begin(self, key: tuple[str, str], fingerprint: bytes) -> None: ...
-    def finish(self, key: tuple[str, str], answer: Answer) -> None: ...
-    def abandon(self, key: tuple[str, str]) -> None: ...
-
-
-class MemoryRecords:
-    """Records in this process: at most `capacity`, each for `ttl` seconds."""
-
-    def __init__(
-        self,
-        *,
-        ttl: float = TTL_SECONDS,
-        capacity: int = CAPACITY,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._ttl = ttl
-        self._capacity = capacity
-        self._clock = clock
-        self._records: OrderedDict[tuple[str, str], Record] = OrderedDict()
-
-    def get(self, key: tuple[str, str]) -> Record | None:
-        record = self._records.get(key)
-        if record is not None and record.expires <= self._clock():
-            del self._records[key]
-            return None
-        return record
-
-    def begin(self, key: tuple[str, str], fingerprint: bytes) -> None:
-        self._records[key] = Record(fingerprint=fingerprint, expires=self._clock() + self._ttl)
-        self._records.move_to_end(key)
-        while len(self._records) > self._capacity:
-            self._records.popitem(last=False)
-
-    def finish(self, key: tuple[str, str], answer: Answer) -> None:
-        record = self._records.get(key)
-        if record is not None:
-            record.answer = answer
-
-    def abandon(self, key: tuple[str, str]) -> None:
-        self._records.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._records)
+#: How handlers ask for the request's claim (None: no Idempotency-Key).
+ClaimDep: TypeAlias = NamedDependency[SkipValidation[Claim | None]]
 
 
 def _key_of(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == _HEADER_KEY:
             key = value.decode("latin-1")
-            if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-                message = f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
+            problem = key_problem(key)
+            if problem is not None:
                 raise BadRequest(
-                    "The Idempotency-Key header is not usable.", [FieldError(HEADER, message)]
+                    "The Idempotency-Key header is not usable.", [FieldError(HEADER, problem)]
                 )
             return key
     return None
-
-
-def install(state: State, records: Records) -> None:
-    """Where the middleware finds its records: the app's state (Litestar deep-copies
-    routers and their middleware arguments, so a shared store cannot travel there)."""
-    state[_STATE_KEY] = records
 
 
 class IdempotencyMiddleware:
@@ -139,79 +99,77 @@ class IdempotencyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        key = _key_of(scope)
-        if key is None:
-            await self.app(scope, receive, send)
-            return
-        # Litestar keeps the body in the scope: the handler reads it again for free, and
-        # the route's body size limit (413) applies here just the same.
-        body = await Request[Any, Any, Any](scope, receive).body()
-        request = (scope["method"].encode(), scope["path"].encode(), scope["query_string"], body)
-        fingerprint = hashlib.sha256(b"\0".join(request)).digest()
-        space = (idempotency_scope(scope), key)
-        records: Records = scope["app"].state[_STATE_KEY]
-        record = records.get(space)
-        if record is not None:
-            if record.fingerprint != fingerprint:
-                raise KeyReused(
-                    "This Idempotency-Key was used for another request.",
-                    [FieldError(HEADER, "was used with another request body")],
+        if scope["type"] == ScopeType.HTTP and scope["method"] == "POST":
+            key = _key_of(scope)
+            if key is not None:
+                # Litestar keeps the body in the scope: the handler reads it again for free,
+                # and the route's body size limit (413) applies here just the same.
+                body = await Request[Any, Any, Any](scope, receive).body()
+                parts = (b"POST", scope["path"].encode(), scope["query_string"], body)
+                scope["state"][_CLAIM_KEY] = Claim(
+                    idempotency_scope(scope), key, fingerprint(parts)
                 )
-            if record.answer is None:
-                raise StillRunning(
-                    "The first request with this Idempotency-Key is still running.",
-                    [FieldError(HEADER, "is in use by a request still running")],
-                    headers={"Retry-After": "1"},
-                )
-            await _replay(record.answer, send)
-            return
-        await self._first(records, space, fingerprint, scope=scope, receive=receive, send=send)
-
-    async def _first(
-        self,
-        records: Records,
-        space: tuple[str, str],
-        fingerprint: bytes,
-        *,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        status = 0
-        headers: list[tuple[bytes, bytes]] = []
-        chunks: list[bytes] = []
-        complete = False
-
-        async def capture(message: Message) -> None:
-            nonlocal status, headers, complete
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", ()) if k in _KEPT_HEADERS]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-                complete = not message.get("more_body", False)
-            await send(message)
-
-        records.begin(space, fingerprint)
-        kept = False
-        try:
-            await self.app(scope, receive, capture)
-            if complete and status < 500 and status not in _NOT_KEPT:
-                records.finish(space, Answer(status, headers, b"".join(chunks)))
-                kept = True
-        finally:
-            if not kept:
-                records.abandon(space)
+                if _ANSWER_DELAY:
+                    send = _delayed(send)
+        await self.app(scope, receive, send)
 
 
-async def _replay(answer: Answer, send: Send) -> None:
-    headers = [
-        *answer.headers,
-        (b"content-length", str(len(answer.body)).encode("ascii")),
-        (b"idempotent-replayed", b"true"),
-    ]
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+def takes_claim(handler: object) -> bool:
+    """Whether `handler` is a POST route that honours Idempotency-Key (takes `claim`)."""
+    return (
+        isinstance(handler, HTTPRouteHandler)
+        and "POST" in handler.http_methods
+        and "claim" in inspect.signature(handler.fn).parameters
+    )
+
+
+def guard(handlers: Iterable[ControllerRouterHandler]) -> None:
+    """Give the POST handlers among `handlers` that take the claim `IdempotencyMiddleware`
+    (innermost: after authentication and the rate limit) and the header in the OpenAPI
+    document. Idempotent: the handlers of a module are shared by every app built."""
+    for handler in handlers:
+        if isinstance(handler, HTTPRouteHandler) and takes_claim(handler):
+            given = list(handler.middleware or [])
+            if IdempotencyMiddleware not in given:
+                handler.middleware = [*given, IdempotencyMiddleware]
+            handler.operation_class = IdempotentOperation
+
+
+def _delayed(send: Send) -> Send:
+    async def later(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await anyio.sleep(_ANSWER_DELAY)
+        await send(message)
+
+    return later
+
+
+def claim_of(scope: Scope) -> Claim | None:
+    found: Claim | None = scope["state"].get(_CLAIM_KEY)
+    return found
+
+
+def provide_claim(request: Request[Any, Any, Any]) -> Claim | None:
+    """The dependency `claim`: the request's Idempotency-Key claim, if it sent one."""
+    return claim_of(request.scope)
+
+
+def once(claim: Claim | None, render: Callable[[T], Answer]) -> Once[T] | None:
+    """What a route hands its use case: the claim and how it answers (None: no key)."""
+    return None if claim is None else Once(claim, render)
+
+
+def answer(
+    status: int,
+    data: object,
+    *,
+    location: str | None = None,
+    content_type: str = "application/json",
+) -> Answer:
+    """The answer a route sends, as it is stored: the body as Litestar encodes it."""
+    return Answer(status=status, body=_encode(data), content_type=content_type, location=location)
+
+
+def created_answer(location: str, ident: str) -> Answer:
+    """The stored form of `common.created`: 201 `{"data": "<id>"}` with its `Location`."""
+    return answer(201, IdData(ident), location=location)

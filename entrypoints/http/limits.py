@@ -1,27 +1,33 @@
-"""Rate limits (429) and backpressure (503): the middleware after authentication.
+"""Backpressure (503) and rate limits (429): the middleware around authentication.
 
-The order of a request (ARCHITECTURE.md): request id -> authentication -> rate
-limit -> backpressure -> the route.
+The order of a request: request id -> backpressure -> authentication -> rate limit ->
+the route.
 
-- `RateLimitMiddleware` takes a token from the caller's bucket
-  (`core.domain.ratelimit`): the authenticated credential on the API routes (an API
-  key, or the user or key behind an access token), the client address on the token
-  endpoints, where there is no credential yet and password guessing is what to slow
-  down. An empty bucket is a 429 with `Retry-After`, before the body is read.
 - `BackpressureMiddleware` bounds the API requests being served at once, all
-  callers together. One over the bound is a 503 with `Retry-After` at once: a
-  server at its limit answers quickly rather than queueing work without bound
-  (memory, and latency for everyone). `StreamsMiddleware` bounds the live
-  streams (`GET /api/v1/messages`) the same way, on their own count, and
-  `LongPollMiddleware` the requests that wait (`GET .../status?wait=`), on theirs.
+  callers together, counted from the moment a request arrives, so that requests
+  waiting on authentication count too. One over the bound is a 503 with
+  `Retry-After` at once: a server at its limit answers quickly rather than queueing
+  work without bound (memory, and latency for everyone). `StreamsMiddleware` bounds
+  the live streams (`GET /api/v1/messages`) the same way, on their own count, and
+  `LongPollMiddleware` the requests that wait (`GET .../status?wait=`), on theirs: a
+  request is put in its place at arrival, from its path and query alone. These
+  bounds are each process's own: they protect that process.
+- `RateLimitMiddleware` admits the caller's request or answers 429 with
+  `Retry-After`, before the body is read: per authenticated credential on the API
+  routes (an API key, or the user or key behind an access token), per client address
+  on the token endpoints, where there is no credential yet and password guessing is
+  what to slow down. With Redis (`redis.url`), the limits are shared by every server
+  process (GCRA in Redis, `adapters.redis.ratelimit`); without it, or while Redis
+  fails, each process limits on its own (`core.usecases.ratelimits`): a Redis outage
+  is logged once, shown in the metrics and the readiness probe, and never answered
+  with a 5xx.
 
-Both keep their state in this process (`Limits`, in the app's state): with several
-server processes behind one address, each enforces the limits on its own share.
 Health probes, the JWKS and the OpenAPI document are not limited.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -31,10 +37,13 @@ from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from core.domain.ratelimit import Limiter, Rate
+from core.domain.breaker import Breaker, BreakerPolicy, began, ended
+from core.domain.ratelimit import Rate
+from core.ports import SharedRateLimiter
+from core.usecases.ratelimits import RateLimits
 from entrypoints.http.auth import access_of, client_address
 from entrypoints.http.problems import HttpProblem
-from entrypoints.settings import LimitsSettings
+from entrypoints.settings import LimitsSettings, RedisSettings
 
 __all__ = [
     "BackpressureMiddleware",
@@ -48,6 +57,10 @@ __all__ = [
 ]
 
 _KEY: Final = "waypost.limits"
+#: The two kinds of rate limit.
+CREDENTIAL: Final = "credential"
+ADDRESS: Final = "address"
+log = logging.getLogger("waypost.limits")
 #: Seconds an overloaded server asks callers to wait before trying again.
 OVERLOADED_RETRY_AFTER: Final = 1
 
@@ -75,19 +88,58 @@ class Bound:
         self.what = what
 
 
+class Outage:
+    """What the rate limits' breaker went through, for the log, metrics and readiness."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.since: float | None = None  # when the current outage began
+        self.cause: str | None = None
+        self.outages = 0
+
+    def changed(self, before: Breaker, after: Breaker, cause: str | None) -> None:
+        if began(before, after):
+            self.since, self.cause = self.clock(), cause
+            self.outages += 1
+            log.warning(
+                "Redis failed (%s): rate limits are per process until it answers again",
+                cause,
+                extra={"cause": cause},
+            )
+        elif ended(before, after):
+            lasted = 0.0 if self.since is None else self.clock() - self.since
+            self.since = self.cause = None
+            log.info(
+                "Redis answers again after %.1f s: rate limits are shared again",
+                lasted,
+                extra={"outage_seconds": round(lasted, 3)},
+            )
+
+
 class Limits:
-    """This process's limiters and bounds."""
+    """This process's bounds, and the rate limits (shared through `shared`, when given)."""
 
     def __init__(
-        self, settings: LimitsSettings, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: LimitsSettings,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        shared: SharedRateLimiter | None = None,
+        redis: RedisSettings | None = None,
     ) -> None:
-        self.callers = Limiter(
-            Rate(per_second=settings.requests_per_second, burst=settings.burst),
+        self.outage = Outage(clock)
+        self.rates = RateLimits(
+            {
+                CREDENTIAL: Rate(per_second=settings.requests_per_second, burst=settings.burst),
+                ADDRESS: Rate(
+                    per_second=settings.auth_requests_per_minute / 60, burst=settings.auth_burst
+                ),
+            },
             capacity=settings.tracked_callers,
-        )
-        self.addresses = Limiter(
-            Rate(per_second=settings.auth_requests_per_minute / 60, burst=settings.auth_burst),
-            capacity=settings.tracked_callers,
+            clock=clock,
+            shared=shared,
+            policy=BreakerPolicy.in_a_row(3, (redis or RedisSettings()).retry_seconds),
+            on_change=self.outage.changed,
         )
         self.requests = Bound(settings.max_in_flight, "requests as it can")
         self.streams = Bound(settings.max_streams, "live streams as it may")
@@ -97,6 +149,11 @@ class Limits:
 
 def install(state: State, limits: Limits) -> None:
     state[_KEY] = limits
+
+
+def limits_of(state: State) -> Limits:
+    limits: Limits = state[_KEY]
+    return limits
 
 
 def _limits(scope: Scope) -> Limits:
@@ -116,15 +173,14 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["method"] != "OPTIONS":
-            limits = _limits(scope)
+            rates = _limits(scope).rates
             access = access_of(scope)
             if access is not None:
                 principal = access.principal
-                wait = limits.callers.take(f"{principal.kind}:{principal.id}", limits.clock())
+                wait = await rates.take(CREDENTIAL, f"{principal.kind}:{principal.id}")
                 detail = "This credential is over its rate limit."
             else:
-                address = client_address(scope) or "-"
-                wait = limits.addresses.take(address, limits.clock())
+                wait = await rates.take(ADDRESS, client_address(scope) or "-")
                 detail = "This address is over the token endpoints' rate limit."
             if wait > 0:
                 raise RateLimited(

@@ -31,18 +31,21 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from core.domain.breaker import BreakerState
 from core.domain.errors import Forbidden
 from core.usecases import Recorded
 from entrypoints.http.auth import PUBLIC, SERVICES_KEY, AdminNetworks, client_address
+from entrypoints.http.limits import limits_of
 from entrypoints.http.metrics_json import Key, Snapshots, values
 from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.settings import MetricsSettings
@@ -102,6 +105,43 @@ class InFlight(Collector):
         )
 
 
+class RateLimitsCollector(Collector):
+    """Whether the rate limits are shared (Redis) or per process, read when scraped."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        limits = limits_of(self.state)
+        rates = limits.rates
+        yield GaugeMetricFamily(
+            "waypost_rate_limits_shared",
+            "1 while the rate limits are shared by every server process through Redis, "
+            "0 while this process limits on its own (no Redis, or Redis failing).",
+            1 if rates.sharing else 0,
+        )
+        if rates.shared is None:
+            return
+        breaker = GaugeMetricFamily(
+            "waypost_redis_breaker_state",
+            "The rate limits' circuit breaker on Redis: 1 for its current state.",
+            labels=("state",),
+        )
+        for state in BreakerState:
+            breaker.add_metric((state.value,), 1 if rates.breaker.state == state else 0)
+        yield breaker
+        yield CounterMetricFamily(
+            "waypost_rate_limit_local_decisions",
+            "Rate-limit decisions this process took alone because Redis failed.",
+            rates.fallbacks,
+        )
+        yield CounterMetricFamily(
+            "waypost_redis_outages",
+            "Times the rate limits fell back to this process because Redis failed.",
+            limits.outage.outages,
+        )
+
+
 class Operations(Collector):
     """What operators alert on besides requests, read when scraped: readiness (as the last
     probe found it) and when the signing key that signs now was activated."""
@@ -135,7 +175,7 @@ class Operations(Collector):
 class Metrics:
     """One app's metrics, in a registry of its own, and who may read them."""
 
-    def __init__(self, allowed_networks: Iterable[str] = (), state: Any = None) -> None:
+    def __init__(self, allowed_networks: Iterable[str] = (), state: State | None = None) -> None:
         networks = list(allowed_networks)
         #: None: anyone may read the metrics.
         self.readers = AdminNetworks(networks) if networks else None
@@ -167,6 +207,8 @@ class Metrics:
         )
         self.operations = Operations({} if state is None else state)
         registry.register(self.operations)
+        if state is not None:
+            registry.register(RateLimitsCollector(state))
         ProcessCollector(registry=registry)
         GCCollector(registry=registry)
         # The labelled children of each (method, route, status), found once: `labels()`

@@ -1,7 +1,8 @@
 """What the OpenAPI document says that Litestar cannot infer from a handler's signature.
 
-- `Idempotency-Key`: every POST of a router that `IdempotencyMiddleware` guards declares
-  the header (`declare_idempotency`), so a client generated from the document sends it.
+- `Idempotency-Key`: every POST route that honours it (its handler takes the request's
+  claim, `entrypoints.http.idempotency.guard`) declares the header
+  (`IdempotentOperation`), so a client generated from the document sends it.
 - The token and revocation endpoints read their body themselves (form-encoded, as
   OAuth 2.0 clients send it, or JSON): `TokenOperation` and `RevokeOperation` describe
   it in both media types, so "Try it out" on `/schema` can get a token.
@@ -9,11 +10,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIType,
@@ -22,7 +21,6 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.types import ControllerRouterHandler
 
 from core.usecases.identity import GRANT_TYPES
 
@@ -31,7 +29,6 @@ __all__ = [
     "IdempotentOperation",
     "RevokeOperation",
     "TokenOperation",
-    "declare_idempotency",
 ]
 
 IDEMPOTENCY_KEY: Final = "Idempotency-Key"
@@ -60,13 +57,6 @@ class IdempotentOperation(Operation):
         if not any(isinstance(p, Parameter) and p.name == IDEMPOTENCY_KEY for p in params):
             params.append(_idempotency_parameter())
         self.parameters = params
-
-
-def declare_idempotency(handlers: Iterable[ControllerRouterHandler]) -> None:
-    """Mark the POST handlers among `handlers` as accepting `Idempotency-Key`."""
-    for handler in handlers:
-        if isinstance(handler, HTTPRouteHandler) and "POST" in handler.http_methods:
-            handler.operation_class = IdempotentOperation
 
 
 def _text(description: str, *, enum: list[str] | None = None, secret: bool = False) -> Schema:

@@ -33,12 +33,16 @@ from core.domain.errors import (
     TooLarge,
     Unauthenticated,
 )
+from core.domain.idempotency import AlreadyAnswered, KeyInUse, KeyReused
 from core.domain.refusals import TOKEN_REFUSALS
+from core.ports import Unavailable
 from entrypoints.http.request_id import request_id
 
 __all__ = [
     "EXCEPTION_HANDLERS",
     "PROBLEM_JSON",
+    "UNAVAILABLE_RETRY_AFTER",
+    "UNAVAILABLE_TYPE",
     "BadRequest",
     "HttpProblem",
     "InternalProblem",
@@ -114,8 +118,10 @@ def challenge(exc: Unauthenticated) -> str:
 _DOMAIN: tuple[tuple[type[DomainError], int, str], ...] = (
     (Unauthenticated, 401, "unauthenticated"),
     (Forbidden, 403, "forbidden"),
+    (KeyReused, 422, "idempotency-key-reused"),
     (Invalid, 422, "validation-failed"),
     (NotFound, 404, "not-found"),
+    (KeyInUse, 409, "idempotency-in-flight"),
     (Conflict, 409, "conflict"),
     (TooLarge, 413, "too-large"),
 )
@@ -150,15 +156,18 @@ def problem_response(
 def _domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
     for cls, status, name in _DOMAIN:
         if isinstance(exc, cls):
+            headers = None
+            if isinstance(exc, Unauthenticated):
+                headers = {"WWW-Authenticate": challenge(exc)}
+            elif isinstance(exc, KeyInUse):
+                headers = {"Retry-After": "1"}
             return problem_response(
                 status,
                 type_=_PREFIX + name,
                 title=exc.title,
                 detail=exc.detail,
                 errors=list(exc.errors),
-                headers={"WWW-Authenticate": challenge(exc)}
-                if isinstance(exc, Unauthenticated)
-                else None,
+                headers=headers,
             )
     return _internal(_, exc)  # pragma: no cover - every DomainError subclass is in the table
 
@@ -260,7 +269,46 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes
     return Response(content=msgspec.json.encode(body), status_code=500, media_type=PROBLEM_JSON)
 
 
+#: The header a replayed answer carries (Idempotency-Key, `core.domain.idempotency`).
+REPLAYED = "Idempotent-Replayed"
+
+
+def _replayed(_: Request[Any, Any, Any], exc: AlreadyAnswered) -> Response[bytes]:
+    """Not a refusal: the request was answered before, and gets that answer again."""
+    stored = exc.answer
+    headers = {REPLAYED: "true"}
+    if stored.location is not None:
+        headers["Location"] = stored.location
+    return Response(
+        content=stored.body,
+        status_code=stored.status,
+        media_type=stored.content_type,
+        headers=headers,
+    )
+
+
+#: Seconds a caller is asked to wait while the database cannot serve.
+UNAVAILABLE_RETRY_AFTER = 1
+#: The problem type of that answer.
+UNAVAILABLE_TYPE = _PREFIX + "unavailable"
+
+
+def _unavailable(_: Request[Any, Any, Any], exc: Unavailable) -> Response[bytes]:
+    """503 with Retry-After: nothing was written, the same request may work in a moment. The
+    cause is the operator's (logged once per outage by the store), never the caller's."""
+    return problem_response(
+        503,
+        type_=UNAVAILABLE_TYPE,
+        title="Service unavailable",
+        detail="The database cannot serve right now; nothing was written. Retry after "
+        f"{UNAVAILABLE_RETRY_AFTER} s.",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    AlreadyAnswered: _replayed,
+    Unavailable: _unavailable,
     DomainError: _domain,
     HttpProblem: _http_problem,
     HTTPException: _litestar,

@@ -377,3 +377,23 @@ async def test_a_polled_feed_polls_for_a_watch_of_all_only_while_it_is_open(fx: 
     assert made >= 2
     await anyio.sleep(0.4)
     assert fx.feed.polls == made
+
+
+async def test_a_feed_that_cannot_listen_says_so_once_per_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A database that cannot be reached is retried with a growing pause, and logged once
+    (as the stores log an outage), not once per attempt."""
+    import logging
+
+    from adapters.sql.listen import PgCommitFeed
+    from tests.e2e.conftest import free_port
+
+    feed = PgCommitFeed(f"postgresql://postgres@127.0.0.1:{free_port()}/waypost")
+    caplog.set_level(logging.DEBUG, logger="waypost.commits")
+    async with feed.running(), feed.watch("t", 1.5) as watch:
+        assert await watch.wait(0) is False  # nobody listens: the time is up
+    attempts = [r for r in caplog.records if "cannot listen for commits" in r.getMessage()]
+    assert len(attempts) >= 3  # 0.2 s, 0.4 s, 0.8 s ...
+    assert [r.levelno for r in attempts].count(logging.WARNING) == 1
+    assert feed.connections == 0

@@ -139,6 +139,8 @@ async def test_api_keys(identity: IdentityStore) -> None:
         await keys.add(key(8, prefix=key(1).prefix))
     assert await keys.get(ACME, ulid(1)) == key(1)
     assert await keys.get(GLOBEX, ulid(1)) is None
+    assert await keys.find(ulid(7)) == key(7, GLOBEX)  # whichever scope
+    assert await keys.find(ulid(99)) is None
     assert await keys.by_prefix(key(2).prefix) == key(2)
     assert await keys.by_prefix("nothere0") is None
     revoked = revoke_api_key(key(2), now=T0 + timedelta(minutes=1))

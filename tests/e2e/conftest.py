@@ -29,17 +29,39 @@ def free_port() -> int:
 class ServerProcess:
     """One `waypost serve` child process; `stop()` sends SIGTERM and waits."""
 
-    def __init__(self, env: Mapping[str, str], log: pathlib.Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log: pathlib.Path,
+        *args: str,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.env = dict(env)
+        self.args = args
         self._log_file = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(self.port)],
-            env={**os.environ, **env},
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "entrypoints.cli", "serve", "--port", str(self.port),
+             *self.args],
+            env={**os.environ, **self.env},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-        )
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        """kill -9: no shutdown of any kind."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        """Start the same server again (same port, same settings) after it stopped."""
+        assert self.proc.poll() is not None, "still running"
+        self.proc = self._spawn()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

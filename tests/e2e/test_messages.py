@@ -56,9 +56,7 @@ def test_a_tail_receives_what_commits_while_open_and_a_stop_ends_it(
 def test_the_server_publishes_each_tenants_messages_to_its_redis_stream(
     server_env: dict[str, str], redis_db: str, tmp_path: pathlib.Path
 ) -> None:
-    server = ServerProcess(
-        {**server_env, "WAYPOST__REDIS_STREAMS__URL": redis_db}, tmp_path / "server.log"
-    )
+    server = ServerProcess({**server_env, "WAYPOST__REDIS__URL": redis_db}, tmp_path / "server.log")
     try:
         server.wait_ready()
         api = new_tenant(server.url, server.bootstrap_key(), "acme")

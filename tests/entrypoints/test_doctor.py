@@ -199,13 +199,16 @@ async def test_sqlite_without_free_space(healthy: dict[str, str]) -> None:
 
 async def test_redis_unreachable(healthy: dict[str, str]) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    report = await run({**healthy, "WAYPOST__REDIS_STREAMS__URL": url}, _env())
-    _failed(report, "redis", "not reachable")
+    report = await run({**healthy, "WAYPOST__REDIS__URL": url}, _env())
+    _failed(report, "redis", "redis.url not reachable")
+    # The rate limits need it too: checked whatever it is used for.
+    quiet = {"WAYPOST__REDIS__URL": url, "WAYPOST__REDIS__PUBLISH_MESSAGES": "false"}
+    _failed(await run({**healthy, **quiet}, _env()), "redis", "not reachable")
 
 
 @pytest.mark.redis
 async def test_redis_reachable(healthy: dict[str, str], redis_url: str) -> None:
-    report = await run({**healthy, "WAYPOST__REDIS_STREAMS__URL": redis_url}, _env())
+    report = await run({**healthy, "WAYPOST__REDIS__URL": redis_url}, _env())
     assert report.ok, report.findings
     assert _line(report, "redis").message.startswith("Redis ")
 
@@ -297,6 +300,28 @@ async def test_a_healthy_postgres_deployment_and_its_clock(fresh_database: str) 
     assert _line(report, "clock").status == "ok"
     skewed = await run(environ, _env(clock=timedelta(seconds=3)))
     _failed(skewed, "clock", "ahead of the database's", "NTP")
+
+
+@pytest.mark.postgres
+async def test_the_urls_libpq_options_are_understood(fresh_database: str) -> None:
+    """The doctor connects as the server does: `connect_timeout` and the like are the
+    client's options, not settings sent to PostgreSQL."""
+    url = f"{fresh_database}?application_name=waypost&connect_timeout=5&sslmode=disable"
+    environ = {"WAYPOST__DATABASE__URL": url, **MASTER}
+    await _deploy(environ)
+    report = await run(environ, _env())
+    assert report.ok, report.findings
+    assert _line(report, "database").message.startswith("PostgreSQL 15")
+
+
+async def test_an_unreadable_password_file(tmp_path: pathlib.Path) -> None:
+    """The server's URL is the one checked: with `database.password_file`'s password."""
+    environ = {
+        "WAYPOST__DATABASE__URL": f"postgresql://waypost@127.0.0.1:{free_port()}/waypost",
+        "WAYPOST__DATABASE__PASSWORD_FILE": str(tmp_path / "missing"),
+        **MASTER,
+    }
+    _failed(await run(environ, _env()), "database", "database.password_file", "cannot read")
 
 
 @pytest.mark.postgres

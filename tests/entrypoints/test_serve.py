@@ -37,7 +37,9 @@ def test_serve_configures_the_log_and_settles_the_heap_after_start_up(
 ) -> None:
     served: list[Any] = []
     configured: list[LogSettings] = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config.app))
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config.app)
+    )
     monkeypatch.setattr(signal, "signal", lambda *_: None)  # keep pytest's own handlers
     # the process's loggers stay as they are for the other tests
     monkeypatch.setattr(logs, "configure", lambda log, stream=None: configured.append(log))
@@ -46,7 +48,7 @@ def test_serve_configures_the_log_and_settles_the_heap_after_start_up(
         secrets=SecretsSettings(master_key=generate_master_key()),
         log=LogSettings(format="json"),
     )
-    cli._serve(settings, host=None, port=None)
+    cli._serve(settings, host=None, port=None, workers=None)
     assert configured == [settings.log]
     (app,) = served
     # last: Litestar runs on_startup hooks after the lifespan has opened the services

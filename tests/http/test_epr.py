@@ -320,3 +320,40 @@ async def test_graphiql_at_eprs_path_sends_to_eprs_endpoint(api: Client) -> None
     page = await api.get(f"{EPR}/graphql", headers={})
     assert page.status_code == 200
     assert 'data-endpoint="/epr/api/v1/graphql/query"' in page.text
+
+
+async def test_creates_honour_idempotency_key_like_their_rest_twins(api: Client) -> None:
+    """A retry with the same key gets the first answer (EPR's 200, replayed) and nothing
+    is made twice; the same key with another body is refused in EPR's envelope."""
+    made: dict[str, str] = {}
+    receiver = await created(api, "receivers", go_receiver(name="once"))
+    bodies = {
+        "receivers": go_receiver(name="keyed"),
+        "events": go_event(receiver),
+        "groups": go_group([receiver]),
+    }
+    for kind, body in bodies.items():
+        keyed = {**HEADERS, "Idempotency-Key": f"epr-{kind}"}
+        first = await api.post(f"{EPR}/{kind}", json=body, headers=keyed)
+        again = await api.post(f"{EPR}/{kind}", json=body, headers=keyed)
+        assert first.status_code == again.status_code == 200, (kind, again.text)
+        assert again.content == first.content
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.headers["content-type"].startswith("application/json")
+        made[kind] = first.json()["data"]
+        other = await api.post(f"{EPR}/{kind}", json={**body, "description": "x"}, headers=keyed)
+        assert "Idempotency-Key" in refused(other, 400)
+    events = (await api.get("/api/v1/events", headers=HEADERS)).json()["data"]
+    assert [e["id"] for e in events] == [made["events"]]
+    groups = (await api.get("/api/v1/groups", headers=HEADERS)).json()["data"]
+    assert [g["id"] for g in groups] == [made["groups"]]
+
+
+async def test_graphql_takes_no_idempotency_key(api: Client) -> None:
+    """A document may hold several mutations: the header is not read (not even checked)."""
+    query = {"query": "{ event_receivers_page(limit: 1) { items { id } } }"}
+    for path in (f"{EPR}/graphql/query", "/api/v1/graphql"):
+        odd = {**HEADERS, "Idempotency-Key": "k" * 300}  # over 255: unusable as a key
+        answer = await api.post(path, json=query, headers=odd)
+        assert answer.status_code == 200, answer.text
+        assert "errors" not in answer.json()

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import anyio
 import pytest
 
 from adapters.memory.identity import MemoryIdentity
+from core.usecases.identity import RECENT_SECONDS
+from entrypoints.http.limits import limits_of
 from entrypoints.settings import LimitsSettings
 from tests.http.conftest import (
+    ACME_KEY,
     HEADERS,
+    OTHER_HEADERS,
     Client,
+    ManualClock,
     add_tenants,
     asgi_client,
     assert_problem,
@@ -153,3 +159,57 @@ async def test_waiters_beyond_the_bound_get_503_and_do_not_take_requests_places(
         # Once they left, there is room again.
         again = await client.get(path, params={**KEY, "wait": 1}, headers=HEADERS)
         assert again.status_code == 200
+
+
+async def test_waiters_count_from_their_arrival_against_their_own_bound(
+    identity: MemoryIdentity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound of work in flight counts a request from its arrival (while it waits on
+    authentication too): a long poll is counted against `max_waiters` from then on,
+    never against `max_in_flight`. Two long polls held in authentication fill the
+    waiters' bound (a third is 503 at once) while a plain request still gets its place."""
+    config = settings(limits=LimitsSettings(max_waiters=2, max_in_flight=1))
+    clock = ManualClock()
+    app = make_app(identity, config=config, clock=clock)
+    async with asgi_client(app) as client:
+        await add_tenants(client, identity)
+        build = await make_receiver(client, "build")
+        group = await make_group(client, build)
+        path = f"{GROUPS}/{group}/status"
+        clock.set(clock.current + timedelta(seconds=RECENT_SECONDS + 1))  # keys read again
+        gate = anyio.Event()
+        held: list[str] = []
+        both_held = anyio.Event()
+        original = identity.api_keys.by_prefix
+        acme = ACME_KEY.split("_")[1]
+
+        async def slow(prefix: str) -> Any:
+            if prefix == acme:  # acme's requests wait in authentication
+                held.append(prefix)
+                if len(held) == 2:
+                    both_held.set()
+                await gate.wait()
+            return await original(prefix)
+
+        monkeypatch.setattr(identity.api_keys, "by_prefix", slow)
+        answers: list[int] = []
+
+        async def wait() -> None:
+            answer = await client.get(path, params={**KEY, "wait": 1}, headers=HEADERS)
+            answers.append(answer.status_code)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait)
+            tasks.start_soon(wait)
+            with anyio.fail_after(10):
+                await both_held.wait()
+            with anyio.fail_after(5):  # at once, not behind the two in authentication
+                third = await client.get(path, params={**KEY, "wait": 1}, headers=HEADERS)
+            assert_problem(third, 503)
+            assert limits_of(app.state).waiters.in_flight == 2
+            assert limits_of(app.state).requests.in_flight == 0
+            plain = await client.get("/api/v1/receivers", headers=OTHER_HEADERS)
+            assert plain.status_code == 200
+            gate.set()
+        assert answers == [200, 200]
+        assert limits_of(app.state).waiters.in_flight == 0

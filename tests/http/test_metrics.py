@@ -97,6 +97,7 @@ async def test_the_exposition_parses_into_every_metric(client: Client) -> None:
         "waypost_http_requests_in_flight": "gauge",
         "waypost_events_recorded": "counter",
         "waypost_group_completions": "counter",
+        "waypost_rate_limits_shared": "gauge",
         "waypost_ready": "gauge",
         "waypost_signing_key_activated_timestamp_seconds": "gauge",
     }

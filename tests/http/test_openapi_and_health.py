@@ -119,7 +119,10 @@ async def test_live_and_ready(client: Client) -> None:
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ok",
-        "components": {"store": {"status": "ok", "detail": "a read transaction works"}},
+        "components": {
+            "store": {"status": "ok", "detail": "a read transaction works"},
+            "rate_limits": {"status": "ok", "detail": "per server process (no Redis configured)"},
+        },
     }
 
 

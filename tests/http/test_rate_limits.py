@@ -243,3 +243,88 @@ async def test_every_limited_route_documents_429_and_503(app: Litestar) -> None:
                 assert {"429", "503"} <= set(operation["responses"]), path
                 limited += 1
     assert limited > 20
+
+
+async def test_requests_waiting_on_authentication_count_from_their_arrival(
+    identity: MemoryIdentity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """32 requests while authentication is slow, with room for 4: four wait in it, the
+    other 28 are answered 503 at once instead of queueing behind them."""
+    config = settings(limits=LimitsSettings(max_in_flight=4))
+    app = make_app(identity, config=config)
+    async with serving(app, identity) as client:
+        gate = anyio.Event()
+        waiting: list[str] = []
+        original = identity.api_keys.by_prefix
+
+        async def slow(prefix: str) -> Any:
+            waiting.append(prefix)
+            await gate.wait()
+            return await original(prefix)
+
+        monkeypatch.setattr(identity.api_keys, "by_prefix", slow)
+        statuses: list[int] = []
+        refused = anyio.Event()
+
+        async def send() -> None:
+            statuses.append((await client.get("/api/v1/receivers", headers=HEADERS)).status_code)
+            if len(statuses) == 28:
+                refused.set()
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(32):
+                tasks.start_soon(send)
+            with anyio.fail_after(10):
+                await refused.wait()
+            assert statuses == [503] * 28
+            assert len(waiting) == 4
+            assert limits.limits_of(app.state).requests.in_flight == 4
+            gate.set()
+        assert sorted(statuses) == [200] * 4 + [503] * 28
+        assert limits.limits_of(app.state).requests.in_flight == 0
+
+
+class DownRedis:
+    """A shared limiter whose server is down: every call fails at once."""
+
+    calls = 0
+
+    async def take(self, bucket: str, rate: Any) -> float:
+        self.calls += 1
+        raise ConnectionRefusedError("Connection refused")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_redis_outage_is_never_a_5xx_and_is_shown_and_logged_once(
+    identity: MemoryIdentity, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = settings(limits=LimitsSettings(requests_per_second=1, burst=3))
+    app = make_app(identity, config=config)
+    down = DownRedis()
+    time = FakeTime()
+    limits.install(app.state, limits.Limits(config.limits, clock=time, shared=down))
+    with caplog.at_level("INFO", logger="waypost.limits"):
+        async with serving(app, identity, time) as client:
+            asked = down.calls  # the set-up's requests opened the breaker
+            statuses = [
+                (await client.get("/api/v1/receivers", headers=HEADERS)).status_code
+                for _ in range(6)
+            ]
+            # this process's limit applies meanwhile: the burst, then 429
+            assert statuses == [200, 200, 200, 429, 429, 429]
+            ready = await client.get("/healthz/ready")
+            assert ready.status_code == 200
+            assert ready.json()["status"] == "degraded"
+            assert ready.json()["components"]["rate_limits"]["status"] == "degraded"
+            scraped = (await client.get("/metrics")).text
+    assert "waypost_rate_limits_shared 0.0" in scraped
+    assert 'waypost_redis_breaker_state{state="open"} 1.0' in scraped
+    assert "waypost_redis_outages_total 1.0" in scraped
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "Connection refused" in warnings[0].getMessage()
+    # one probe (the set-up's clock moved hours on), which failed: then open, cooling down,
+    # Redis is not asked again
+    assert down.calls == asked + 1

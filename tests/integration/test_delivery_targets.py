@@ -11,6 +11,7 @@ from ipaddress import ip_address
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from standardwebhooks import Webhook
 
@@ -426,3 +427,42 @@ async def test_ping_replay_and_redrive(tmp_path: pathlib.Path) -> None:
 async def _status(world: World, ident: str, status: DeliveryStatus, count: int) -> bool:
     found = await world.deliveries(ident)
     return [d.status for d in found].count(status) >= count
+
+
+# --- a database that cannot serve ---------------------------------------------------------------
+
+
+async def test_the_delivery_loops_wait_out_a_database_that_cannot_serve(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite's writer lock held by another process for a while: the dispatcher, deliverers
+    and housekeeping meet `Unavailable` (which the database's availability logs, one line
+    each time reads succeed between failed writes), never a traceback or an error of
+    delivery's own, and deliver as usual once the lock is released."""
+    import logging
+    import sqlite3
+
+    caplog.set_level(logging.INFO)
+    config = settings_for(tmp_path)
+    config = msgspec.structs.replace(
+        config, database=msgspec.structs.replace(config.database, busy_timeout_seconds=0.1)
+    )
+    with target() as hook:
+        async with running(config) as world:
+            ident = await world.subscribe(hook.url())
+            other = sqlite3.connect(tmp_path / "waypost.db", isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                await anyio.sleep(1.5)  # every loop meets the lock several times
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            await world.record()
+            [delivery] = await world.settled(ident)
+        assert delivery.status == DeliveryStatus.SUCCEEDED
+        assert len(hook.requests) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not [r for r in caplog.records if r.exc_info]
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned  # the loops did meet the lock
+    assert {r.name for r in warned} == {"waypost.database"}, [r.getMessage() for r in warned]

@@ -15,12 +15,22 @@ from adapters.sql.migrations import migrate
 from adapters.sql.replica import ReplicaStore
 from adapters.sql.store import SqlStore
 from adapters.system import SystemClock, UlidSource
+from core.domain.access import Role
 from core.domain.commands import CreateTenant, RegisterReceiver
-from core.ports import AppendMeta, EventFilter, PageRequest
+from core.ports import AppendMeta, EventFilter, PageRequest, Unavailable
 from core.usecases import Actor, Deps, Services
 from tests.contract.test_usecases import event
-from tests.http.conftest import PLATFORM, asgi_client, make_app, platform_identity
-from tests.servers import ReplicaServer
+from tests.http.conftest import (
+    ACME_KEY,
+    HEADERS,
+    PLATFORM,
+    asgi_client,
+    event_body,
+    make_app,
+    platform_identity,
+    seed_key,
+)
+from tests.servers import ReplicaServer, running_postgres
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -155,3 +165,54 @@ async def test_when_the_replica_goes_away_reads_fall_back_and_readiness_degrades
         assert store.served["replica"] == 2, store.readiness()
         ready = (await client.get("/healthz/ready")).json()
         assert ready["status"] == "ok"
+
+
+@pytest.mark.slow
+async def test_while_the_primary_is_down_writes_are_503_and_the_replica_keeps_reading() -> None:
+    """The primary is the database that must serve: while it is down, writes and the reads
+    that decide are 503 with Retry-After (never a 500, nothing written); stale-tolerant
+    reads stay on the replica while it serves, and are 503 once it is gone too. A cluster
+    of the test's own, which it stops (the session's serves every other test)."""
+    with running_postgres() as primary_server:
+        replica_server = ReplicaServer(primary_server)
+        try:
+            primary = primary_server.url()
+            await migrate(primary)
+            await anyio.to_thread.run_sync(replica_server.caught_up)
+            store = await _replica_store(primary, replica_server.url(primary))
+            who, receiver = await _tenant(_services(store))
+            await anyio.to_thread.run_sync(replica_server.caught_up)
+            identity = await platform_identity()
+            await seed_key(identity, ACME_KEY, tenant_id=who.tenant_id, role=Role.ADMIN)
+            app = make_app(identity, store=store)
+            async with asgi_client(app, headers=HEADERS) as client:
+                assert (await client.get("/api/v1/events")).status_code == 200
+
+                await anyio.to_thread.run_sync(primary_server.stop)
+                answer = await client.post("/api/v1/events", json=event_body(receiver))
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["retry-after"] == "1"
+                assert answer.json()["type"] == "urn:waypost:problem:unavailable"
+                with pytest.raises(Unavailable):
+                    async with store.read() as tx:  # what decides: the primary's
+                        await tx.log.head(who.tenant_id)
+                served = store.served["replica"]
+                assert (await client.get("/api/v1/events")).status_code == 200
+                assert store.served["replica"] == served + 1
+
+                await anyio.to_thread.run_sync(replica_server.stop)
+                answer = await client.get("/api/v1/events")
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["retry-after"] == "1"
+
+                await anyio.to_thread.run_sync(primary_server.start)
+                await anyio.to_thread.run_sync(replica_server.start)
+                for _ in range(40):  # the pool's connections are new ones: no restart
+                    answer = await client.post("/api/v1/events", json=event_body(receiver))
+                    if answer.status_code == 201:
+                        break
+                    await anyio.sleep(0.1)
+                assert answer.status_code == 201, answer.text
+        finally:
+            await store.close()
+            replica_server.stop()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.domain.ratelimit import Bucket, Limiter, Rate
+from core.domain.ratelimit import Bucket, Limiter, Rate, gcra
 
 
 def test_a_full_bucket_allows_its_burst_then_refuses_with_the_wait() -> None:
@@ -88,3 +88,24 @@ def test_a_rate_that_means_nothing_is_refused(per_second: float, burst: int) -> 
 def test_a_limiter_that_remembers_nobody_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Limiter(Rate(per_second=1.0, burst=1), capacity=0)
+
+
+@given(
+    st.sampled_from([0.25, 0.5, 1.0, 2.0, 4.0, 16.0, 64.0]),
+    st.integers(1, 20),
+    st.lists(st.integers(0, 2048).map(lambda n: n / 1024), min_size=1, max_size=80),
+)
+def test_gcra_decides_as_the_bucket_does(per_second: float, burst: int, gaps: list[float]) -> None:
+    """The rule Redis runs (`gcra`) admits and refuses exactly as the token bucket (times
+    and rates exact in binary, so that neither rounds where the other does not)."""
+    rate = Rate(per_second=per_second, burst=burst)
+    bucket = Bucket(rate, 0.0)
+    tat: float | None = None
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        expected = bucket.take(rate, now)
+        wait, after = gcra(tat, now, rate)
+        assert wait == pytest.approx(expected, abs=1e-6)
+        if after is not None:
+            tat = after

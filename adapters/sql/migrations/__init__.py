@@ -10,6 +10,7 @@ suite checks that they build exactly `adapters.sql.tables.metadata`.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -18,7 +19,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from adapters.sql.engine import create_engine
+from adapters.sql.availability import translate
+from adapters.sql.engine import create_engine, normalize_url
 
 __all__ = ["SCRIPT_LOCATION", "alembic_config", "migrate", "pending"]
 
@@ -35,8 +37,23 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+def _can_open(url: str) -> None:
+    """SQLite: open the file with the plain driver first, so that a file that cannot be
+    opened is `Unavailable` before any aiosqlite thread is started (one that fails to
+    open may answer its event loop after the loop is gone)."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database is None:
+        return
+    try:
+        sqlite3.connect(parsed.database).close()
+    except sqlite3.Error as exc:
+        translate(url, exc)
+
+
 async def migrate(url: str) -> None:
-    """Upgrade the database at `url` to the head revision."""
+    """Upgrade the database at `url` to the head revision (`Unavailable` when it cannot be
+    reached or opened)."""
+    _can_open(url)
     engine = create_engine(url)
     try:
         async with engine.begin() as conn:
@@ -45,6 +62,8 @@ async def migrate(url: str) -> None:
                     sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
                 )
             await conn.run_sync(_upgrade)
+    except Exception as exc:
+        translate(url, exc)
     finally:
         await engine.dispose()
 
@@ -57,12 +76,15 @@ def _upgrade(connection: sa.Connection) -> None:
 
 async def pending(url: str) -> list[str]:
     """The revisions not applied to the database at `url`, in the order they would run."""
+    _can_open(url)
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
             current = await conn.run_sync(
                 lambda sync: MigrationContext.configure(sync).get_current_heads()
             )
+    except Exception as exc:
+        translate(url, exc)
     finally:
         await engine.dispose()
     script = ScriptDirectory.from_config(alembic_config())

@@ -16,15 +16,17 @@ from entrypoints.http.console import admin, groups, live, pages, signin, subscri
 from entrypoints.http.console.common import ASSETS, BASE, HTML_ERRORS, authorize, template_config
 from entrypoints.http.console.session import SessionMiddleware, csrf_guard
 from entrypoints.http.limits import BackpressureMiddleware, RateLimitMiddleware, StreamsMiddleware
+from entrypoints.http.queries import QueryTextMiddleware
 
 __all__ = ["BASE", "routes", "template_config"]
 
 
 def routes(max_body: int) -> list[ControllerRouterHandler]:
     """The console's routers: its assets (public), sign-in (limited per address like the
-    token endpoint), the pages (a session, its rate limit, the bound on work in flight,
-    CSRF, the permission), and the live stream (bounded with the API's streams)."""
-    signed_in: list[Middleware] = [SessionMiddleware, RateLimitMiddleware]
+    token endpoint), the pages (the bound on work in flight from arrival, as the API's,
+    the session, its rate limit, CSRF, the permission), and the live stream (bounded with
+    the API's streams). No query parameter holds NUL, as on the API."""
+    signed_in: list[Middleware] = [QueryTextMiddleware, SessionMiddleware, RateLimitMiddleware]
     common = {
         "exception_handlers": HTML_ERRORS,
         "include_in_schema": False,
@@ -35,7 +37,7 @@ def routes(max_body: int) -> list[ControllerRouterHandler]:
         Router(
             "/",
             route_handlers=signin.PUBLIC_HANDLERS,
-            middleware=[RateLimitMiddleware, BackpressureMiddleware],
+            middleware=[BackpressureMiddleware, QueryTextMiddleware, RateLimitMiddleware],
             **common,  # type: ignore[arg-type]
         ),
         Router(
@@ -48,14 +50,14 @@ def routes(max_body: int) -> list[ControllerRouterHandler]:
                 *subscriptions.HANDLERS,
                 *admin.HANDLERS,
             ],
-            middleware=[*signed_in, BackpressureMiddleware],
+            middleware=[BackpressureMiddleware, *signed_in],
             guards=[authorize, csrf_guard],
             **common,  # type: ignore[arg-type]
         ),
         Router(
             "/",
             route_handlers=[live.stream],
-            middleware=[*signed_in, StreamsMiddleware],
+            middleware=[StreamsMiddleware, *signed_in],
             guards=[authorize, csrf_guard],
             **common,  # type: ignore[arg-type]
         ),

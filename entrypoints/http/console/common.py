@@ -23,6 +23,7 @@ from litestar.types import ExceptionHandlersMap, Scope
 from core.domain.access import Permission, Role
 from core.domain.errors import DomainError, FieldError, Forbidden, NotFound
 from core.domain.ids import is_ulid
+from core.ports import Unavailable
 from core.usecases import Access, Actor
 from entrypoints.http import auth
 from entrypoints.http.assets import Assets
@@ -33,7 +34,12 @@ from entrypoints.http.console.session import (
     session_of,
 )
 from entrypoints.http.paging import HasId, decode_cursor, encode_cursor
-from entrypoints.http.problems import EXCEPTION_HANDLERS, HttpProblem, status_of
+from entrypoints.http.problems import (
+    EXCEPTION_HANDLERS,
+    UNAVAILABLE_RETRY_AFTER,
+    HttpProblem,
+    status_of,
+)
 from entrypoints.http.request_id import request_id
 
 __all__ = [
@@ -257,10 +263,13 @@ _TITLES: Final = {
     429: "Too many requests",
     503: "Busy",
 }
+_UNAVAILABLE_TITLE: Final = "Unavailable"
 
 
-def _error_page(request: Request[Any, Any, Any], status: int, detail: str) -> Response[Any]:
-    context: dict[str, Any] = {"status": status, "title": _TITLES.get(status, "Error")}
+def _error_page(
+    request: Request[Any, Any, Any], status: int, detail: str, title: str | None = None
+) -> Response[Any]:
+    context: dict[str, Any] = {"status": status, "title": title or _TITLES.get(status, "Error")}
     context["detail"] = detail
     try:
         context.update(frame(request))
@@ -283,6 +292,18 @@ def _http_problem(request: Request[Any, Any, Any], exc: HttpProblem) -> Response
     return response
 
 
+def _unavailable(request: Request[Any, Any, Any], exc: Unavailable) -> Response[Any]:
+    """The database cannot serve (the store logged why, once): a page, as the API's 503."""
+    response = _error_page(
+        request,
+        503,
+        "The database cannot serve right now; nothing was saved. Try again in a moment.",
+        _UNAVAILABLE_TITLE,
+    )
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+    return response
+
+
 def _litestar(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code >= 500:
         return EXCEPTION_HANDLERS[Exception](request, exc)
@@ -291,6 +312,7 @@ def _litestar(request: Request[Any, Any, Any], exc: HTTPException) -> Response[A
 
 #: The console answers refusals as pages (the API answers problem documents).
 HTML_ERRORS: ExceptionHandlersMap = {
+    Unavailable: _unavailable,
     DomainError: _domain,
     HttpProblem: _http_problem,
     HTTPException: _litestar,

@@ -3,8 +3,10 @@
 
 Domain refusals keep EPR's wording where EPR had one (`object not found: ...`,
 `invalid input: ...`) and carry a code a client can branch on; an invalid input
-lists its field errors. Anything unexpected is `internal error` with an id that is
-in the server log, never the exception's text.
+lists its field errors. A database that cannot serve is `UNAVAILABLE` (the store
+logged why, once; the whole answer is then a 503, see `execution`). Anything
+unexpected is `internal error` with an id that is in the server log, never the
+exception's text.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from core.domain.errors import (
     TooLarge,
     Unauthenticated,
 )
+from core.ports import Unavailable
 from entrypoints.http.problems import HttpProblem
 
 __all__ = ["CODES", "QueryRefused", "format_error", "request_error"]
@@ -38,6 +41,7 @@ CODES: Final = (
     "FORBIDDEN",
     "UNAUTHENTICATED",
     "TOO_LARGE",
+    "UNAVAILABLE",
     "BAD_REQUEST",
     "BAD_USER_INPUT",
     "GRAPHQL_PARSE_FAILED",
@@ -98,6 +102,9 @@ def format_error(error: GraphQLError, *, phase: str) -> dict[str, Any]:
     original = error.original_error
     if isinstance(original, DomainError):
         message, extensions = _domain(original)
+    elif isinstance(original, Unavailable):
+        message = "unavailable: the database cannot serve right now; retry later"
+        extensions = {"code": "UNAVAILABLE"}
     elif isinstance(original, HttpProblem):  # a bad cursor: the REST answer's 400
         extensions = {"code": "BAD_REQUEST"}
         if original.errors:

@@ -15,7 +15,9 @@
 
 Request errors (steps 2 to 4) answer 200 with `errors` and no `data`, as GraphQL
 over HTTP does for `application/json`; only a body that is no GraphQL request is a
-400.
+400. A field that met a database that cannot serve makes the answer a 503 (with what
+did resolve, and the route adds `Retry-After`): the client should retry, as it would
+a REST request.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from graphql import (
     validate,
 )
 
+from core.ports import Unavailable
 from entrypoints.http.gql import limits
 from entrypoints.http.gql.context import Context
 from entrypoints.http.gql.errors import QueryRefused, format_error, request_error
@@ -121,7 +124,8 @@ class Endpoint:
             answer["errors"] = [format_error(e, phase="execution") for e in result.errors]
         if result.data is not None or not result.errors or _executed(result):
             answer["data"] = result.data
-        return 200, answer
+        unavailable = any(isinstance(e.original_error, Unavailable) for e in result.errors or ())
+        return (503 if unavailable else 200), answer
 
     def _document(self, request: GraphQLRequest) -> DocumentNode | list[dict[str, Any]]:
         """The parsed, measured and validated document; its errors; or QueryRefused."""

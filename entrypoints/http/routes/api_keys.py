@@ -1,6 +1,8 @@
 """API keys of the scope a principal acts in: create (shown once), list, read, revoke.
 
-A key's answer is never kept for an Idempotency-Key (it holds the key itself).
+A key's answer is never stored for an Idempotency-Key: it holds the key itself. What is
+stored instead, and replayed to a retry, is a 409 naming the key that the first request
+made (its secret was shown once; revoke it and make another if that answer was lost).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from litestar.params import FromPath, JSONBody
 
 from core.domain.access import Permission
 from core.domain.commands import CreateApiKey
+from core.domain.errors import FieldError
+from core.domain.idempotency import Answer
+from core.domain.identity import ApiKey
 from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
@@ -21,7 +26,9 @@ from entrypoints.http.common import (
     check_id,
     problems,
 )
+from entrypoints.http.idempotency import HEADER, ClaimDep, answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
+from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.http.views import (
     ApiKeyData,
     ApiKeyPage,
@@ -46,17 +53,38 @@ MANAGE = requires(Permission.API_KEYS_MANAGE)
     "answer holds the key (`wp_<prefix>_<secret>`): it is shown this once, only its hash "
     "is kept.",
     response_headers=LOCATION,
-    responses=problems(400, 401, 403, 413, 422),
+    responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_api_key(
-    *, data: JSONBody[CreateApiKey], services: ServicesDep, access: AccessDep, ctx: ContextDep
+    *,
+    data: JSONBody[CreateApiKey],
+    services: ServicesDep,
+    access: AccessDep,
+    ctx: ContextDep,
+    claim: ClaimDep,
 ) -> Response[NewApiKeyData]:
-    key, text = await services.identity.create_api_key(access, data, ctx)
+    key, text = await services.identity.create_api_key(access, data, ctx, once(claim, _made))
     return Response(
         NewApiKeyData(NewApiKeyView(id=key.id, key=text)),
         status_code=201,
         headers={"Location": f"{PATH}/{key.id}", "Cache-Control": "no-store"},
     )
+
+
+def _made(key: ApiKey) -> Answer:
+    """What a retry is told: which key was made, never the key."""
+    detail = (
+        f"The first request with this Idempotency-Key made the API key {key.id}. A key is "
+        "shown only once: if its answer was lost, revoke it and make another."
+    )
+    problem = Problem(
+        type="urn:waypost:problem:api-key-shown-once",
+        title="API key shown once",
+        status=409,
+        detail=detail,
+        errors=[FieldError(HEADER, f"made API key {key.id}")],
+    )
+    return answer(409, problem, location=f"{PATH}/{key.id}", content_type=PROBLEM_JSON)
 
 
 @get(

@@ -4,12 +4,13 @@ EPR's Go client and `epr-cli`, epr-python and its watchers work unchanged with a
 base URL such as `https://any:wp_...@host/epr`. A thin adapter over the same use
 cases as `/api/v1` (no rule is implemented twice); only the shapes are EPR's:
 
-- `POST /epr/api/v1/{events,receivers,groups}` -> **200** `{"data": "<id>"}`;
+- `POST /epr/api/v1/{events,receivers,groups}` -> **200** `{"data": "<id>"}`; with an
+  `Idempotency-Key`, as their `/api/v1` twins: a retry gets that answer again;
 - `GET .../{id}` -> `{"data": [object]}` (an event carries its `EventReceiver`);
 - `PATCH /epr/api/v1/groups/{id}` `{"enabled": bool}` -> `{"data": "<id>"}`;
 - errors -> `{"errors": ["invalid input: ..."]}` (400), `{"errors": ["object not
   found: ..."]}` (404), and for what EPR never had: 401, 403, 409, 413, 429, 503
-  in the same envelope;
+  (overloaded, or the database cannot serve) in the same envelope;
 - unknown input fields are ignored (EPR's clients post whole objects), `success`
   and a group's `enabled` default to false, as in EPR;
 - `POST /epr/api/v1/graphql/query`: the GraphQL endpoint, unknown input fields in
@@ -50,14 +51,16 @@ from core.domain.errors import (
     TooLarge,
     Unauthenticated,
 )
+from core.domain.idempotency import Answer
 from core.domain.ids import is_ulid
 from core.domain.model import Event, Group, Receiver
-from core.ports import PageRequest
+from core.ports import PageRequest, Unavailable
 from entrypoints.http.auth import PUBLIC, requires
 from entrypoints.http.common import ActorDep, ServicesDep
 from entrypoints.http.gql.execution import Endpoint
+from entrypoints.http.idempotency import ClaimDep, answer, once
 from entrypoints.http.metrics import count_recorded
-from entrypoints.http.problems import HttpProblem, challenge
+from entrypoints.http.problems import UNAVAILABLE_RETRY_AFTER, HttpProblem, challenge
 from entrypoints.http.routes import graphql
 
 __all__ = ["EXCEPTION_HANDLERS", "PATH", "PUBLIC_HANDLERS", "ROOT", "handlers"]
@@ -147,6 +150,11 @@ def _ok(data: Any) -> Response[bytes]:
     return Response(msgspec.json.encode({"data": data}), status_code=200, media_type=JSON)
 
 
+def _created(ident: str) -> Answer:
+    """`_ok(ident)` as an Idempotency-Key record stores it (replayed to a retry)."""
+    return answer(200, {"data": ident}, content_type=JSON)
+
+
 async def _found(kind: str, ident: str, read: Callable[[], Awaitable[T]]) -> T:
     """`read()`, or EPR's 404 for `kind` (`event`, `eventReceiver`, `eventReceiverGroup`)."""
     message = f"object not found: {kind} with id {ident} not found"
@@ -210,7 +218,11 @@ def group_object(g: Group) -> dict[str, Any]:
 
 @post("/events", opt=requires(Permission.EVENTS_CREATE), status_code=200, include_in_schema=False)
 async def create_event(
-    request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep, scope: Scope
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    actor: ActorDep,
+    scope: Scope,
+    claim: ClaimDep,
 ) -> Response[bytes]:
     given = await _body(request, _EventIn)
     cmd = RecordEvent(
@@ -224,7 +236,9 @@ async def create_event(
         success=given.success,
         event_receiver_id=given.event_receiver_id,
     )
-    outcome = await services.events.record_outcome(actor, cmd)
+    outcome = await services.events.record_outcome(
+        actor, cmd, once(claim, lambda recorded: _created(recorded.events[0].id))
+    )
     count_recorded(scope, outcome)
     return _ok(outcome.events[0].id)
 
@@ -245,7 +259,7 @@ async def get_event(
     include_in_schema=False,
 )
 async def create_receiver(
-    request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep
+    request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep, claim: ClaimDep
 ) -> Response[bytes]:
     given = await _body(request, _ReceiverIn)
     cmd = RegisterReceiver(
@@ -255,7 +269,9 @@ async def create_receiver(
         description=given.description,
         schema=_json_object(given.schema, "/schema"),
     )
-    receiver, _ = await services.receivers.register(actor, cmd)
+    receiver, _ = await services.receivers.register(
+        actor, cmd, once(claim, lambda registered: _created(registered[0].id))
+    )
     return _ok(receiver.id)
 
 
@@ -273,7 +289,7 @@ async def get_receiver(
 
 @post("/groups", opt=requires(Permission.GROUPS_CREATE), status_code=200, include_in_schema=False)
 async def create_group(
-    request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep
+    request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep, claim: ClaimDep
 ) -> Response[bytes]:
     given = await _body(request, _GroupIn)
     cmd = CreateGroup(
@@ -284,7 +300,8 @@ async def create_group(
         enabled=given.enabled,
         event_receiver_ids=given.event_receiver_ids,
     )
-    return _ok((await services.groups.create(actor, cmd)).id)
+    group = await services.groups.create(actor, cmd, once(claim, lambda made: _created(made.id)))
+    return _ok(group.id)
 
 
 @get("/groups/{group_id:str}", opt=requires(Permission.GROUPS_READ), include_in_schema=False)
@@ -439,6 +456,15 @@ def _http_problem(_: Request[Any, Any, Any], exc: HttpProblem) -> Response[bytes
     return _errors(exc.status, prefix + "\n".join(lines), exc.headers)
 
 
+def _unavailable(_: Request[Any, Any, Any], exc: Unavailable) -> Response[bytes]:
+    """The database cannot serve (the store logged why, once): 503, nothing written."""
+    return _errors(
+        503,
+        "unavailable: the database cannot serve right now; nothing was written",
+        {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
 def _litestar(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     if exc.status_code >= 500:
         return _internal(_, exc)
@@ -455,6 +481,7 @@ def _internal(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     EprError: _epr_error,
+    Unavailable: _unavailable,
     DomainError: _domain,
     HttpProblem: _http_problem,
     HTTPException: _litestar,

@@ -13,7 +13,10 @@ from litestar.types import Scope
 from core.domain.access import Permission
 from core.domain.commands import RecordBatch, RecordEvent
 from core.domain.errors import FieldError
+from core.domain.fields import in_utc
+from core.domain.idempotency import Answer
 from core.ports import EventFilter
+from core.usecases import Recorded
 from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
@@ -25,6 +28,7 @@ from entrypoints.http.common import (
     created,
     problems,
 )
+from entrypoints.http.idempotency import ClaimDep, answer, once
 from entrypoints.http.metrics import count_recorded
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.problems import BadRequest
@@ -57,12 +61,26 @@ Moment = Annotated[
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def record_event(
-    *, data: JSONBody[RecordEvent], services: ServicesDep, actor: ActorDep, scope: Scope
+    *,
+    data: JSONBody[RecordEvent],
+    services: ServicesDep,
+    actor: ActorDep,
+    scope: Scope,
+    claim: ClaimDep,
 ) -> Response[IdData]:
-    outcome = await services.events.record_outcome(actor, data)
+    outcome = await services.events.record_outcome(actor, data, once(claim, _recorded))
     count_recorded(scope, outcome)
     [event] = outcome.events
     return created(f"{PATH}/{event.id}", event.id)
+
+
+def _recorded(outcome: Recorded) -> Answer:
+    [event] = outcome.events
+    return answer(201, IdData(event.id), location=f"{PATH}/{event.id}")
+
+
+def _batch_recorded(outcome: Recorded) -> Answer:
+    return answer(201, IdsData([event.id for event in outcome.events]))
 
 
 @post(
@@ -76,9 +94,16 @@ async def record_event(
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def record_batch(
-    *, data: JSONBody[RecordBatch], services: ServicesDep, actor: ActorDep, scope: Scope
+    *,
+    data: JSONBody[RecordBatch],
+    services: ServicesDep,
+    actor: ActorDep,
+    scope: Scope,
+    claim: ClaimDep,
 ) -> IdsData:
-    outcome = await services.events.record_batch_outcome(actor, data.events)
+    outcome = await services.events.record_batch_outcome(
+        actor, data.events, once(claim, _batch_recorded)
+    )
     count_recorded(scope, outcome)
     return IdsData([event.id for event in outcome.events])
 
@@ -151,6 +176,11 @@ def moment(field: str, text: str | None) -> datetime | None:
         raise BadRequest(
             "A query parameter is malformed.",
             [FieldError(field, "must be an RFC 3339 date-time with a time zone")],
+        )
+    if in_utc(value) is None:
+        raise BadRequest(
+            "A query parameter is out of range.",
+            [FieldError(field, "must be a time within the years 1 to 9999 in UTC")],
         )
     return value
 

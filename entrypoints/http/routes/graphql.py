@@ -29,6 +29,7 @@ from entrypoints.http.common import API, AccessDep, ServicesDep, problems
 from entrypoints.http.gql.context import Context
 from entrypoints.http.gql.execution import Endpoint
 from entrypoints.http.problems import EXCEPTION_HANDLERS as APP_HANDLERS
+from entrypoints.http.problems import UNAVAILABLE_RETRY_AFTER, UNAVAILABLE_TYPE
 
 __all__ = ["ASSETS", "EXCEPTION_HANDLERS", "PATH", "graphiql_handlers", "post_handler"]
 
@@ -79,7 +80,8 @@ def post_handler(
         description='A GraphQL request: `{"query", "operationName"?, "variables"?}`. '
         'The answer is `{"data", "errors"?}` with 200, also when a field is refused '
         "(each error says why in `extensions.code`); a body that is no GraphQL request is "
-        "a 400. Each field needs the permission of its REST twin.",
+        "a 400; 503 with `Retry-After` when the database could not serve a field. Each field "
+        "needs the permission of its REST twin.",
         responses={
             400: ResponseSpec(
                 dict[str, Any], description="Not a GraphQL request.", generate_examples=False
@@ -100,7 +102,10 @@ def post_handler(
             lambda: Context(services, access, request_context(scope), scope),
             lenient=lenient,
         )
-        return Response(msgspec.json.encode(answer), status_code=status, media_type=JSON)
+        headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)} if status == 503 else None
+        return Response(
+            msgspec.json.encode(answer), status_code=status, media_type=JSON, headers=headers
+        )
 
     return graphql
 
@@ -153,6 +158,8 @@ def _graphql_shaped(answer: Response[bytes]) -> Response[bytes]:
     problem: dict[str, Any] = msgspec.json.decode(content) if isinstance(content, bytes) else {}
     status = answer.status_code or 500
     code = _HTTP_CODES.get(status, "INTERNAL")
+    if problem.get("type") == UNAVAILABLE_TYPE:  # the database, not this server's load
+        code = "UNAVAILABLE"
     extensions: dict[str, Any] = {"code": code}
     if problem.get("error_id"):
         extensions["error_id"] = problem["error_id"]

@@ -11,7 +11,8 @@ from core.domain.access import Permission
 from core.domain.commands import CreateGroup, PatchGroup
 from core.domain.errors import FieldError, raise_if
 from core.domain.fields import check_name
-from core.domain.model import Nvrpp
+from core.domain.idempotency import Answer
+from core.domain.model import Group, Nvrpp
 from core.ports import CompletionFilter, GroupFilter
 from core.usecases.groups import MAX_WAIT_SECONDS
 from entrypoints.http.auth import requires
@@ -25,6 +26,7 @@ from entrypoints.http.common import (
     created,
     problems,
 )
+from entrypoints.http.idempotency import ClaimDep, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import (
     CompletionPage,
@@ -59,10 +61,14 @@ Key = Annotated[str, QueryParameter(description="Part of the artifact's NVRPP (r
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_group(
-    *, data: JSONBody[CreateGroup], services: ServicesDep, actor: ActorDep
+    *, data: JSONBody[CreateGroup], services: ServicesDep, actor: ActorDep, claim: ClaimDep
 ) -> Response[IdData]:
-    group = await services.groups.create(actor, data)
+    group = await services.groups.create(actor, data, once(claim, _created))
     return created(f"{PATH}/{group.id}", group.id)
+
+
+def _created(group: Group) -> Answer:
+    return created_answer(f"{PATH}/{group.id}", group.id)
 
 
 @get(

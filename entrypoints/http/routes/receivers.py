@@ -10,10 +10,13 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from core.domain.access import Permission
 from core.domain.commands import RegisterReceiver
+from core.domain.idempotency import Answer
+from core.domain.model import Receiver
 from core.ports import ReceiverFilter
 from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import API, LOCATION, ActorDep, ServicesDep, check_id, problems
+from entrypoints.http.idempotency import ClaimDep, answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import IdData, ReceiverData, ReceiverPage, receiver_view
 
@@ -41,14 +44,21 @@ Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
     },
 )
 async def register_receiver(
-    *, data: JSONBody[RegisterReceiver], services: ServicesDep, actor: ActorDep
+    *, data: JSONBody[RegisterReceiver], services: ServicesDep, actor: ActorDep, claim: ClaimDep
 ) -> Response[IdData]:
-    receiver, was_created = await services.receivers.register(actor, data)
+    receiver, was_created = await services.receivers.register(actor, data, once(claim, _answer))
     if was_created:
         return Response(
             IdData(receiver.id), status_code=201, headers={"Location": f"{PATH}/{receiver.id}"}
         )
     return Response(IdData(receiver.id), status_code=200)
+
+
+def _answer(registered: tuple[Receiver, bool]) -> Answer:
+    receiver, was_created = registered
+    if was_created:
+        return answer(201, IdData(receiver.id), location=f"{PATH}/{receiver.id}")
+    return answer(200, IdData(receiver.id))
 
 
 @get(

@@ -2,12 +2,17 @@
 redrive; a subscription's deliveries and their attempts.
 
 The secret is never part of a subscription's answers: `GET .../secret` reads it (whoever
-may update the subscription may), `POST .../secret/rotate` makes a new one. Both answer
-with a secret, so they are never kept for an Idempotency-Key replay (`SECRET_HANDLERS`).
+may update the subscription may), `POST .../secret/rotate` makes a new one.
+
+Every POST takes the request's Idempotency-Key claim: its answer is stored with its
+write. A rotation's answer holds the new secret, which is never stored: what is stored,
+and replayed to a retry, is a 409 saying that the first request rotated the secret and
+where to read it (`GET .../secret`, audited), as `POST /api/v1/api-keys` does for a key.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -24,6 +29,8 @@ from core.domain.commands import (
     RotateSecret,
 )
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
+from core.domain.errors import FieldError
+from core.domain.idempotency import Answer
 from core.domain.subscriptions import Ordering, Subscription, SubscriptionFilter
 from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
@@ -36,7 +43,9 @@ from entrypoints.http.common import (
     created,
     problems,
 )
+from entrypoints.http.idempotency import HEADER, ClaimDep, answer, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
+from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.http.views import IdData, Page
 
 PATH = f"{API}/subscriptions"
@@ -215,10 +224,18 @@ def attempt_view(a: Attempt) -> AttemptView:
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_subscription(
-    *, data: JSONBody[CreateSubscription], services: ServicesDep, actor: ActorDep
+    *,
+    data: JSONBody[CreateSubscription],
+    services: ServicesDep,
+    actor: ActorDep,
+    claim: ClaimDep,
 ) -> Response[IdData]:
-    made = await services.subscriptions.create(actor, data)
+    made = await services.subscriptions.create(actor, data, once(claim, _created))
     return created(f"{PATH}/{made.id}", made.id)
+
+
+def _created(made: Subscription) -> Answer:
+    return created_answer(f"{PATH}/{made.id}", made.id)
 
 
 @get(
@@ -328,9 +345,28 @@ async def rotate_secret(
     data: JSONBody[RotateSecret],
     services: ServicesDep,
     actor: ActorDep,
-) -> SecretData:
+    claim: ClaimDep,
+) -> Response[SecretData]:
     check_id(SUBSCRIPTION, subscription_id)
-    return SecretData(Secret(await services.subscriptions.rotate(actor, subscription_id, data)))
+    secret = await services.subscriptions.rotate(
+        actor, subscription_id, data, once(claim, functools.partial(_rotated, subscription_id))
+    )
+    return Response(SecretData(Secret(secret)), headers={"Cache-Control": "no-store"})
+
+
+def _rotated(subscription_id: str, _secret: str) -> Answer:
+    """What a retry is told: that the secret was rotated and where to read it, never the
+    secret."""
+    where = f"{PATH}/{subscription_id}/secret"
+    problem = Problem(
+        type="urn:waypost:problem:secret-rotated",
+        title="Secret rotated",
+        status=409,
+        detail="The first request with this Idempotency-Key rotated the secret. It is not "
+        f"sent again: read the secret that signs now with GET {where}.",
+        errors=[FieldError(HEADER, "rotated the secret already")],
+    )
+    return answer(409, problem, location=where, content_type=PROBLEM_JSON)
 
 
 @post(
@@ -343,10 +379,15 @@ async def rotate_secret(
     responses=problems(401, 403, 404, 409, 413, 422),
 )
 async def ping(
-    *, subscription_id: FromPath[str], services: ServicesDep, actor: ActorDep
+    *, subscription_id: FromPath[str], services: ServicesDep, actor: ActorDep, claim: ClaimDep
 ) -> PingedData:
     check_id(SUBSCRIPTION, subscription_id)
-    return PingedData(Pinged(await services.subscriptions.ping(actor, subscription_id)))
+    sent = await services.subscriptions.ping(actor, subscription_id, once(claim, _pinged))
+    return PingedData(Pinged(sent))
+
+
+def _pinged(message_id: str) -> Answer:
+    return answer(202, PingedData(Pinged(message_id)))
 
 
 @post(
@@ -366,9 +407,15 @@ async def replay(
     data: JSONBody[Replay],
     services: ServicesDep,
     actor: ActorDep,
+    claim: ClaimDep,
 ) -> QueuedData:
     check_id(SUBSCRIPTION, subscription_id)
-    return QueuedData(Queued(await services.subscriptions.replay(actor, subscription_id, data)))
+    queued = await services.subscriptions.replay(actor, subscription_id, data, once(claim, _queued))
+    return QueuedData(Queued(queued))
+
+
+def _queued(queued: int) -> Answer:
+    return answer(202, QueuedData(Queued(queued)))
 
 
 @post(
@@ -388,10 +435,17 @@ async def redrive(
     data: JSONBody[Redrive],
     services: ServicesDep,
     actor: ActorDep,
+    claim: ClaimDep,
 ) -> RequeuedData:
     check_id(SUBSCRIPTION, subscription_id)
-    done = await services.subscriptions.redrive(actor, subscription_id, data)
+    done = await services.subscriptions.redrive(
+        actor, subscription_id, data, once(claim, _requeued)
+    )
     return RequeuedData(Requeued(done))
+
+
+def _requeued(requeued: int) -> Answer:
+    return answer(202, RequeuedData(Requeued(requeued)))
 
 
 @get(
@@ -467,11 +521,11 @@ HANDLERS = [
     get_subscription,
     patch_subscription,
     delete_subscription,
+    get_secret,
+    rotate_secret,
     ping,
     replay,
     redrive,
     list_deliveries,
     get_delivery,
 ]
-#: Their answers hold a secret: never kept for an Idempotency-Key replay.
-SECRET_HANDLERS = [get_secret, rotate_secret]

@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody
 from core.domain.access import Permission
 from core.domain.audit import AuditAction
 from core.domain.commands import CreateTenant, PatchTenant
+from core.domain.idempotency import Answer
 from core.domain.model import Tenant
 from core.ports import AppendMeta
 from core.usecases import Access, RequestContext, Services
@@ -25,6 +26,7 @@ from entrypoints.http.common import (
     created,
     problems,
 )
+from entrypoints.http.idempotency import ClaimDep, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import IdData, TenantData, TenantPage, tenant_view
 
@@ -67,9 +69,14 @@ async def _audit(
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_tenant(
-    *, data: JSONBody[CreateTenant], services: ServicesDep, access: AccessDep, ctx: ContextDep
+    *,
+    data: JSONBody[CreateTenant],
+    services: ServicesDep,
+    access: AccessDep,
+    ctx: ContextDep,
+    claim: ClaimDep,
 ) -> Response[IdData]:
-    tenant = await services.tenants.create(data, _meta(access, ctx))
+    tenant = await services.tenants.create(data, _meta(access, ctx), once(claim, _created))
     await _audit(
         services,
         access,
@@ -79,6 +86,10 @@ async def create_tenant(
         reason="created",
     )
     return created(f"{PATH}/{tenant.slug}", tenant.slug)
+
+
+def _created(tenant: Tenant) -> Answer:
+    return created_answer(f"{PATH}/{tenant.slug}", tenant.slug)
 
 
 @get(

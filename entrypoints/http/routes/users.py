@@ -9,6 +9,8 @@ from litestar.params import FromPath, JSONBody
 
 from core.domain.access import Permission
 from core.domain.commands import CreateUser, PatchUser
+from core.domain.idempotency import Answer
+from core.domain.identity import User
 from entrypoints.http.auth import requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
@@ -21,6 +23,7 @@ from entrypoints.http.common import (
     created,
     problems,
 )
+from entrypoints.http.idempotency import ClaimDep, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import IdData, UserData, UserPage, user_view
 
@@ -43,10 +46,19 @@ MANAGE = requires(Permission.USERS_MANAGE)
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_user(
-    *, data: JSONBody[CreateUser], services: ServicesDep, access: AccessDep, ctx: ContextDep
+    *,
+    data: JSONBody[CreateUser],
+    services: ServicesDep,
+    access: AccessDep,
+    ctx: ContextDep,
+    claim: ClaimDep,
 ) -> Response[IdData]:
-    user = await services.identity.create_user(access, data, ctx)
+    user = await services.identity.create_user(access, data, ctx, once(claim, _created))
     return created(f"{PATH}/{user.id}", user.id)
+
+
+def _created(user: User) -> Answer:
+    return created_answer(f"{PATH}/{user.id}", user.id)
 
 
 @get(

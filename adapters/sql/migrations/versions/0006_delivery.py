@@ -1,7 +1,7 @@
 """Subscriptions and deliveries: subscriptions, their secrets, deliveries, attempts, checkpoints.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005 (0005_idempotency)
 Create Date: 2026-03-01
 
 Written by hand to equal adapters/sql/delivery_tables.py (the migrations test
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0004"
+revision: str = "0006"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
