@@ -46,7 +46,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.output()}")
-            if "waypost: delivering" in self.output():
+            if "waypost: delivering" in self.log.read_text(errors="replace"):  # the whole log
                 return
             time.sleep(0.05)
         raise AssertionError(f"worker not delivering after {timeout} s:\n{self.output()}")

@@ -36,7 +36,8 @@ def test_two_workers_share_the_work_and_never_attempt_one_delivery_at_once(
         "WAYPOST__DATABASE__URL": request.getfixturevalue("fresh_database"),
         "WAYPOST__SECRETS__MASTER_KEY": "ZTJlLXRlc3RzLW9ubHktbWFzdGVyLWtleS0wMDAwMDAwMDE",
         **DELIVERY_ENV,
-        "WAYPOST__LOG__LEVEL": "DEBUG",
+        "WAYPOST__LOG__LEVEL": "DEBUG",  # one line per attempt (counted below)
+        "WAYPOST__LOG__LEVELS": "waypost.sql=INFO",  # not one per statement
         "WAYPOST__DELIVERY__CONCURRENCY": "8",
     }
     server = ServerProcess({**env, "WAYPOST__DELIVERY__IN_PROCESS": "false"}, tmp_path / "s.log")
