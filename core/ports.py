@@ -932,6 +932,14 @@ class DeliveryStore(Protocol):
         self, tenant_id: str, subscription_id: str, delivery_id: str
     ) -> tuple[Delivery, list[Attempt]] | None: ...
 
+    async def attempts_of(
+        self, tenant_id: str, delivery_ids: Collection[str]
+    ) -> dict[str, list[Attempt]]:
+        """The attempts of each of the tenant's deliveries among `delivery_ids`, oldest first,
+        in one read (a page of deliveries with their attempts); a delivery never attempted,
+        and an id of no delivery of the tenant, are left out."""
+        ...
+
     async def counts(self) -> DeliveryCounts: ...
     async def close(self) -> None: ...
 

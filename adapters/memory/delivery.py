@@ -7,7 +7,7 @@ hears of this process's changes, and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -496,6 +496,16 @@ class MemoryDeliveries:
         ):
             return None
         return delivery, list(self.attempts[delivery_id])
+
+    async def attempts_of(
+        self, tenant_id: str, delivery_ids: Collection[str]
+    ) -> dict[str, list[Attempt]]:
+        found: dict[str, list[Attempt]] = {}
+        for ident in delivery_ids:
+            delivery = self.rows.get(ident)
+            if delivery is not None and delivery.tenant_id == tenant_id and self.attempts[ident]:
+                found[ident] = list(self.attempts[ident])
+        return found
 
     async def counts(self) -> DeliveryCounts:
         statuses = [d.status for d in self.rows.values()]

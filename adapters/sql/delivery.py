@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -558,6 +558,19 @@ class SqlDeliveries:
                 return None
             attempts = await conn.fetch(self._sql.attempts, (delivery_id,))
         return _delivery(row, codec), [_attempt(a, codec) for a in attempts]
+
+    async def attempts_of(
+        self, tenant_id: str, delivery_ids: Collection[str]
+    ) -> dict[str, list[Attempt]]:
+        codec = self._codec
+        ids = codec.ids(list(dict.fromkeys(delivery_ids)))
+        async with self.read() as conn:
+            rows = await conn.fetch(self._sql.attempts_of, (tenant_id, ids))
+        found: dict[str, list[Attempt]] = {}
+        for row in rows:
+            attempt = _attempt(row, codec)
+            found.setdefault(attempt.delivery_id, []).append(attempt)
+        return found
 
     async def counts(self) -> DeliveryCounts:
         async with self.read() as conn:

@@ -230,6 +230,13 @@ class DeliveryStatements:
         self.attempts = q(
             sa.select(a).where(a.c.delivery_id == _p("id")).order_by(a.c.number), "id"
         )
+        self.attempts_of = q(
+            sa.select(a)
+            .where(a.c.tenant_id == _p("tenant_id"), self._among(a.c.delivery_id, "ids"))
+            .order_by(a.c.delivery_id, a.c.number),
+            "tenant_id",
+            "ids",
+        )
         self.requeue = q(sa.text(self._requeue()), *self._requeue_args)
         self.redrive = q(
             sa.update(d)

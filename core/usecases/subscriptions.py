@@ -16,6 +16,7 @@ through the same dispatcher and deliverers as every message.
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Final
 
@@ -386,6 +387,13 @@ class Subscriptions:
         if found is None:
             raise not_found("delivery", delivery_id)
         return found
+
+    async def attempts(
+        self, actor: Actor, delivery_ids: Collection[str]
+    ) -> dict[str, list[Attempt]]:
+        """The attempts of each of the tenant's deliveries among `delivery_ids` (one read;
+        those never attempted, or not the tenant's, are left out)."""
+        return await self._store.attempts_of(actor.tenant_id, delivery_ids)
 
     async def list(self, actor: Actor, page: PageRequest) -> list[Subscription]:
         return await self._store.subscriptions.list(actor.tenant_id, page)

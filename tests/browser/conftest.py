@@ -132,7 +132,13 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("browser")
-    env = {"WAYPOST__DATABASE__URL": f"sqlite:///{folder / 'waypost.db'}"}
+    env = {
+        "WAYPOST__DATABASE__URL": f"sqlite:///{folder / 'waypost.db'}",
+        # webhooks to the tests' loopback targets, retried once, soon (then dead)
+        "WAYPOST__DELIVERY__ALLOWED_NETWORKS": "127.0.0.0/8",
+        "WAYPOST__DELIVERY__REQUIRE_HTTPS": "false",
+        "WAYPOST__DELIVERY__RETRY_SCHEDULE_SECONDS": "0.5",
+    }
     server = ServerProcess(env, folder / "server.log")
     try:
         server.wait_ready()
@@ -241,3 +247,66 @@ def csrf_token(page: Page) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', page.content())
     assert found is not None
     return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def admin(browser: Browser, site: Site) -> Iterator[tuple[BrowserContext, Recorder]]:
+    """A browser profile signed in with the tenant admin's key (through the form)."""
+    context, recorder = open_context(browser, site)
+    page = context.new_page()
+    watch(page, recorder)
+    sign_in_with_key(page, site.keys["admin"])
+    page.close()
+    try:
+        yield context, recorder
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(admin: tuple[BrowserContext, Recorder]) -> Iterator[Page]:
+    """A new page of the admin's profile; afterwards, no request left the origin and the
+    page had no script error or CSP violation."""
+    context, recorder = admin
+    recorder.reset()
+    opened = context.new_page()
+    watch(opened, recorder)
+    try:
+        yield opened
+    finally:
+        opened.close()
+    assert not recorder.foreign(), f"requests left the origin: {recorder.foreign()}"
+    assert not recorder.console_errors, f"errors in the page: {recorder.console_errors}"
+
+
+def check_page(context: BrowserContext, recorder: Recorder, name: str, path: str) -> None:
+    """The page at `path` loads at most BUDGET_BYTES of JavaScript and CSS (gzipped), asks
+    nothing of another origin, has no script error, no serious accessibility violation
+    (axe-core), and fits 360 px; a screenshot of it at both widths is kept."""
+    recorder.reset()
+    page = context.new_page()
+    watch(page, recorder)
+    try:
+        page.goto(path)
+        page.wait_for_load_state("networkidle") if name != "live" else page.wait_for_timeout(500)
+        weights = recorder.weight()
+        assert weights, "the page loads its script and stylesheet"
+        total = sum(weights.values())
+        assert total <= BUDGET_BYTES, (total, weights)
+        print(f"page weight {name}: {total} bytes gzipped ({len(weights)} files)")
+        assert not recorder.foreign()
+        assert not recorder.console_errors, recorder.console_errors
+        violations = axe_violations(page)
+        assert not violations, violations
+        screenshot(page, f"page-{name}")
+        page.set_viewport_size({"width": 360, "height": 740})
+        width = page.evaluate("document.documentElement.scrollWidth")
+        wide = page.evaluate(
+            "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect()"
+            ".right > 361 && !e.closest('.table-wrap')).map(e => e.tagName + '.' + e.className)"
+            ".slice(0, 5)"
+        )
+        assert width <= 360, f"{name} is {width} px wide at 360 px: {wide}"
+        screenshot(page, f"page-{name}-360")
+    finally:
+        page.close()

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.conftest import (
-    BUDGET_BYTES,
     SCHEMA,
     Recorder,
     Site,
-    axe_violations,
+    check_page,
     csrf_token,
     open_context,
     screenshot,
@@ -33,34 +31,6 @@ from tests.browser.conftest import (
 
 ARTIFACT = "name=shop&version=2.1.0&release=1&platform_id=linux-x86_64&package=oci"
 state: dict[str, Any] = {}
-
-
-@pytest.fixture(scope="module")
-def admin(browser: Browser, site: Site) -> Iterator[tuple[BrowserContext, Recorder]]:
-    """A browser profile signed in with the tenant admin's key (through the form)."""
-    context, recorder = open_context(browser, site)
-    page = context.new_page()
-    watch(page, recorder)
-    sign_in_with_key(page, site.keys["admin"])
-    page.close()
-    try:
-        yield context, recorder
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def page(admin: tuple[BrowserContext, Recorder]) -> Iterator[Page]:
-    context, recorder = admin
-    recorder.reset()
-    opened = context.new_page()
-    watch(opened, recorder)
-    try:
-        yield opened
-    finally:
-        opened.close()
-    assert not recorder.foreign(), f"requests left the origin: {recorder.foreign()}"
-    assert not recorder.console_errors, f"errors in the page: {recorder.console_errors}"
 
 
 def register(page: Page, name: str, schema: str) -> None:
@@ -337,33 +307,7 @@ def test_every_page_is_light_accessible_and_fits_a_phone(
     admin: tuple[BrowserContext, Recorder], name: str, path: str
 ) -> None:
     context, recorder = admin
-    recorder.reset()
-    page = context.new_page()
-    watch(page, recorder)
-    try:
-        page.goto(path)
-        page.wait_for_load_state("networkidle") if name != "live" else page.wait_for_timeout(500)
-        weights = recorder.weight()
-        assert weights, "the page loads its script and stylesheet"
-        total = sum(weights.values())
-        assert total <= BUDGET_BYTES, (total, weights)
-        print(f"page weight {name}: {total} bytes gzipped ({len(weights)} files)")
-        assert not recorder.foreign()
-        assert not recorder.console_errors, recorder.console_errors
-        violations = axe_violations(page)
-        assert not violations, violations
-        screenshot(page, f"page-{name}")
-        page.set_viewport_size({"width": 360, "height": 740})
-        width = page.evaluate("document.documentElement.scrollWidth")
-        wide = page.evaluate(
-            "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect()"
-            ".right > 361 && !e.closest('.table-wrap')).map(e => e.tagName + '.' + e.className)"
-            ".slice(0, 5)"
-        )
-        assert width <= 360, f"{name} is {width} px wide at 360 px: {wide}"
-        screenshot(page, f"page-{name}-360")
-    finally:
-        page.close()
+    check_page(context, recorder, name, path)
 
 
 def test_keyboard_navigation(page: Page) -> None:

@@ -562,6 +562,26 @@ async def test_attempts_are_numbered_and_the_failing_streak_is_kept(store: Deliv
     assert found[0].attempts == 3
 
 
+async def test_the_attempts_of_a_page_of_deliveries_are_one_read(store: DeliveryStore) -> None:
+    sub = await add(store)
+    tried, never = new(sub, 1), new(sub, 2)
+    await dispatch(store, sub, [tried])
+    for n in (1, 2):
+        at = T0 + timedelta(minutes=n)
+        [_] = await claim(store, now=at, retries=n > 1)
+        failed = outcome(DeliveryStatus.PENDING, at=at, next_at=at, code=500, failing=True)
+        assert await store.finish(tried.id, await _claim_of(store, tried.id), failed)
+    await dispatch(store, sub, [never])
+    found = await store.attempts_of(TENANT, [tried.id, never.id, tried.id, "nothing"])
+    assert list(found) == [tried.id]
+    assert [(a.delivery_id, a.number) for a in found[tried.id]] == [(tried.id, 1), (tried.id, 2)]
+    single = await store.get(TENANT, sub.id, tried.id)
+    assert single is not None
+    assert found[tried.id] == single[1]
+    assert await store.attempts_of(OTHER, [tried.id]) == {}
+    assert await store.attempts_of(TENANT, []) == {}
+
+
 async def test_release_hands_back_without_an_attempt(store: DeliveryStore) -> None:
     sub = await add(store)
     made = new(sub, 1)

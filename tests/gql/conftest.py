@@ -12,6 +12,7 @@ from tests.http.conftest import (  # noqa: F401
     app,
     client,
     clock,
+    delivering_api,
     identity,
 )
 

@@ -43,6 +43,7 @@ SOME_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 REACH = {
     "Event": ("events_page(limit: 1)", "items"),
     "EventReceiverGroup": ("event_receiver_groups_page(limit: 1)", "items"),
+    "Delivery": (f'subscription_deliveries(id: "{SOME_ID}", limit: 1)', "items"),
 }
 
 
@@ -53,12 +54,13 @@ def named(kind: GraphQLOutputType | GraphQLInputType) -> GraphQLNamedType:
     return kind
 
 
-def literal(kind: GraphQLInputType, ids: dict[str, str]) -> str:
-    """A value of `kind` as a GraphQL literal: ids from `ids`, required fields only."""
+def literal(kind: GraphQLInputType, ids: dict[str, str], name: str = "id") -> str:
+    """A value of `kind` as a GraphQL literal: ids from `ids` (by the argument's name, else
+    its `id`), required fields only."""
     if isinstance(kind, GraphQLNonNull):
-        return literal(kind.of_type, ids)
+        return literal(kind.of_type, ids, name)
     if isinstance(kind, GraphQLList):
-        return f"[{literal(kind.of_type, ids)}]"
+        return f"[{literal(kind.of_type, ids, name)}]"
     if isinstance(kind, GraphQLInputObjectType):
         parts = [
             f"{name}: {literal(f.type, ids)}"
@@ -71,7 +73,7 @@ def literal(kind: GraphQLInputType, ids: dict[str, str]) -> str:
         return first
     assert isinstance(kind, GraphQLScalarType), kind
     return {
-        "ID": f'"{ids.get("id", SOME_ID)}"',
+        "ID": f'"{ids.get(name, ids.get("id", SOME_ID))}"',
         "String": '"x"',
         "Boolean": "true",
         "Int": "1",
@@ -82,7 +84,7 @@ def literal(kind: GraphQLInputType, ids: dict[str, str]) -> str:
 
 def arguments(field: GraphQLField, ids: dict[str, str]) -> str:
     required = [
-        f"{name}: {literal(arg.type, ids)}"
+        f"{name}: {literal(arg.type, ids, name)}"
         for name, arg in field.args.items()
         if isinstance(arg.type, GraphQLNonNull) and arg.default_value is Undefined
     ]
@@ -201,6 +203,26 @@ async def test_every_field_allows_exactly_the_roles_that_hold_its_permission(
     print(matrix())
 
 
+async def their_subscription_and_delivery(api: Client) -> tuple[str, str]:
+    """A subscription of the other tenant and a delivery of it (queued by a replay of the
+    message its receiver's registration wrote: these apps deliver nothing by themselves)."""
+    await make_receiver(api, "hooked", headers=OTHER_HEADERS)
+    made = await api.post(
+        "/api/v1/subscriptions",
+        json={"name": "hooks", "url": "https://hooks.example.com/in"},
+        headers=OTHER_HEADERS,
+    )
+    assert made.status_code == 201, made.text
+    subscription: str = made.json()["data"]
+    path = f"/api/v1/subscriptions/{subscription}"
+    queued = await api.post(f"{path}/replay", json={"after": 0}, headers=OTHER_HEADERS)
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["data"]["queued"] >= 1
+    listed = await api.get(f"{path}/deliveries", headers=OTHER_HEADERS)
+    delivery: str = listed.json()["data"][0]["id"]
+    return subscription, delivery
+
+
 async def test_another_tenants_ids_are_not_found_by_every_field_that_takes_one(
     api: Client,
 ) -> None:
@@ -213,10 +235,17 @@ async def test_another_tenants_ids_are_not_found_by_every_field_that_takes_one(
         json={"name": "g", "type": "t", "version": "1", "event_receiver_ids": [theirs_receiver]},
         headers=OTHER_HEADERS,
     )
+    subscription, delivery = await their_subscription_and_delivery(api)
     ids_of = {
         "Event": theirs_event.json()["data"],
         "EventReceiver": theirs_receiver,
         "EventReceiverGroup": theirs_group.json()["data"],
+        "WebhookSubscription": subscription,
+    }
+    #: The fields whose `id` is a subscription's, and the other ids they take.
+    subscription_fields = {
+        "subscription_deliveries": {},
+        "subscription_delivery": {"delivery_id": delivery},
     }
     tried = 0
     for root in ROOTS:
@@ -227,10 +256,12 @@ async def test_another_tenants_ids_are_not_found_by_every_field_that_takes_one(
             if id_arg is None:
                 continue
             kind = "EventReceiverGroup" if "group" in name else named(field.type).name
+            if name in subscription_fields:
+                kind = "WebhookSubscription"
             if kind not in ids_of:
                 kind = "EventReceiverGroup"
             ident = ids_of[kind]
-            document = root_document(root, name, {"id": ident})
+            document = root_document(root, name, {"id": ident, **subscription_fields.get(name, {})})
             answer = await gql(api, document)
             assert [e["extensions"]["code"] for e in answer["errors"]] == ["NOT_FOUND"], (
                 name,
@@ -241,7 +272,7 @@ async def test_another_tenants_ids_are_not_found_by_every_field_that_takes_one(
                 own = await gql(api, document, headers=OTHER_HEADERS)
                 assert "errors" not in own, (name, own)
             tried += 1
-    assert tried >= 7
+    assert tried >= 10
     # EPR's searches by id answer no match rather than an error, as EPR does
     for name, argument in (
         ("events", "event"),

@@ -22,7 +22,7 @@ from adapters.crypto.apikeys import hash_api_key
 from adapters.crypto.identity import ThreadedScrypt
 from adapters.crypto.passwords import ScryptParams
 from adapters.memory.identity import MemoryIdentity
-from adapters.system import UlidSource
+from adapters.system import SystemClock, UlidSource
 from core.domain.access import Role
 from core.domain.identity import new_api_key, parse_api_key
 from core.usecases import Services
@@ -273,3 +273,22 @@ def assert_problem(answer: httpx.Response, status: int, *fields: str) -> dict[st
     named = {error["field"] for error in body["errors"]}
     assert set(fields) <= named, (fields, body["errors"])
     return body
+
+
+@pytest.fixture
+async def delivering_api() -> AsyncIterator[tuple[Client, Litestar]]:
+    """An app that delivers webhooks in-process, on the system clock, to loopback targets
+    (allowed by setting), retrying once after 0.2 s; `acme` and `globex` made."""
+    identity = await platform_identity()
+    config = settings(
+        delivery=DeliverySettings(
+            allowed_networks=["127.0.0.0/8", "::1/128"],
+            require_https=False,
+            poll_seconds=0.05,
+            retry_schedule_seconds=[0.2],
+        )
+    )
+    app = make_app(identity, config=config, clock=SystemClock())  # type: ignore[arg-type]
+    async with asgi_client(app) as client:
+        await add_tenants(client, identity)
+        yield client, app

@@ -84,7 +84,11 @@ def test_the_dashboard_is_a_grafana_dashboard() -> None:
         "Backpressure",
         "Readiness",
         "Signing",
-        "Webhook",
+        "Webhook deliveries per second, by outcome",
+        "Webhook attempt duration",
+        "Webhook lag",
+        "Webhook deliveries pending and dead",
+        "Webhook breakers",
     )
     for word in wanted:
         assert any(word in title for title in titles), word

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -11,19 +10,13 @@ from litestar import Litestar
 from standardwebhooks import Webhook
 
 from core.domain.messages import decode_message
-from entrypoints.settings import DeliverySettings
 from tests.http.conftest import (
     HEADERS,
     OTHER_HEADERS,
     Client,
-    add_tenants,
-    asgi_client,
     assert_problem,
-    make_app,
     make_receiver,
-    platform_identity,
     record,
-    settings,
 )
 from tests.integration.loopback_targets import Received, loopback_target
 
@@ -234,25 +227,6 @@ async def test_ping_replay_redrive_and_deliveries(api: Client) -> None:
 
 
 # --- a webhook end to end, delivered by the app's own process -------------------------------
-
-
-@pytest.fixture
-async def delivering_api() -> AsyncIterator[tuple[Client, Litestar]]:
-    identity = await platform_identity()
-    config = settings(
-        delivery=DeliverySettings(
-            allowed_networks=["127.0.0.0/8", "::1/128"],
-            require_https=False,
-            poll_seconds=0.05,
-            retry_schedule_seconds=[0.2],
-        )
-    )
-    from adapters.system import SystemClock
-
-    app = make_app(identity, config=config, clock=SystemClock())  # type: ignore[arg-type]
-    async with asgi_client(app) as client:
-        await add_tenants(client, identity)
-        yield client, app
 
 
 async def test_a_webhook_arrives_signed_and_its_attempt_is_recorded(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from litestar import Router
 from litestar.types import ControllerRouterHandler, Middleware
 
-from entrypoints.http.console import admin, groups, live, pages, signin
+from entrypoints.http.console import admin, groups, live, pages, signin, subscriptions
 from entrypoints.http.console.common import ASSETS, BASE, HTML_ERRORS, authorize, template_config
 from entrypoints.http.console.session import SessionMiddleware, csrf_guard
 from entrypoints.http.limits import BackpressureMiddleware, RateLimitMiddleware, StreamsMiddleware
@@ -47,6 +47,7 @@ def routes(max_body: int) -> list[ControllerRouterHandler]:
                 *pages.HANDLERS,
                 *groups.HANDLERS,
                 live.live,
+                *subscriptions.HANDLERS,
                 *admin.HANDLERS,
             ],
             middleware=[BackpressureMiddleware, *signed_in],

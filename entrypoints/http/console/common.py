@@ -72,6 +72,7 @@ NAV: Final = (
     ("Receivers", f"{BASE}/receivers", Permission.RECEIVERS_READ),
     ("Groups", f"{BASE}/groups", Permission.GROUPS_READ),
     ("Live", f"{BASE}/live", Permission.EVENTS_READ),
+    ("Webhooks", f"{BASE}/subscriptions", Permission.SUBSCRIPTIONS_READ),
     ("Users", f"{BASE}/admin/users", Permission.USERS_MANAGE),
     ("API keys", f"{BASE}/admin/api-keys", Permission.API_KEYS_MANAGE),
     ("Audit log", f"{BASE}/admin/audit", Permission.AUDIT_READ),

@@ -5,7 +5,8 @@ batch loaders.
   request (a refusal is audited once, and every field that needs it is refused).
 - `Loader`: keys asked for while one list is being resolved are fetched together
   by one call on the next turn of the event loop (the DataLoader pattern): the
-  receivers of a page of 100 events are one read, not 100.
+  receivers of a page of 100 events are one read, not 100; so are the attempts of a
+  page of deliveries.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Generic, TypeVar
 from litestar.types import Scope
 
 from core.domain.access import Permission
+from core.domain.delivery import Attempt
 from core.domain.errors import Forbidden
 from core.domain.model import Receiver
 from core.usecases import Access, Actor, RequestContext, Services
@@ -96,6 +98,9 @@ class Context:
         self.receivers: Loader[str, Receiver] = Loader(
             self._receivers, lambda ident: not_found("event receiver", ident)
         )
+        self.attempts: Loader[str, list[Attempt]] = Loader(
+            self._attempts, lambda ident: not_found("delivery", ident)
+        )
 
     @property
     def actor(self) -> Actor:
@@ -124,3 +129,8 @@ class Context:
 
     async def _receivers(self, ids: Collection[str]) -> dict[str, Receiver]:
         return await self.services.receivers.get_many(self.actor, ids)
+
+    async def _attempts(self, ids: Collection[str]) -> dict[str, list[Attempt]]:
+        """The attempts of a page of the tenant's deliveries (never attempted: none)."""
+        found = await self.services.subscriptions.attempts(self.actor, ids)
+        return {ident: found.get(ident, []) for ident in ids}

@@ -2,8 +2,8 @@
 
 - **Depth**: the longest chain of nested fields (a root field is depth 1).
 - **Cost**: how many values the answer can hold at most. Every field costs 1; a list
-  of objects multiplies what is inside it by the most it can hold: a page's
-  `limit` (its default when not given), a group's 100 members, one element for
+  of objects multiplies what is inside it by the most it can hold: a page's (or a
+  delivery's attempts') `limit` (its default when not given), a group's 100 members, one element for
   `*_by_id`, 1000 for EPR's unpaginated searches. A mutation costs
   `MUTATION_COST` (each one is a write of its own).
 
@@ -46,8 +46,10 @@ LIST_SIZES: Final[dict[str, int]] = {
     "Query.event_receivers_by_id": 1,
     "Query.event_receiver_groups_by_id": 1,
     "Query.event_receivers_by_fingerprint": 1,
+    "Query.subscriptions_by_id": 1,
     "EventReceiverGroup.event_receivers": 100,
     "GroupStatus.members": 100,
+    "Delivery.attempts": 20,  # its `limit`'s default (resolvers.DEFAULT_ATTEMPTS)
 }
 MUTATION_COST: Final = 100
 
@@ -134,6 +136,8 @@ class _Walk:
             coordinate = f"{parent.name}.{name}"
             if parent.name.endswith("Connection"):
                 times = page
+            elif own is not None:  # a list with a `limit` of its own
+                times = own
             else:
                 times = LIST_SIZES.get(coordinate, MAX_PAGE_SIZE)
         return depth + 1, 1 + times * cost

@@ -23,10 +23,12 @@ import msgspec
 
 from core.domain.access import Permission
 from core.domain.commands import CreateGroup, PatchGroup, RecordEvent, RegisterReceiver
+from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import FieldError, Invalid, NotFound, raise_if
 from core.domain.fields import check_name
 from core.domain.ids import is_ulid
 from core.domain.model import Event, Group, Nvrpp, Receiver
+from core.domain.subscriptions import Subscription
 from core.ports import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -52,6 +54,9 @@ T = TypeVar("T")
 _P = Permission
 #: The REST lists' names: a cursor from one works in the other.
 EVENTS, RECEIVERS, GROUPS, COMPLETIONS = "events", "receivers", "groups", "completions"
+SUBSCRIPTIONS, DELIVERIES = "subscriptions", "deliveries"
+#: How many attempts of a delivery GraphQL shows unless asked (`Delivery.attempts(limit)`).
+DEFAULT_ATTEMPTS: Final = 20
 _NVRPP: Final = ("name", "version", "release", "platform_id", "package")
 
 
@@ -236,6 +241,74 @@ async def event_receiver_groups_by_fingerprint(
 ) -> list[Group]:
     receivers = await _by_fingerprint(ctx, args["fingerprint"])
     return await ctx.services.groups.containing(ctx.actor, [r.id for r in receivers])
+
+
+# --- beyond EPR: webhooks (read; never a secret) ---------------------------------------------
+
+
+@field("Query.subscriptions_by_id", _P.SUBSCRIPTIONS_READ)
+async def subscriptions_by_id(ctx: Context, _: Any, args: dict[str, Any]) -> list[Subscription]:
+    _known("subscription", args["id"])
+    return [await ctx.services.subscriptions.get(ctx.actor, args["id"])]
+
+
+@field("Query.subscriptions_page", _P.SUBSCRIPTIONS_READ)
+async def subscriptions_page(ctx: Context, _: Any, args: dict[str, Any]) -> dict[str, Any]:
+    return await _page(SUBSCRIPTIONS, args, lambda p: ctx.services.subscriptions.list(ctx.actor, p))
+
+
+def _delivery(d: Delivery) -> dict[str, Any]:
+    """A delivery as the schema shows it (its attempts counted; no body, no lease)."""
+    return {
+        "id": d.id,
+        "subscription_id": d.subscription_id,
+        "message_id": d.message_id,
+        "message_type": d.message_type,
+        "position": str(d.position),
+        "status": d.status,
+        "attempt_count": d.attempts,
+        "next_attempt_at": d.next_attempt_at,
+        "last_attempt_at": d.last_attempt_at,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "created_at": d.created_at,
+    }
+
+
+@field("Query.subscription_deliveries", _P.SUBSCRIPTIONS_READ)
+async def subscription_deliveries(ctx: Context, _: Any, args: dict[str, Any]) -> dict[str, Any]:
+    subscription_id: str = args["id"]
+    _known("subscription", subscription_id)
+    status = None if args.get("status") is None else DeliveryStatus(args["status"])
+    service = ctx.services.subscriptions
+    found = await _page(
+        DELIVERIES, args, lambda p: service.deliveries(ctx.actor, subscription_id, status, p)
+    )
+    return {**found, "items": [_delivery(d) for d in found["items"]]}
+
+
+@field("Query.subscription_delivery", _P.SUBSCRIPTIONS_READ)
+async def subscription_delivery(ctx: Context, _: Any, args: dict[str, Any]) -> dict[str, Any]:
+    subscription_id: str = args["id"]
+    _known("subscription", subscription_id)
+    _known("delivery", args["delivery_id"])
+    service = ctx.services.subscriptions
+    await service.get(ctx.actor, subscription_id)
+    found, _ = await service.delivery(ctx.actor, subscription_id, args["delivery_id"])
+    return _delivery(found)
+
+
+@field("Delivery.attempts", _P.SUBSCRIPTIONS_READ)
+async def delivery_attempts(ctx: Context, parent: dict[str, Any], args: dict[str, Any]) -> Any:
+    """Batch loaded: the attempts of a page of deliveries are one read."""
+    limit = DEFAULT_ATTEMPTS if args.get("limit") is None else args["limit"]
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise BadRequest(
+            "The number of attempts is out of range.",
+            [FieldError("limit", f"must be 1 to {MAX_PAGE_SIZE}")],
+        )
+    attempts: list[Attempt] = await ctx.attempts.load(parent["id"])
+    return attempts[-limit:]
 
 
 # --- nested: batch loaded --------------------------------------------------------------------
