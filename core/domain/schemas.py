@@ -162,7 +162,7 @@ class CompiledSchema:
         """
         if self._validator.is_valid(instance):  # the common case: no walk, no sort
             return []
-        restorer = _PathRestorer(instance) if _has_empty_key(instance) else None
+        restorer = _PathRestorer(instance) if _has_lost_key(instance) else None
         found: list[tuple[tuple[tuple[int, int, str], ...], str, str]] = []
         for error in self._validator.iter_errors(instance):
             path: Sequence[str | int] = error.instance_path
@@ -177,19 +177,32 @@ def _path_key(path: Sequence[str | int]) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, part, "") if isinstance(part, int) else (1, 0, part) for part in path)
 
 
-# jsonschema_rs 0.60 drops empty-string keys from `instance_path` (the instance
-# {"": {"a": 1}} fails at ["a"], not ["", "a"]); its other paths lose them too.
+# jsonschema_rs 0.60 loses some object keys in `instance_path`:
+# - it drops empty-string keys (the instance {"": {"a": 1}} fails at ["a"], not
+#   ["", "a"]);
+# - it reports a key that reads as an unsigned integer as that integer, so "00", "01"
+#   and "+1" come back as 0, 1 and 1 (a plain "0" reads back as itself).
 # When the instance has such a key, the true path is found again by walking the
-# instance along the reported path, trying "" where a segment may have gone
-# missing, and keeping the walks that end on the very value the error is about.
+# instance along the reported path, trying "" where a segment may have gone missing
+# and every key that reads as a reported integer, and keeping the walks that end on
+# the very value the error is about.
 
 
-def _has_empty_key(value: Any) -> bool:
+def _integer_key(key: str) -> int | None:
+    """The integer jsonschema_rs reports `key` as, when it is not `key` itself."""
+    digits = key[1:] if key.startswith("+") else key
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    number = int(digits)
+    return None if str(number) == key or number >= 2**64 else number
+
+
+def _has_lost_key(value: Any) -> bool:
     stack = [value]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            if "" in node:
+            if any(key == "" or _integer_key(key) is not None for key in node):
                 return True
             stack.extend(node.values())
         elif isinstance(node, list | tuple):
@@ -197,22 +210,26 @@ def _has_empty_key(value: Any) -> bool:
     return False
 
 
-_MISSING = object()
-
-
-def _child(node: Any, segment: str | int) -> Any:
+def _children(node: Any, segment: str | int) -> list[tuple[str | int, Any]]:
+    """The children a reported segment may stand for, with their true segment."""
     if isinstance(node, dict):
-        return node.get(str(segment), _MISSING)
+        found: list[tuple[str | int, Any]] = (
+            [(str(segment), node[str(segment)])] if str(segment) in node else []
+        )
+        if isinstance(segment, int):
+            found += [(k, v) for k, v in node.items() if _integer_key(k) == segment]
+        return found
     if isinstance(node, list | tuple) and isinstance(segment, int) and 0 <= segment < len(node):
-        return node[segment]
-    return _MISSING
+        return [(segment, node[segment])]
+    return []
 
 
 def _candidate_paths(
     instance: Any, reported: Sequence[str | int]
 ) -> list[tuple[Any, list[str | int]]]:
     """Every (value, path) of `instance` whose path reads as `reported` once its "" segments
-    are dropped, the reported reading first. No recursion; in a tree each node is met once.
+    are dropped and its integer-looking keys read as integers, the reported reading first.
+    No recursion; in a tree each node is met once.
     """
     found: list[tuple[Any, list[str | int]]] = []
     stack: list[tuple[Any, int, list[str | int]]] = [(instance, 0, [])]
@@ -223,9 +240,8 @@ def _candidate_paths(
         if isinstance(node, dict) and "" in node:
             stack.append((node[""], i, [*path, ""]))
         if i < len(reported):
-            child = _child(node, reported[i])
-            if child is not _MISSING:
-                stack.append((child, i + 1, [*path, reported[i]]))
+            for segment, child in _children(node, reported[i]):
+                stack.append((child, i + 1, [*path, segment]))
     return found
 
 

@@ -641,3 +641,27 @@ def test_json_depth_stops_past_the_limit() -> None:
     cyclic: dict[str, Any] = {}
     cyclic["self"] = cyclic
     assert json_depth(cyclic, 64) == 65
+
+
+FLAT: dict[str, Any] = {"additionalProperties": {"type": "string"}}
+NESTED: dict[str, Any] = {"additionalProperties": FLAT}
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance", "fields"),
+    [
+        (FLAT, {"00": 1}, ["/payload/00"]),
+        (FLAT, {"+1": 1}, ["/payload/+1"]),
+        (FLAT, {"0": 1, "00": "ok"}, ["/payload/0"]),
+        (FLAT, {"0": "ok", "00": 1}, ["/payload/00"]),
+        (FLAT, {"0": 1, "00": 2}, ["/payload/0", "/payload/00"]),
+        (NESTED, {"01": {"a": 1}}, ["/payload/01/a"]),
+        (NESTED, {"a": {"007": 1}}, ["/payload/a/007"]),
+    ],
+)
+def test_keys_the_validator_reads_as_integers_keep_their_spelling(
+    schema: dict[str, Any], instance: dict[str, Any], fields: list[str]
+) -> None:
+    """jsonschema_rs reports "00" or "+1" as the integer 0 or 1; the pointer names the key."""
+    compiled = compile_schema(schema)
+    assert sorted(e.field for e in compiled.errors(instance)) == sorted(fields)
