@@ -1,38 +1,35 @@
-"""The address guard at connection time: an httpcore network backend that resolves, vets
-and connects to a vetted address, never to a name.
+"""The address guard at connection time: resolve, vet, and connect to a vetted address,
+never to a name.
 
-httpcore asks its network backend to `connect_tcp(host, port)` with the URL's host and
-then runs TLS on the stream with that same host name as SNI and for the certificate
-check. `GuardedBackend.connect_tcp` resolves the host itself (or reads it as a literal
-address, as resolvers read `2130706433`), refuses the whole target when any address
-it resolves to is refused (core/domain/addresses.py: a name that answers both a public
-and a private address is how rebinding attacks hedge), and connects to the vetted
-addresses in turn. The socket is made to an address, so a second resolution (DNS
-rebinding) can never change where it goes; TLS is unchanged and still checks the
-certificate against the host name.
+`Guard.connect` resolves the URL's host itself (or reads it as a literal address, as
+resolvers read `2130706433`), refuses the whole target when any address it resolves to
+is refused (core/domain/addresses.py: a name that answers both a public and a private
+address is how rebinding attacks hedge), and connects to the vetted addresses in turn.
+The socket is made to an address, so a second resolution (DNS rebinding) can never
+change where it goes; TLS then runs over it with the host name as SNI and for the
+certificate check.
 
 Failures leave as `AttemptFailed` with the kind of the `WebhookSender` port (refused,
-dns, connect, tls) and one line for people: httpcore passes exceptions it does not know
-through unchanged, where its own would lose their cause on the way out of the pool.
+dns, connect, tls) and one line for people.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextvars import ContextVar
-from typing import Any
 
 import anyio
-import httpcore
+import anyio.abc
+from anyio.streams.tls import TLSStream
 
 from core.domain.addresses import Address, Network, literal_address, refusal
 from core.ports import SendFailure
 
 __all__ = [
     "AttemptFailed",
-    "GuardedBackend",
+    "Guard",
     "Progress",
     "Resolver",
     "system_resolver",
@@ -93,13 +90,12 @@ def _one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
+class Guard:
     """Connects only to addresses that `core.domain.addresses.refusal` lets pass."""
 
     def __init__(self, allowed: Collection[Network], resolver: Resolver) -> None:
         self._allowed = tuple(allowed)
         self._resolver = resolver
-        self._sockets = httpcore.AnyIOBackend()
 
     async def vetted(self, host: str, port: int) -> list[Address]:
         """The addresses `host` may be reached at (raises AttemptFailed: refused or dns)."""
@@ -125,79 +121,34 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
                 )
         return list(dict.fromkeys(_dialable(address) for address in addresses))
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def connect(
+        self, host: str, port: int, tls: ssl.SSLContext | None
+    ) -> tuple[anyio.abc.ByteStream, socket.socket]:
+        """A stream to a vetted address of `host` (TLS over it with `host` as the name to
+        check, when `tls` is given), and its socket."""
         errors: list[str] = []
         for address in await self.vetted(host, port):
             _at(f"connecting to {address}:{port}")
             try:
-                stream = await self._sockets.connect_tcp(
-                    str(address),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except httpcore.ConnectError as error:
+                plain = await anyio.connect_tcp(str(address), port)
+            except OSError as error:
                 errors.append(f"{address}: {_one_line(error)}")
                 continue
+            raw: socket.socket = plain.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610 - anyio, not Django
+            if tls is None:
+                _at("waiting for the answer")
+                return plain, raw
+            _at(f"TLS handshake with {host}")
+            try:
+                secure = await TLSStream.wrap(
+                    plain, hostname=host, ssl_context=tls, standard_compatible=False
+                )
+            except (OSError, ssl.SSLError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
+                await anyio.aclose_forcefully(plain)
+                cause = error.__cause__ if isinstance(error, anyio.BrokenResourceError) else error
+                raise AttemptFailed(
+                    "tls", f"TLS handshake with {host} failed: {_one_line(cause or error)}"
+                ) from None
             _at("waiting for the answer")
-            return _GuardedStream(stream, host)
+            return secure, raw
         raise AttemptFailed("connect", f"could not connect to {host}:{port}: {'; '.join(errors)}")
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise AttemptFailed("refused", "refused: webhooks go over TCP, not to local sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-
-
-class _GuardedStream(httpcore.AsyncNetworkStream):
-    """A connected stream whose TLS handshake failures say so (`tls`)."""
-
-    __slots__ = ("_host", "_stream")
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream, host: str) -> None:
-        self._stream = stream
-        self._host = host
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        return await self._stream.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        await self._stream.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-    ) -> httpcore.AsyncNetworkStream:
-        name = server_hostname or self._host
-        _at(f"TLS handshake with {name}")
-        try:
-            stream = await self._stream.start_tls(ssl_context, server_hostname, timeout)
-        except httpcore.ConnectError as error:
-            cause = error.__cause__ or error
-            raise AttemptFailed(
-                "tls", f"TLS handshake with {name} failed: {_one_line(cause)}"
-            ) from None
-        _at("waiting for the answer")
-        return _GuardedStream(stream, self._host)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)

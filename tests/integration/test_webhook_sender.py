@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from ipaddress import ip_address
 
@@ -238,6 +239,178 @@ async def test_an_answer_that_is_not_http_is_a_protocol_failure(make: Make) -> N
     assert answer.error.startswith("no valid HTTP answer: ")
 
 
+# --- the HTTP/1.1 exchange, against targets that answer byte by byte as told ------------
+
+
+class Scripted:
+    """A raw TCP target: each accepted connection reads requests and plays the next script
+    for each: bytes to send, a float (seconds to wait), None (close the connection)."""
+
+    def __init__(self, listener: socket.socket, scripts: list[Script]) -> None:
+        self.listener = listener
+        self.scripts = scripts
+        self.connections = 0
+        self.requests = 0
+
+    def serve(self) -> None:
+        while self.scripts:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with connection:
+                self.play(connection)
+
+    def play(self, connection: socket.socket) -> None:
+        while self.scripts:
+            try:
+                if not connection.recv(65536):
+                    return
+            except OSError:
+                return
+            self.requests += 1
+            for step in self.scripts.pop(0):
+                if step is None:
+                    return
+                if isinstance(step, float):
+                    time.sleep(step)
+                    continue
+                try:
+                    connection.sendall(step)
+                except OSError:  # the client closed it
+                    return
+
+
+Script = list[bytes | float | None]
+Start = Callable[..., tuple[Scripted, str]]
+
+
+@pytest.fixture
+def scripted() -> Iterator[Start]:
+    listeners: list[socket.socket] = []
+
+    def start(*scripts: Script) -> tuple[Scripted, str]:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listeners.append(listener)
+        server = Scripted(listener, list(scripts))
+        threading.Thread(target=server.serve, daemon=True).start()
+        return server, f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_an_answer_whose_body_stalls_stands_with_what_came(
+    make: Make, scripted: Start
+) -> None:
+    _, url = scripted(
+        [b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 100\r\n\r\nwa", 3.0]
+    )
+    answer = await make().send(request(url, timeout=0.5))
+    assert (answer.status_code, answer.retry_after, answer.excerpt) == (503, "7", "wa")
+    assert answer.failure is None
+    assert answer.duration_ms < 2500
+
+
+async def test_interim_answers_are_skipped(make: Make, scripted: Start) -> None:
+    server, url = scripted(
+        [
+            b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n",
+            0.05,
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+        ],
+        [OK],
+    )
+    sender = make()
+    first = await sender.send(request(url))
+    assert (first.status_code, first.excerpt) == (202, "")
+    assert (await sender.send(request(url))).status_code == 200
+    assert server.connections == 1  # the interim answer left the connection usable
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        OK + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",  # an answer nobody asked for
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n" + b"x" * 200,  # over the excerpt
+    ],
+    ids=["connection-close", "http-1.0", "extra-answer", "body-over-excerpt"],
+)
+async def test_a_connection_is_not_kept_after_an_answer_that_ends_it(
+    make: Make, scripted: Start, answer: bytes
+) -> None:
+    server, url = scripted([answer, 0.3, b"x" * 1800], [OK])
+    sender = make(excerpt_bytes=100)
+    assert (await sender.send(request(url))).status_code == 200
+    assert (await sender.send(request(url))).status_code == 200
+    assert server.connections == 2
+
+
+async def test_a_body_without_length_ends_with_the_connection(make: Make, scripted: Start) -> None:
+    server, url = scripted([b"HTTP/1.1 500 Oops\r\n\r\nbody until close", None], [OK])
+    sender = make()
+    answer = await sender.send(request(url))
+    assert (answer.status_code, answer.excerpt) == (500, "body until close")
+    assert (await sender.send(request(url))).status_code == 200
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b"", "the target closed the connection first"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", "the target closed the connection first"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000, "no end of headers in 65536 bytes"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "no valid HTTP answer: "),
+    ],
+    ids=["nothing", "headers-cut", "endless-headers", "bad-length"],
+)
+async def test_what_is_not_a_whole_answer_is_a_protocol_failure(
+    make: Make, scripted: Start, answer: bytes, says: str
+) -> None:
+    _, url = scripted([answer])
+    found = await make().send(request(url))
+    assert (found.status_code, found.failure) == (None, "protocol")
+    assert found.error is not None
+    assert found.error.startswith("no valid HTTP answer: ")
+    assert says in found.error
+
+
+async def test_a_kept_connection_the_target_closed_is_not_used_again(
+    make: Make, scripted: Start
+) -> None:
+    server, url = scripted([OK, None], [OK])
+    sender = make()
+    assert (await sender.send(request(url))).status_code == 200
+    await anyio.sleep(0.2)  # the target closes its end of the idle connection
+    assert (await sender.send(request(url))).status_code == 200
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("bad name", "x"), ("x-inject", "a\r\nHost: evil"), ("Host", "evil"), ("content-length", "9")],
+)
+async def test_a_header_that_could_change_the_request_is_never_sent(
+    make: Make, target: Target, header: tuple[str, str]
+) -> None:
+    with pytest.raises(ValueError, match="header"):
+        await make().send(
+            WebhookRequest(url=target.url(), headers=[header], body=BODY, timeout_seconds=5)
+        )
+    await anyio.sleep(0.1)
+    assert target.connections == 0
+
+
 # --- the excerpt ----------------------------------------------------------------------------
 
 
@@ -302,6 +475,18 @@ async def test_many_attempts_share_at_most_max_connections(make: Make, target: T
     assert [a.status_code for a in answers] == [200] * 12
     assert target.most_open <= 3
     assert target.connections <= 3  # and they were reused
+
+
+async def test_opening_one_more_closes_an_idle_connection_of_another_target(
+    make: Make, target: Target, second_target: Target
+) -> None:
+    sender = make(max_connections=1)
+    assert (await sender.send(request(target.url()))).status_code == 200
+    assert (await sender.send(request(second_target.url()))).status_code == 200
+    await anyio.sleep(0.2)
+    assert (target.open_now, second_target.open_now) == (0, 1)
+    assert (await sender.send(request(second_target.url()))).status_code == 200
+    assert second_target.connections == 1
 
 
 async def test_proxy_environment_variables_are_ignored(
