@@ -233,6 +233,10 @@ class DeliveryRunner:
                 pool.freed = anyio.Event()
                 await pool.freed.wait()
                 continue
+            # what is due but held back needs room: look again once a batch of the attempts
+            # in flight now (or all of them) ended, counting those that end meanwhile
+            in_flight = self._in_flight_total()
+            goal = self._ended + min(batch, in_flight) if in_flight else None
             claimed = await self.deliverer.claim(
                 limit=free,
                 retries=pool.retries,
@@ -252,19 +256,18 @@ class DeliveryRunner:
                 until = (due - self.deliverer.now()).total_seconds()
                 if until > 0:
                     wait = min(wait, until)
-            # what is due but held back needs room: look again once a batch of attempts
-            # (or all those in flight) ended, rather than after each one
-            await self._idle(wait, ended=min(batch, self._in_flight_total()))
+            await self._idle(wait, goal)
 
     def _in_flight_total(self) -> int:
         return sum(pool.busy for pool in self._pools)
 
-    async def _idle(self, seconds: float, *, ended: int) -> None:
-        """Until the store says deliveries may be due, `ended` more attempts ended (none:
-        not waited for), or `seconds` passed."""
-        goal = self._ended + ended
+    async def _idle(self, seconds: float, goal: int | None) -> None:
+        """Until the store says deliveries may be due, `goal` attempts have ended since this
+        process started (at once if they have; None: not waited for), or `seconds` passed."""
+        if goal is not None and self._ended >= goal:
+            return
 
-        async def attempts_ended() -> None:
+        async def attempts_ended(goal: int) -> None:
             while self._ended < goal:
                 await self._progress.wait()
 
@@ -275,8 +278,8 @@ class DeliveryRunner:
                 waits.cancel_scope.cancel()
 
             waits.start_soon(first, lambda: self.store.wait(seconds))
-            if ended:
-                waits.start_soon(first, attempts_ended)
+            if goal is not None:
+                waits.start_soon(first, lambda: attempts_ended(goal))
 
     def _start(self, pool: _Pool, claimed: Claimed) -> None:
         assert self._attempts is not None

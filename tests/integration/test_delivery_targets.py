@@ -466,3 +466,48 @@ async def test_the_delivery_loops_wait_out_a_database_that_cannot_serve(
     warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert warned  # the loops did meet the lock
     assert {r.name for r in warned} == {"waypost.database"}, [r.getMessage() for r in warned]
+
+
+async def test_an_attempt_that_ends_while_the_deliverer_looks_for_work_is_not_missed(
+    tmp_path: pathlib.Path,
+) -> None:
+    # One at a time per subscription, and an idle deliverer that would sleep 8 s: each
+    # attempt ends while the deliverer asks the store (slowly, here) when the next
+    # delivery is due. It must see that end and claim the next at once, not sleep it out.
+    settings = settings_for(tmp_path, "memory", subscription_concurrency=1, poll_seconds=2.0)
+    with target() as hook:
+        async with open_services(settings, sending=True) as services:
+            delivery = services.delivery_deps
+            assert delivery is not None
+            store = delivery.store
+            asked = store.next_due
+
+            async def slowly(retries: bool) -> Any:
+                await anyio.sleep(0.1)
+                return await asked(retries)
+
+            store.next_due = slowly  # type: ignore[method-assign]
+            tenant = await services.tenants.create(
+                CreateTenant(slug="acme", name="Acme"), AppendMeta(actor="tests")
+            )
+            actor = Actor(tenant_id=tenant.id, principal="tests")
+            receiver, _ = await services.receivers.register(
+                actor, RegisterReceiver(name="build", type="ci.build", version="1", schema={})
+            )
+            await services.subscriptions.create(
+                actor, CreateSubscription(name="hooks", url=hook.url())
+            )
+            for n in range(8):
+                await services.events.record(
+                    actor,
+                    RecordEvent(
+                        name="shop", version="2.1.0", release=str(n), platform_id="x86_64",
+                        package="rpm", payload={}, success=True, event_receiver_id=receiver.id,
+                    ),
+                )  # fmt: skip
+            async with delivering(services, settings.delivery):
+                await eventually(lambda: _arrived(hook, 8), seconds=6)
+
+
+async def _arrived(hook: Target, count: int) -> bool:
+    return len(hook.requests) >= count
