@@ -45,6 +45,7 @@ import anyio
 import asyncpg
 import msgspec
 
+from adapters.groupcommit import Lanes
 from adapters.sql.availability import Availability
 from adapters.sql.delivery_queries import (
     CHANNEL,
@@ -59,6 +60,7 @@ from adapters.sql.queries import Query
 from adapters.sql.store import Codec, SqlStore, _PgCodec, _SqliteCodec
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import Conflict
+from core.domain.groupcommit import GroupPolicy
 from core.domain.idempotency import Record, expired_before, in_use
 from core.domain.rotation import SecretVersion, VersionState
 from core.domain.subscriptions import Subscription, SubscriptionFilter, secret_name
@@ -86,6 +88,10 @@ WORK_CONNECTIONS = 8
 _FOREVER = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
 _DELIVERY_COLUMNS = len(DELIVERY)
 _UNIQUE = (asyncpg.UniqueViolationError, sqlite3.IntegrityError)
+#: Finishes written together at most (one statement, or one transaction).
+MAX_FINISHES = 64
+#: A finish: the delivery, the claim that must still hold it, what the attempt came to.
+_Finish = tuple[str, str, Outcome]
 
 
 class _Signal:
@@ -144,6 +150,7 @@ class SqlDeliveries:
         self._listen_failing = False  # an outage was logged; its retries are not
         self._observer: StatementObserver | None = None
         self.subscriptions = SqlSubscriptions(self)
+        self._finishes: Lanes = Lanes(GroupPolicy(max_writes=MAX_FINISHES, max_events=MAX_FINISHES))
 
     @classmethod
     async def connect(
@@ -402,40 +409,97 @@ class SqlDeliveries:
         return claimed
 
     async def finish(self, delivery_id: str, claim: str, outcome: Outcome) -> bool:
+        """Finishes that arrive while others are being written are written together next
+        (`adapters.groupcommit.Lanes`; one alone is written at once), each fenced by its
+        own claim: on PostgreSQL one statement for those that leave their subscriptions as
+        they are, on SQLite one transaction."""
+        return await self._finishes.submit(
+            "finish", (delivery_id, claim, outcome), 1, self._finish_group
+        )
+
+    async def _finish_group(self, group: Sequence[_Finish]) -> list[bool | Exception]:
+        if not isinstance(self._work, PgDatabase):
+            async with self.write(work=True) as conn:
+                return [await self._sqlite_finish(conn, *finish) for finish in group]
+        # Outcomes that change a subscription (its failing streak, a disable) go one by one:
+        # the statement for many leaves subscriptions alone.
+        plain = [f for f in group if f[2].failing is None and f[2].disable is None]
+        written: set[str] = set()
+        if len(plain) > 1:
+            written = await self._pg_finish_many(self._work, plain)
+        else:
+            plain = []
+        answers: list[bool | Exception] = []
+        for finish in group:
+            if plain and finish[2].failing is None and finish[2].disable is None:
+                answers.append(finish[0] in written)
+                continue
+            try:
+                answers.append(await self._pg_finish(self._work, *finish))
+            except Exception as exc:  # this one's failure, not the others'
+                answers.append(exc)
+        return answers
+
+    async def _pg_finish(
+        self, db: PgDatabase, delivery_id: str, claim: str, outcome: Outcome
+    ) -> bool:
+        sql, time = self._sql, self._codec.time
+        attempt = outcome.attempt
+        next_at = None if outcome.next_attempt_at is None else time(outcome.next_attempt_at)
+        clear = outcome.status == DeliveryStatus.SUCCEEDED
+        with self._statement(sql.finish):
+            row = await db.fetchrow(
+                sql.finish,
+                (delivery_id, claim, str(outcome.status), next_at, time(attempt.started_at),
+                 attempt.duration_ms, attempt.status_code, attempt.error,
+                 attempt.response_excerpt, clear, outcome.failing, outcome.disable),
+            )  # fmt: skip
+        return row is not None and int(row[0]) == 1
+
+    async def _pg_finish_many(self, db: PgDatabase, group: Sequence[_Finish]) -> set[str]:
+        sql, time = self._sql, self._codec.time
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(10))
+        for delivery_id, claim, outcome in group:
+            attempt = outcome.attempt
+            next_at = outcome.next_attempt_at
+            clear = outcome.status == DeliveryStatus.SUCCEEDED
+            row = (delivery_id, claim, str(outcome.status),
+                   None if next_at is None else time(next_at), time(attempt.started_at),
+                   attempt.duration_ms, attempt.status_code, attempt.error,
+                   attempt.response_excerpt, clear)  # fmt: skip
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        with self._statement(sql.finish_many):
+            rows = await db.fetch(sql.finish_many, columns)
+        return {row[0] for row in rows}
+
+    async def _sqlite_finish(
+        self, conn: Connection, delivery_id: str, claim: str, outcome: Outcome
+    ) -> bool:
         sql, time = self._sql, self._codec.time
         attempt = outcome.attempt
         next_at = None if outcome.next_attempt_at is None else time(outcome.next_attempt_at)
         started = time(attempt.started_at)
         clear = outcome.status == DeliveryStatus.SUCCEEDED
-        if isinstance(self._work, PgDatabase):  # one statement: atomic by itself
-            with self._statement(sql.finish):
-                row = await self._work.fetchrow(
-                    sql.finish,
-                    (delivery_id, claim, str(outcome.status), next_at, started,
-                     attempt.duration_ms, attempt.status_code, attempt.error,
-                     attempt.response_excerpt, clear, outcome.failing, outcome.disable),
-                )  # fmt: skip
-            return row is not None and int(row[0]) == 1
-        async with self.write(work=True) as conn:
-            done = await conn.fetchrow(
-                sql.finish_delivery,
-                (delivery_id, claim, str(outcome.status), next_at, started,
-                 attempt.status_code, attempt.error, clear),
-            )  # fmt: skip
-            if done is None:
-                return False
-            tenant_id, subscription_id, number = done
+        done = await conn.fetchrow(
+            sql.finish_delivery,
+            (delivery_id, claim, str(outcome.status), next_at, started,
+             attempt.status_code, attempt.error, clear),
+        )  # fmt: skip
+        if done is None:
+            return False
+        tenant_id, subscription_id, number = done
+        await conn.execute(
+            sql.insert_attempt,
+            (delivery_id, number, tenant_id, started, attempt.duration_ms,
+             attempt.status_code, attempt.error, attempt.response_excerpt),
+        )  # fmt: skip
+        if outcome.failing is not None or outcome.disable is not None:
             await conn.execute(
-                sql.insert_attempt,
-                (delivery_id, number, tenant_id, started, attempt.duration_ms,
-                 attempt.status_code, attempt.error, attempt.response_excerpt),
-            )  # fmt: skip
-            if outcome.failing is not None or outcome.disable is not None:
-                await conn.execute(
-                    sql.finish_subscription,
-                    (tenant_id, subscription_id, started, outcome.failing, outcome.disable),
-                )
-            return True
+                sql.finish_subscription,
+                (tenant_id, subscription_id, started, outcome.failing, outcome.disable),
+            )
+        return True
 
     async def release(self, delivery_id: str, claim: str, now: datetime) -> bool:
         async with self.write(work=True) as conn:

@@ -308,6 +308,7 @@ class DeliveryStatements:
             }
             self.insert_deliveries = q(sa.text(self._pg_insert()), *self._pg_insert_args)
             self.finish = q(sa.text(self._pg_finish()), *self._finish_args)
+            self.finish_many = q(sa.text(self._pg_finish_many()), *self._finish_many_args)
             self.notify = q(sa.text(f"SELECT pg_notify('{CHANNEL}', '')"))
         else:
             self.insert_delivery = q(
@@ -575,6 +576,39 @@ WITH done AS (
     AND {self._subscription_when()}
 )
 SELECT count(*) FROM done""".replace(":failing", "CAST(:failing AS boolean)")
+
+    _finish_many_args = ("ids", "claims", "statuses", "next_attempt_ats", "started_ats",
+                         "durations", "status_codes", "errors", "excerpts",
+                         "clear_bodies")  # fmt: skip
+
+    def _pg_finish_many(self) -> str:
+        """Fenced finishes of several deliveries in one statement (columns as arrays), for
+        outcomes that leave their subscriptions as they are: each delivery only while its
+        claim holds it, with its attempt record. Answers the ids written."""
+        return f"""
+WITH given AS (
+  SELECT * FROM unnest(
+    CAST(:ids AS text[]), CAST(:claims AS text[]), CAST(:statuses AS text[]),
+    CAST(:next_attempt_ats AS timestamptz[]), CAST(:started_ats AS timestamptz[]),
+    CAST(:durations AS double precision[]), CAST(:status_codes AS integer[]),
+    CAST(:errors AS text[]), CAST(:excerpts AS text[]), CAST(:clear_bodies AS boolean[])
+  ) AS g(id, claim, status, next_attempt_at, started_at, duration_ms, status_code, error,
+         excerpt, clear_body)
+), done AS (
+  UPDATE deliveries AS d SET
+    status = g.status, attempts = d.attempts + 1, round_attempts = d.round_attempts + 1,
+    attempted = true, next_attempt_at = g.next_attempt_at, last_attempt_at = g.started_at,
+    last_status_code = g.status_code, last_error = g.error, claimed_by = NULL,
+    lease_until = NULL, body = CASE WHEN g.clear_body THEN CAST('' AS bytea) ELSE d.body END
+  FROM given AS g
+  WHERE d.id = g.id AND d.status = 'delivering' AND d.claimed_by = g.claim
+  RETURNING d.id, d.attempts, d.tenant_id, g.started_at, g.duration_ms, g.status_code,
+            g.error, g.excerpt
+), recorded AS (
+  INSERT INTO delivery_attempts ({", ".join(ATTEMPT)})
+  SELECT * FROM done
+)
+SELECT id FROM done"""
 
     _sqlite_finish_args = ("id", "claim", "status", "next_attempt_at", "started_at",
                            "status_code", "error", "clear_body")  # fmt: skip

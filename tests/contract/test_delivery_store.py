@@ -535,6 +535,58 @@ async def test_finish_is_fenced_by_the_claim(store: DeliveryStore) -> None:
     ]
 
 
+async def test_finishes_at_once_are_each_fenced_and_recorded(store: DeliveryStore) -> None:
+    # Finishes that arrive together may be written together (one statement or one
+    # transaction); each still answers for its own claim and outcome.
+    one, two = await add(store), await add(store)
+    made = [new(one, n) for n in range(1, 7)] + [new(two, n) for n in range(7, 13)]
+    for sub in (one, two):
+        await dispatch(store, sub, [d for d in made if d.subscription_id == sub.id])
+    assert len(await claim(store, claim="c")) == 12
+    retry_at = T0 + timedelta(minutes=5)
+    plain = {  # outcomes that leave the subscription as it is (failing None)
+        d.id: msgspec.structs.replace(
+            outcome(DeliveryStatus.SUCCEEDED)
+            if n % 2
+            else outcome(DeliveryStatus.PENDING, next_at=retry_at, code=500),
+            failing=None,
+        )
+        for n, d in enumerate(made[:10])
+    }
+    streak = outcome(DeliveryStatus.PENDING, next_at=retry_at, code=503, failing=True)
+    answers: dict[str, bool] = {}
+
+    async def finish(delivery_id: str, claimed_by: str, done: Outcome) -> None:
+        answers[delivery_id] = await store.finish(delivery_id, claimed_by, done)
+
+    async with anyio.create_task_group() as group:
+        for delivery_id, done in plain.items():
+            group.start_soon(finish, delivery_id, "c", done)
+        group.start_soon(finish, made[10].id, "stale", plain[made[0].id])
+        group.start_soon(finish, made[11].id, "c", streak)
+    assert answers == {**dict.fromkeys(plain, True), made[10].id: False, made[11].id: True}
+    for n, d in enumerate(made):
+        found = await store.get(TENANT, d.subscription_id, d.id)
+        assert found is not None
+        delivery, attempts = found
+        if n == 10:
+            assert (delivery.status, attempts) == (DeliveryStatus.DELIVERING, [])
+            continue
+        want = plain.get(d.id, streak)
+        assert delivery.status == want.status
+        assert delivery.next_attempt_at == want.next_attempt_at
+        assert (delivery.attempts, delivery.claimed_by) == (1, None)
+        assert [(a.number, a.status_code, a.started_at) for a in attempts] == [
+            (1, want.attempt.status_code, T0)
+        ]
+    failing = await store.subscriptions.get(TENANT, two.id)
+    assert failing is not None
+    assert failing.failing_since == T0
+    healthy = await store.subscriptions.get(TENANT, one.id)
+    assert healthy is not None
+    assert healthy.failing_since is None
+
+
 async def test_attempts_are_numbered_and_the_failing_streak_is_kept(store: DeliveryStore) -> None:
     sub = await add(store)
     made = new(sub, 1)
