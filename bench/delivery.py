@@ -16,7 +16,8 @@ answers 200 at once (a raw asyncio server in a process of its own):
 
 The reference, in the same run: a bare httpx client posting the same body to the same
 target, as many at once as a worker attempts for one subscription (8): what the HTTP
-alone costs.
+alone costs a general purpose client; and the registry's own sender doing the same,
+alone (what a worker's HTTP costs, without claiming, signing or recording).
 
 The machine is shared: numbers taken while others load it are provisional.
 """
@@ -48,6 +49,8 @@ import uvloop
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from adapters.sql.migrations import migrate
+from adapters.webhooks import HttpWebhookSender
+from core.domain.addresses import parse_networks
 from core.domain.commands import (
     CreateSubscription,
     CreateTenant,
@@ -56,7 +59,7 @@ from core.domain.commands import (
     RegisterReceiver,
 )
 from core.domain.delivery import Attempt, DeliveryStatus
-from core.ports import AppendMeta, Outcome
+from core.ports import AppendMeta, Outcome, WebhookRequest
 from core.usecases import Actor, Dispatcher, Services
 from entrypoints.bootstrap import open_services
 from entrypoints.settings import load_settings
@@ -205,6 +208,34 @@ async def bare_httpx(base: str, body: bytes, count: int) -> float:
         started = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(CONCURRENCY)))
         return count / (time.perf_counter() - started)
+
+
+async def sender_alone(base: str, body: bytes, count: int) -> float:
+    """Requests per second of the registry's own sender (address guard included), alone."""
+    reset(base)
+    sender = HttpWebhookSender(
+        allowed_networks=parse_networks(["127.0.0.0/8"]),
+        require_https=False,
+        max_connections=CONCURRENCY,
+    )
+    request = WebhookRequest(
+        url=f"{base}/hook",
+        headers=[("content-type", "application/cloudevents+json")],
+        body=body,
+        timeout_seconds=30,
+    )
+    queue = iter(range(count))
+
+    async def one() -> None:
+        for _ in queue:
+            answer = await sender.send(request)
+            assert answer.status_code == 200, answer
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(CONCURRENCY)))
+    took = time.perf_counter() - started
+    await sender.close()
+    return count / took
 
 
 # --- Waypost -----------------------------------------------------------------------------------
@@ -440,6 +471,8 @@ async def main() -> None:
         )
         print("# bare httpx ...", file=sys.stderr, flush=True)
         bare = await bare_httpx(hook, sample, args.deliveries)
+        print("# the registry's sender alone ...", file=sys.stderr, flush=True)
+        alone = await sender_alone(hook, sample, args.deliveries)
         for name in args.backends.split(","):
             rows += await run_backend(name, args, hook)
     print(
@@ -450,7 +483,8 @@ async def main() -> None:
     print("\n".join(rows))
     print(
         f"\nReference: a bare httpx client posting a 1 KiB body to the same target, "
-        f"{CONCURRENCY} at once: {bare:,.0f} requests/s."
+        f"{CONCURRENCY} at once: {bare:,.0f} requests/s; the registry's own sender (address "
+        f"guard included), alone, the same way: {alone:,.0f} requests/s."
     )
 
 
