@@ -46,7 +46,7 @@ async def filled(fresh_database: str) -> AsyncIterator[tuple[SqlDeliveries, str]
 async def plan(url: str, store: SqlDeliveries, *, analyze: bool) -> dict[str, Any]:
     query = store._sql.pg_claim[False]
     now = T0 + timedelta(hours=1)
-    values = (now, [], now - timedelta(seconds=30), 21 * 4 + 8, [], [], 8, 21, "c",
+    values: tuple[Any, ...] = (now, [], now - timedelta(seconds=30), 21 * 4 + 8, [], [], 8, 21, "c",
               now + timedelta(minutes=5))  # fmt: skip
     conn = await asyncpg.connect(url)
     try:
