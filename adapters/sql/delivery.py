@@ -1,7 +1,9 @@
 """The DeliveryStore port over SQLite and PostgreSQL, on the drivers themselves.
 
 Statements come from `adapters.sql.delivery_queries`; connections and transactions from
-`adapters.sql.drivers`. Every method is one transaction.
+`adapters.sql.drivers`. Every method is one transaction, but finishes: those that arrive
+while others are being written are written together (`finish`). Subscriptions and the
+rows read back into the domain's values are in `adapters.sql.delivery_subscriptions`.
 
 SQLite shares the SqlStore's `SqliteDatabase` when it is given one (`connect(share=...)`):
 the process then has one writer connection, and the dispatcher's and deliverers' writes
@@ -22,9 +24,10 @@ Concurrency
       a new subscription (`SubscriptionStore.add` reads the start under it): PostgreSQL
       locks the row (`UPDATE ... WHERE position = expected`, `SELECT ... FOR UPDATE`),
       SQLite has one writer.
-    - Claims: a plain read picks candidates (fairly: at most `room` per subscription),
-      then `FOR UPDATE SKIP LOCKED` takes those still due and not taken by anyone else,
-      in the same transaction; SQLite's claim runs under its one writer.
+    - Claims: a plain read of the due index picks candidates (fairly: at most `room` per
+      subscription), then `FOR UPDATE SKIP LOCKED` takes those of them still due and not
+      taken by anyone else, in the same statement (PostgreSQL); SQLite's claim runs
+      under its one writer.
     - A finish or a release is written only while the delivery is `delivering` under the
       same claim token (the fence).
     - Wake-ups: PostgreSQL transactions that make deliveries due send `NOTIFY` (delivered
@@ -43,7 +46,6 @@ from typing import Any
 
 import anyio
 import asyncpg
-import msgspec
 
 from adapters.groupcommit import Lanes
 from adapters.sql.availability import Availability
@@ -53,32 +55,33 @@ from adapters.sql.delivery_queries import (
     DeliveryStatements,
     catalogue,
 )
+from adapters.sql.delivery_subscriptions import (
+    SqlSubscriptions,
+    attempt_of,
+    delivery_of,
+    subscription_of,
+)
 from adapters.sql.drivers import BUSY_WAIT_LIMIT, Connection, PgDatabase, Row, SqliteDatabase
 from adapters.sql.engine import create_engine, normalize_url, split_pg_options
 from adapters.sql.observe import ObservedConnection, StatementObserver
 from adapters.sql.queries import Query
 from adapters.sql.store import ANALYZE_AFTER, Codec, SqlStore, _PgCodec, _SqliteCodec
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
-from core.domain.errors import Conflict
 from core.domain.groupcommit import GroupPolicy
 from core.domain.idempotency import Record, expired_before, in_use
-from core.domain.rotation import SecretVersion, VersionState
-from core.domain.subscriptions import Subscription, SubscriptionFilter, secret_name
+from core.domain.subscriptions import Subscription
 from core.ports import (
     Claimed,
     DeliveryCounts,
     NewDelivery,
     Outcome,
     PageRequest,
-    SecretRecord,
 )
 
 __all__ = ["SqlDeliveries"]
 
 log = logging.getLogger("waypost.delivery")
 
-_encode = msgspec.json.Encoder().encode
-_filter = msgspec.json.Decoder(SubscriptionFilter).decode
 _WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 #: Connections a PostgreSQL delivery store keeps at most: for what people do (subscriptions,
@@ -314,7 +317,7 @@ class SqlDeliveries:
             if moved is None:
                 return None
             rows = await conn.fetch(sql.tenant_subscriptions, (tenant_id,))
-            made = make([_subscription(row, codec) for row in rows])
+            made = make([subscription_of(row, codec) for row in rows])
             added = await self._insert(conn, made, now)
             if added:
                 await self.notify(conn)
@@ -416,9 +419,9 @@ class SqlDeliveries:
         codec = self._codec
         claimed = [
             Claimed(
-                delivery=_delivery(d[:_DELIVERY_COLUMNS], codec),
+                delivery=delivery_of(d[:_DELIVERY_COLUMNS], codec),
                 body=bytes(d[_DELIVERY_COLUMNS]),
-                subscription=_subscription(s, codec),
+                subscription=subscription_of(s, codec),
                 claim=claim,
             )
             for d, s in pairs
@@ -639,7 +642,7 @@ class SqlDeliveries:
             if row is None:
                 return None
             attempts = await conn.fetch(self._sql.attempts, (delivery_id,))
-        return _delivery(row, codec), [_attempt(a, codec) for a in attempts]
+        return delivery_of(row, codec), [attempt_of(a, codec) for a in attempts]
 
     async def attempts_of(
         self, tenant_id: str, delivery_ids: Collection[str]
@@ -650,7 +653,7 @@ class SqlDeliveries:
             rows = await conn.fetch(self._sql.attempts_of, (tenant_id, ids))
         found: dict[str, list[Attempt]] = {}
         for row in rows:
-            attempt = _attempt(row, codec)
+            attempt = attempt_of(row, codec)
             found.setdefault(attempt.delivery_id, []).append(attempt)
         return found
 
@@ -695,259 +698,4 @@ class SqlDeliveries:
         args.append(page.limit)
         async with self.read() as conn:
             rows = await conn.fetch(query, args)
-        return [_delivery(row, self._codec) for row in rows]
-
-
-class SqlSubscriptions:
-    def __init__(self, store: SqlDeliveries) -> None:
-        self._store = store
-
-    async def add(
-        self, subscription: Subscription, secret: SecretRecord, record: Record | None = None
-    ) -> Subscription:
-        store = self._store
-        sql, codec = store.sql, store.codec
-        async with store.write() as conn:
-            await store.keep(conn, record)
-            await conn.execute(
-                sql.create_checkpoint, (subscription.tenant_id, subscription.start_position)
-            )
-            row = await conn.fetchrow(sql.lock_checkpoint, (subscription.tenant_id,))
-            assert row is not None  # made just above, never deleted
-            stored = msgspec.structs.replace(
-                subscription, start_position=max(subscription.start_position, int(row[0]))
-            )
-            try:
-                await conn.execute(sql.insert_subscription, _subscription_row(stored, codec))
-                await conn.execute(
-                    sql.insert_secret, _secret_row(stored.tenant_id, stored.id, secret, codec)
-                )
-            except _UNIQUE as exc:
-                conn.failed = True
-                raise Conflict(f"Subscription {stored.id} exists already.") from exc
-        return stored
-
-    async def get(self, tenant_id: str, subscription_id: str) -> Subscription | None:
-        store = self._store
-        async with store.read() as conn:
-            row = await conn.fetchrow(store.sql.subscription, (tenant_id, subscription_id))
-        return None if row is None else _subscription(row, store.codec)
-
-    async def update(self, before: Subscription, after: Subscription) -> bool:
-        store = self._store
-        time = store.codec.time
-        async with store.write() as conn:
-            row = await conn.fetchrow(
-                store.sql.update_subscription,
-                (before.tenant_id, before.id, time(before.updated_at), after.name, after.url,
-                 after.description, after.enabled, _encode(after.filter).decode(),
-                 after.ordering, after.disabled_reason,
-                 None if after.failing_since is None else time(after.failing_since),
-                 time(after.updated_at)),
-            )  # fmt: skip
-            woken = row is not None and after.enabled and not before.enabled
-            if woken:
-                await store.notify(conn)
-        if woken:
-            store.rang()
-        return row is not None
-
-    async def delete(self, tenant_id: str, subscription_id: str) -> bool:
-        store = self._store
-        sql = store.sql
-        async with store.write() as conn:
-            row = await conn.fetchrow(sql.delete_subscription, (tenant_id, subscription_id))
-            if row is None:
-                return False
-            for statement in (
-                sql.delete_attempts_of,
-                sql.delete_deliveries_of,
-                sql.delete_secrets_of,
-            ):
-                await conn.execute(statement, (tenant_id, subscription_id))
-        return True
-
-    async def secrets(self, tenant_id: str, subscription_id: str) -> list[SecretRecord]:
-        store = self._store
-        async with store.read() as conn:
-            rows = await conn.fetch(store.sql.secrets, (tenant_id, subscription_id))
-        return [_secret(row, store.codec) for row in rows]
-
-    async def save_secrets(
-        self,
-        tenant_id: str,
-        subscription_id: str,
-        before: Sequence[SecretVersion],
-        after: Sequence[SecretRecord],
-        record: Record | None = None,
-    ) -> None:
-        store = self._store
-        sql, codec = store.sql, store.codec
-        time = codec.time
-
-        def at(moment: datetime | None) -> Any:
-            return None if moment is None else time(moment)
-
-        planned = {v.version: v for v in before}
-        async with store.write() as conn:
-            await store.keep(conn, record)
-            for secret in after:
-                v = secret.version
-                old = planned.get(v.version)
-                if old is None:
-                    try:
-                        await conn.execute(
-                            sql.insert_secret,
-                            _secret_row(tenant_id, subscription_id, secret, codec),
-                        )
-                    except _UNIQUE as exc:
-                        conn.failed = True
-                        raise Conflict("The secret was changed by another writer.") from exc
-                    continue
-                if old == v:
-                    continue
-                row = await conn.fetchrow(
-                    sql.update_secret,
-                    (tenant_id, subscription_id, v.version, str(old.state), str(v.state),
-                     at(v.activated_at), at(v.demoted_at), at(v.verify_until),
-                     at(v.retired_at)),
-                )  # fmt: skip
-                if row is None:
-                    conn.failed = True
-                    raise Conflict("The secret was changed by another writer.")
-
-    async def unannounced(self) -> list[Subscription]:
-        store = self._store
-        async with store.read() as conn:
-            rows = await conn.fetch(store.sql.unannounced, ())
-        return [_subscription(row, store.codec) for row in rows]
-
-    async def announce(self, tenant_id: str, subscription_id: str, announced: int) -> None:
-        store = self._store
-        async with store.write() as conn:
-            await conn.execute(store.sql.announce, (tenant_id, subscription_id, announced))
-
-    async def list(self, tenant_id: str, page: PageRequest) -> list[Subscription]:
-        store = self._store
-        query = store.sql.subscriptions_page(order=page.order, after=page.after is not None)
-        args: list[Any] = [tenant_id]
-        if page.after is not None:
-            args.append(page.after)
-        args.append(page.limit)
-        async with store.read() as conn:
-            rows = await conn.fetch(query, args)
-        return [_subscription(row, store.codec) for row in rows]
-
-
-# --- rows <-> values ---------------------------------------------------------------------------
-
-
-def _subscription_row(s: Subscription, codec: Codec) -> tuple[Any, ...]:
-    time = codec.time
-    return (
-        s.tenant_id, s.id, s.name, s.url, s.description, s.enabled,
-        _encode(s.filter).decode(), s.ordering, time(s.created_at), time(s.updated_at),
-        s.disabled_reason, s.start_position,
-        None if s.failing_since is None else time(s.failing_since), s.disables, s.announced,
-    )  # fmt: skip
-
-
-def _subscription(row: Row, codec: Codec) -> Subscription:
-    at = codec.from_time
-    return Subscription(
-        tenant_id=row[0],
-        id=row[1],
-        name=row[2],
-        url=row[3],
-        description=row[4],
-        enabled=bool(row[5]),
-        filter=_filter(row[6]),
-        ordering=row[7],
-        created_at=at(row[8]),
-        updated_at=at(row[9]),
-        disabled_reason=row[10],
-        start_position=int(row[11]),
-        failing_since=None if row[12] is None else at(row[12]),
-        disables=int(row[13]),
-        announced=int(row[14]),
-    )
-
-
-def _delivery(row: Row, codec: Codec) -> Delivery:
-    at = codec.from_time
-
-    def maybe(value: Any) -> datetime | None:
-        return None if value is None else at(value)
-
-    return Delivery(
-        id=row[0],
-        tenant_id=row[1],
-        subscription_id=row[2],
-        message_id=row[3],
-        message_type=row[4],
-        position=int(row[5]),
-        ordering_key=row[6],
-        status=DeliveryStatus(row[7]),
-        attempts=int(row[8]),
-        round_attempts=int(row[9]),
-        next_attempt_at=maybe(row[10]),
-        last_attempt_at=maybe(row[11]),
-        last_status_code=row[12],
-        last_error=row[13],
-        message_time=at(row[14]),
-        created_at=at(row[15]),
-        claimed_by=row[16],
-        lease_until=maybe(row[17]),
-        correlation_id=row[18],
-        causation_id=row[19],
-    )
-
-
-def _attempt(row: Row, codec: Codec) -> Attempt:
-    return Attempt(
-        delivery_id=row[0],
-        number=int(row[1]),
-        started_at=codec.from_time(row[3]),
-        duration_ms=float(row[4]),
-        status_code=row[5],
-        error=row[6],
-        response_excerpt=row[7],
-    )
-
-
-def _secret_row(
-    tenant_id: str, subscription_id: str, record: SecretRecord, codec: Codec
-) -> tuple[Any, ...]:
-    time = codec.time
-    v = record.version
-
-    def at(moment: datetime | None) -> Any:
-        return None if moment is None else time(moment)
-
-    return (
-        tenant_id, subscription_id, v.version, str(v.state), time(v.created_at),
-        at(v.activated_at), at(v.demoted_at), at(v.verify_until), at(v.retired_at),
-        record.envelope,
-    )  # fmt: skip
-
-
-def _secret(row: Row, codec: Codec) -> SecretRecord:
-    at = codec.from_time
-
-    def maybe(value: Any) -> datetime | None:
-        return None if value is None else at(value)
-
-    return SecretRecord(
-        tenant_id=row[0],
-        name=secret_name(row[1]),
-        version=SecretVersion(
-            version=int(row[2]),
-            state=VersionState(row[3]),
-            created_at=at(row[4]),
-            activated_at=maybe(row[5]),
-            demoted_at=maybe(row[6]),
-            verify_until=maybe(row[7]),
-            retired_at=maybe(row[8]),
-        ),
-        envelope=bytes(row[9]),
-    )
+        return [delivery_of(row, self._codec) for row in rows]
