@@ -537,6 +537,19 @@ async def test_https_connects_to_the_vetted_address_and_checks_the_host_name(
     assert ("Host", f"hook.test:{tls_target.port}") in got.headers
 
 
+async def test_attempts_over_tls_reuse_a_connection(
+    make: Make, tls_target: Target, authority: trustme.CA
+) -> None:
+    # TLS 1.3 servers send session tickets after the handshake: a kept connection must not
+    # look "readable" (closed by the target) because of them
+    dns = Resolving({"hook.test": [["127.0.0.1"]]})
+    sender = make(resolver=dns, ssl_context=trusting(authority), require_https=True)
+    for _ in range(3):
+        await anyio.sleep(0.05)
+        assert (await sender.send(request(tls_target.url("hook.test")))).status_code == 200
+    assert (len(tls_target.requests), tls_target.connections) == (3, 1)
+
+
 @pytest.mark.parametrize("host", ["other.test", "127.0.0.1"])
 async def test_a_certificate_for_another_name_is_a_tls_failure(
     make: Make, tls_target: Target, authority: trustme.CA, host: str
