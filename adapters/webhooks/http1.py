@@ -67,11 +67,12 @@ class Connection:
         nobody asked for); either way not for another request."""
         if now >= self.until:
             return True
+        poller = select.poll()  # not select(): a process may hold descriptors past 1024
         try:
-            readable, _, _ = select.select([self.socket], [], [], 0)
+            poller.register(self.socket, select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
     async def close(self) -> None:
         await anyio.aclose_forcefully(self.stream)

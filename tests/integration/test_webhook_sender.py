@@ -8,6 +8,8 @@ own to configure. Every connection is real.
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import ssl
 import threading
@@ -440,6 +442,24 @@ async def test_attempts_to_one_target_reuse_a_connection(make: Make, target: Tar
     for _ in range(5):
         assert (await sender.send(request(target.url()))).status_code == 200
     assert (len(target.requests), target.connections) == (5, 1)
+
+
+async def test_a_connection_numbered_past_1024_is_reused(make: Make, target: Target) -> None:
+    # a busy server holds many descriptors: select() cannot watch one past 1024, poll() can
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200 and hard >= 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    elif soft < 1200:
+        pytest.skip("this process may not open 1,200 files")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        sender = make()
+        for _ in range(3):
+            assert (await sender.send(request(target.url()))).status_code == 200
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
+    assert (len(target.requests), target.connections) == (3, 1)
 
 
 async def test_connections_are_bounded_and_waiting_for_one_is_not_the_targets_time(
