@@ -158,8 +158,12 @@ def build_app(
     }
     # Routes on a tenant's data also get the use cases' `actor` (the audit log's routes
     # have a query parameter of that name instead).
-    principals["claim"] = Provide(idempotency.provide_claim, sync_to_thread=False)
-    data = {**principals, "actor": Provide(auth.provide_actor, sync_to_thread=False)}
+    data = {
+        **principals,
+        "actor": Provide(auth.provide_actor, sync_to_thread=False),
+        "claim": Provide(idempotency.provide_claim_after_actor, sync_to_thread=False),
+    }
+    principals["claim"] = Provide(idempotency.provide_claim_after_access, sync_to_thread=False)
     security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}, {auth.BASIC_SCHEME: []}]
 
     def api(
