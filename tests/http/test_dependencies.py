@@ -16,7 +16,7 @@ from tests.http.conftest import make_app
 
 def dependency_levels(app: Litestar) -> dict[tuple[str, str], list[list[str]]]:
     """(method, path) -> the names of the dependencies Litestar resolves at each level."""
-    found = {}
+    found: dict[tuple[str, str], list[list[str]]] = {}
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
