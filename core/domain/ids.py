@@ -52,6 +52,14 @@ class UlidState(NamedTuple):
     text: str = ""
 
 
+_tuple_new = tuple.__new__  # `UlidState(...)` without the NamedTuple's Python-level __new__
+
+
+def _state(timestamp_ms: int, randomness: int, text: str) -> UlidState:
+    state: UlidState = _tuple_new(UlidState, (timestamp_ms, randomness, text))
+    return state
+
+
 def needs_randomness(last: UlidState | None, now_ms: int) -> bool:
     """Whether `next_ulid` will use fresh random bits (a new millisecond), or ignore them."""
     return last is None or now_ms > last.timestamp_ms
@@ -72,6 +80,6 @@ def next_ulid(last: UlidState | None, now_ms: int, randomness: int) -> tuple[str
             now_ms, randomness = now_ms + 1, 0
         elif randomness & 31 and last.text:  # no carry: one character moves on
             text = last.text[:-1] + ALPHABET[randomness & 31]
-            return text, UlidState(now_ms, randomness, text)
+            return text, _state(now_ms, randomness, text)
     text = encode_ulid(now_ms, randomness)
-    return text, UlidState(now_ms, randomness, text)
+    return text, _state(now_ms, randomness, text)
