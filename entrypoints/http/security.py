@@ -45,9 +45,10 @@ _REFERRER: Final = (b"referrer-policy", b"no-referrer")
 _CONSOLE_REFERRER: Final = (b"referrer-policy", b"same-origin")
 _CSP: Final = b"content-security-policy"
 #: What each kind of answer gets, encoded once (the policy first: see `security_headers`).
-_API: Final = ((_CSP, API_CSP.encode()), *_COMMON, _REFERRER)
-_PAGE: Final = ((_CSP, PAGE_CSP.encode()), *_COMMON, _REFERRER)
-_CONSOLE: Final = ((_CSP, PAGE_CSP.encode()), *_COMMON, _CONSOLE_REFERRER)
+_Headers = tuple[tuple[bytes, bytes], ...]
+_API: Final[_Headers] = ((_CSP, API_CSP.encode()), *_COMMON, _REFERRER)
+_PAGE: Final[_Headers] = ((_CSP, PAGE_CSP.encode()), *_COMMON, _REFERRER)
+_CONSOLE: Final[_Headers] = ((_CSP, PAGE_CSP.encode()), *_COMMON, _CONSOLE_REFERRER)
 _HSTS: Final = (b"strict-transport-security", HSTS.encode())
 
 
