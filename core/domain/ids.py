@@ -13,6 +13,7 @@ ULID_LENGTH = 26
 MAX_TIMESTAMP_MS = (1 << 48) - 1
 MAX_RANDOMNESS = (1 << 80) - 1
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
+_CHARACTERS = frozenset(ALPHABET)
 _PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # 10 bits -> 2 characters
 _PAIR_SHIFTS = range(120, -1, -10)
 
@@ -31,7 +32,7 @@ def encode_ulid(timestamp_ms: int, randomness: int) -> str:
 
 def is_ulid(text: str) -> bool:
     """True for a canonical (upper-case) ULID."""
-    return len(text) == ULID_LENGTH and text[0] <= "7" and all(c in _INDEX for c in text)
+    return len(text) == ULID_LENGTH and text[0] <= "7" and _CHARACTERS.issuperset(text)
 
 
 def ulid_timestamp_ms(ulid: str) -> int:

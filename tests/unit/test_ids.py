@@ -113,3 +113,16 @@ def test_random_bits_are_needed_only_for_a_new_millisecond() -> None:
     assert not needs_randomness(state, 1000)
     assert not needs_randomness(state, 999)
     assert needs_randomness(state, 1001)
+
+
+_NEAR_ULIDS = st.text(
+    alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabc\x00é", min_size=24, max_size=28
+)
+
+
+@given(_NEAR_ULIDS | st.text(max_size=30))
+def test_is_ulid_is_the_rule(text: str) -> None:
+    """26 characters of Crockford's alphabet (no I, L, O, U), the first at most 7."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    expected = len(text) == 26 and text[0] <= "7" and all(c in alphabet for c in text)
+    assert is_ulid(text) == expected
