@@ -84,3 +84,27 @@ def next_ulid(last: UlidState | None, now_ms: int, randomness: int) -> tuple[str
             return text, _state(now_ms, randomness, text)
     text = encode_ulid(now_ms, randomness)
     return text, _state(now_ms, randomness, text)
+
+
+def next_ulids(
+    last: UlidState | None, now_ms: int, randomness: int, count: int
+) -> tuple[list[str], UlidState | None]:
+    """`count` ULIDs at once: what `count` calls of `next_ulid` at the same time make (the
+    first uses `randomness` if it starts a new millisecond; the others step on, most of
+    them by their last character alone)."""
+    if count <= 0:
+        return [], last
+    text, state = next_ulid(last, now_ms, randomness)
+    made = [text]
+    timestamp_ms, step = state.timestamp_ms, state.randomness
+    prefix = text[:-1]
+    for _ in range(count - 1):
+        step += 1
+        if step & 31 and step <= MAX_RANDOMNESS:  # no carry: one character moves on
+            text = prefix + ALPHABET[step & 31]
+        else:  # a carry (or the randomness runs out): as `next_ulid` does it
+            text, state = next_ulid(_state(timestamp_ms, step - 1, text), timestamp_ms, 0)
+            timestamp_ms, step = state.timestamp_ms, state.randomness
+            prefix = text[:-1]
+        made.append(text)
+    return made, _state(timestamp_ms, step, text)

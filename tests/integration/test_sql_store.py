@@ -116,6 +116,9 @@ class Ids:
     def new_id(self) -> str:
         return f"01J{next(self._n):023d}"
 
+    def new_ids(self, count: int) -> list[str]:
+        return [self.new_id() for _ in range(count)]
+
 
 class Clock:
     def __init__(self) -> None:
