@@ -31,7 +31,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Protocol, cast
 
@@ -66,7 +66,8 @@ _IDLE_READERS = 8
 # parameter, a few per event). Registered, they are found at once; the values bound are
 # the same (NULL; 0 or 1).
 sqlite3.register_adapter(bool, int)
-sqlite3.register_adapter(type(None), {}.get)  # a C callable that answers None
+_answers_none = cast("Callable[[None], None]", {}.get)  # a C callable that answers None
+sqlite3.register_adapter(type(None), _answers_none)
 
 
 class DatabaseBusy(Exception):
