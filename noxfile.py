@@ -47,7 +47,8 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (not part of `tests`), each against its raw-driver, bare-framework or
     bare-client reference in the same run.
 
-    `nox -s bench` runs them all but the load scenarios (half an hour with the soak);
+    `nox -s bench` runs them all but the load scenarios (half an hour with the soak) and
+    the instruction counts (they need valgrind);
     `nox -s bench -- NAME [options]` runs one with its own options (`nox -s bench -- http
     --seconds 5`, `-- scenarios --quick`). The names are the keys of `scripts` below; each
     script's `--help` says what it measures.
@@ -66,11 +67,18 @@ def bench(session: nox.Session) -> None:
         "layout": "bench/layout.py",  # the storage layout choices against each other
         # baseline, stress, spike and soak against a real server, with plots (long)
         "scenarios": "bench/scenarios.py",
+        # CPU instructions per request (callgrind), a server against bare Litestar; needs
+        # valgrind; `--per 100` for batches, `--baseline DIR` for another checkout
+        "instructions": "bench/instructions.py",
     }
     args = list(session.posargs)
     if args and args[0] not in scripts:
         session.error(f"options follow a benchmark's name: nox -s bench -- {'|'.join(scripts)} ...")
-    chosen = [args.pop(0)] if args else [name for name in scripts if name != "scenarios"]
+    chosen = (
+        [args.pop(0)]
+        if args
+        else [name for name in scripts if name not in ("scenarios", "instructions")]
+    )
     for name in chosen:
         session.run("python", scripts[name], *args)
 

@@ -9,7 +9,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from core.domain.ids import UlidState, needs_randomness, next_ulid
+from core.domain.ids import UlidState, needs_randomness, next_ulid, next_ulids
 
 
 class SystemClock:
@@ -31,6 +31,15 @@ class UlidSource:
             fresh = int.from_bytes(os.urandom(10)) if needs_randomness(self._last, now_ms) else 0
             ulid, self._last = next_ulid(self._last, now_ms, fresh)
             return ulid
+
+    def new_ids(self, count: int) -> list[str]:
+        with self._lock:
+            now_ms = time.time_ns() // 1_000_000
+            fresh = int.from_bytes(os.urandom(10)) if needs_randomness(self._last, now_ms) else 0
+            made, last = next_ulids(self._last, now_ms, fresh, count)
+            if last is not None:
+                self._last = last
+            return made
 
 
 class SystemRandomness:

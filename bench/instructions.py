@@ -2,7 +2,7 @@
 CPU cost that other work on the machine does not move.
 
     python bench/instructions.py [--backends sqlite,postgres] [--connections 1,16]
-                                 [--requests 600] [--per 1] [--baseline DIR]
+                                 [--requests 600] [--per 1] [--baseline DIR] [--keep DIR]
 
 Each server (the bare Litestar app, this checkout's `waypost serve`, and with
 `--baseline DIR` another checkout's) runs under `valgrind --tool=callgrind` with
@@ -149,6 +149,9 @@ def measure(
             )
             asyncio.run(_count(proc, port, maker(receiver, key, args.per), args, c))
         per_request = _totals(out) / args.requests / 1000
+        if args.keep:  # for callgrind_annotate: where the instructions go, by C function
+            kept = pathlib.Path(args.keep) / label.replace(" ", "-")
+            shutil.copytree(out, kept, dirs_exist_ok=True)
     print(f"#   {label}, {c} connection(s): {per_request:,.0f}k", file=sys.stderr, flush=True)
     return per_request
 
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--per", type=int, default=1, help="events per request (1: singles)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of warm-up")
     parser.add_argument("--baseline", help="a checkout of another version, counted beside")
+    parser.add_argument("--keep", help="a folder to keep the callgrind files in, by server")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         parser.error("needs valgrind and callgrind_control (apt-get install valgrind)")

@@ -356,6 +356,11 @@ class IdSource(Protocol):
         """A new ULID, greater than every one this source made before."""
         ...
 
+    def new_ids(self, count: int) -> list[str]:
+        """`count` new ULIDs, increasing, greater than every one made before: what `count`
+        calls of `new_id` answer (a batch's events and log entries), at less cost."""
+        ...
+
 
 class Randomness(Protocol):
     def random(self) -> float:

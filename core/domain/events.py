@@ -9,7 +9,7 @@ import msgspec
 
 from core.domain import commands, errors
 from core.domain.errors import FieldError
-from core.domain.fields import check_description, check_name, is_plain_name
+from core.domain.fields import are_plain_names, check_description, check_name
 from core.domain.model import Event
 from core.domain.schemas import CompiledSchema, json_depth
 
@@ -42,12 +42,8 @@ def new_event(
     Values are stored exactly as given.
     """
     problems: list[FieldError] = []
-    if not (
-        is_plain_name(cmd.name)
-        and is_plain_name(cmd.version)
-        and is_plain_name(cmd.release)
-        and is_plain_name(cmd.platform_id)
-        and is_plain_name(cmd.package)
+    if not are_plain_names(
+        cmd.name, cmd.version, cmd.release, cmd.platform_id, cmd.package
     ):  # the common case skips building a pointer per field
         for field in NVRPP_FIELDS:
             check_name(problems, f"/{field}", getattr(cmd, field))

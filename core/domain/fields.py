@@ -23,6 +23,15 @@ def is_plain_name(value: str) -> bool:
     return 0 < len(value) <= MAX_NAME_LENGTH and not value.isspace() and NUL not in value
 
 
+def are_plain_names(*values: str) -> bool:
+    """Whether `check_name` would accept every one of the values: `is_plain_name` for
+    several at once (an event's five NVRPP fields), with one scan for NUL."""
+    for value in values:
+        if not 0 < len(value) <= MAX_NAME_LENGTH or value.isspace():
+            return False
+    return NUL not in "".join(values)
+
+
 def check_name(errors: list[FieldError], field: str, value: str) -> None:
     """Non-blank after trimming, at most 255 characters, no NUL (the stored value is kept as
     given)."""

@@ -13,6 +13,7 @@ ULID_LENGTH = 26
 MAX_TIMESTAMP_MS = (1 << 48) - 1
 MAX_RANDOMNESS = (1 << 80) - 1
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
+_CHARACTERS = frozenset(ALPHABET)
 _PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # 10 bits -> 2 characters
 _PAIR_SHIFTS = range(120, -1, -10)
 
@@ -31,7 +32,7 @@ def encode_ulid(timestamp_ms: int, randomness: int) -> str:
 
 def is_ulid(text: str) -> bool:
     """True for a canonical (upper-case) ULID."""
-    return len(text) == ULID_LENGTH and text[0] <= "7" and all(c in _INDEX for c in text)
+    return len(text) == ULID_LENGTH and text[0] <= "7" and _CHARACTERS.issuperset(text)
 
 
 def ulid_timestamp_ms(ulid: str) -> int:
@@ -50,6 +51,14 @@ class UlidState(NamedTuple):
     timestamp_ms: int
     randomness: int
     text: str = ""
+
+
+_tuple_new = tuple.__new__  # `UlidState(...)` without the NamedTuple's Python-level __new__
+
+
+def _state(timestamp_ms: int, randomness: int, text: str) -> UlidState:
+    state: UlidState = _tuple_new(UlidState, (timestamp_ms, randomness, text))
+    return state
 
 
 def needs_randomness(last: UlidState | None, now_ms: int) -> bool:
@@ -72,6 +81,30 @@ def next_ulid(last: UlidState | None, now_ms: int, randomness: int) -> tuple[str
             now_ms, randomness = now_ms + 1, 0
         elif randomness & 31 and last.text:  # no carry: one character moves on
             text = last.text[:-1] + ALPHABET[randomness & 31]
-            return text, UlidState(now_ms, randomness, text)
+            return text, _state(now_ms, randomness, text)
     text = encode_ulid(now_ms, randomness)
-    return text, UlidState(now_ms, randomness, text)
+    return text, _state(now_ms, randomness, text)
+
+
+def next_ulids(
+    last: UlidState | None, now_ms: int, randomness: int, count: int
+) -> tuple[list[str], UlidState | None]:
+    """`count` ULIDs at once: what `count` calls of `next_ulid` at the same time make (the
+    first uses `randomness` if it starts a new millisecond; the others step on, most of
+    them by their last character alone)."""
+    if count <= 0:
+        return [], last
+    text, state = next_ulid(last, now_ms, randomness)
+    made = [text]
+    timestamp_ms, step = state.timestamp_ms, state.randomness
+    prefix = text[:-1]
+    for _ in range(count - 1):
+        step += 1
+        if step & 31 and step <= MAX_RANDOMNESS:  # no carry: one character moves on
+            text = prefix + ALPHABET[step & 31]
+        else:  # a carry (or the randomness runs out): as `next_ulid` does it
+            text, state = next_ulid(_state(timestamp_ms, step - 1, text), timestamp_ms, 0)
+            timestamp_ms, step = state.timestamp_ms, state.randomness
+            prefix = text[:-1]
+        made.append(text)
+    return made, _state(timestamp_ms, step, text)

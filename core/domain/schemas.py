@@ -78,6 +78,9 @@ def json_pointer(path: Iterable[str | int]) -> str:
     return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
+_CONTAINERS = (dict, list, tuple)  # a tuple of types: isinstance checks it faster than a union
+
+
 def json_depth(value: Any, limit: int) -> int:
     """Nesting depth of a JSON value, computed without recursion.
 
@@ -85,10 +88,12 @@ def json_depth(value: Any, limit: int) -> int:
     The walk stops as soon as the depth exceeds `limit` and answers `limit + 1`
     then, so a very deep (or cyclic) value costs no more than `limit` levels.
     """
-    if not isinstance(value, dict | list | tuple):
+    if not isinstance(value, _CONTAINERS):
         return 0
-    children = value.values() if isinstance(value, dict) else value
-    if not any(isinstance(child, dict | list | tuple) for child in children):
+    for child in value.values() if isinstance(value, dict) else value:
+        if isinstance(child, _CONTAINERS):
+            break
+    else:
         return 1  # flat, the common payload: no walk
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -99,9 +104,7 @@ def json_depth(value: Any, limit: int) -> int:
             if deepest > limit:
                 return limit + 1
         children = node.values() if isinstance(node, dict) else node
-        stack.extend(
-            (child, depth + 1) for child in children if isinstance(child, dict | list | tuple)
-        )
+        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
     return deepest
 
 

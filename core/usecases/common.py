@@ -203,15 +203,12 @@ class Deps:
         now = self.clock.now()
         current = dict(versions or {})
         made = []
-        for event in events:
+        events = list(events)
+        for event, ident in zip(events, self.ids.new_ids(len(events)), strict=True):
             stream = stream_of(event)
             expected = current.get(stream, 0)
             current[stream] = expected + 1
-            made.append(
-                NewEntry(
-                    id=self.ids.new_id(), event=event, expected_version=expected, occurred_at=now
-                )
-            )
+            made.append(NewEntry(id=ident, event=event, expected_version=expected, occurred_at=now))
         return made
 
 

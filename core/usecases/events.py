@@ -161,6 +161,7 @@ class Events:
         now = deps.clock.now()
         events: list[Event] = []
         refused: list[DomainError] = []
+        ids = deps.ids.new_ids(len(cmds))
         for index, cmd in enumerate(cmds):
             found = receivers.get(cmd.event_receiver_id)
             try:
@@ -177,7 +178,7 @@ class Events:
                 events.append(
                     new_event(
                         cmd,
-                        id=deps.ids.new_id(),
+                        id=ids[index],
                         tenant_id=actor.tenant_id,
                         now=now,
                         schema=found[1],

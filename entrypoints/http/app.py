@@ -44,7 +44,6 @@ from entrypoints.http.limits import (
 from entrypoints.http.mtls import ServiceIdentities
 from entrypoints.http.problems import EXCEPTION_HANDLERS
 from entrypoints.http.queries import QueryTextMiddleware
-from entrypoints.http.request_id import add_request_id
 from entrypoints.http.routes import (
     api_keys,
     audit,
@@ -60,7 +59,7 @@ from entrypoints.http.routes import (
     users,
 )
 from entrypoints.http.routes import auth as auth_routes
-from entrypoints.http.security import add_security_headers, cors_config
+from entrypoints.http.security import add_answer_headers, cors_config
 from entrypoints.settings import Settings
 
 ServicesFactory = Callable[[], AbstractAsyncContextManager[Services]]
@@ -158,8 +157,12 @@ def build_app(
     }
     # Routes on a tenant's data also get the use cases' `actor` (the audit log's routes
     # have a query parameter of that name instead).
-    principals["claim"] = Provide(idempotency.provide_claim, sync_to_thread=False)
-    data = {**principals, "actor": Provide(auth.provide_actor, sync_to_thread=False)}
+    data = {
+        **principals,
+        "actor": Provide(auth.provide_actor, sync_to_thread=False),
+        "claim": Provide(idempotency.provide_claim_after_actor, sync_to_thread=False),
+    }
+    principals["claim"] = Provide(idempotency.provide_claim_after_access, sync_to_thread=False)
     security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}, {auth.BASIC_SCHEME: []}]
 
     def api(
@@ -272,7 +275,7 @@ def build_app(
         dependencies={"services": Provide(slot.provide, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=console.template_config(),
-        before_send=[add_request_id, add_security_headers],
+        before_send=[add_answer_headers],
         cors_config=cors_config(settings),
         request_max_body_size=settings.http.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -45,6 +45,7 @@ from core.domain.idempotency import (
     fingerprint,
     key_problem,
 )
+from core.usecases import Access, Actor
 from core.usecases.common import Once
 from entrypoints.http.auth import idempotency_scope
 from entrypoints.http.openapi import IdempotentOperation
@@ -60,7 +61,8 @@ __all__ = [
     "created_answer",
     "guard",
     "once",
-    "provide_claim",
+    "provide_claim_after_access",
+    "provide_claim_after_actor",
     "takes_claim",
 ]
 
@@ -149,8 +151,19 @@ def claim_of(scope: Scope) -> Claim | None:
     return found
 
 
-def provide_claim(request: Request[Any, Any, Any]) -> Claim | None:
-    """The dependency `claim`: the request's Idempotency-Key claim, if it sent one."""
+def provide_claim_after_actor(
+    request: Request[Any, Any, Any], actor: NamedDependency[SkipValidation[Actor]]
+) -> Claim | None:
+    """The dependency `claim` of routes on a tenant's data: the request's Idempotency-Key
+    claim, if it sent one. It names `actor` (unused) so that Litestar resolves the two one
+    after the other, not in a task group (`entrypoints.http.auth`, above `provide_access`)."""
+    return claim_of(request.scope)
+
+
+def provide_claim_after_access(
+    request: Request[Any, Any, Any], access: NamedDependency[SkipValidation[Access]]
+) -> Claim | None:
+    """The dependency `claim` of the platform's and identity routes (after `access`)."""
     return claim_of(request.scope)
 
 

@@ -2,8 +2,9 @@
 
 The id is decided once per request, lazily, and kept in the ASGI scope's
 state: the tenant resolution uses it as the correlation id of what the request
-writes, the 500 handler logs it, and a `before_send` hook of the app puts it on
-the answer (404 and 405 included, which never reach a route's middleware).
+writes, the 500 handler logs it, and the app's `before_send` hook
+(`security.add_answer_headers`) puts it on the answer (404 and 405 included, which
+never reach a route's middleware).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import re
 from typing import Final
 
-from litestar.types import Message, Scope
+from litestar.types import Scope
 
 HEADER: Final = b"x-request-id"
 MAX_LENGTH: Final = 128
@@ -41,9 +42,6 @@ def _from_caller(scope: Scope) -> str | None:
     return None
 
 
-async def add_request_id(message: Message, scope: Scope) -> None:
-    """The app's `before_send` hook: the id goes on the head of every HTTP answer."""
-    if message["type"] == "http.response.start":
-        headers = list(message.get("headers", ()))
-        headers.append((HEADER, request_id(scope).encode("ascii")))
-        message["headers"] = headers
+def request_id_header(scope: Scope) -> tuple[bytes, bytes]:
+    """The `X-Request-ID` header of the answer (`security.add_answer_headers` adds it)."""
+    return HEADER, request_id(scope).encode("ascii")

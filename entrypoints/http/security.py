@@ -21,6 +21,7 @@ from typing import Final
 from litestar.config.cors import CORSConfig
 from litestar.types import Message, Scope
 
+from entrypoints.http.request_id import request_id_header
 from entrypoints.settings import Settings
 
 API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -42,23 +43,44 @@ _COMMON: Final = (
 #: "null" under `no-referrer`: its pages tell their own origin, and no one else.
 _REFERRER: Final = (b"referrer-policy", b"no-referrer")
 _CONSOLE_REFERRER: Final = (b"referrer-policy", b"same-origin")
+_CSP: Final = b"content-security-policy"
+#: What each kind of answer gets, encoded once (the policy first: see `security_headers`).
+_Headers = tuple[tuple[bytes, bytes], ...]
+_API: Final[_Headers] = ((_CSP, API_CSP.encode()), *_COMMON, _REFERRER)
+_PAGE: Final[_Headers] = ((_CSP, PAGE_CSP.encode()), *_COMMON, _REFERRER)
+_CONSOLE: Final[_Headers] = ((_CSP, PAGE_CSP.encode()), *_COMMON, _CONSOLE_REFERRER)
+_HSTS: Final = (b"strict-transport-security", HSTS.encode())
 
 
-async def add_security_headers(message: Message, scope: Scope) -> None:
-    """The app's `before_send` hook: the headers go on the head of every HTTP answer."""
+def security_headers(headers: list[tuple[bytes, bytes]], scope: Scope) -> None:
+    """Append the security headers of the answer to `scope` to `headers` (its head's)."""
+    path: str = scope.get("path", "")
+    if _under(path, CONSOLE_PATH):
+        chosen = _CONSOLE
+    elif _under(path, DOCS_PATH):
+        chosen = _PAGE
+    else:
+        chosen = _API
+    for name, _ in headers:
+        # A page that set its own policy (GraphiQL) keeps it: a second one would only narrow it.
+        if name == _CSP:
+            chosen = chosen[1:]
+            break
+    headers.extend(chosen)
+    if scope.get("scheme") == "https":
+        headers.append(_HSTS)
+
+
+async def add_answer_headers(message: Message, scope: Scope) -> None:
+    """The app's one `before_send` hook: the request id (`X-Request-ID`) and the security
+    headers go on the head of every HTTP answer (404 and 405 included, which never reach
+    a route's middleware). One hook, not two: Litestar awaits each hook for each message
+    of each answer."""
     if message["type"] != "http.response.start":
         return
     headers = list(message.get("headers", ()))
-    path: str = scope.get("path", "")
-    console = _under(path, CONSOLE_PATH)
-    page = console or _under(path, DOCS_PATH)
-    # A page that set its own policy (GraphiQL) keeps it: a second one would only narrow it.
-    if not any(name == b"content-security-policy" for name, _ in headers):
-        headers.append((b"content-security-policy", (PAGE_CSP if page else API_CSP).encode()))
-    headers.extend(_COMMON)
-    headers.append(_CONSOLE_REFERRER if console else _REFERRER)
-    if scope.get("scheme") == "https":
-        headers.append((b"strict-transport-security", HSTS.encode()))
+    headers.append(request_id_header(scope))
+    security_headers(headers, scope)
     message["headers"] = headers
 
 

@@ -61,6 +61,9 @@ class Ids:
         self._n += 1
         return f"01J{self._n:023d}"
 
+    def new_ids(self, count: int) -> list[str]:
+        return [self.new_id() for _ in range(count)]
+
 
 @pytest.fixture(
     params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import pathlib
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -12,6 +13,7 @@ import pytest
 from adapters.groupcommit import Lanes
 from adapters.memory.cache import ReceiverLru
 from adapters.memory.store import MemoryStore
+from adapters.sql import drivers  # noqa: F401 - registers its sqlite3 adapters
 from adapters.sql.engine import UnsupportedDatabase, normalize_url
 from adapters.sql.store import COPY_AT_ROWS
 from adapters.sql.tables import to_utc
@@ -54,6 +56,18 @@ def test_urls_are_normalized_to_the_async_drivers(url: str, expected: str) -> No
 def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(UnsupportedDatabase):
         normalize_url(url)
+
+
+def test_sqlite_binds_none_and_bools_as_it_always_did() -> None:
+    """The adapters `adapters.sql.drivers` registers (a shortcut for sqlite3's adapter
+    look-up) bind the same values sqlite3 binds without them: NULL, 1 and 0."""
+    assert sqlite3.adapters[(bool, sqlite3.PrepareProtocol)] is int  # registered on import
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (a, b, c)")
+    db.executemany("INSERT INTO t VALUES (?, ?, ?)", [(True, False, None), (1, 0, None)])
+    rows = db.execute("SELECT a, typeof(a), b, typeof(b), c, typeof(c) FROM t").fetchall()
+    assert rows == [(1, "integer", 0, "integer", None, "null")] * 2
+    db.close()
 
 
 def test_naive_datetimes_are_refused() -> None:
@@ -115,6 +129,9 @@ class Ids:
 
     def new_id(self) -> str:
         return f"01J{next(self._n):023d}"
+
+    def new_ids(self, count: int) -> list[str]:
+        return [self.new_id() for _ in range(count)]
 
 
 class Clock:

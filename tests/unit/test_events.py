@@ -21,7 +21,7 @@ from core.domain.events import (
     payload_depth,
     prefix_errors,
 )
-from core.domain.fields import check_name, is_plain_name
+from core.domain.fields import are_plain_names, check_name, is_plain_name
 from core.domain.model import Event
 from core.domain.schemas import CompiledSchema, compile_schema, json_depth
 
@@ -325,6 +325,19 @@ def test_the_quick_name_check_agrees_with_the_rule(value: str) -> None:
     found: list[FieldError] = []
     check_name(found, "/name", value)
     assert is_plain_name(value) == (not found)
+
+
+_NAMES = st.text(max_size=300) | st.sampled_from(
+    ["", " ", "\t\n", "\u3000", "a" * 255, "a" * 256, "a\x00", "\x00", "rpm"]
+)
+
+
+@given(st.lists(_NAMES, min_size=1, max_size=5))
+def test_the_quick_check_of_several_names_agrees_with_the_rule(values: list[str]) -> None:
+    found: list[FieldError] = []
+    for value in values:
+        check_name(found, "/name", value)
+    assert are_plain_names(*values) == (not found)
 
 
 @given(

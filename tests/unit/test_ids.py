@@ -14,6 +14,7 @@ from core.domain.ids import (
     is_ulid,
     needs_randomness,
     next_ulid,
+    next_ulids,
     ulid_timestamp_ms,
 )
 
@@ -113,3 +114,44 @@ def test_random_bits_are_needed_only_for_a_new_millisecond() -> None:
     assert not needs_randomness(state, 1000)
     assert not needs_randomness(state, 999)
     assert needs_randomness(state, 1001)
+
+
+_NEAR_ULIDS = st.text(
+    alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabc\x00é", min_size=24, max_size=28
+)
+
+
+@given(_NEAR_ULIDS | st.text(max_size=30))
+def test_is_ulid_is_the_rule(text: str) -> None:
+    """26 characters of Crockford's alphabet (no I, L, O, U), the first at most 7."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    expected = len(text) == 26 and text[0] <= "7" and all(c in alphabet for c in text)
+    assert is_ulid(text) == expected
+
+
+@given(
+    st.none() | st.builds(lambda t, r: next_ulid(None, t, r)[1], timestamps, randomness),
+    timestamps,
+    randomness | st.sampled_from([0, MAX_RANDOMNESS, MAX_RANDOMNESS - 40, 31, 30]),
+    st.integers(0, 100),
+)
+def test_many_ids_at_once_are_those_one_at_a_time_would_be(
+    last: UlidState | None, now: int, rnd: int, count: int
+) -> None:
+    expected, state = [], last
+    for _ in range(count):
+        text, state = next_ulid(state, now, rnd)
+        expected.append(text)
+    made, after = next_ulids(last, now, rnd, count)
+    assert made == expected
+    assert after == state
+
+
+def test_many_ids_carry_and_run_out_of_randomness_like_one_at_a_time() -> None:
+    for start in (MAX_RANDOMNESS - 3, 28, 0):
+        last = next_ulid(None, 1000, start)[1]
+        expected, state = [], last
+        for _ in range(70):
+            text, state = next_ulid(state, 1000, 0)
+            expected.append(text)
+        assert next_ulids(last, 1000, 0, 70) == (expected, state)
