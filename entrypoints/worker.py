@@ -190,10 +190,17 @@ class DeliveryRunner:
                 if not await self._dispatch_once():
                     await anyio.sleep(poll)
         # Entered before the first pass: a commit during a pass wakes the next wait at once.
+        # While no tenant has a subscription, commits have nothing to dispatch: the next
+        # look is after `poll_seconds`, not at every commit (a first subscription is
+        # dispatched from within a poll of its making; its start is where the log was).
         async with self.feed.watch_all() as commits:
             while True:
-                if not await self._dispatch_once():
+                if await self._dispatch_once():
+                    continue
+                if self.dispatcher.subscribed:
                     await commits.wait(poll)
+                else:
+                    await anyio.sleep(poll)
 
     async def _dispatch_once(self) -> int:
         made = await self.dispatcher.dispatch_once()

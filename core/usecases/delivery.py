@@ -75,14 +75,21 @@ class Dispatcher:
         self._messages = messages
         self.name = name
         self._lease = lease
+        #: Whether the last pass found any tenant with a subscription.
+        self.subscribed = True
 
     async def dispatch_once(self, batch: int = MAX_ENTRIES) -> int:
         """One pass over every tenant whose log is ahead of its checkpoint; answers how
-        many deliveries it made."""
+        many deliveries it made. A tenant has a checkpoint from its first subscription on:
+        with none anywhere (`subscribed` False after the pass) the logs are not read."""
+        checkpoints = await self._store.checkpoints()
+        self.subscribed = bool(checkpoints)
+        if not checkpoints:
+            return 0
         async with self._deps.store.read() as tx:
             heads = await tx.log.heads()
         made = 0
-        for tenant_id, checkpoint in sorted((await self._store.checkpoints()).items()):
+        for tenant_id, checkpoint in sorted(checkpoints.items()):
             head = heads.get(tenant_id, 0)
             if head > checkpoint:
                 made += await self._tenant(tenant_id, head, batch)

@@ -267,6 +267,32 @@ async def test_a_subscription_gets_what_is_committed_after_it_and_matches(world:
     assert len(await world.deliveries_of(narrow)) == 1
 
 
+async def test_without_subscriptions_the_dispatcher_reads_no_log(world: World) -> None:
+    store = world.services.deps.store
+    opened = store.read
+    reads: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return opened(*args, **kwargs)
+
+    store.read = counted  # type: ignore[method-assign]
+    try:
+        await world.record()
+        assert await world.dispatcher.dispatch_once() == 0
+        assert (world.dispatcher.subscribed, reads) == (False, [])
+        await world.subscribe()
+        after = await world.record()
+        assert await world.dispatcher.dispatch_once() == 1  # what came after the subscription
+        assert world.dispatcher.subscribed
+        assert reads
+    finally:
+        store.read = opened  # type: ignore[method-assign]
+    await world.deliver()
+    [sent] = [decode_message(r.body) for r in world.target.sent]
+    assert sent.data.events[0].id == after
+
+
 async def test_what_a_target_receives(world: World) -> None:
     ident = await world.subscribe()
     event_id = await world.record()
