@@ -1,0 +1,72 @@
+"""SQLite's WAL under steady load stays bounded.
+
+A PASSIVE checkpoint copies the WAL's pages back into the database but never empties
+the WAL; SQLite starts it over only when a writer finds every frame copied and no reader
+in it. Under steady load some reader always is, and the WAL grew without end (1.5 GB for
+a 32 MB database after 80 s at 374 requests/s). Here readers overlap without a gap while
+rows are written: the WAL must still be emptied from time to time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pathlib
+import sqlite3
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from adapters.sql.drivers import SqliteDatabase
+from adapters.sql.queries import Query
+
+pytestmark = pytest.mark.anyio
+
+INSERT = Query("INSERT INTO t (body) VALUES (?)", ("body",), None)
+READ = Query("SELECT count(*) FROM t", (), None)
+
+
+def size(path: pathlib.Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+async def test_the_wal_is_emptied_although_readers_never_stop(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "wal.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+    db = SqliteDatabase(str(path))
+    db.CHECKPOINT_AFTER_ROWS = 50
+    db.TRUNCATE_AFTER_FRAMES = 64
+    wal = pathlib.Path(f"{path}-wal")
+    sizes: list[int] = []
+    writing = True
+
+    async def readers() -> None:
+        # two readers in turn, each opened before the other ends: one is always in the WAL
+        held = db.read()
+        conn = await held.__aenter__()
+        await conn.fetch(READ, ())
+        while writing:
+            after = db.read()
+            then = await after.__aenter__()
+            await then.fetch(READ, ())
+            await held.__aexit__(None, None, None)
+            held = after
+            await anyio.sleep(0.002)
+        await held.__aexit__(None, None, None)
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(readers)
+            for n in range(1500):
+                async with db.write() as conn:
+                    await conn.execute(INSERT, (os.urandom(2000),))
+                if n % 10 == 0:
+                    sizes.append(size(wal))
+                    await anyio.lowlevel.checkpoint()
+            writing = False
+    finally:
+        await db.close()
+    # emptied (TRUNCATE) at least once: without it the file only ever grows
+    assert any(later < earlier for earlier, later in itertools.pairwise(sizes)), sizes
