@@ -366,12 +366,14 @@ class DeliveryStatements:
     def _due(self, retries: bool) -> str:
         """The due deliveries of enabled subscriptions (less those of the `excluded`
         subscriptions, and those ordering `artifact` holds back), soonest first, the first
-        `scan` of them. The scan is in the due index's order (status, attempted,
-        next_attempt_at): it stops at `scan` rows rather than sorting every due one. It
-        locks nothing: PostgreSQL's claim locks only the rows it picks (`_pg_claim`)."""
+        `scan` of them. PostgreSQL locks the rows it looks at, skipping those that others
+        hold, so that deliverers claiming at once look at different rows. The scan is in
+        the due index's order (status, attempted, next_attempt_at): it stops at `scan`
+        rows rather than sorting every due one."""
         true = "true" if self.postgres else "1"
         attempted = true if retries else ("false" if self.postgres else "0")
         now, since = self._time("now"), self._time("ordering_since")
+        lock = "\n    FOR UPDATE OF d SKIP LOCKED" if self.postgres else ""
         if self.postgres:
             # Not a join: PostgreSQL then scans the due index in order and stops at `scan`
             # rows (0.6 ms with 3,000 due), where with a join it read and sorted them all
@@ -398,19 +400,16 @@ class DeliveryStatements:
         WHERE e.subscription_id = d.subscription_id AND e.ordering_key = d.ordering_key
           AND e.position < d.position AND e.status IN {_UNFINISHED}))
     ORDER BY d.next_attempt_at
-    LIMIT :scan"""
+    LIMIT :scan{lock}"""
 
     _pg_claim_args = ("now", "excluded", "ordering_since", "scan", "room_ids", "rooms",
                       "room", "limit", "claim", "lease_until")  # fmt: skip
 
     def _pg_claim(self, retries: bool) -> str:
-        """PostgreSQL's claim in one statement: of the due rows (`_due`), at most each
-        subscription's room (`room_ids`/`rooms`, else `room`), soonest first, at most
-        `limit`; those of them still due once locked (`SKIP LOCKED`: a row another claim
-        holds is left to it; one it took meanwhile is no longer pending when locked, read
-        again in its latest version) are leased to `claim`, with their subscriptions.
-        Only the picked rows are locked, not every row scanned."""
-        now, until = self._time("now"), self._time("lease_until")
+        """PostgreSQL's claim in one statement: the due rows (`_due`, locked), at most each
+        subscription's room of them (`room_ids`/`rooms`, else `room`), soonest first, at
+        most `limit`, leased to `claim`; with their subscriptions."""
+        until = self._time("lease_until")
         return f"""
 WITH scanned AS ({self._due(retries)}
 ), ranked AS (
@@ -423,15 +422,10 @@ WITH scanned AS ({self._due(retries)}
     ON r.id = w.subscription_id
 ), picked AS (
   SELECT id FROM ranked WHERE rank <= room ORDER BY next_attempt_at, position LIMIT :limit
-), locked AS (
-  SELECT d.id FROM deliveries AS d
-  WHERE d.id IN (SELECT id FROM picked) AND d.status = 'pending'
-    AND d.next_attempt_at <= {now}
-  FOR UPDATE OF d SKIP LOCKED
 ), claimed AS (
   UPDATE deliveries AS d SET status = 'delivering', claimed_by = CAST(:claim AS text),
                              lease_until = {until}
-  FROM locked WHERE d.id = locked.id
+  FROM picked WHERE d.id = picked.id
   RETURNING {_cols("d", DELIVERY)}, d.body
 )
 SELECT {_cols("claimed", DELIVERY)}, claimed.body, {_cols("s", SUBSCRIPTION)}
