@@ -24,10 +24,10 @@ Concurrency
       a new subscription (`SubscriptionStore.add` reads the start under it): PostgreSQL
       locks the row (`UPDATE ... WHERE position = expected`, `SELECT ... FOR UPDATE`),
       SQLite has one writer.
-    - Claims: a plain read of the due index picks candidates (fairly: at most `room` per
-      subscription), then `FOR UPDATE SKIP LOCKED` takes those of them still due and not
-      taken by anyone else, in the same statement (PostgreSQL); SQLite's claim runs
-      under its one writer.
+    - Claims: PostgreSQL reads the due index in order with `FOR UPDATE SKIP LOCKED`
+      (claims made at once look at different rows), picks fairly (at most `room` per
+      subscription) and leases them, in one statement; SQLite reads candidates, picks
+      and leases them in one transaction under its one writer.
     - A finish or a release is written only while the delivery is `delivering` under the
       same claim token (the fence).
     - Wake-ups: PostgreSQL transactions that make deliveries due send `NOTIFY` (delivered
