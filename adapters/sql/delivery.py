@@ -444,15 +444,13 @@ class SqlDeliveries:
                 return [await self._sqlite_finish(conn, *finish) for finish in group]
         # Outcomes that change a subscription (its failing streak, a disable) go one by one:
         # the statement for many leaves subscriptions alone.
-        plain = [f for f in group if f[2].failing is None and f[2].disable is None]
-        written: set[str] = set()
-        if len(plain) > 1:
-            written = await self._pg_finish_many(self._work, plain)
-        else:
-            plain = []
+        together = [f for f in group if f[2].failing is None and f[2].disable is None]
+        if len(together) < 2:
+            together = []
+        written = await self._pg_finish_many(self._work, together) if together else set()
         answers: list[bool | Exception] = []
         for finish in group:
-            if plain and finish[2].failing is None and finish[2].disable is None:
+            if finish in together:
                 answers.append(finish[0] in written)
                 continue
             try:
