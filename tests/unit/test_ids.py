@@ -139,12 +139,24 @@ def test_many_ids_at_once_are_those_one_at_a_time_would_be(
     last: UlidState | None, now: int, rnd: int, count: int
 ) -> None:
     expected, state = [], last
-    for _ in range(count):
-        text, state = next_ulid(state, now, rnd)
-        expected.append(text)
+    try:
+        for _ in range(count):
+            text, state = next_ulid(state, now, rnd)
+            expected.append(text)
+    except ValueError:  # the last millisecond's randomness ran out: so must the batch
+        with pytest.raises(ValueError, match="timestamp out of range"):
+            next_ulids(last, now, rnd, count)
+        return
     made, after = next_ulids(last, now, rnd, count)
     assert made == expected
     assert after == state
+
+
+def test_ids_past_the_last_millisecond_are_refused_one_at_a_time_and_at_once() -> None:
+    last = next_ulid(None, MAX_TIMESTAMP_MS, MAX_RANDOMNESS - 1)[1]
+    assert next_ulid(last, MAX_TIMESTAMP_MS, 0)[0] == encode_ulid(MAX_TIMESTAMP_MS, MAX_RANDOMNESS)
+    with pytest.raises(ValueError, match="timestamp out of range"):
+        next_ulids(last, MAX_TIMESTAMP_MS, 0, 2)
 
 
 def test_many_ids_carry_and_run_out_of_randomness_like_one_at_a_time() -> None:
