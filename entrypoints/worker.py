@@ -125,6 +125,7 @@ class DeliveryRunner:
         self._stopped = anyio.Event()
         self._progress = anyio.Event()  # set when an attempt ends
         self._ended = 0  # attempts ended so far
+        self._retried = 0  # of them, those that left a retry to make
         self._attempts: TaskGroup | None = None
 
     # --- running and stopping ------------------------------------------------------------
@@ -240,10 +241,8 @@ class DeliveryRunner:
                 pool.freed = anyio.Event()
                 await pool.freed.wait()
                 continue
-            # what is due but held back needs room: look again once a batch of the attempts
-            # in flight now (or all of them) ended, counting those that end meanwhile
-            in_flight = self._in_flight_total()
-            goal = self._ended + min(batch, in_flight) if in_flight else None
+            # counted before the claim, so that attempts ending meanwhile count
+            ended, retried, in_flight = self._ended, self._retried, self._in_flight_total()
             claimed = await self.deliverer.claim(
                 limit=free,
                 retries=pool.retries,
@@ -252,30 +251,40 @@ class DeliveryRunner:
             )
             for one in claimed:
                 self._start(pool, one)
-            if claimed:
-                continue
-            # Idle until deliveries may be due (the store says so), the next one is due, or
-            # an attempt ends (a due one held back by a subscription's cap or breaker may
-            # go then); never spinning on due ones that are held back.
+            if len(claimed) == free:
+                continue  # there may be more
+            # All that could go now went. Claiming again at once would find nothing (on
+            # PostgreSQL after walking the backlog of every subscription at its cap), so
+            # idle until the store says deliveries may be due, the next one is due, or:
+            # if due ones are held back (a subscription's cap, its breaker), a batch of the
+            # attempts in flight ended and made room; for retries, an attempt left one.
             due = await self.deliverer.next_due(pool.retries)
-            wait = idle_wait
+            wait, held = idle_wait, False
             if due is not None:
                 until = (due - self.deliverer.now()).total_seconds()
                 if until > 0:
                     wait = min(wait, until)
-            await self._idle(wait, goal)
+                else:
+                    in_flight += len(claimed)
+                    held = in_flight > 0
+            goal = ended + min(batch, in_flight)
+
+            def ready(held: bool = held, goal: int = goal, retried: int = retried) -> bool:
+                return (held and self._ended >= goal) or (pool.retries and self._retried > retried)
+
+            await self._idle(wait, ready)
 
     def _in_flight_total(self) -> int:
         return sum(pool.busy for pool in self._pools)
 
-    async def _idle(self, seconds: float, goal: int | None) -> None:
-        """Until the store says deliveries may be due, `goal` attempts have ended since this
-        process started (at once if they have; None: not waited for), or `seconds` passed."""
-        if goal is not None and self._ended >= goal:
+    async def _idle(self, seconds: float, ready: Callable[[], bool]) -> None:
+        """Until the store says deliveries may be due, `ready()` after an attempt ended (at
+        once if it already is), or `seconds` passed."""
+        if ready():
             return
 
-        async def attempts_ended(goal: int) -> None:
-            while self._ended < goal:
+        async def attempts_ended() -> None:
+            while not ready():
                 await self._progress.wait()
 
         async with anyio.create_task_group() as waits:
@@ -285,8 +294,7 @@ class DeliveryRunner:
                 waits.cancel_scope.cancel()
 
             waits.start_soon(first, lambda: self.store.wait(seconds))
-            if goal is not None:
-                waits.start_soon(first, lambda: attempts_ended(goal))
+            waits.start_soon(first, attempts_ended)
 
     def _start(self, pool: _Pool, claimed: Claimed) -> None:
         assert self._attempts is not None
@@ -325,6 +333,8 @@ class DeliveryRunner:
                 del self._in_flight[subscription]
             pool.free()
             self._ended += 1
+            if report is not None and report.applied and report.event == DeliveryEvent.RETRY:
+                self._retried += 1
             self._progress.set()
             self._progress = anyio.Event()
             if self._stop.is_set() and not self._busy():

@@ -509,5 +509,58 @@ async def test_an_attempt_that_ends_while_the_deliverer_looks_for_work_is_not_mi
                 await eventually(lambda: _arrived(hook, 8), seconds=6)
 
 
+async def test_a_claim_that_comes_back_short_is_not_repeated_at_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    # One subscription with a backlog and a cap of 4: each claim takes the 4 it has room
+    # for, fewer than the deliverer's free slots. What else is due is held back by the cap
+    # until attempts end, so claiming again at once finds nothing, and on PostgreSQL it
+    # walks the subscription's whole backlog to find it (that was most of the database's
+    # time per delivery). The deliverer waits for attempts to end instead: one claim per
+    # batch, not two.
+    settings = settings_for(tmp_path, "memory", subscription_concurrency=4)
+    with target() as hook:
+        async with open_services(settings, sending=True) as services:
+            delivery = services.delivery_deps
+            assert delivery is not None
+            store = delivery.store
+            claims: list[int] = []
+            claim = store.claim
+
+            async def counted(**kwargs: Any) -> Any:
+                claimed = await claim(**kwargs)
+                claims.append(len(claimed))
+                return claimed
+
+            store.claim = counted  # type: ignore[method-assign]
+            tenant = await services.tenants.create(
+                CreateTenant(slug="acme", name="Acme"), AppendMeta(actor="tests")
+            )
+            actor = Actor(tenant_id=tenant.id, principal="tests")
+            receiver, _ = await services.receivers.register(
+                actor, RegisterReceiver(name="build", type="ci.build", version="1", schema={})
+            )
+            await services.subscriptions.create(
+                actor, CreateSubscription(name="hooks", url=hook.url())
+            )
+            for n in range(60):
+                await services.events.record(
+                    actor,
+                    RecordEvent(
+                        name="shop", version="2.1.0", release=str(n), platform_id="x86_64",
+                        package="rpm", payload={}, success=True, event_receiver_id=receiver.id,
+                    ),
+                )  # fmt: skip
+            async with delivering(services, settings.delivery):
+                await eventually(lambda: _arrived(hook, 60), seconds=10)
+    taking = [n for n in claims if n]
+    assert sum(taking) == 60
+    assert max(taking) <= 4
+    # 15 claims of 4 take them all; the retry slots ask now and then (at their poll, at
+    # the store's signal), and the end of the backlog once. Claiming again after each
+    # claim of 4 made about 30.
+    assert len(claims) <= 15 + 7, claims
+
+
 async def _arrived(hook: Target, count: int) -> bool:
     return len(hook.requests) >= count
