@@ -554,10 +554,12 @@ async def project(
     await rows.write_rare(ctx)
 
 
-COPY_AT_ROWS = 128
+COPY_AT_ROWS = 48
 """PostgreSQL: log and event rows go by COPY when an append has at least this many (fewer
 ride in the one statement: COPY costs a round trip or two more per table, which only
-many rows repay; measured with bench/ingest.py's batches)."""
+many rows repay). `bench/layout.py --parts pg` on a quiet machine: COPY / unnest per
+event 99% at 40 rows, 96% at 48, 92% at 64, 88% at 100 (asyncpg checks every element
+of an array parameter against two ABCs; COPY's binary rows skip that)."""
 
 
 async def _write_postgres(
