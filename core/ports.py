@@ -902,10 +902,16 @@ class DeliveryStore(Protocol):
         attempted or (`retries`) of those attempted before; None: there is none."""
         ...
 
-    async def wait(self, seconds: float) -> None:
-        """Return when deliveries may have become due (made, requeued, enabled), or after
-        `seconds`; other processes on the same database count where the backend
-        can tell (PostgreSQL: LISTEN/NOTIFY)."""
+    def mark(self) -> int:
+        """Where this store's wake-ups stand, for `wait(since=...)`: taken before a claim,
+        so that deliveries made while it ran are not slept through."""
+        ...
+
+    async def wait(self, seconds: float, since: int | None = None) -> None:
+        """Return when deliveries may have become due (made, requeued, enabled) since the
+        `mark` `since` (at once if they have; None: since the call), or after `seconds`;
+        other processes on the same database count where the backend can tell
+        (PostgreSQL: LISTEN/NOTIFY)."""
         ...
 
     # --- people ---

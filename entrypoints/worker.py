@@ -241,8 +241,9 @@ class DeliveryRunner:
                 pool.freed = anyio.Event()
                 await pool.freed.wait()
                 continue
-            # counted before the claim, so that attempts ending meanwhile count
+            # taken before the claim, so that what happens meanwhile counts
             ended, retried, in_flight = self._ended, self._retried, self._in_flight_total()
+            mark = self.store.mark()
             claimed = await self.deliverer.claim(
                 limit=free,
                 retries=pool.retries,
@@ -272,14 +273,14 @@ class DeliveryRunner:
             def ready(held: bool = held, goal: int = goal, retried: int = retried) -> bool:
                 return (held and self._ended >= goal) or (pool.retries and self._retried > retried)
 
-            await self._idle(wait, ready)
+            await self._idle(wait, ready, mark)
 
     def _in_flight_total(self) -> int:
         return sum(pool.busy for pool in self._pools)
 
-    async def _idle(self, seconds: float, ready: Callable[[], bool]) -> None:
-        """Until the store says deliveries may be due, `ready()` after an attempt ended (at
-        once if it already is), or `seconds` passed."""
+    async def _idle(self, seconds: float, ready: Callable[[], bool], mark: int) -> None:
+        """Until the store says deliveries may be due since `mark`, `ready()` after an
+        attempt ended (at once if either already holds), or `seconds` passed."""
         if ready():
             return
 
@@ -293,7 +294,7 @@ class DeliveryRunner:
                 await wait()
                 waits.cancel_scope.cancel()
 
-            waits.start_soon(first, lambda: self.store.wait(seconds))
+            waits.start_soon(first, lambda: self.store.wait(seconds, mark))
             waits.start_soon(first, attempts_ended)
 
     def _start(self, pool: _Pool, claimed: Claimed) -> None:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-import anyio
 import msgspec
 
 from adapters.memory.records import MemoryRecords
+from adapters.signal import Signal
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import Conflict
 from core.domain.idempotency import Record
@@ -51,22 +51,6 @@ class _Checkpoint:
         self.position = position
         self.dispatcher: str | None = None
         self.lease_until: datetime | None = None
-
-
-class _Signal:
-    """Wakes the tasks waiting in `wait` (this process's only)."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def ring(self) -> None:
-        self._event.set()
-        self._event = anyio.Event()
-
-    async def wait(self, seconds: float) -> None:
-        event = self._event
-        with anyio.move_on_after(seconds):
-            await event.wait()
 
 
 class MemorySubscriptions:
@@ -188,7 +172,7 @@ class MemoryDeliveries:
         self.bodies: dict[str, bytes] = {}
         self.attempts: dict[str, list[Attempt]] = {}
         self.by_message: dict[tuple[str, str], str] = {}
-        self.signal = _Signal()
+        self.signal = Signal()
         self.subscriptions = MemorySubscriptions(self)
 
     def check(self, record: Record | None) -> list[Record]:
@@ -423,8 +407,11 @@ class MemoryDeliveries:
                 times.append(d.next_attempt_at)
         return min(times, default=None)
 
-    async def wait(self, seconds: float) -> None:
-        await self.signal.wait(seconds)
+    def mark(self) -> int:
+        return self.signal.mark()
+
+    async def wait(self, seconds: float, since: int | None = None) -> None:
+        await self.signal.wait(seconds, since)
 
     # --- people ---
 

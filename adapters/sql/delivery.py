@@ -48,6 +48,7 @@ import anyio
 import asyncpg
 
 from adapters.groupcommit import Lanes
+from adapters.signal import Signal
 from adapters.sql.availability import Availability
 from adapters.sql.delivery_queries import (
     CHANNEL,
@@ -97,22 +98,6 @@ MAX_FINISHES = 64
 _Finish = tuple[str, str, Outcome]
 
 
-class _Signal:
-    """Wakes this process's tasks waiting in `wait`."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def ring(self) -> None:
-        self._event.set()
-        self._event = anyio.Event()
-
-    async def wait(self, seconds: float) -> None:
-        event = self._event
-        with anyio.move_on_after(seconds):
-            await event.wait()
-
-
 def _pool(url: str, size: int, settings: dict[str, str] | None = None) -> PgDatabase:
     """A pool of `size` connections; `settings`: server settings on top of the URL's own
     (`options`, `application_name`)."""
@@ -147,7 +132,7 @@ class SqlDeliveries:
         postgres = isinstance(db, PgDatabase)
         self._sql = catalogue("postgresql" if postgres else "sqlite")
         self._codec: Codec = _PgCodec if postgres else _SqliteCodec
-        self._signal = _Signal()
+        self._signal = Signal()
         self._listener: asyncpg.Connection | None = None
         self._listen_failed_at = 0.0
         self._listen_failing = False  # an outage was logged; its retries are not
@@ -545,10 +530,13 @@ class SqlDeliveries:
             row = await conn.fetchrow(self._sql.next_due, (retries,))
         return None if row is None or row[0] is None else self._codec.from_time(row[0])
 
-    async def wait(self, seconds: float) -> None:
+    def mark(self) -> int:
+        return self._signal.mark()
+
+    async def wait(self, seconds: float, since: int | None = None) -> None:
         if self._dsn is not None:
             await self._listen()
-        await self._signal.wait(seconds)
+        await self._signal.wait(seconds, since)
 
     async def _listen(self) -> None:
         """Keep a connection LISTENing (PostgreSQL); after a failure, try again at most

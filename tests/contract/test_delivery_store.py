@@ -772,6 +772,31 @@ async def test_wait_wakes_when_deliveries_are_made(store: DeliveryStore) -> None
             await woke.wait()
 
 
+async def test_a_wait_since_a_mark_returns_at_once_for_deliveries_made_after_it(
+    store: DeliveryStore,
+) -> None:
+    # A deliverer takes the mark before it claims: deliveries made while it claims must
+    # not be slept through because their wake-up came before it waited.
+    sub = await add(store)
+    await store.wait(0.01)  # PostgreSQL: starts listening
+    mark = store.mark()
+    with anyio.fail_after(5):
+        await store.wait(0.3, mark)  # nothing made since: waits its time out
+    assert store.mark() == mark
+    await dispatch(store, sub, [new(sub, 1)])
+    with anyio.fail_after(10):
+        while store.mark() == mark:  # noqa: ASYNC110 (PostgreSQL: the NOTIFY comes round)
+            await anyio.sleep(0.01)
+    started = anyio.current_time()
+    await store.wait(30, mark)
+    assert anyio.current_time() - started < 1
+    await anyio.sleep(0.5)  # PostgreSQL rings twice: at once, and when its NOTIFY comes round
+    later = store.mark()
+    started = anyio.current_time()
+    await store.wait(0.2, later)
+    assert anyio.current_time() - started >= 0.15
+
+
 async def test_an_outcome_that_changes_no_streak_leaves_the_subscription(
     store: DeliveryStore,
 ) -> None:

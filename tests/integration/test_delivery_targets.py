@@ -562,5 +562,63 @@ async def test_a_claim_that_comes_back_short_is_not_repeated_at_once(
     assert len(claims) <= 15 + 7, claims
 
 
+async def test_deliveries_made_while_the_deliverer_looks_are_not_slept_through(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The store's wake-up for the second message comes while the deliverer is between its
+    # claim and its wait (here: inside a slowed next-due query); the deliverer idles 8 s
+    # at a time. It must claim the message at once, not when its idle wait runs out.
+    settings = settings_for(tmp_path, "memory", poll_seconds=2.0)
+    with target() as hook:
+        async with open_services(settings, sending=True) as services:
+            delivery = services.delivery_deps
+            assert delivery is not None
+            store = delivery.store
+            tenant = await services.tenants.create(
+                CreateTenant(slug="acme", name="Acme"), AppendMeta(actor="tests")
+            )
+            actor = Actor(tenant_id=tenant.id, principal="tests")
+            receiver, _ = await services.receivers.register(
+                actor, RegisterReceiver(name="build", type="ci.build", version="1", schema={})
+            )
+            await services.subscriptions.create(
+                actor, CreateSubscription(name="hooks", url=hook.url())
+            )
+
+            async def record(n: int) -> None:
+                await services.events.record(
+                    actor,
+                    RecordEvent(
+                        name="shop", version="2.1.0", release=str(n), platform_id="x86_64",
+                        package="rpm", payload={}, success=True, event_receiver_id=receiver.id,
+                    ),
+                )  # fmt: skip
+
+            asked = store.next_due
+            second = anyio.Event()
+
+            async def meanwhile(retries: bool) -> Any:
+                due = await asked(retries)
+                first_claimed = (await store.counts()).delivering or hook.requests
+                if not retries and first_claimed and not second.is_set():
+                    second.set()
+                    mark = store.mark()
+                    await record(2)  # dispatched and rung while this query "runs"
+                    with anyio.fail_after(5):
+                        while store.mark() == mark:  # noqa: ASYNC110 (the dispatcher rings in its task)
+                            await anyio.sleep(0.01)
+                return due
+
+            store.next_due = meanwhile  # type: ignore[method-assign]
+            async with delivering(services, settings.delivery):
+                await record(1)
+                await eventually(lambda: _arrived(hook, 1), seconds=5)
+                with anyio.fail_after(5):
+                    await second.wait()
+                started = anyio.current_time()
+                await eventually(lambda: _arrived(hook, 2), seconds=6)
+                assert anyio.current_time() - started < 3
+
+
 async def _arrived(hook: Target, count: int) -> bool:
     return len(hook.requests) >= count
