@@ -42,6 +42,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -66,7 +67,8 @@ from adapters.sql.drivers import BUSY_WAIT_LIMIT, Connection, PgDatabase, Row, S
 from adapters.sql.engine import create_engine, normalize_url, split_pg_options
 from adapters.sql.observe import ObservedConnection, StatementObserver
 from adapters.sql.queries import Query
-from adapters.sql.store import ANALYZE_AFTER, Codec, SqlStore, _PgCodec, _SqliteCodec
+from adapters.sql.statistics import Statistics
+from adapters.sql.store import Codec, SqlStore, _PgCodec, _SqliteCodec
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.groupcommit import GroupPolicy
 from core.domain.idempotency import Record, expired_before, in_use
@@ -138,9 +140,14 @@ class SqlDeliveries:
         self._listen_failing = False  # an outage was logged; its retries are not
         self._observer: StatementObserver | None = None
         self.subscriptions = SqlSubscriptions(self)
-        self._dispatched = 0
-        self._analyze_at = iter(ANALYZE_AFTER)
-        self._next_analyze: int | None = next(self._analyze_at)
+        # PostgreSQL: the deliveries' statistics follow this store's dispatches (until
+        # autovacuum gets to it, the claim is planned for an empty table and reads every
+        # due delivery instead of the first few); SQLite's planner did not need them
+        self._statistics = (
+            Statistics(partial(self._work.run, "ANALYZE deliveries"), background=True)
+            if isinstance(self._work, PgDatabase)
+            else None
+        )
         self._finishes: Lanes = Lanes(GroupPolicy(max_writes=MAX_FINISHES, max_events=MAX_FINISHES))
 
     @classmethod
@@ -308,22 +315,9 @@ class SqlDeliveries:
                 await self.notify(conn)
         if added:
             self.rang()
-            await self._refresh_statistics(added)
+            if self._statistics is not None:
+                await self._statistics.written(added)
         return added
-
-    async def _refresh_statistics(self, added: int) -> None:
-        """PostgreSQL: ANALYZE the deliveries when this store's dispatches cross 1k, 10k,
-        100k, 1M deliveries (as `SqlStore` does for the log, and for the same reason:
-        until autovacuum gets to it, the claim is planned for an empty table and reads
-        every due delivery instead of the first few)."""
-        self._dispatched += added
-        if self._next_analyze is None or self._dispatched < self._next_analyze:
-            return
-        while self._next_analyze is not None and self._dispatched >= self._next_analyze:
-            self._next_analyze = next(self._analyze_at, None)
-        if isinstance(self._work, PgDatabase):
-            with suppress(asyncpg.PostgresError):  # an optimization: a refusal is ignored
-                await self._work.run("ANALYZE deliveries")
 
     async def _insert(self, conn: Connection, made: Sequence[NewDelivery], now: datetime) -> int:
         if not made:
@@ -657,6 +651,8 @@ class SqlDeliveries:
         )
 
     async def close(self) -> None:
+        if self._statistics is not None:
+            await self._statistics.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             with suppress(Exception):  # it is being thrown away

@@ -34,10 +34,13 @@ Append
     violations become domain errors.
 
 Statistics
-    See `SqlStore._refresh_statistics`: a young database gets a few early ANALYZEs
-    (PostgreSQL: so that cached plans do not keep their empty-table choices; SQLite,
+    `adapters.sql.statistics`: a young database gets a few early ANALYZEs as its log
+    grows (PostgreSQL, in the background: so that cached plans do not keep their
+    empty-table choices, seen: 80 ms instead of 0.1 ms per append at 30k events; SQLite,
     which has no statistics at all until one runs: so that a filtered list uses the
-    filter's index), and a SQLite database opened with rows but no statistics gets one.
+    filter's index, seen: 40-70 ms instead of about 1 ms for `name=` at 300k events; each
+    refresh reopens its reader connections, which load statistics only when opened), and
+    a SQLite database opened with rows but no statistics gets one.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, NoReturn
 
 import anyio.lowlevel
@@ -71,6 +75,7 @@ from adapters.sql.engine import create_engine, normalize_url
 from adapters.sql.listen import CHANNEL, notify_statement
 from adapters.sql.observe import ObservedConnection, StatementObserver
 from adapters.sql.queries import NVRPP, Statements
+from adapters.sql.statistics import Statistics
 from adapters.sql.tables import to_utc
 from core.domain.digest import Digest
 from core.domain.envelope import REGISTRY, Envelope
@@ -112,8 +117,6 @@ _encode = msgspec.json.Encoder().encode
 _object = msgspec.json.Decoder(dict[str, Any]).decode
 _ids = msgspec.json.Decoder(tuple[str, ...]).decode
 
-ANALYZE_AFTER = (1_000, 10_000, 100_000, 1_000_000)
-"""Numbers of appended entries after which a store refreshes the planner statistics."""
 ANALYZE = "ANALYZE " + ", ".join(
     f'"{table.name}"' for table in (t.log, t.log_heads, *t.READ_MODELS)
 )
@@ -210,9 +213,12 @@ class SqlStore:
         postgres = isinstance(db, PgDatabase)
         self._sql = q.catalogue("postgresql" if postgres else "sqlite")
         self._codec: Codec = _PgCodec if postgres else _SqliteCodec
-        self._appended = 0  # log entries this store committed (for `_refresh_statistics`)
-        self._analyze_at = iter(ANALYZE_AFTER)
-        self._next_analyze = next(self._analyze_at, None)
+        # the planner statistics follow the log entries this store commits
+        self._statistics = (
+            Statistics(partial(db.run, ANALYZE), background=True)
+            if isinstance(db, PgDatabase)
+            else Statistics(partial(db.analyze, SQLITE_ANALYZE), background=False)
+        )
         self._observer: StatementObserver | None = None
         self._commit_observers: list[Callable[[str, int], None]] = []
         self.url: str | None = None  # what `connect` was given
@@ -374,8 +380,8 @@ class SqlStore:
                 await tx.idempotency.flush()
                 if tx.head is not None and not pg.failed:
                     await _notify(pg, tenant_id, tx.head)
-            if self._next_analyze is not None and tx.appended:
-                await self._refresh_statistics(tx.appended)
+            if tx.appended:
+                await self._statistics.written(tx.appended)
             return
         async with db.write() as conn:
             row = await conn.fetchrow(sql.head, (tenant_id,))
@@ -389,34 +395,7 @@ class SqlStore:
         if tx.head is not None and not failed:
             for observer in self._commit_observers:
                 observer(tenant_id, tx.head)
-            if self._next_analyze is not None:
-                await self._refresh_statistics(tx.appended)
-
-    async def _refresh_statistics(self, appended: int) -> None:
-        """ANALYZE the tables when this store's appends cross 1k, 10k, 100k, 1M entries.
-
-        PostgreSQL plans a prepared statement once it has run a few times and keeps that
-        plan until the table's statistics change. On a young database, plans are made
-        while the tables hold a handful of rows and without statistics, and one of them
-        can read a tenant's every event for each lookup once there are thousands (seen:
-        80 ms instead of 0.1 ms per append at 30k events). Autovacuum's ANALYZE fixes it,
-        but on its own schedule (a minute or more); a few early ANALYZEs fix it at once.
-        SQLite keeps no statistics until ANALYZE runs, and then plans a filtered list by
-        the primary key (seen: 40-70 ms instead of about 1 ms for `name=` at 300k events); each
-        refresh reopens its reader connections, which load statistics only when opened.
-        Statistics are an optimization: a refusal (say, not the tables' owner) is ignored.
-        """
-        self._appended += appended
-        if self._next_analyze is None or self._appended < self._next_analyze:
-            return
-        while self._next_analyze is not None and self._appended >= self._next_analyze:
-            self._next_analyze = next(self._analyze_at, None)
-        db = self._db
-        if isinstance(db, SqliteDatabase):
-            await db.analyze(SQLITE_ANALYZE)
-            return
-        with suppress(asyncpg.PostgresError):
-            await db.run(ANALYZE)
+            await self._statistics.written(tx.appended)
 
     @asynccontextmanager
     async def _rebuild(self, tenant_id: str | None, after: int) -> AsyncIterator[_Rebuild]:
@@ -474,6 +453,7 @@ class SqlStore:
             return len(await conn.fetch(sql.idempotency_purge, args))
 
     async def close(self) -> None:
+        await self._statistics.close()
         await self._db.close()
 
 

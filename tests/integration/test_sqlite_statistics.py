@@ -20,7 +20,8 @@ from adapters.memory.cache import ReceiverLru
 from adapters.sql import queries as q
 from adapters.sql.drivers import SqliteDatabase
 from adapters.sql.migrations import migrate
-from adapters.sql.store import ANALYZE_AFTER, SQLITE_ANALYZE, SqlStore
+from adapters.sql.statistics import ANALYZE_AFTER
+from adapters.sql.store import SQLITE_ANALYZE, SqlStore
 from adapters.system import SystemClock, UlidSource
 from core.domain.commands import RecordEvent
 from core.ports import EventFilter, PageRequest
