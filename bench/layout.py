@@ -4,7 +4,7 @@
 
 - pg: PostgreSQL bulk rows. Appends of `size` recorded events through the store itself
   (`SqlStore`, one transaction each), once with the log and event rows sent by COPY and
-  once inside the one-statement append as `unnest`ed arrays (`store.COPY_AT_ROWS` moved
+  once inside the one-statement append as `unnest`ed arrays (`projection.COPY_AT_ROWS` moved
   for each run). This is how `COPY_AT_ROWS` was chosen: from that size on, COPY wins.
 - sqlite: `latest` as a rowid table (migration 0002) against WITHOUT ROWID (0006), with
   the same appends; every event has an artifact of its own, so each upserts a new
@@ -32,7 +32,7 @@ from alembic import command
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adapters.sql import store as sql_store
+from adapters.sql import projection as sql_projection
 from adapters.sql.migrations import alembic_config, migrate
 from adapters.sql.store import SqlStore
 from adapters.system import UlidSource
@@ -79,7 +79,7 @@ async def append(store: SqlStore, batch: list[NewEntry], copy: bool | None) -> f
     """Seconds of wall time (PostgreSQL: `copy` says how) or of this process's CPU time
     (SQLite: `copy` is None)."""
     if copy is not None:
-        sql_store.COPY_AT_ROWS = 1 if copy else 10**9
+        sql_projection.COPY_AT_ROWS = 1 if copy else 10**9
     clock = time.perf_counter if copy is not None else time.process_time
     start = clock()
     async with store.write(TENANT) as tx:

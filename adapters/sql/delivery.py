@@ -68,7 +68,8 @@ from adapters.sql.engine import create_engine, normalize_url, split_pg_options
 from adapters.sql.observe import ObservedConnection, StatementObserver
 from adapters.sql.queries import Query
 from adapters.sql.statistics import Statistics
-from adapters.sql.store import Codec, SqlStore, _PgCodec, _SqliteCodec
+from adapters.sql.store import SqlStore
+from adapters.sql.store_reads import Codec, _PgCodec, _SqliteCodec
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.groupcommit import GroupPolicy
 from core.domain.idempotency import Record, expired_before, in_use

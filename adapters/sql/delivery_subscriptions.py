@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 
 from adapters.sql.drivers import Row
-from adapters.sql.store import Codec
+from adapters.sql.store_reads import Codec
 from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import Conflict
 from core.domain.idempotency import Record

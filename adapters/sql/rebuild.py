@@ -1,6 +1,6 @@
 """Replay's bulk path: the log decoded for the projection, the rows written in bulk.
 
-A rebuild applies a tenant's whole log through the one projection (`store.project`'s
+A rebuild applies a tenant's whole log through the one projection (`projection.project`'s
 `_Rows.add`, the code every append runs), so replay can never project differently from a
 write. What it does differently is around that code, where a write of a few events and a
 replay of millions have different costs:

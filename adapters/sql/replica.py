@@ -42,7 +42,8 @@ import anyio
 import asyncpg
 
 from adapters.sql.availability import Availability
-from adapters.sql.store import SqlStore, _ReadTx, _Rebuild, _WriteTx
+from adapters.sql.store import SqlStore, _Rebuild, _WriteTx
+from adapters.sql.store_reads import _ReadTx
 from core.ports import Unavailable
 
 __all__ = ["ReplicaStore"]

@@ -2,7 +2,9 @@
 
 Statements come compiled from one catalogue (`queries.Statements`), rows cross the
 driver as tuples in the tables' column order, and values as the driver takes them
-(`_PgCodec`, `_SqliteCodec`): no SQLAlchemy between a write and its database.
+(`_PgCodec`, `_SqliteCodec`): no SQLAlchemy between a write and its database. This
+module holds the store and its writes; `store_reads` the codecs and the read side,
+`projection` what a write does to the tables.
 
 Transactions
     `write(tenant_id)` takes the tenant's writer lock before anything is read and
@@ -27,8 +29,8 @@ Transactions
 Append
     Checks the expected versions (a stream expected new is checked by the unique
     (tenant_id, stream, stream_version) index; a stream expected at version n > 0
-    is read, unless the transaction read it already), then `project` (the one
-    projection, also used by replay) writes the log rows, the new head and the read
+    is read, unless the transaction read it already), then `projection.project` (the
+    one projection, also used by replay) writes the log rows, the new head and the read
     models: on PostgreSQL in one statement (a table's one row as values, its many
     rows as `unnest`ed column arrays), on SQLite one executemany per table. Unique
     violations become domain errors.
@@ -49,7 +51,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any, NoReturn
 
@@ -74,56 +76,39 @@ from adapters.sql.drivers import (
 from adapters.sql.engine import create_engine, normalize_url
 from adapters.sql.listen import CHANNEL, notify_statement
 from adapters.sql.observe import ObservedConnection, StatementObserver
-from adapters.sql.queries import NVRPP, Statements
+from adapters.sql.projection import _Rows, _write_postgres, _write_sqlite, project
 from adapters.sql.statistics import Statistics
-from adapters.sql.tables import to_utc
-from core.domain.digest import Digest
+from adapters.sql.store_reads import (
+    Codec,
+    _Context,
+    _encode,
+    _IdempotencyReads,
+    _PgCodec,
+    _read_log,
+    _ReadTx,
+    _SqliteCodec,
+    _tenant_ids,
+)
 from core.domain.envelope import REGISTRY, Envelope
 from core.domain.errors import Conflict, StreamVersionConflict
-from core.domain.idempotency import Answer, Record, in_use
+from core.domain.idempotency import Record, in_use
 from core.domain.model import (
-    Completion,
     DomainEvent,
-    Event,
     EventRecorded,
-    Group,
-    GroupCompleted,
-    GroupCreated,
-    GroupDeleted,
-    GroupModified,
-    Nvrpp,
-    Receiver,
-    ReceiverCreated,
-    SubscriptionDisabled,
-    SubscriptionPinged,
-    Tenant,
     TenantCreated,
-    TenantModified,
     stream_of,
 )
 from core.ports import (
     AppendMeta,
-    CompletionFilter,
-    EventFilter,
-    GroupFilter,
     NewEntry,
-    PageRequest,
-    ReceiverFilter,
 )
 
-__all__ = ["SqlStore", "project"]
+__all__ = ["SqlStore"]
 
-_encode = msgspec.json.Encoder().encode
-_object = msgspec.json.Decoder(dict[str, Any]).decode
-_ids = msgspec.json.Decoder(tuple[str, ...]).decode
 
 ANALYZE = "ANALYZE " + ", ".join(
     f'"{table.name}"' for table in (t.log, t.log_heads, *t.READ_MODELS)
 )
-
-
-def _json(value: object) -> str:
-    return _encode(value).decode()
 
 
 # --- values across the driver --------------------------------------------------------------
@@ -131,65 +116,6 @@ def _json(value: object) -> str:
 
 #: Connections a PostgreSQL store keeps at most (its pool, no overflow).
 DEFAULT_PG_CONNECTIONS = 10
-
-
-class _PgCodec:
-    """asyncpg: aware datetimes (read back in UTC), lists for arrays."""
-
-    postgres = True
-
-    @staticmethod
-    def time(value: datetime) -> Any:
-        return value if value.tzinfo is UTC else to_utc(value)
-
-    @staticmethod
-    def from_time(value: Any) -> datetime:
-        return value  # type: ignore[no-any-return]  # timestamptz arrives aware, in UTC
-
-    @staticmethod
-    def ids(ids: Collection[str]) -> Any:
-        return list(ids)
-
-    @staticmethod
-    def keys(keys: Collection[tuple[str, ...]]) -> list[Any]:
-        """One array per part of the key."""
-        return [list(part) for part in zip(*keys, strict=True)] if keys else [[]] * len(NVRPP)
-
-
-class _SqliteCodec:
-    """sqlite3: times as SQLAlchemy's fixed-width UTC text, sets as JSON arrays."""
-
-    postgres = False
-    _last: tuple[datetime | None, str] = (None, "")  # the last time written, and its text
-
-    @classmethod
-    def time(cls, value: datetime) -> Any:
-        # The rows of one append share a few times (the clock is read once per request).
-        last = cls._last
-        if last[0] is value:
-            return last[1]
-        # msgspec's RFC 3339 text of the UTC time, "2026-01-31T12:00:00.123456Z" (without the
-        # fraction when it is 0), made SQLAlchemy's "2026-01-31 12:00:00.123456": the same
-        # text as isoformat(" ", "microseconds") of the naive UTC time, in a sixth of its time.
-        text = _encode(value if value.tzinfo is UTC else to_utc(value))[1:-2].decode()
-        text = text.replace("T", " ") if len(text) == 26 else text.replace("T", " ") + ".000000"
-        cls._last = (value, text)
-        return text
-
-    @staticmethod
-    def from_time(value: Any) -> datetime:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-    @staticmethod
-    def ids(ids: Collection[str]) -> Any:
-        return _encode(list(ids)).decode()
-
-    @staticmethod
-    def keys(keys: Collection[tuple[str, ...]]) -> list[Any]:
-        return [_encode(list(keys)).decode()]
-
-
-Codec = type[_PgCodec] | type[_SqliteCodec]
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -457,33 +383,6 @@ class SqlStore:
         await self._db.close()
 
 
-class _Context:
-    """What every read and write of one transaction shares."""
-
-    __slots__ = ("codec", "conn", "head", "known_versions", "sql", "tenant_id")
-
-    def __init__(
-        self,
-        conn: Connection,
-        sql: Statements,
-        codec: Codec,
-        tenant_id: str | None = None,
-        head: int | None = None,
-    ) -> None:
-        self.conn = conn
-        self.sql = sql
-        self.codec = codec
-        self.tenant_id = tenant_id  # a write transaction's tenant (it holds its lock)
-        self.head = head  # the tenant's last position, once read (write transactions)
-        self.known_versions: dict[str, int] = {}  # streams read or written under the lock
-
-    async def read_head(self) -> int:
-        assert self.tenant_id is not None
-        row = await self.conn.fetchrow(self.sql.head, (self.tenant_id,))
-        self.head = 0 if row is None else int(row[0])
-        return self.head
-
-
 def _unanalyzed(db: SqliteDatabase) -> bool:
     """A migrated SQLite database with log entries and no statistics (made by a version
     that ran no ANALYZE, or filled by a restore): the planner would guess."""
@@ -501,381 +400,45 @@ def _unanalyzed(db: SqliteDatabase) -> bool:
 # --- the projection: one function for append and replay ------------------------------------
 
 
-async def project(
-    ctx: _Context,
-    tenant_id: str,
-    applied: Sequence[tuple[int, DomainEvent]],
-    log: tuple[list[tuple[Any, ...]], int] | None = None,
-    *,
-    payloads: dict[str, str] | None = None,
-    records: list[tuple[Any, ...]] | None = None,
-) -> None:
-    """Apply domain events (with their log positions, in log order) to the read models.
+class _IdempotencyWrites(_IdempotencyReads):
+    """Records staged for the transaction: written by its next append (in the append's
+    statement on PostgreSQL), or by `flush` before the commit."""
 
-    The one projection, for append and for replay. Rows are gathered per table
-    and written together: PostgreSQL takes the hot tables (and `log`, the
-    append's log rows and new head, if given) in one statement, SQLite one
-    executemany per table. Where a later event of the batch overwrites an
-    earlier one (a tenant or group changed twice, the latest event of a
-    receiver for an artifact), only the last state is written, which is what
-    applying them one by one would leave. An append's Idempotency-Key `records`
-    (rows) go in the same statement on PostgreSQL.
-    """
-    if not applied:
-        return
-    rows = _Rows(tenant_id, ctx.codec, payloads or {})
-    for _, event in applied:
-        rows.add(event)
-    checkpoint = applied[-1][0]
-    if ctx.sql.postgres:
-        await _write_postgres(ctx, rows, checkpoint, log, records or [])
-    else:
-        await _write_sqlite(ctx, rows, checkpoint, log, records or [])
-    await rows.write_rare(ctx)
+    __slots__ = ("_staged",)
 
-
-COPY_AT_ROWS = 48
-"""PostgreSQL: log and event rows go by COPY when an append has at least this many (fewer
-ride in the one statement: COPY costs a round trip or two more per table, which only
-many rows repay). `bench/layout.py --parts pg` on a quiet machine: COPY / unnest per
-event 99% at 40 rows, 96% at 48, 92% at 64, 88% at 100 (asyncpg checks every element
-of an array parameter against two ABCs; COPY's binary rows skip that)."""
-
-
-async def _write_postgres(
-    ctx: _Context,
-    rows: _Rows,
-    checkpoint: int,
-    log: tuple[list[tuple[Any, ...]], int] | None,
-    records: list[tuple[Any, ...]],
-) -> None:
-    """The log rows, head, events, latest rows, completions, Idempotency-Key records and
-    checkpoint: one statement.
-
-    A table with one row passes its values, a table with more its columns as arrays
-    (see `queries.pg_write`); `log` and `latest` rows without their tenant column. From
-    `COPY_AT_ROWS` rows on, the log and event rows go by COPY (binary) first, and the
-    statement does the rest."""
-    log_rows = [] if log is None else log[0]
-    copied = len(log_rows) >= COPY_AT_ROWS
-    if copied:
-        await ctx.conn.copy(ctx.sql.copy_log, log_rows)
-        if rows.events:
-            await ctx.conn.copy(ctx.sql.copy_events, rows.events)
-    args: list[Any] = [rows.tenant_id, checkpoint]
-    if log is not None:
-        args.append(log[1])
-    shape = []
-    for table_rows, skip, by_copy in (
-        (log_rows, 1, copied),
-        (rows.events, 0, copied),
-        (list(rows.latest.values()), 1, False),
-        (rows.completions, 0, False),
-        (records, 0, False),
-    ):
-        if not table_rows:
-            shape.append(q.NONE)
-        elif by_copy:
-            shape.append(q.COPIED)
-        elif len(table_rows) == 1:
-            shape.append(q.ONE)
-            args.extend(table_rows[0][skip:])
-        else:
-            shape.append(q.MANY)
-            args.extend(list(zip(*table_rows, strict=True))[skip:])
-    await ctx.conn.execute(ctx.sql.write(tuple(shape)), args)
-
-
-async def _write_sqlite(
-    ctx: _Context,
-    rows: _Rows,
-    checkpoint: int,
-    log: tuple[list[tuple[Any, ...]], int] | None,
-    records: list[tuple[Any, ...]],
-) -> None:
-    """One executemany per table, then the head and the checkpoint."""
-    conn, sql = ctx.conn, ctx.sql
-    for statement, table_rows in (
-        (sql.insert_log, [] if log is None else log[0]),
-        (sql.insert_event, rows.events),
-        (sql.upsert_latest, list(rows.latest.values())),
-        (sql.insert_completion, rows.completions),
-        (sql.idempotency_insert, records),
-    ):
-        if len(table_rows) == 1:
-            await conn.execute(statement, table_rows[0])
-        elif table_rows:
-            await conn.executemany(statement, table_rows)
-    if log is not None:
-        await conn.execute(sql.set_head, (log[1], rows.tenant_id))
-    await conn.execute(sql.set_checkpoint, (rows.tenant_id, checkpoint))
-
-
-class _Rows:
-    """The read-model rows a batch of domain events makes, gathered per table, as tuples."""
-
-    __slots__ = (
-        "completions",
-        "events",
-        "groups",
-        "latest",
-        "payloads",
-        "receivers",
-        "tenant_id",
-        "tenants",
-        "time",
-    )
-
-    def __init__(self, tenant_id: str, codec: Codec, payloads: dict[str, str]) -> None:
-        self.tenant_id = tenant_id
-        self.time = codec.time
-        self.payloads = payloads  # payloads the append encoded already, by event id
-        self.tenants: dict[str, tuple[Any, ...]] = {}
-        self.receivers: list[tuple[Any, ...]] = []
-        self.events: list[tuple[Any, ...]] = []
-        self.latest: dict[tuple[str, ...], tuple[Any, ...]] = {}
-        self.groups: dict[tuple[str, str], tuple[Any, ...] | None] = {}  # None: deleted
-        self.completions: list[tuple[Any, ...]] = []
-
-    def add(self, event: DomainEvent) -> None:
-        time = self.time
-        match event:
-            case EventRecorded(event=e):
-                payload = self.payloads.get(e.id)
-                self.events.append(
-                    (e.tenant_id, e.id, e.name, e.version, e.release, e.platform_id, e.package,
-                     e.description, _json(e.payload) if payload is None else payload, e.success,
-                     e.event_receiver_id, time(e.created_at))
-                )  # fmt: skip
-                key = (e.event_receiver_id, e.name, e.version, e.release, e.platform_id, e.package)
-                self.latest[key] = (self.tenant_id, *key, e.id)
-            case GroupCompleted(completion=c):
-                self.completions.append(
-                    (c.tenant_id, c.id, c.group_id, c.name, c.version, c.release, c.platform_id,
-                     c.package, c.triggering_event_id, _json(c.member_event_ids),
-                     time(c.completed_at))
-                )  # fmt: skip
-            case TenantCreated(tenant=x) | TenantModified(tenant=x):
-                self.tenants[x.id] = (
-                    x.id, x.slug, x.name, x.disabled, time(x.created_at), time(x.updated_at)
-                )  # fmt: skip
-            case ReceiverCreated(receiver=r):
-                self.receivers.append(
-                    (r.tenant_id, r.id, r.name, r.type, r.version, r.description,
-                     _json(r.schema), r.fingerprint, time(r.created_at))
-                )  # fmt: skip
-            case GroupCreated(group=g) | GroupModified(group=g):
-                self.groups[(g.tenant_id, g.id)] = (
-                    g.tenant_id, g.id, g.name, g.type, g.version, g.description, g.enabled,
-                    _json(g.event_receiver_ids), time(g.created_at), time(g.updated_at)
-                )  # fmt: skip
-            case GroupDeleted(group=g):
-                self.groups[(g.tenant_id, g.id)] = None
-            case SubscriptionPinged() | SubscriptionDisabled():
-                pass  # messages only: subscriptions keep their own tables
-            case _:  # pragma: no cover - the registry knows every type
-                raise TypeError(f"no projection for {event!r}")
-
-    async def write_rare(self, ctx: _Context) -> None:
-        """Tenants, receivers and groups: rare changes, one statement each."""
-        conn, sql = ctx.conn, ctx.sql
-        if self.tenants:
-            await conn.executemany(sql.upsert_tenant, list(self.tenants.values()))
-        if self.receivers:
-            await conn.executemany(sql.insert_receiver, self.receivers)
-        if self.groups:
-            await _project_groups(ctx, self.groups)
-
-
-async def _project_groups(
-    ctx: _Context, rows: dict[tuple[str, str], tuple[Any, ...] | None]
-) -> None:
-    """Groups changed by the batch: their final state replaces them and their member rows."""
-    conn, sql, ids = ctx.conn, ctx.sql, ctx.codec.ids
-    by_tenant: dict[str, list[str]] = {}
-    for tenant_id, group_id in rows:
-        by_tenant.setdefault(tenant_id, []).append(group_id)
-    for tenant_id, group_ids in by_tenant.items():
-        await conn.execute(sql.delete_members, (tenant_id, ids(group_ids)))
-        gone = [g for g in group_ids if rows[(tenant_id, g)] is None]
-        if gone:
-            await conn.execute(sql.delete_groups, (tenant_id, ids(gone)))
-    present = [row for row in rows.values() if row is not None]
-    if present:
-        await conn.executemany(sql.upsert_group, present)
-        # (tenant_id, receiver_id, group_id) for each member; row[7] is event_receiver_ids
-        members = [(row[0], member, row[1]) for row in present for member in _ids(row[7])]
-        if members:
-            await conn.executemany(sql.insert_member, members)
-
-
-# --- rows back into values -----------------------------------------------------------------
-
-
-def _tenant(r: Row, codec: Codec) -> Tenant:
-    id_, slug, name, disabled, created_at, updated_at = r
-    return Tenant(
-        id=id_,
-        slug=slug,
-        name=name,
-        disabled=bool(disabled),
-        created_at=codec.from_time(created_at),
-        updated_at=codec.from_time(updated_at),
-    )
-
-
-def _receiver(r: Row, codec: Codec) -> Receiver:
-    tenant_id, id_, name, type_, version, description, schema, fingerprint, created_at = r
-    return Receiver(
-        id=id_,
-        tenant_id=tenant_id,
-        name=name,
-        type=type_,
-        version=version,
-        description=description,
-        schema=_object(schema),
-        fingerprint=fingerprint,
-        created_at=codec.from_time(created_at),
-    )
-
-
-def _event(r: Row, codec: Codec) -> Event:
-    (tenant_id, id_, name, version, release, platform_id, package, description, payload,
-     success, receiver_id, created_at) = r  # fmt: skip
-    return Event(
-        id=id_,
-        tenant_id=tenant_id,
-        name=name,
-        version=version,
-        release=release,
-        platform_id=platform_id,
-        package=package,
-        description=description,
-        payload=_object(payload),
-        success=bool(success),
-        event_receiver_id=receiver_id,
-        created_at=codec.from_time(created_at),
-    )
-
-
-def _group(r: Row, codec: Codec) -> Group:
-    (tenant_id, id_, name, type_, version, description, enabled, receiver_ids, created_at,
-     updated_at) = r  # fmt: skip
-    return Group(
-        id=id_,
-        tenant_id=tenant_id,
-        name=name,
-        type=type_,
-        version=version,
-        description=description,
-        enabled=bool(enabled),
-        event_receiver_ids=_ids(receiver_ids),
-        created_at=codec.from_time(created_at),
-        updated_at=codec.from_time(updated_at),
-    )
-
-
-def _completion(r: Row, codec: Codec) -> Completion:
-    (tenant_id, id_, group_id, name, version, release, platform_id, package, triggering,
-     members, completed_at) = r  # fmt: skip
-    return Completion(
-        id=id_,
-        tenant_id=tenant_id,
-        group_id=group_id,
-        name=name,
-        version=version,
-        release=release,
-        platform_id=platform_id,
-        package=package,
-        triggering_event_id=triggering,
-        member_event_ids=_ids(members),
-        completed_at=codec.from_time(completed_at),
-    )
-
-
-def _record(r: Row, codec: Codec) -> Record:
-    scope, key, fingerprint, status, content_type, location, body, created_at = r
-    return Record(
-        scope=scope,
-        key=key,
-        fingerprint=fingerprint,
-        answer=Answer(
-            status=int(status), body=bytes(body), content_type=content_type, location=location
-        ),
-        created_at=codec.from_time(created_at),
-    )
-
-
-def _envelope(r: Row, codec: Codec) -> Envelope:
-    (tenant_id, position, id_, stream, stream_version, type_, schema_version, correlation_id,
-     causation_id, actor, occurred_at, data) = r  # fmt: skip
-    return Envelope(
-        id=id_,
-        type=type_,
-        schema_version=schema_version,
-        tenant_id=tenant_id,
-        stream=stream,
-        stream_version=stream_version,
-        position=position,
-        correlation_id=correlation_id,
-        causation_id=causation_id,
-        actor=actor,
-        occurred_at=codec.from_time(occurred_at),
-        data=_object(data),
-    )
-
-
-# --- transactions --------------------------------------------------------------------------
-
-
-class _ReadTx:
     def __init__(self, ctx: _Context) -> None:
-        self._ctx = ctx
-        self.tenants = _TenantReads(ctx)
-        self.receivers = _ReceiverReads(ctx)
-        self.events = _EventReads(ctx)
-        self.groups = _GroupReads(ctx)
-        self.latest = _LatestReads(ctx)
-        self.completions = _CompletionReads(ctx)
-        self.log = _LogReads(ctx)
-        self.idempotency: _IdempotencyReads = _IdempotencyReads(ctx)
+        super().__init__(ctx)
+        self._staged: list[tuple[Any, ...]] = []
 
-    async def tenant_ids(self) -> list[str]:
-        return await _tenant_ids(self._ctx)
+    def add(self, record: Record) -> None:
+        answer = record.answer
+        self._staged.append(
+            (record.scope, record.key, record.fingerprint, answer.status, answer.content_type,
+             answer.location, answer.body, self._ctx.codec.time(record.created_at))
+        )  # fmt: skip
 
-    async def replica_lag(self) -> float | None:
-        """PostgreSQL standby: seconds behind its primary (0: it replayed all it received;
-        None: it never replayed a transaction)."""
-        row = await self._ctx.conn.fetchrow(self._ctx.sql.replica_lag, ())
-        return None if row is None or row[0] is None else float(row[0])
+    async def remove(self, scope: str, key: str) -> None:
+        ctx = self._ctx
+        await ctx.conn.execute(ctx.sql.idempotency_delete, (scope, key))
 
-    async def digest(self) -> str:
-        """The memory store's digest: same sections, rows in the same order, same values."""
-        conn, sql, codec = self._ctx.conn, self._ctx.sql, self._ctx.codec
-        digest = Digest()
-        for name, query, convert in (
-            ("tenants", sql.digest_tenants, _tenant),
-            ("receivers", sql.digest_receivers, _receiver),
-            ("events", sql.digest_events, _event),
-            ("groups", sql.digest_groups, _group),
-        ):
-            digest.section(name, [convert(row, codec) for row in await conn.fetch(query, ())])
-        latest = [
-            (row[0], row[1], dict(zip(NVRPP, row[2:7], strict=True)), row[7])
-            for row in await conn.fetch(sql.digest_latest, ())
-        ]
-        # Python's order for the NVRPP part (the memory store sorts the same tuples).
-        latest.sort(key=lambda r: (r[0], r[1], *(r[2][name] for name in NVRPP)))
-        digest.section("latest", latest)
-        digest.section(
-            "completions",
-            [_completion(row, codec) for row in await conn.fetch(sql.digest_completions, ())],
-        )
-        digest.section(
-            "checkpoints",
-            [(row[0], int(row[1])) for row in await conn.fetch(sql.digest_checkpoints, ())],
-        )
-        return digest.hexdigest()
+    def take(self) -> list[tuple[Any, ...]]:
+        staged, self._staged = self._staged, []
+        return staged
+
+    async def flush(self) -> None:
+        """Write what no append took; a key taken meanwhile is `KeyInUse` (rolled back)."""
+        staged = self.take()
+        if not staged:
+            return
+        ctx = self._ctx
+        try:
+            await ctx.conn.executemany(ctx.sql.idempotency_insert, staged)
+        except BaseException as exc:
+            ctx.conn.failed = True
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
 
 class _WriteTx(_ReadTx):
@@ -1148,231 +711,3 @@ async def _merge_events(ctx: _Context, tenant_id: str, *, whole: bool) -> None:
         await conn.execute(sql.merge_replace_events, ())
     await conn.execute(sql.merge_insert_events, ())
     await conn.execute(sql.unstage_events, ())
-
-
-async def _tenant_ids(ctx: _Context) -> list[str]:
-    """Every tenant that has a log (a committed write), in Python's order."""
-    return sorted(row[0] for row in await ctx.conn.fetch(ctx.sql.tenant_ids, ()))
-
-
-async def _read_log(ctx: _Context, tenant_id: str, after: int, limit: int) -> list[Envelope]:
-    rows = await ctx.conn.fetch(ctx.sql.read_log, (tenant_id, after, limit))
-    codec = ctx.codec
-    return [_envelope(row, codec) for row in rows]
-
-
-# --- reads ---------------------------------------------------------------------------------
-
-
-class _Reads:
-    __slots__ = ("_ctx",)
-
-    def __init__(self, ctx: _Context) -> None:
-        self._ctx = ctx
-
-
-class _TenantReads(_Reads):
-    async def get(self, tenant_id: str) -> Tenant | None:
-        ctx = self._ctx
-        row = await ctx.conn.fetchrow(ctx.sql.tenant_by_id, (tenant_id,))
-        return None if row is None else _tenant(row, ctx.codec)
-
-    async def by_slug(self, slug: str) -> Tenant | None:
-        ctx = self._ctx
-        row = await ctx.conn.fetchrow(ctx.sql.tenant_by_slug, (slug,))
-        return None if row is None else _tenant(row, ctx.codec)
-
-    async def list(self, page: PageRequest) -> list[Tenant]:
-        ctx = self._ctx
-        found, values = q.tenants_page(ctx.sql, page)
-        return [_tenant(row, ctx.codec) for row in await ctx.conn.page(found, values)]
-
-
-class _ReceiverReads(_Reads):
-    async def get(self, tenant_id: str, receiver_id: str) -> Receiver | None:
-        ctx = self._ctx
-        row = await ctx.conn.fetchrow(ctx.sql.receiver_by_id, (tenant_id, receiver_id))
-        return None if row is None else _receiver(row, ctx.codec)
-
-    async def by_triple(
-        self, tenant_id: str, name: str, type_: str, version: str
-    ) -> Receiver | None:
-        ctx = self._ctx
-        row = await ctx.conn.fetchrow(ctx.sql.receiver_by_triple, (tenant_id, name, type_, version))
-        return None if row is None else _receiver(row, ctx.codec)
-
-    async def get_many(self, tenant_id: str, receiver_ids: Collection[str]) -> dict[str, Receiver]:
-        if not receiver_ids:
-            return {}
-        ctx = self._ctx
-        rows = await ctx.conn.fetch(
-            ctx.sql.receivers_by_ids, (tenant_id, ctx.codec.ids(set(receiver_ids)))
-        )
-        found = {receiver.id: receiver for receiver in (_receiver(r, ctx.codec) for r in rows)}
-        return {i: found[i] for i in receiver_ids if i in found}
-
-    async def list(
-        self, tenant_id: str, where: ReceiverFilter, page: PageRequest
-    ) -> list[Receiver]:
-        ctx = self._ctx
-        found, values = q.receivers_page(ctx.sql, tenant_id, where, page)
-        return [_receiver(row, ctx.codec) for row in await ctx.conn.page(found, values)]
-
-
-class _EventReads(_Reads):
-    async def get(self, tenant_id: str, event_id: str) -> Event | None:
-        ctx = self._ctx
-        row = await ctx.conn.fetchrow(ctx.sql.event_by_id, (tenant_id, event_id))
-        return None if row is None else _event(row, ctx.codec)
-
-    async def list(self, tenant_id: str, where: EventFilter, page: PageRequest) -> list[Event]:
-        ctx = self._ctx
-        found, values = q.events_page(ctx.sql, tenant_id, where, page, ctx.codec.time)
-        return [_event(row, ctx.codec) for row in await ctx.conn.page(found, values)]
-
-
-class _GroupReads(_Reads):
-    async def get(self, tenant_id: str, group_id: str) -> Group | None:
-        ctx = self._ctx
-        row = await ctx.conn.fetchrow(ctx.sql.group_by_id, (tenant_id, group_id))
-        return None if row is None else _group(row, ctx.codec)
-
-    async def containing(self, tenant_id: str, receiver_ids: Collection[str]) -> list[Group]:
-        if not receiver_ids:
-            return []
-        ctx = self._ctx
-        args = (tenant_id, ctx.codec.ids(receiver_ids))
-        with_head = ctx.sql.groups_containing_and_head
-        if with_head is not None and ctx.head is None and ctx.tenant_id == tenant_id:
-            # A write transaction's first read (PostgreSQL): the head comes along.
-            rows = await ctx.conn.fetch(with_head, args)
-            if rows:
-                ctx.head = int(rows[0][0])
-            groups = [_group(row[1:], ctx.codec) for row in rows if row[2] is not None]
-        else:
-            groups = [
-                _group(row, ctx.codec)
-                for row in await ctx.conn.fetch(ctx.sql.groups_containing, args)
-            ]
-        return sorted(groups, key=lambda g: g.id)
-
-    async def list(self, tenant_id: str, where: GroupFilter, page: PageRequest) -> list[Group]:
-        ctx = self._ctx
-        found, values = q.groups_page(ctx.sql, tenant_id, where, page)
-        return [_group(row, ctx.codec) for row in await ctx.conn.page(found, values)]
-
-
-class _LatestReads(_Reads):
-    async def get_many(
-        self, tenant_id: str, receiver_ids: Collection[str], keys: Collection[Nvrpp]
-    ) -> dict[tuple[str, Nvrpp], Event]:
-        if not receiver_ids or not keys:
-            return {}
-        ctx = self._ctx
-        codec = ctx.codec
-        wanted = {(k.name, k.version, k.release, k.platform_id, k.package) for k in keys}
-        receivers = set(receiver_ids)
-        if len(receivers) == 1 and len(wanted) == 1:
-            [receiver], [key] = receivers, wanted
-            rows = await ctx.conn.fetch(ctx.sql.latest_event, (tenant_id, receiver, *key))
-        else:
-            rows = await ctx.conn.fetch(
-                ctx.sql.latest_events, (tenant_id, codec.ids(receivers), *codec.keys(wanted))
-            )
-        found = {}
-        for row in rows:
-            event = _event(row, codec)
-            found[(event.event_receiver_id, event.key)] = event
-        return found
-
-
-class _CompletionReads(_Reads):
-    async def list(
-        self, tenant_id: str, group_id: str, where: CompletionFilter, page: PageRequest
-    ) -> list[Completion]:
-        ctx = self._ctx
-        found, values = q.completions_page(ctx.sql, tenant_id, group_id, where, page)
-        return [_completion(row, ctx.codec) for row in await ctx.conn.page(found, values)]
-
-
-class _IdempotencyReads(_Reads):
-    async def get(self, scope: str, key: str) -> Record | None:
-        ctx = self._ctx
-        row = await ctx.conn.fetchrow(ctx.sql.idempotency_get, (scope, key))
-        return None if row is None else _record(row, ctx.codec)
-
-
-class _IdempotencyWrites(_IdempotencyReads):
-    """Records staged for the transaction: written by its next append (in the append's
-    statement on PostgreSQL), or by `flush` before the commit."""
-
-    __slots__ = ("_staged",)
-
-    def __init__(self, ctx: _Context) -> None:
-        super().__init__(ctx)
-        self._staged: list[tuple[Any, ...]] = []
-
-    def add(self, record: Record) -> None:
-        answer = record.answer
-        self._staged.append(
-            (record.scope, record.key, record.fingerprint, answer.status, answer.content_type,
-             answer.location, answer.body, self._ctx.codec.time(record.created_at))
-        )  # fmt: skip
-
-    async def remove(self, scope: str, key: str) -> None:
-        ctx = self._ctx
-        await ctx.conn.execute(ctx.sql.idempotency_delete, (scope, key))
-
-    def take(self) -> list[tuple[Any, ...]]:
-        staged, self._staged = self._staged, []
-        return staged
-
-    async def flush(self) -> None:
-        """Write what no append took; a key taken meanwhile is `KeyInUse` (rolled back)."""
-        staged = self.take()
-        if not staged:
-            return
-        ctx = self._ctx
-        try:
-            await ctx.conn.executemany(ctx.sql.idempotency_insert, staged)
-        except BaseException as exc:
-            ctx.conn.failed = True
-            refusal = _refusal(exc)
-            if refusal is None:
-                raise
-            raise refusal from exc
-
-
-class _LogReads(_Reads):
-    async def read(self, tenant_id: str, after: int = 0, limit: int = 1000) -> list[Envelope]:
-        return await _read_log(self._ctx, tenant_id, after, limit)
-
-    async def read_stream(self, tenant_id: str, stream: str) -> list[Envelope]:
-        ctx = self._ctx
-        rows = await ctx.conn.fetch(ctx.sql.read_stream, (tenant_id, stream))
-        return [_envelope(row, ctx.codec) for row in rows]
-
-    async def stream_version(self, tenant_id: str, stream: str) -> int:
-        ctx = self._ctx
-        mine = ctx.tenant_id == tenant_id  # a write transaction of this tenant: under its lock
-        if mine and stream in ctx.known_versions:
-            return ctx.known_versions[stream]
-        row = await ctx.conn.fetchrow(ctx.sql.stream_version, (tenant_id, stream))
-        version = 0 if row is None or row[0] is None else int(row[0])
-        if mine:
-            ctx.known_versions[stream] = version
-        return version
-
-    async def head(self, tenant_id: str) -> int:
-        ctx = self._ctx
-        row = await ctx.conn.fetchrow(ctx.sql.head, (tenant_id,))
-        return 0 if row is None else int(row[0])
-
-    async def heads(self) -> dict[str, int]:
-        ctx = self._ctx
-        return {row[0]: int(row[1]) for row in await ctx.conn.fetch(ctx.sql.heads, ()) if row[1]}
-
-    async def checkpoint(self, tenant_id: str) -> int:
-        ctx = self._ctx
-        row = await ctx.conn.fetchrow(ctx.sql.checkpoint, (tenant_id,))
-        return 0 if row is None else int(row[0])

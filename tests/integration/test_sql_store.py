@@ -15,7 +15,7 @@ from adapters.memory.cache import ReceiverLru
 from adapters.memory.store import MemoryStore
 from adapters.sql import drivers  # noqa: F401 - registers its sqlite3 adapters
 from adapters.sql.engine import UnsupportedDatabase, normalize_url
-from adapters.sql.store import COPY_AT_ROWS
+from adapters.sql.projection import COPY_AT_ROWS
 from adapters.sql.tables import to_utc
 from core.domain.commands import CreateGroup, CreateTenant, PatchGroup, RecordEvent
 from core.domain.commands import RegisterReceiver as Register

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.sql import rebuild
-from adapters.sql.store import _PgCodec, _Rows, _SqliteCodec
+from adapters.sql.projection import _Rows
+from adapters.sql.store_reads import _PgCodec, _SqliteCodec
 from adapters.sql.tables import to_utc
 from core.domain.envelope import REGISTRY, UnknownEventType
 from core.domain.model import Event, EventRecorded, TenantCreated
