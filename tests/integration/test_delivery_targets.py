@@ -29,11 +29,11 @@ from core.domain.commands import (
 from core.domain.delivery import Delivery, DeliveryStatus
 from core.domain.messages import decode_message
 from core.domain.subscriptions import SubscriptionFilter, UrlPolicy
-from core.ports import AppendMeta, PageRequest, WebhookSender
+from core.ports import AppendMeta, DeliveryStore, PageRequest, WebhookSender
 from core.usecases import Actor, Services
 from entrypoints.bootstrap import open_services
 from entrypoints.settings import DatabaseSettings, DeliverySettings, SecretsSettings, Settings
-from entrypoints.worker import DeliveryRunner, delivering
+from entrypoints.worker import delivering
 from tests.integration.loopback_targets import Answer, Received, Target, loopback_target
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +64,6 @@ class World:
     services: Services
     actor: Actor
     receiver_id: str
-    runner: DeliveryRunner
 
     async def record(self, **over: Any) -> str:
         body: dict[str, Any] = {
@@ -79,6 +78,11 @@ class World:
         }
         body.update(over)
         return (await self.services.events.record(self.actor, RecordEvent(**body))).id
+
+    @property
+    def store(self) -> DeliveryStore:
+        assert self.services.delivery_deps is not None
+        return self.services.delivery_deps.store
 
     async def subscribe(self, url: str, **over: Any) -> str:
         cmd = CreateSubscription(name="hooks", url=url, **over)
@@ -120,7 +124,10 @@ async def running(
     *,
     sender: WebhookSender | None = None,
     url_policy: UrlPolicy | None = None,
+    deliver: bool = True,
 ) -> AsyncIterator[World]:
+    """Services with a tenant and a receiver, delivering (unless not `deliver`: then the
+    test starts `delivering` itself, once it has set the stage)."""
     async with open_services(settings, sending=True, sender=sender) as services:
         if url_policy is not None:
             assert services.delivery_deps is not None
@@ -132,8 +139,12 @@ async def running(
         receiver, _ = await services.receivers.register(
             actor, RegisterReceiver(name="build", type="ci.build", version="1", schema={})
         )
-        async with delivering(services, settings.delivery) as runner:
-            yield World(services, actor, receiver.id, runner)
+        world = World(services, actor, receiver.id)
+        if not deliver:
+            yield world
+            return
+        async with delivering(services, settings.delivery):
+            yield world
 
 
 @contextmanager
@@ -476,10 +487,8 @@ async def test_an_attempt_that_ends_while_the_deliverer_looks_for_work_is_not_mi
     # delivery is due. It must see that end and claim the next at once, not sleep it out.
     settings = settings_for(tmp_path, "memory", subscription_concurrency=1, poll_seconds=2.0)
     with target() as hook:
-        async with open_services(settings, sending=True) as services:
-            delivery = services.delivery_deps
-            assert delivery is not None
-            store = delivery.store
+        async with running(settings, deliver=False) as world:
+            store = world.store
             asked = store.next_due
 
             async def slowly(retries: bool) -> Any:
@@ -487,25 +496,10 @@ async def test_an_attempt_that_ends_while_the_deliverer_looks_for_work_is_not_mi
                 return await asked(retries)
 
             store.next_due = slowly  # type: ignore[method-assign]
-            tenant = await services.tenants.create(
-                CreateTenant(slug="acme", name="Acme"), AppendMeta(actor="tests")
-            )
-            actor = Actor(tenant_id=tenant.id, principal="tests")
-            receiver, _ = await services.receivers.register(
-                actor, RegisterReceiver(name="build", type="ci.build", version="1", schema={})
-            )
-            await services.subscriptions.create(
-                actor, CreateSubscription(name="hooks", url=hook.url())
-            )
+            await world.subscribe(hook.url())
             for n in range(8):
-                await services.events.record(
-                    actor,
-                    RecordEvent(
-                        name="shop", version="2.1.0", release=str(n), platform_id="x86_64",
-                        package="rpm", payload={}, success=True, event_receiver_id=receiver.id,
-                    ),
-                )  # fmt: skip
-            async with delivering(services, settings.delivery):
+                await world.record(release=str(n))
+            async with delivering(world.services, settings.delivery):
                 await eventually(lambda: _arrived(hook, 8), seconds=6)
 
 
@@ -520,10 +514,8 @@ async def test_a_claim_that_comes_back_short_is_not_repeated_at_once(
     # batch, not two.
     settings = settings_for(tmp_path, "memory", subscription_concurrency=4)
     with target() as hook:
-        async with open_services(settings, sending=True) as services:
-            delivery = services.delivery_deps
-            assert delivery is not None
-            store = delivery.store
+        async with running(settings, deliver=False) as world:
+            store = world.store
             claims: list[int] = []
             claim = store.claim
 
@@ -533,25 +525,10 @@ async def test_a_claim_that_comes_back_short_is_not_repeated_at_once(
                 return claimed
 
             store.claim = counted  # type: ignore[method-assign]
-            tenant = await services.tenants.create(
-                CreateTenant(slug="acme", name="Acme"), AppendMeta(actor="tests")
-            )
-            actor = Actor(tenant_id=tenant.id, principal="tests")
-            receiver, _ = await services.receivers.register(
-                actor, RegisterReceiver(name="build", type="ci.build", version="1", schema={})
-            )
-            await services.subscriptions.create(
-                actor, CreateSubscription(name="hooks", url=hook.url())
-            )
+            await world.subscribe(hook.url())
             for n in range(60):
-                await services.events.record(
-                    actor,
-                    RecordEvent(
-                        name="shop", version="2.1.0", release=str(n), platform_id="x86_64",
-                        package="rpm", payload={}, success=True, event_receiver_id=receiver.id,
-                    ),
-                )  # fmt: skip
-            async with delivering(services, settings.delivery):
+                await world.record(release=str(n))
+            async with delivering(world.services, settings.delivery):
                 await eventually(lambda: _arrived(hook, 60), seconds=10)
     taking = [n for n in claims if n]
     assert sum(taking) == 60
@@ -570,29 +547,9 @@ async def test_deliveries_made_while_the_deliverer_looks_are_not_slept_through(
     # at a time. It must claim the message at once, not when its idle wait runs out.
     settings = settings_for(tmp_path, "memory", poll_seconds=2.0)
     with target() as hook:
-        async with open_services(settings, sending=True) as services:
-            delivery = services.delivery_deps
-            assert delivery is not None
-            store = delivery.store
-            tenant = await services.tenants.create(
-                CreateTenant(slug="acme", name="Acme"), AppendMeta(actor="tests")
-            )
-            actor = Actor(tenant_id=tenant.id, principal="tests")
-            receiver, _ = await services.receivers.register(
-                actor, RegisterReceiver(name="build", type="ci.build", version="1", schema={})
-            )
-            await services.subscriptions.create(
-                actor, CreateSubscription(name="hooks", url=hook.url())
-            )
-
-            async def record(n: int) -> None:
-                await services.events.record(
-                    actor,
-                    RecordEvent(
-                        name="shop", version="2.1.0", release=str(n), platform_id="x86_64",
-                        package="rpm", payload={}, success=True, event_receiver_id=receiver.id,
-                    ),
-                )  # fmt: skip
+        async with running(settings, deliver=False) as world:
+            store = world.store
+            await world.subscribe(hook.url())
 
             asked = store.next_due
             second = anyio.Event()
@@ -603,15 +560,15 @@ async def test_deliveries_made_while_the_deliverer_looks_are_not_slept_through(
                 if not retries and first_claimed and not second.is_set():
                     second.set()
                     mark = store.mark()
-                    await record(2)  # dispatched and rung while this query "runs"
+                    await world.record(release="2")  # dispatched and rung while this query "runs"
                     with anyio.fail_after(5):
                         while store.mark() == mark:  # noqa: ASYNC110 (the dispatcher rings in its task)
                             await anyio.sleep(0.01)
                 return due
 
             store.next_due = meanwhile  # type: ignore[method-assign]
-            async with delivering(services, settings.delivery):
-                await record(1)
+            async with delivering(world.services, settings.delivery):
+                await world.record(release="1")
                 await eventually(lambda: _arrived(hook, 1), seconds=5)
                 with anyio.fail_after(5):
                     await second.wait()
