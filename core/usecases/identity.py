@@ -6,7 +6,8 @@
   store, not only the token: a deleted user, a revoked key or a disabled tenant
   stop working at once (in this process; other processes within
   `RECENT_SECONDS`, the life of the small cache that spares the store a read per
-  request). A revocation check that cannot be made refuses.
+  request; when an entry ends, the requests that miss it at once share one read).
+  A revocation check that cannot be made refuses.
 - `authorize`: the permission a route declares, or `Forbidden`.
 - `grant`: the token endpoint (password, api_key, refresh_token grants);
   refresh tokens rotate on every use and a reused one revokes its family.
@@ -21,6 +22,7 @@ the caller is told only `REFUSAL_DETAIL`.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Generic, NoReturn, TypeVar
 
@@ -203,11 +205,34 @@ class Identity:
         now = self._deps.clock.now()
         tenant = self._tenants.get(tenant_id, now)
         if tenant is None:
-            async with self._deps.store.read() as tx:
-                tenant = await tx.tenants.get(tenant_id)
+            tenant = await self._shared(f"tenant:{tenant_id}", lambda: self._read_tenant(tenant_id))
             if tenant is not None:
                 self._tenants.put(tenant_id, tenant, now)
         return tenant
+
+    async def _read_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._deps.store.read() as tx:
+            return await tx.tenants.get(tenant_id)
+
+    async def _shared(self, what: str, read: Callable[[], Awaitable[V]]) -> V:
+        """`read()`, made once for the callers that need it at the same moment.
+
+        An entry of the caches ends for every request in flight at once; without this, each
+        of them read it again (a herd every `RECENT_SECONDS`: on SQLite, a connection
+        opened for most of them and the event loop stalled). The reads go through the
+        group commit's queue (a lane per `what`, never a tenant id): the callers that come
+        together take the answer of one read, or its error; those that come while it runs
+        share the next."""
+
+        async def run(callers: Sequence[None]) -> list[V | Exception]:
+            try:
+                found = await read()
+            except Exception as exc:
+                return [exc] * len(callers)
+            return [found] * len(callers)
+
+        found: V = await self._deps.combiner.submit(f"identity:{what}", None, 1, run)
+        return found
 
     async def _tenant_by_slug(self, slug: str) -> Tenant | None:
         try:
@@ -224,10 +249,13 @@ class Identity:
         key = (str(kind), tenant_id, ident)
         record = self._records.get(key, now)
         if record is None:
-            if kind == PrincipalKind.USER:
-                record = await self._store.users.get(tenant_id, ident)
-            else:
-                record = await self._store.api_keys.get(tenant_id, ident)
+            store = self._store
+            read: Callable[[], Awaitable[User | ApiKey | None]] = (
+                (lambda: store.users.get(tenant_id, ident))
+                if kind == PrincipalKind.USER
+                else (lambda: store.api_keys.get(tenant_id, ident))
+            )
+            record = await self._shared(f"record:{kind}:{tenant_id}:{ident}", read)
             if record is not None:
                 self._records.put(key, record, now)
         return record
@@ -236,7 +264,9 @@ class Identity:
         now = self._deps.clock.now()
         key = self._prefixes.get(prefix, now)
         if key is None:
-            key = await self._store.api_keys.by_prefix(prefix)
+            key = await self._shared(
+                f"prefix:{prefix}", lambda: self._store.api_keys.by_prefix(prefix)
+            )
             if key is not None:
                 self._prefixes.put(prefix, key, now)
         return key
@@ -247,7 +277,9 @@ class Identity:
         if self._not_revoked.get(jti, now):
             return False
         try:
-            revoked = await self._store.revocations.is_revoked(jti)
+            revoked = await self._shared(
+                f"revoked:{jti}", lambda: self._store.revocations.is_revoked(jti)
+            )
         except Unavailable:
             raise  # no pass either: a 503, and the caller retries
         except Exception:  # any other failure of the check is a refusal, never a pass

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any, Literal
 
+import anyio
 import jwt
 import pytest
 from litestar import Litestar
 
 from adapters.memory.identity import MemoryIdentity
 from core.domain.access import Role
-from core.ports import AuditFilter, PageRequest
+from core.ports import AuditFilter, PageRequest, Unavailable
+from core.usecases.identity import RECENT_SECONDS
 from entrypoints.settings import HttpSettings, SecretsSettings, SecuritySettings, Settings
 from tests.http.conftest import (
     HEADERS,
@@ -19,6 +23,7 @@ from tests.http.conftest import (
     PLATFORM,
     TENANT,
     Client,
+    ManualClock,
     add_tenants,
     asgi_client,
     assert_problem,
@@ -281,6 +286,35 @@ async def test_api_keys_are_shown_once_and_revoked_at_once(
     actions = [str(r.action) for r in await identity.audit.list(acme, AuditFilter(), PageRequest())]
     assert actions.count("api_key.revoked") == 1
     assert "api_key.created" in actions
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_requests_that_miss_a_remembered_key_together_share_one_read(
+    clock: ManualClock, identity: MemoryIdentity, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """When the key's remembered check ends, the requests in flight at that moment read it
+    once between them, not once each; a failing read fails each of them (503), none waits."""
+    reads = 0
+    found = identity.api_keys.by_prefix
+
+    async def slow_by_prefix(prefix: str) -> Any:
+        nonlocal reads
+        reads += 1
+        await anyio.sleep(0.05)  # a store that answers later: the others arrive meanwhile
+        if fails:
+            raise Unavailable("the database", "down")
+        return await found(prefix)
+
+    async with asgi_client(make_app(identity, clock=clock), headers=PLATFORM) as client:
+        await add_tenants(client, identity)
+        assert (await client.get("/api/v1/receivers", headers=HEADERS)).status_code == 200
+        monkeypatch.setattr(identity.api_keys, "by_prefix", slow_by_prefix)
+        clock.current += timedelta(seconds=RECENT_SECONDS + 1)
+        answers = await asyncio.gather(
+            *(client.get("/api/v1/receivers", headers=HEADERS) for _ in range(16))
+        )
+    assert [a.status_code for a in answers] == [503 if fails else 200] * 16
+    assert reads == 1
 
 
 async def test_key_input_is_checked(api: Client) -> None:
