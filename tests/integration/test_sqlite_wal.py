@@ -13,6 +13,8 @@ import itertools
 import os
 import pathlib
 import sqlite3
+import sys
+import threading
 
 import anyio
 import anyio.lowlevel
@@ -70,3 +72,35 @@ async def test_the_wal_is_emptied_although_readers_never_stop(tmp_path: pathlib.
         await db.close()
     # emptied (TRUNCATE) at least once: without it the file only ever grows
     assert any(later < earlier for earlier, later in itertools.pairwise(sizes)), sizes
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own CPU priority is Linux's")
+@pytest.mark.parametrize(("behind", "niceness"), [(False, 19), (True, None)])
+def test_the_checkpoint_gives_way_to_requests_unless_it_fell_behind(
+    tmp_path: pathlib.Path, behind: bool, niceness: int | None
+) -> None:
+    """At the lowest CPU priority while it keeps up; at the process's own after one found the
+    WAL past twice its bound (a thread may not raise its priority back once lowered)."""
+    path = tmp_path / "nice.db"
+    db = SqliteDatabase(str(path))
+    db.TRUNCATE_AFTER_FRAMES = 8
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: list[int] = []
+
+    def checkpoint() -> None:
+        db._checkpoint()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    try:
+        db._behind = behind
+        with sqlite3.connect(path) as setup:
+            setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+            setup.executemany("INSERT INTO t (body) VALUES (?)", [(os.urandom(4000),)] * 40)
+        thread = threading.Thread(target=checkpoint)
+        thread.start()
+        thread.join()
+    finally:
+        anyio.run(db.close)
+    assert seen == [own if niceness is None else max(own, niceness)]
+    # this one found 40+ frames, past twice 8: the next runs at the process's priority
+    assert db._behind
