@@ -173,16 +173,15 @@ class SqliteDatabase:
     empties the WAL: SQLite starts it over only when a writer finds every frame copied and
     no reader in it, which under steady load is never (seen: a 1.5 GB WAL for a 32 MB
     database after 80 s, reads slowing and memory growing with it). So once the WAL holds
-    `TRUNCATE_AFTER_FRAMES` frames, the checkpoint thread also runs TRUNCATE: it waits
-    (at most `TRUNCATE_WAIT_MS`, holding writers back meanwhile) for the readers in the
-    WAL to finish, which takes the length of a read, then empties it.
+    `TRUNCATE_AFTER_FRAMES` frames, the next checkpoint also runs TRUNCATE: it waits (at
+    most `TRUNCATE_WAIT_MS`, holding writers back meanwhile) for the readers in the WAL to
+    finish, which takes the length of a read, then empties it.
 
-    The checkpoint thread runs at the lowest CPU priority (niceness `CHECKPOINT_NICENESS`,
-    on Linux) while it keeps up: copying pages is housekeeping, and where it shares a CPU
-    with the event loop it made every request in flight wait (p99 88 ms -> 41-49 ms at 70%
-    of a server's throughput on one CPU). One that finds the WAL past twice
-    `TRUNCATE_AFTER_FRAMES` (starved by a saturated CPU) leaves the next at the process's
-    own priority, so that the WAL stays bounded under any load.
+    A PASSIVE checkpoint runs at the lowest CPU priority (niceness `CHECKPOINT_NICENESS`,
+    on Linux): copying pages is housekeeping, and where it shares a CPU with the event
+    loop it made every request in flight wait (p99 88 ms -> 41-49 ms at 70% of a server's
+    throughput on one CPU). One that TRUNCATEs runs at the process's own priority: it
+    holds the writers back, so it must not wait for the CPU they leave it.
 
     Planner statistics (`analyze`): SQLite loads `sqlite_stat1` when a connection opens
     and never again by itself, so after an ANALYZE the reader connections opened before
@@ -207,7 +206,7 @@ class SqliteDatabase:
         self._generation = 0  # of the planner statistics: one more after each `analyze`
         self._checkpointer: threading.Thread | None = None
         self._checkpointed_at = 0  # the writer's total_changes when the last one started
-        self._behind = False  # the last checkpoint found the WAL past 2 x TRUNCATE_AFTER_FRAMES
+        self._truncate = False  # the next checkpoint empties the WAL (TRUNCATE)
 
     def _open(self) -> sqlite3.Connection:
         raw = sqlite3.connect(
@@ -295,18 +294,22 @@ class SqliteDatabase:
         self._checkpointer.start()
 
     def _checkpoint(self) -> None:
-        """In a thread of its own, on a connection of its own, at the lowest priority unless
-        the last one fell behind."""
-        if not self._behind:
+        """In a thread of its own, on a connection of its own: PASSIVE at the lowest
+        priority, or PASSIVE then TRUNCATE at the process's own when the last one found
+        the WAL past `TRUNCATE_AFTER_FRAMES` (or could not empty it: busy)."""
+        truncate = self._truncate
+        if not truncate:
             _lower_priority(self.CHECKPOINT_NICENESS)
         try:
             raw = sqlite3.connect(self.path, isolation_level=None, timeout=0)
             try:
                 _, frames, _ = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                self._behind = frames >= 2 * self.TRUNCATE_AFTER_FRAMES
-                if frames >= self.TRUNCATE_AFTER_FRAMES:
+                if truncate:
                     raw.execute(f"PRAGMA busy_timeout={self.TRUNCATE_WAIT_MS}")
-                    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # busy: the next one
+                    busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    self._truncate = bool(busy)
+                else:
+                    self._truncate = frames >= self.TRUNCATE_AFTER_FRAMES
             finally:
                 raw.close()
         except sqlite3.Error:
