@@ -2,11 +2,12 @@
 
 The rules are `core.domain.groupcommit`'s: this module only keeps each tenant's lane
 (its state and its waiting writes) and wakes tasks. A write that finds its lane idle
-yields to the event loop once, then runs the first group (itself and whatever arrived
-meanwhile). One that finds it gathering or busy waits; when the group in
-flight ends, its runner hands the lane to the oldest waiting write, whose task then runs
-the next group (`take`) for all its members and answers each of them. Idle lanes are
-forgotten, so memory holds only the tenants writing right now.
+yields to the event loop once (more while each turn brings another write:
+`keep_gathering`), then runs the first group (itself and whatever arrived meanwhile).
+One that finds it gathering or busy waits; when the group in flight ends, its runner
+hands the lane to the oldest waiting write, whose task then runs the next group (`take`)
+for all its members and answers each of them. Idle lanes are forgotten, so memory holds
+only the tenants writing right now.
 
 The waiting and waking are asyncio's own (a future per waiting write, `asyncio.sleep(0)`
 for the turn of the loop), not anyio's wrappers: on this path, taken by every request,
@@ -26,7 +27,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
-from core.domain.groupcommit import Action, GroupPolicy, LaneEvent, LaneState, step, take
+from core.domain.groupcommit import (
+    Action,
+    GroupPolicy,
+    LaneEvent,
+    LaneState,
+    keep_gathering,
+    step,
+    take,
+)
 
 __all__ = ["Lanes"]
 
@@ -89,6 +98,11 @@ class Lanes:
             # the first group, itself in it (it is the oldest).
             try:
                 await asyncio.sleep(0)
+                turns, before = 1, 1
+                while keep_gathering(turns, before, len(lane.waiting), self.policy):
+                    before = len(lane.waiting)
+                    await asyncio.sleep(0)
+                    turns += 1
             except BaseException:  # cancelled meanwhile: the others must not be stranded
                 lane.waiting.remove(me)
                 self._hand_on(key, lane, LaneEvent.GATHERED)

@@ -9,7 +9,11 @@ next transaction instead. Each tenant has a *lane*: idle, gathering or busy.
    that requests it has received already reach the lane too, then commits with them.
    No timer, no batching window: a lone request waits one turn of the loop, a few
    microseconds. (A write whose transaction never yields to the loop, SQLite's, could
-   never be joined otherwise: nothing else runs while it commits.)
+   never be joined otherwise: nothing else runs while it commits.) While each turn
+   brings another write (the tenant is busy: other requests are on their way to the
+   lane), it lets the loop run again, up to `gather_turns` turns in all
+   (`keep_gathering`): under load, groups of one or two paid a COMMIT each, and the
+   COMMIT is most of a small transaction's cost.
 2. A write that arrives while the lane gathers or is busy waits, in arrival order.
 3. When the gathering ends, or the transaction in flight ends, the waiting writes form
    the next group, oldest first: as many as fit in `max_writes` requests and
@@ -49,12 +53,17 @@ __all__ = [
     "LaneEvent",
     "LaneState",
     "Recovery",
+    "keep_gathering",
     "recover",
     "step",
     "take",
 ]
 
 DEFAULT_MAX_WRITES = 64
+#: Turns of the loop a gathering write may let run while each brings another write. Four:
+#: single events on one CPU, 16 connections, groups of 3.4 -> 4.6 writes on average and
+#: 12% more events per second on SQLite than with one turn; eight gained little more.
+DEFAULT_GATHER_TURNS = 4
 
 
 class LaneState(StrEnum):
@@ -107,16 +116,27 @@ def step(state: LaneState, event: LaneEvent, waiting: bool) -> tuple[LaneState, 
 class GroupPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """At most `max_writes` requests and `max_events` events per group (the oldest waiting
     write always goes, even a batch larger than `max_events`). `max_writes` 1 turns
-    combining off: every write commits alone, one after another."""
+    combining off: every write commits alone, one after another. A gathering write lets
+    the loop run at most `gather_turns` times (`keep_gathering`)."""
 
     max_writes: int = DEFAULT_MAX_WRITES
     max_events: int = MAX_BATCH_EVENTS
+    gather_turns: int = DEFAULT_GATHER_TURNS
 
     def __post_init__(self) -> None:
         if self.max_writes < 1:
             raise ValueError(f"max_writes must be at least 1, not {self.max_writes}")
         if self.max_events < 1:
             raise ValueError(f"max_events must be at least 1, not {self.max_events}")
+        if self.gather_turns < 1:
+            raise ValueError(f"gather_turns must be at least 1, not {self.gather_turns}")
+
+
+def keep_gathering(turns: int, before: int, waiting: int, policy: GroupPolicy) -> bool:
+    """Whether a gathering write lets the loop run once more, after `turns` turns, the
+    last of which took the writes waiting from `before` to `waiting`: only while the last
+    turn brought one, the turns are not all spent and the group is not full yet."""
+    return before < waiting < policy.max_writes and turns < policy.gather_turns
 
 
 def take(sizes: Sequence[int], policy: GroupPolicy) -> int:

@@ -75,6 +75,41 @@ async def test_writes_arriving_together_share_a_group_in_arrival_order(
     assert answers == {w: w.upper() for w in "abcde"}
 
 
+async def turns_then_submit(
+    combiner: Combiner, run: Recorder, write: str, turns: int, answers: dict[str, str]
+) -> None:
+    """`write` submitted after `turns` turns of the loop."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    answers[write] = await combiner.submit("t", write, 1, run)
+
+
+@pytest.mark.parametrize(("gather_turns", "first"), [(1, "ab"), (2, "abc"), (3, "abcd")])
+async def test_writes_arriving_turn_after_turn_join_the_gathering_group(
+    make: MakeCombiner, gather_turns: int, first: str
+) -> None:
+    """b, c and d reach the lane one turn of the loop after another, each before the
+    gathering write a has its next turn: a keeps gathering while they come, for at most
+    `gather_turns` turns; the others form the next group."""
+    combiner, run = make(GroupPolicy(gather_turns=gather_turns)), Recorder()
+    answers: dict[str, str] = {}
+    async with anyio.create_task_group() as tg:
+        for turns, write in ((1, "b"), (2, "c"), (3, "d"), (0, "a")):  # a starts last
+            tg.start_soon(turns_then_submit, combiner, run, write, turns, answers)
+    assert run.groups[0] == list(first)
+    assert [w for group in run.groups for w in group] == list("abcd")
+    assert answers == {w: w.upper() for w in "abcd"}
+
+
+async def test_a_turn_that_brings_no_write_ends_the_gathering(make: MakeCombiner) -> None:
+    combiner, run = make(GroupPolicy(gather_turns=8)), Recorder()
+    answers: dict[str, str] = {}
+    async with anyio.create_task_group() as tg:
+        for turns, write in ((1, "b"), (3, "d"), (0, "a")):  # nobody in the second turn
+            tg.start_soon(turns_then_submit, combiner, run, write, turns, answers)
+    assert run.groups == [["a", "b"], ["d"]]
+
+
 async def test_writes_arriving_while_busy_form_the_next_group_within_the_policy(
     make: MakeCombiner,
 ) -> None:

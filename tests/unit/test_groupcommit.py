@@ -18,6 +18,7 @@ from core.domain.groupcommit import (
     LaneEvent,
     LaneState,
     Recovery,
+    keep_gathering,
     recover,
     step,
     take,
@@ -104,11 +105,35 @@ def test_take_is_the_longest_prefix_within_the_policy(
 
 
 def test_policy_bounds() -> None:
-    assert GroupPolicy() == GroupPolicy(max_writes=64, max_events=1000)
+    assert GroupPolicy() == GroupPolicy(max_writes=64, max_events=1000, gather_turns=4)
     with pytest.raises(ValueError, match="max_writes"):
         GroupPolicy(max_writes=0)
     with pytest.raises(ValueError, match="max_events"):
         GroupPolicy(max_events=0)
+    with pytest.raises(ValueError, match="gather_turns"):
+        GroupPolicy(gather_turns=0)
+
+
+@pytest.mark.parametrize(
+    ("turns", "before", "waiting", "more"),
+    [
+        (1, 1, 1, False),  # a lone write: one turn, nobody came, it commits
+        (1, 1, 2, True),  # the turn brought a write: another turn
+        (2, 2, 5, True),
+        (3, 5, 5, False),  # a turn that brought nobody ends the gathering
+        (4, 3, 9, False),  # the turns are spent
+        (2, 3, 8, False),  # the group is full (max_writes 8)
+    ],
+)
+def test_a_gathering_write_lets_the_loop_run_again_only_while_writes_keep_coming(
+    turns: int, before: int, waiting: int, more: bool
+) -> None:
+    policy = GroupPolicy(max_writes=8, gather_turns=4)
+    assert keep_gathering(turns, before, waiting, policy) is more
+
+
+def test_one_write_a_group_never_gathers_twice() -> None:
+    assert not keep_gathering(1, 1, 2, GroupPolicy(max_writes=1))
 
 
 def test_what_the_writes_of_a_failed_group_get() -> None:
