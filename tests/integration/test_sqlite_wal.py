@@ -4,7 +4,7 @@ A PASSIVE checkpoint copies the WAL's pages back into the database but never emp
 the WAL; SQLite starts it over only when a writer finds every frame copied and no reader
 in it. Under steady load some reader always is, and the WAL grew without end (1.5 GB for
 a 32 MB database after 80 s at 374 requests/s). Here readers overlap without a gap while
-rows are written: the WAL must still be emptied from time to time.
+rows are written: the WAL must still be started over from time to time.
 """
 
 from __future__ import annotations
@@ -33,13 +33,19 @@ def size(path: pathlib.Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-async def test_the_wal_is_emptied_although_readers_never_stop(tmp_path: pathlib.Path) -> None:
+ROWS, BODY = 1500, 2000
+
+
+async def test_the_wal_is_started_over_although_readers_never_stop(
+    tmp_path: pathlib.Path,
+) -> None:
     path = tmp_path / "wal.db"
     with sqlite3.connect(path) as setup:
         setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
     db = SqliteDatabase(str(path))
     db.CHECKPOINT_AFTER_ROWS = 50
-    db.TRUNCATE_AFTER_FRAMES = 64
+    db.RESTART_AFTER_FRAMES = 64
+    db.TRUNCATE_PAST_BYTES = 512 * 1024
     wal = pathlib.Path(f"{path}-wal")
     sizes: list[int] = []
     writing = True
@@ -61,29 +67,30 @@ async def test_the_wal_is_emptied_although_readers_never_stop(tmp_path: pathlib.
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(readers)
-            for n in range(1500):
+            for n in range(ROWS):
                 async with db.write() as conn:
-                    await conn.execute(INSERT, (os.urandom(2000),))
+                    await conn.execute(INSERT, (os.urandom(BODY),))
                 if n % 10 == 0:
                     sizes.append(size(wal))
                     await anyio.lowlevel.checkpoint()
             writing = False
     finally:
         await db.close()
-    # emptied (TRUNCATE) at least once: without it the file only ever grows
+    # emptied at least once (readers kept RESTARTs from taking: the file passed its bound
+    # and was TRUNCATEd): without it the file only ever grows
     assert any(later < earlier for earlier, later in itertools.pairwise(sizes)), sizes
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a thread's own CPU priority is Linux's")
-def test_passive_checkpoints_give_way_to_requests_and_the_one_that_empties_does_not(
+def test_passive_checkpoints_give_way_to_requests_and_the_one_that_restarts_does_not(
     tmp_path: pathlib.Path,
 ) -> None:
     """A PASSIVE checkpoint runs at the lowest CPU priority; the one that found the WAL past
-    its bound has the next TRUNCATE it, at the process's own priority (it holds writers
-    back), and the WAL is empty after it."""
+    its bound has the next RESTART it, at the process's own priority (it holds writers
+    back), and the next write goes to the WAL's start: the file does not grow."""
     path = tmp_path / "nice.db"
     db = SqliteDatabase(str(path))
-    db.TRUNCATE_AFTER_FRAMES = 8
+    db.RESTART_AFTER_FRAMES = 8
     own = os.getpriority(os.PRIO_PROCESS, 0)
     wal = pathlib.Path(f"{path}-wal")
     seen: list[tuple[int, bool, int]] = []
@@ -91,7 +98,7 @@ def test_passive_checkpoints_give_way_to_requests_and_the_one_that_empties_does_
     def checkpoint() -> None:
         db._checkpoint()
         niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        seen.append((niceness, db._truncate, size(wal)))
+        seen.append((niceness, db._restart, size(wal)))
 
     try:
         with sqlite3.connect(path) as setup:
@@ -101,9 +108,32 @@ def test_passive_checkpoints_give_way_to_requests_and_the_one_that_empties_does_
             thread = threading.Thread(target=checkpoint)
             thread.start()
             thread.join()
+        with sqlite3.connect(path) as later:
+            later.execute("INSERT INTO t (body) VALUES (?)", (os.urandom(4000),))
     finally:
         anyio.run(db.close)
-    (passive, found_big, kept), (truncating, still, emptied) = seen
+    (passive, found_big, kept), (restarting, still, at_restart) = seen
     assert (passive, found_big) == (max(own, 19), True)
     assert kept > 0  # PASSIVE copies the pages back, the WAL keeps them
-    assert (truncating, still, emptied) == (own, False, 0)
+    assert (restarting, still) == (own, False)
+    assert size(wal) == at_restart  # the write went to the start of the WAL, not its end
+
+
+async def test_a_wal_file_past_its_bound_is_truncated(tmp_path: pathlib.Path) -> None:
+    """RESTARTs that readers kept from taking let the WAL file grow on: past
+    `TRUNCATE_PAST_BYTES` the checkpoint TRUNCATEs it, which leaves nothing in it whatever
+    readers come next."""
+    path = tmp_path / "big.db"
+    db = SqliteDatabase(str(path))
+    db.RESTART_AFTER_FRAMES = 8
+    db.TRUNCATE_PAST_BYTES = 64 * 1024
+    try:
+        with sqlite3.connect(path) as setup:
+            setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+            setup.executemany("INSERT INTO t (body) VALUES (?)", [(os.urandom(4000),)] * 40)
+        db._restart = True
+        await anyio.to_thread.run_sync(db._checkpoint)
+    finally:
+        await db.close()
+    assert size(pathlib.Path(f"{path}-wal")) == 0
+    assert not db._restart
