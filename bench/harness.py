@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import os
 import pathlib
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -290,6 +292,42 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     if not sorted_ms:
         return float("nan")
     return sorted_ms[min(len(sorted_ms) - 1, max(0, int(len(sorted_ms) * q) - 1))]
+
+
+def soak_flatness(
+    samples: Sequence[dict[str, float]], start: float, end: float, limit: float
+) -> dict[str, dict[str, float | bool]]:
+    """Whether a soak stayed flat. `samples` are those of its steady period [`start`,
+    `end`], each taken at `at` seconds: the server's RSS and open files then, and the
+    p99 of the requests due in the window it closes. For each of the three, the median
+    of the samples in the last third of the period is compared with that of the first:
+    `drift` is how far it moved, as a share of the first, and `flat` says whether that
+    is within `limit` either way. Memory that leaks or a tail that grows with the data
+    shows as drift; a burst in one window does not move a median.
+
+    `band` is reported beside it: the farthest sample from the median of all of them, as
+    a share of that median. A window's p99 is the hundredth-slowest of a few thousand
+    requests, and moves from one window to the next by far more than 10% with nothing
+    growing (the bare framework's does too)."""
+    third = (end - start) / 3
+    found: dict[str, dict[str, float | bool]] = {}
+    for key in ("rss", "open_files", "p99"):
+        points = [(s["at"], s[key]) for s in samples if key in s and start < s["at"] <= end]
+        first = [value for at, value in points if at <= start + third]
+        last = [value for at, value in points if at > end - third]
+        if not first or not last:
+            continue
+        before, after = statistics.median(first), statistics.median(last)
+        middle = statistics.median(value for _, value in points)
+        drift = (after - before) / before if before else math.nan
+        found[key] = {
+            "first": before,
+            "last": after,
+            "drift": drift,
+            "band": max(abs(v - middle) for _, v in points) / middle if middle else math.nan,
+            "flat": abs(drift) <= limit,
+        }
+    return found
 
 
 async def closed_loop(

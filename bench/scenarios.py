@@ -7,7 +7,9 @@ For each backend a real `waypost serve` process on loopback (a fresh database, a
 an API key, a receiver) gets single-event POSTs from an open-loop load generator:
 requests are sent at the scheduled rate whatever the server does, and each latency
 counts from the moment its request was due (queueing included). The scenarios run one
-after another on the same server:
+after another on the same server. `--backends bare` runs them against the bare Litestar
+app (bench/bare_app.py), which stores nothing: a control for what the load generator and
+the machine alone do to the figures.
 
 - baseline: steady at the baseline rate (`--baseline-rate`; `auto`: a fifth of the
   maximum a short closed loop reaches first) for `--baseline-seconds`.
@@ -20,8 +22,10 @@ after another on the same server:
   (at least 50 ms) with no errors, for good.
 - soak: steady at the baseline rate for `--soak-seconds`, sampling the server's RSS,
   open files and the p99 of the last window every `--sample-seconds`: each must stay
-  flat within 10% (the spread, max - min over the median, of the samples after the
-  first, which includes the warm-up).
+  flat within 10%: after the first window (the warm-up), the median of the samples in
+  the last third of the run is compared with that of the first, so that growth shows
+  and one window's burst does not. The band (the farthest sample from the median) is
+  reported beside it.
 
 Results go to a folder of their own under bench/results/ (git-ignored): results.json,
 a PNG plot per backend and scenario (matplotlib), and summary.md, the table printed at
@@ -37,7 +41,6 @@ import asyncio
 import json
 import math
 import pathlib
-import statistics
 import sys
 import tempfile
 import time
@@ -58,12 +61,14 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import (
     TIMED_OUT,
     Process,
+    bare_server,
     closed_loop,
     maker,
     no_collector_pauses,
     open_loop,
     percentile,
     pin_cpus,
+    soak_flatness,
     waypost_server,
 )
 from tests.servers import running_postgres
@@ -75,6 +80,7 @@ KNEE_ERRORS = 0.01
 FLAT = 0.10
 SPIKE_FACTOR = 10
 WINDOW = 0.5  # seconds: the spike's latency windows
+BARE_RECEIVER = "01JBENCH000000000000000000"  # what the bare app is sent (it checks no id)
 
 
 class Options(msgspec.Struct, kw_only=True):
@@ -275,13 +281,8 @@ async def soak(
     for sample, window in zip(samples, windows, strict=False):
         sample["p99"] = window["p99"]
         sample["requests"] = window["requests"]
-    steady = [s for s in samples[1:] if s.get("requests")]
-    flatness = {}
-    for key in ("rss", "open_files", "p99"):
-        values = [s[key] for s in steady]
-        if len(values) >= 2:
-            spread = (max(values) - min(values)) / statistics.median(values)
-            flatness[key] = {"spread": spread, "flat": spread <= FLAT}
+    steady = [s for s in samples[1:] if s.get("requests")]  # the first window warms up
+    flatness = soak_flatness(steady, o.sample_seconds, o.soak_seconds, FLAT)
     errors, unavailable = _errors(run.latencies)
     return {
         "offered": rate,
@@ -382,14 +383,29 @@ def _plot_soak(backend: str, result: dict) -> Figure:
         axis.set_ylabel(label)
         flat = result["flatness"].get(key)
         if flat is not None:
-            verdict = "flat" if flat["flat"] else "NOT flat"
-            axis.set_title(f"spread {flat['spread']:.1%} ({verdict})", fontsize=9)
+            axis.set_title(_flat_text(flat), fontsize=9)
     axes[-1].set_xlabel("seconds")
     fig.suptitle(f"{backend}: soak at {result['offered']:,.0f} requests/s")
     return fig
 
 
 # --- the run -------------------------------------------------------------------------------
+
+
+@contextmanager
+def server(backend: str) -> Iterator[tuple[int, Process, str, str]]:
+    """`waypost serve` on the backend, or the bare Litestar app ("bare": the control, which
+    stores nothing): (port, process, API key, receiver id)."""
+    if backend == "bare":
+        with bare_server() as (port, proc):
+            yield port, proc, "unused", BARE_RECEIVER
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="waypost-scenarios-") as tmp,
+        database(backend, pathlib.Path(tmp)) as url,
+        waypost_server(url) as served,
+    ):
+        yield served
 
 
 @contextmanager
@@ -403,11 +419,7 @@ def database(backend: str, workdir: pathlib.Path) -> Iterator[str]:
 
 async def run_backend(backend: str, args: argparse.Namespace, o: Options) -> dict:
     results: dict[str, Any] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="waypost-scenarios-") as tmp,
-        database(backend, pathlib.Path(tmp)) as url,
-        waypost_server(url) as (port, proc, key, receiver),
-    ):
+    with server(backend) as (port, proc, key, receiver):
         make = maker(receiver, key, 1)
         if args.baseline_rate == "auto":
             with no_collector_pauses():
@@ -426,6 +438,12 @@ async def run_backend(backend: str, args: argparse.Namespace, o: Options) -> dic
                     name
                 ](port, make, rate, o)
     return results
+
+
+def _flat_text(flat: dict) -> str:
+    """`+1.2% (band 30%): flat`: the drift from the first third to the last, the band."""
+    verdict = "flat" if flat["flat"] else "NOT flat"
+    return f"{flat['drift']:+.1%} (band {flat['band']:.0%}): {verdict}"
 
 
 def _which(result: dict) -> str:
@@ -476,8 +494,7 @@ def summary(all_results: dict[str, dict]) -> list[str]:
                 verdict = ""
                 if name == "soak":
                     verdict = ", ".join(
-                        f"{key} {flat['spread']:.1%} {'flat' if flat['flat'] else 'NOT flat'}"
-                        for key, flat in r["flatness"].items()
+                        f"{key} {_flat_text(flat)}" for key, flat in r["flatness"].items()
                     )
                 lines.append(
                     f"| {backend} | {name} | {r['offered']:,.0f} | {r['achieved']:,.0f} "
@@ -491,7 +508,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgres",
+        help="sqlite, postgres, and bare: the bare Litestar app, a control (e.g. for the "
+        "soak's noise at the same --baseline-rate)",
+    )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--quick", action="store_true", help="seconds, not minutes: a smoke test")
     parser.add_argument("--baseline-rate", default="auto", help="requests/s, or auto")
