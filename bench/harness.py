@@ -306,9 +306,9 @@ def soak_flatness(
     shows as drift; a burst in one window does not move a median.
 
     `band` is reported beside it: the farthest sample from the median of all of them, as
-    a share of that median. A window's p99 is the hundredth-slowest of a few thousand
-    requests, and moves from one window to the next by far more than 10% with nothing
-    growing (the bare framework's does too)."""
+    a share of that median. A window's p99 is one of its few dozen slowest requests (the
+    60th-slowest of 6,000 at 600/s), and moves from one window to the next by far more
+    than 10% with nothing growing (the bare framework's does too)."""
     third = (end - start) / 3
     found: dict[str, dict[str, float | bool]] = {}
     for key in ("rss", "open_files", "p99"):
