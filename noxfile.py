@@ -65,6 +65,7 @@ def bench(session: nox.Session) -> None:
         "graphql": "bench/graphql_reads.py",  # a GraphQL page against the REST list
         "delivery": "bench/delivery.py",  # worker processes delivering against bare httpx
         "layout": "bench/layout.py",  # the storage layout choices against each other
+        "btrees": "bench/btrees.py",  # an event's rows in the database against the bare insert
         # baseline, stress, spike and soak against a real server, with plots (long)
         "scenarios": "bench/scenarios.py",
         # CPU instructions per request (callgrind), a server against bare Litestar; needs
