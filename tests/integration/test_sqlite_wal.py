@@ -137,3 +137,112 @@ async def test_a_wal_file_past_its_bound_is_truncated(tmp_path: pathlib.Path) ->
         await db.close()
     assert size(pathlib.Path(f"{path}-wal")) == 0
     assert not db._restart
+
+
+class _WritesDuringEachPass:
+    """The checkpoint's connection, with `rows` rows written by another connection before
+    each of its first `passes` statements: writes that come in while it checkpoints. A
+    reader, moved to the newest snapshot after each write, stays in the WAL (as one
+    always is under steady load), so no write starts the WAL over."""
+
+    def __init__(self, path: pathlib.Path, rows: int, passes: int) -> None:
+        self.raw = sqlite3.connect(path, isolation_level=None)
+        self.writer = sqlite3.connect(path, isolation_level=None)
+        self.reader = sqlite3.connect(path, isolation_level=None)
+        self.rows, self.passes, self.statements = rows, passes, 0
+        self._read()
+
+    def _read(self) -> None:
+        if self.reader.in_transaction:
+            self.reader.execute("COMMIT")
+        self.reader.execute("BEGIN")
+        self.reader.execute("SELECT count(*) FROM t").fetchone()
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        if self.statements < self.passes:
+            self.writer.executemany(
+                "INSERT INTO t (body) VALUES (?)", [(os.urandom(4000),)] * self.rows
+            )
+            self._read()
+        self.statements += 1
+        return self.raw.execute(sql)
+
+    def close(self) -> None:
+        for conn in (self.reader, self.raw, self.writer):
+            conn.close()
+
+
+def _frames(path: pathlib.Path) -> tuple[int, int]:
+    """The WAL's frames, and how many of them are copied back (after a PASSIVE)."""
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return frames, copied
+
+
+@pytest.mark.parametrize(
+    ("writes", "passes"),
+    [
+        (0, 1),  # nothing came in: one pass finds nothing new
+        (1, 2),  # one burst during the first pass: the second finds nothing new
+        (3, 4),  # bursts during three passes: the fourth finds nothing new
+        (9, 4),  # writes that never stop: bounded by CATCH_UP_PASSES
+    ],
+)
+def test_passes_catch_up_before_a_restart_until_one_finds_few_new_frames(
+    tmp_path: pathlib.Path, writes: int, passes: int
+) -> None:
+    """Before a RESTART (which holds the writers back while it copies), PASSIVE passes
+    copy what came in during the pass before, until one finds at most `CAUGHT_UP_FRAMES`
+    new frames or `CATCH_UP_PASSES` ran."""
+    path = tmp_path / "catch.db"
+    db = SqliteDatabase(str(path))
+    try:
+        with sqlite3.connect(path) as setup:
+            setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+        frames, _ = _frames(path)
+        # 100 rows of 4 KB: well over CAUGHT_UP_FRAMES (64) new frames per burst
+        conn = _WritesDuringEachPass(path, rows=100, passes=writes)
+        try:
+            ran = db._catch_up(conn, frames)  # type: ignore[arg-type]
+        finally:
+            conn.close()
+        assert (db.CATCH_UP_PASSES, db.CAUGHT_UP_FRAMES) == (4, 64)
+        assert ran == passes
+        if writes < db.CATCH_UP_PASSES:  # caught up: every frame copied back
+            frames, copied = _frames(path)
+            assert frames == copied
+    finally:
+        anyio.run(db.close)
+
+
+def test_a_restart_comes_after_the_passes_that_catch_up(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint that RESTARTs catches up first; one that does not, does not."""
+    path = tmp_path / "order.db"
+    db = SqliteDatabase(str(path))
+    caught_up: list[int] = []
+    catch_up = db._catch_up
+
+    def counted(raw: sqlite3.Connection, frames: int) -> int:
+        caught_up.append(frames)
+        return catch_up(raw, frames)
+
+    monkeypatch.setattr(db, "_catch_up", counted)
+    try:
+        with sqlite3.connect(path) as setup:
+            setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+            setup.executemany("INSERT INTO t (body) VALUES (?)", [(os.urandom(4000),)] * 40)
+        db._checkpoint()  # PASSIVE alone
+        assert caught_up == []
+        db._restart = True
+        db._checkpoint()
+        [frames] = caught_up  # once, from the WAL's frames at the first pass
+        assert frames > 40
+        assert not db._restart
+        assert size(pathlib.Path(f"{path}-wal")) > 0  # RESTART keeps the file, ...
+        with sqlite3.connect(path) as later:
+            later.execute("INSERT INTO t (body) VALUES (?)", (os.urandom(4000),))
+        assert _frames(path)[0] < 5  # ... and the next write went to its start
+    finally:
+        anyio.run(db.close)
