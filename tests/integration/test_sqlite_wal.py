@@ -182,9 +182,9 @@ def _frames(path: pathlib.Path) -> tuple[int, int]:
 @pytest.mark.parametrize(
     ("writes", "passes"),
     [
-        (0, 1),  # nothing came in: one pass finds nothing new
-        (1, 2),  # one burst during the first pass: the second finds nothing new
-        (3, 4),  # bursts during three passes: the fourth finds nothing new
+        (0, 1),  # nothing came in since the pass before: one pass finds nothing new
+        (1, 2),  # a burst since the pass before: the first copies it, the second finds none
+        (3, 4),  # a burst before each of three passes: the fourth finds nothing new
         (9, 4),  # writes that never stop: bounded by CATCH_UP_PASSES
     ],
 )
