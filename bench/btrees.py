@@ -83,7 +83,9 @@ def layout(leave_out: frozenset[str]) -> list[sa.Table]:
         if table.name in leave_out:
             continue
         items: list[Any] = [sa.Column(c.name, c.type, nullable=c.nullable) for c in table.columns]
-        for constraint in table.constraints:
+        # `constraints` is a set, so its order changes from one process to the next; the
+        # copies are made in the order the table declared them, which CREATE TABLE keeps.
+        for constraint in sorted(table.constraints, key=lambda c: c._creation_order):
             names = [c.name for c in constraint.columns]  # type: ignore[attr-defined]
             if constraint.name in leave_out:
                 continue
