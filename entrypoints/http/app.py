@@ -151,18 +151,6 @@ def build_app(
                 tasks.cancel_scope.cancel()
                 await limits.limits_of(app.state).rates.close()
 
-    principals = {
-        "access": Provide(auth.provide_access, sync_to_thread=False),
-        "ctx": Provide(auth.provide_context, sync_to_thread=False),
-    }
-    # Routes on a tenant's data also get the use cases' `actor` (the audit log's routes
-    # have a query parameter of that name instead).
-    data = {
-        **principals,
-        "actor": Provide(auth.provide_actor, sync_to_thread=False),
-        "claim": Provide(idempotency.provide_claim_after_actor, sync_to_thread=False),
-    }
-    principals["claim"] = Provide(idempotency.provide_claim_after_access, sync_to_thread=False)
     security: list[dict[str, list[str]]] = [{auth.SECURITY_SCHEME: []}, {auth.BASIC_SCHEME: []}]
 
     def api(
@@ -171,14 +159,13 @@ def build_app(
         tag: str,
         *,
         max_body: int | None = None,
-        tenant_data: bool = True,
         streams: bool = False,
         exception_handlers: ExceptionHandlersMap | None = None,
         long_poll: bool = False,
     ) -> Router:
         # The bound on work in flight first, from the request's arrival (long-lived streams
         # and long polls have their own), then the caller (401 before anything else is
-        # read), its rate limit, then Idempotency-Key (on the routes that take the claim).
+        # read), its rate limit, then Idempotency-Key (on the routes marked IDEMPOTENT).
         bounded = (
             StreamsMiddleware
             if streams
@@ -198,7 +185,6 @@ def build_app(
             route_handlers=handlers,
             middleware=middleware,
             tags=[tag],
-            dependencies=data if tenant_data else principals,
             security=security,
             # None here would mean "no limit", not "the app's".
             request_max_body_size=max_body or settings.http.max_body_bytes,
@@ -225,7 +211,6 @@ def build_app(
         auth_routes.PATH,
         route_handlers=auth_routes.HANDLERS,
         tags=["identity"],
-        dependencies={"ctx": Provide(auth.provide_context, sync_to_thread=False)},
         # No credential yet: limited per client address (password guessing).
         middleware=[BackpressureMiddleware, QueryTextMiddleware, RateLimitMiddleware],
         request_max_body_size=64 * 1024,
@@ -233,7 +218,7 @@ def build_app(
 
     app = Litestar(
         route_handlers=[
-            api(tenants.PATH, tenants.HANDLERS, "tenants", tenant_data=False),
+            api(tenants.PATH, tenants.HANDLERS, "tenants"),
             api(receivers.PATH, receivers.HANDLERS, "receivers"),
             api(events.PATH, events.HANDLERS, "events"),
             api(
@@ -245,9 +230,9 @@ def build_app(
             api(groups.PATH, groups.HANDLERS, "groups", long_poll=True),
             api(messages.PATH, messages.HANDLERS, "messages", streams=True),
             api(subscriptions.PATH, subscriptions.HANDLERS, "subscriptions"),
-            api(users.PATH, users.HANDLERS, "identity", tenant_data=False),
-            api(api_keys.PATH, api_keys.HANDLERS, "identity", tenant_data=False),
-            api(audit.PATH, audit.HANDLERS, "identity", tenant_data=False),
+            api(users.PATH, users.HANDLERS, "identity"),
+            api(api_keys.PATH, api_keys.HANDLERS, "identity"),
+            api(audit.PATH, audit.HANDLERS, "identity"),
             graphql_api,
             *graphql.graphiql_handlers(graphql.PATH, graphql.PATH),
             # EPR's clients, unchanged (entrypoints/http/routes/epr.py).
@@ -260,7 +245,6 @@ def build_app(
                         metrics_json.PATH,
                         metrics_json.HANDLERS,
                         "operations",
-                        tenant_data=False,
                     )
                 ]
                 if settings.metrics.enabled

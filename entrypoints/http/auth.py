@@ -29,13 +29,10 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any, Final
 
-from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import SkipValidation
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from core.domain.access import Permission, Role
@@ -54,15 +51,14 @@ __all__ = [
     "SECURITY_SCHEME",
     "AdminNetworks",
     "AuthenticationMiddleware",
+    "actor_of",
     "authenticate",
+    "authenticated",
     "authorize",
     "check_network",
     "client_address",
     "guard",
     "idempotency_scope",
-    "provide_access",
-    "provide_actor",
-    "provide_context",
     "request_context",
     "requires",
 ]
@@ -264,48 +260,29 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
     await authorize(connection.scope, access, handler)
 
 
-# Litestar resolves the dependencies a handler needs level by level, and the ones of one
-# level (none depending on another) in a task group: two tasks and their cancel scopes,
-# which cost more than the providers themselves (about 6% of a recorded event). So each
-# provider names the one before it, even where it does not use it, and every handler's
-# dependencies form a chain: services -> ctx -> access, services -> actor, and the
-# request's claim last (`idempotency.provide_claim_after_actor|access`). A test walks the
-# routes (tests/http/test_dependencies.py).
+# Who calls, as a handler reads it: functions of the scope, which the middleware above
+# filled, rather than Litestar dependencies. A dependency that takes the request costs
+# Litestar a parse of its parameters on every request (about 3.5% of a recorded event's
+# instructions, measured), and one that takes none still costs its call: the app-wide
+# Services stay a dependency (`services`), the per-request facts are read here.
 
 
-def _access(request: Request[Any, Any, Any]) -> Access:
-    access = access_of(request.scope)
+def authenticated(scope: Scope) -> Access:
+    """Who the middleware found, and the scope it acts in (routes it guards only)."""
+    access = access_of(scope)
     if access is None:  # pragma: no cover - the middleware runs on every protected route
         raise Forbidden(None)
     return access
 
 
-def provide_access(
-    request: Request[Any, Any, Any], ctx: NamedDependency[SkipValidation[RequestContext]]
-) -> Access:
-    """The dependency `access`: who the middleware found, and the scope it acts in (after
-    `ctx`, which it does not use: see above)."""
-    return _access(request)
-
-
-def provide_actor(
-    request: Request[Any, Any, Any], services: NamedDependency[SkipValidation[Services]]
-) -> Actor:
-    """The dependency `actor` of routes on a tenant's data (after `services`: see above).
-    What it writes is correlated with the request's trace when it is traced (trace id,
-    span id), else with its request id."""
-    traced: tuple[str, str] | None = request.scope["state"].get(TRACE_KEY)
-    access = _access(request)
+def actor_of(scope: Scope) -> Actor:
+    """The use cases' actor of routes on a tenant's data. What it writes is correlated with
+    the request's trace when it is traced (trace id, span id), else with its request id."""
+    access = authenticated(scope)
+    traced: tuple[str, str] | None = scope["state"].get(TRACE_KEY)
     if traced is not None:
         return access.actor(*traced)
-    return access.actor(request_id(request.scope))
-
-
-def provide_context(
-    request: Request[Any, Any, Any], services: NamedDependency[SkipValidation[Services]]
-) -> RequestContext:
-    """The dependency `ctx` (after `services`: see above)."""
-    return request_context(request.scope)
+    return access.actor(request_id(scope))
 
 
 def idempotency_scope(scope: Scope) -> str:

@@ -24,7 +24,7 @@ from litestar.types import (
 )
 
 from core.domain.ids import is_ulid
-from core.usecases import Access, Actor, RequestContext, Services
+from core.usecases import Services
 from core.usecases.common import not_found
 from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.http.views import IdData
@@ -32,11 +32,9 @@ from entrypoints.http.views import IdData
 API: Final = "/api/v1"
 T = TypeVar("T")
 
-#: How handlers ask for the use cases and for the caller (injected by name, not validated).
+#: How handlers ask for the use cases (injected by name, not validated). Who calls is
+#: read from the scope (`auth.authenticated`, `auth.actor_of`, `auth.request_context`).
 ServicesDep: TypeAlias = NamedDependency[SkipValidation[Services]]
-ActorDep: TypeAlias = NamedDependency[SkipValidation[Actor]]
-AccessDep: TypeAlias = NamedDependency[SkipValidation[Access]]
-ContextDep: TypeAlias = NamedDependency[SkipValidation[RequestContext]]
 
 _DESCRIPTIONS: Final = {
     400: "Malformed JSON, wrong shape or type, bad query parameter or cursor.",

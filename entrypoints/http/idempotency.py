@@ -4,11 +4,11 @@ The rules and the records are the core's (`core.domain.idempotency`, committed b
 use cases with the writes they answer, in the store); this module only handles the
 header:
 
-- a route that honours the key takes the request's claim (`claim: ClaimDep`) and hands
-  it to its use case with the answer it would send (`once(claim, render)`), built by
-  `answer(...)` exactly as the route answers. `guard` gives exactly those routes
-  `IdempotencyMiddleware` and the header in the OpenAPI document: a route that takes
-  no claim never reads, checks or documents a key;
+- a route that honours the key says so (`opt=... | IDEMPOTENT`), reads the request's
+  claim (`claim_of(scope)`) and hands it to its use case with the answer it would send
+  (`once(claim, render)`), built by `answer(...)` exactly as the route answers. `guard`
+  gives exactly those routes `IdempotencyMiddleware` and the header in the OpenAPI
+  document: a route that takes no claim never reads, checks or documents a key;
 - `IdempotencyMiddleware` checks the key (400 when unusable), reads the body and makes
   the request's `Claim`: the caller's key space (its tenant; the platform's for the
   platform's routes), the key, and a fingerprint of method, path, query and body;
@@ -23,18 +23,15 @@ to) and the console's forms (a browser sends a form once; CSRF tokens guard them
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 import msgspec
 from litestar import Request
-from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import SkipValidation
 from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 
 from core.domain.errors import FieldError
@@ -45,7 +42,6 @@ from core.domain.idempotency import (
     fingerprint,
     key_problem,
 )
-from core.usecases import Access, Actor
 from core.usecases.common import Once
 from entrypoints.http.auth import idempotency_scope
 from entrypoints.http.openapi import IdempotentOperation
@@ -54,15 +50,13 @@ from entrypoints.http.views import IdData
 
 __all__ = [
     "HEADER",
-    "ClaimDep",
+    "IDEMPOTENT",
     "IdempotencyMiddleware",
     "answer",
     "claim_of",
     "created_answer",
     "guard",
     "once",
-    "provide_claim_after_access",
-    "provide_claim_after_actor",
     "takes_claim",
 ]
 
@@ -77,8 +71,9 @@ _ANSWER_DELAY: Final = float(os.environ.get(TEST_ANSWER_DELAY_VARIABLE, "0") or 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 
-#: How handlers ask for the request's claim (None: no Idempotency-Key).
-ClaimDep: TypeAlias = NamedDependency[SkipValidation[Claim | None]]
+#: The `opt` a POST route adds when it honours Idempotency-Key: it reads the request's
+#: claim (`claim_of`) and hands it to its use case (`opt=requires(...) | IDEMPOTENT`).
+IDEMPOTENT: Final = {"idempotent": True}
 
 
 def _key_of(scope: Scope) -> str | None:
@@ -117,16 +112,16 @@ class IdempotencyMiddleware:
 
 
 def takes_claim(handler: object) -> bool:
-    """Whether `handler` is a POST route that honours Idempotency-Key (takes `claim`)."""
+    """Whether `handler` is a POST route that honours Idempotency-Key (`IDEMPOTENT`)."""
     return (
         isinstance(handler, HTTPRouteHandler)
         and "POST" in handler.http_methods
-        and "claim" in inspect.signature(handler.fn).parameters
+        and handler.opt.get("idempotent") is True
     )
 
 
 def guard(handlers: Iterable[ControllerRouterHandler]) -> None:
-    """Give the POST handlers among `handlers` that take the claim `IdempotencyMiddleware`
+    """Give the POST handlers among `handlers` marked `IDEMPOTENT` `IdempotencyMiddleware`
     (innermost: after authentication and the rate limit) and the header in the OpenAPI
     document. Idempotent: the handlers of a module are shared by every app built."""
     for handler in handlers:
@@ -147,24 +142,9 @@ def _delayed(send: Send) -> Send:
 
 
 def claim_of(scope: Scope) -> Claim | None:
+    """The request's Idempotency-Key claim, if it sent one (routes marked `IDEMPOTENT`)."""
     found: Claim | None = scope["state"].get(_CLAIM_KEY)
     return found
-
-
-def provide_claim_after_actor(
-    request: Request[Any, Any, Any], actor: NamedDependency[SkipValidation[Actor]]
-) -> Claim | None:
-    """The dependency `claim` of routes on a tenant's data: the request's Idempotency-Key
-    claim, if it sent one. It names `actor` (unused) so that Litestar resolves the two one
-    after the other, not in a task group (`entrypoints.http.auth`, above `provide_access`)."""
-    return claim_of(request.scope)
-
-
-def provide_claim_after_access(
-    request: Request[Any, Any, Any], access: NamedDependency[SkipValidation[Access]]
-) -> Claim | None:
-    """The dependency `claim` of the platform's and identity routes (after `access`)."""
-    return claim_of(request.scope)
 
 
 def once(claim: Claim | None, render: Callable[[T], Answer]) -> Once[T] | None:

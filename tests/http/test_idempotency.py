@@ -393,11 +393,14 @@ UNCLAIMED_UNDER = {
 
 def test_every_post_route_takes_the_claim() -> None:
     """Walked from the app's routes: a POST route added later either hands its use case the
-    request's claim (`claim: ClaimDep`) or is on the lists above with its reason; a route
-    that takes it has IdempotencyMiddleware, one that does not never reads a key."""
+    request's claim (marked `IDEMPOTENT`, reading `claim_of`) or is on the lists above with
+    its reason; a route that takes it has IdempotencyMiddleware, one that does not never
+    reads a key."""
+    import inspect
+
     from litestar.routes import HTTPRoute
 
-    from entrypoints.http.idempotency import IdempotencyMiddleware
+    from entrypoints.http.idempotency import IdempotencyMiddleware, takes_claim
     from tests.http.test_access_control import APP
 
     posts = {
@@ -413,11 +416,14 @@ def test_every_post_route_takes_the_claim() -> None:
         return path in UNCLAIMED or path.startswith(tuple(UNCLAIMED_UNDER))
 
     missing = [
-        path
-        for path, handler in posts.items()
-        if not unclaimed(path) and "claim" not in handler.parsed_fn_signature.parameters
+        path for path, handler in posts.items() if not unclaimed(path) and not takes_claim(handler)
     ]
     assert not missing, f"POST routes that ignore Idempotency-Key: {missing}"
+    # The mark and the reading go together: a marked route that never read the claim
+    # would check a key and then write again; one that read it unmarked would never get one.
+    for path, handler in posts.items():
+        reads = "claim_of(" in inspect.getsource(handler.fn)
+        assert reads == takes_claim(handler), path
     claimed = [path for path in posts if not unclaimed(path)]
     assert len(claimed) >= 10  # /api/v1's writes and /epr's creates
     for path, handler in posts.items():

@@ -9,24 +9,23 @@ from __future__ import annotations
 
 from litestar import Response, delete, get, post
 from litestar.params import FromPath, JSONBody
+from litestar.types import Scope
 
 from core.domain.access import Permission
 from core.domain.commands import CreateApiKey
 from core.domain.errors import FieldError
 from core.domain.idempotency import Answer
 from core.domain.identity import ApiKey
-from entrypoints.http.auth import requires
+from entrypoints.http.auth import authenticated, request_context, requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    AccessDep,
-    ContextDep,
     ServicesDep,
     check_id,
     problems,
 )
-from entrypoints.http.idempotency import HEADER, ClaimDep, answer, once
+from entrypoints.http.idempotency import HEADER, IDEMPOTENT, answer, claim_of, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.http.views import (
@@ -45,7 +44,7 @@ MANAGE = requires(Permission.API_KEYS_MANAGE)
 
 @post(
     "/",
-    opt=MANAGE,
+    opt=MANAGE | IDEMPOTENT,
     dto=Body[CreateApiKey],
     return_dto=None,
     summary="Create an API key",
@@ -56,13 +55,11 @@ MANAGE = requires(Permission.API_KEYS_MANAGE)
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_api_key(
-    *,
-    data: JSONBody[CreateApiKey],
-    services: ServicesDep,
-    access: AccessDep,
-    ctx: ContextDep,
-    claim: ClaimDep,
+    *, data: JSONBody[CreateApiKey], services: ServicesDep, scope: Scope
 ) -> Response[NewApiKeyData]:
+    access = authenticated(scope)
+    ctx = request_context(scope)
+    claim = claim_of(scope)
     key, text = await services.identity.create_api_key(access, data, ctx, once(claim, _made))
     return Response(
         NewApiKeyData(NewApiKeyView(id=key.id, key=text)),
@@ -98,11 +95,12 @@ def _made(key: ApiKey) -> Answer:
 async def list_api_keys(
     *,
     services: ServicesDep,
-    access: AccessDep,
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
+    scope: Scope,
 ) -> ApiKeyPage:
+    access = authenticated(scope)
     found = await services.identity.list_api_keys(access, page_request(KIND, limit, cursor, order))
     return page_of(KIND, found, limit=limit, order=order, view=api_key_view, page=ApiKeyPage)
 
@@ -114,9 +112,8 @@ async def list_api_keys(
     description="One API key's name, prefix, roles and dates (never the key itself).",
     responses=problems(401, 403, 404),
 )
-async def get_api_key(
-    *, key_id: FromPath[str], services: ServicesDep, access: AccessDep
-) -> ApiKeyData:
+async def get_api_key(*, key_id: FromPath[str], services: ServicesDep, scope: Scope) -> ApiKeyData:
+    access = authenticated(scope)
     check_id(KEY, key_id)
     return ApiKeyData(api_key_view(await services.identity.get_api_key(access, key_id)))
 
@@ -128,9 +125,9 @@ async def get_api_key(
     description="The key stops working at once; it stays listed, with `revoked_at`.",
     responses=problems(401, 403, 404),
 )
-async def revoke_api_key(
-    *, key_id: FromPath[str], services: ServicesDep, access: AccessDep, ctx: ContextDep
-) -> None:
+async def revoke_api_key(*, key_id: FromPath[str], services: ServicesDep, scope: Scope) -> None:
+    access = authenticated(scope)
+    ctx = request_context(scope)
     check_id(KEY, key_id)
     await services.identity.revoke_api_key(access, key_id, ctx)
 

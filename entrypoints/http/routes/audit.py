@@ -6,11 +6,12 @@ from typing import Annotated
 
 from litestar import get
 from litestar.params import QueryParameter
+from litestar.types import Scope
 
 from core.domain.access import Permission
 from core.ports import AuditFilter
-from entrypoints.http.auth import requires
-from entrypoints.http.common import API, AccessDep, ServicesDep, problems
+from entrypoints.http.auth import authenticated, requires
+from entrypoints.http.common import API, ServicesDep, problems
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.routes.events import Moment, moment
 from entrypoints.http.views import AuditPage, audit_view
@@ -35,7 +36,6 @@ Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
 async def list_audit(
     *,
     services: ServicesDep,
-    access: AccessDep,
     action: Filter = None,
     actor: Filter = None,
     outcome: Filter = None,
@@ -44,7 +44,9 @@ async def list_audit(
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
+    scope: Scope,
 ) -> AuditPage:
+    access = authenticated(scope)
     page = page_request(KIND, limit, cursor, order)
     where = AuditFilter(
         action=action,

@@ -18,9 +18,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from core.domain.commands import RevokeToken, TokenRequest
 from core.domain.errors import FieldError
 from core.usecases import TokenAnswer
-from entrypoints.http.auth import PUBLIC
+from entrypoints.http.auth import PUBLIC, request_context
 from entrypoints.http.bodies import decode, shape_error
-from entrypoints.http.common import API, ContextDep, ServicesDep, problems
+from entrypoints.http.common import API, ServicesDep, problems
 from entrypoints.http.openapi import RevokeOperation, TokenOperation
 from entrypoints.http.problems import BadRequest
 
@@ -85,9 +85,8 @@ async def _command(
     responses=problems(400, 401, 413, 422),
     operation_class=TokenOperation,
 )
-async def token(
-    *, request: Request[Any, Any, Any], services: ServicesDep, ctx: ContextDep
-) -> Response[TokenAnswer]:
+async def token(*, request: Request[Any, Any, Any], services: ServicesDep) -> Response[TokenAnswer]:
+    ctx = request_context(request.scope)
     grant = await _command(request, _token_decoder, TokenRequest)
     answer = await services.identity.grant(grant, ctx)
     return Response(answer, status_code=200, headers=NO_STORE)
@@ -105,9 +104,8 @@ async def token(
     | problems(400, 413),
     operation_class=RevokeOperation,
 )
-async def revoke(
-    *, request: Request[Any, Any, Any], services: ServicesDep, ctx: ContextDep
-) -> Response[None]:
+async def revoke(*, request: Request[Any, Any, Any], services: ServicesDep) -> Response[None]:
+    ctx = request_context(request.scope)
     command = await _command(request, _revoke_decoder, RevokeToken)
     await services.identity.revoke(command.token, ctx)
     return Response(None, status_code=200, headers=NO_STORE)

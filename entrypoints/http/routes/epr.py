@@ -55,10 +55,10 @@ from core.domain.idempotency import Answer
 from core.domain.ids import is_ulid
 from core.domain.model import Event, Group, Receiver
 from core.ports import PageRequest, Unavailable
-from entrypoints.http.auth import PUBLIC, requires
-from entrypoints.http.common import ActorDep, ServicesDep
+from entrypoints.http.auth import PUBLIC, actor_of, requires
+from entrypoints.http.common import ServicesDep
 from entrypoints.http.gql.execution import Endpoint
-from entrypoints.http.idempotency import ClaimDep, answer, once
+from entrypoints.http.idempotency import IDEMPOTENT, answer, claim_of, once
 from entrypoints.http.metrics import count_recorded
 from entrypoints.http.problems import UNAVAILABLE_RETRY_AFTER, HttpProblem, challenge
 from entrypoints.http.routes import graphql
@@ -216,14 +216,17 @@ def group_object(g: Group) -> dict[str, Any]:
 # --- the REST routes (relative to PATH) ---------------------------------------------------------
 
 
-@post("/events", opt=requires(Permission.EVENTS_CREATE), status_code=200, include_in_schema=False)
+@post(
+    "/events",
+    opt=requires(Permission.EVENTS_CREATE) | IDEMPOTENT,
+    status_code=200,
+    include_in_schema=False,
+)
 async def create_event(
-    request: Request[Any, Any, Any],
-    services: ServicesDep,
-    actor: ActorDep,
-    scope: Scope,
-    claim: ClaimDep,
+    request: Request[Any, Any, Any], services: ServicesDep, scope: Scope
 ) -> Response[bytes]:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     given = await _body(request, _EventIn)
     cmd = RecordEvent(
         name=given.name,
@@ -245,8 +248,9 @@ async def create_event(
 
 @get("/events/{event_id:str}", opt=requires(Permission.EVENTS_READ), include_in_schema=False)
 async def get_event(
-    event_id: FromPath[str], services: ServicesDep, actor: ActorDep
+    event_id: FromPath[str], services: ServicesDep, scope: Scope
 ) -> Response[bytes]:
+    actor = actor_of(scope)
     event = await _found("event", event_id, lambda: services.events.get(actor, event_id))
     receiver = await services.receivers.get(actor, event.event_receiver_id)
     return _ok([event_object(event, receiver)])
@@ -254,13 +258,15 @@ async def get_event(
 
 @post(
     "/receivers",
-    opt=requires(Permission.RECEIVERS_CREATE),
+    opt=requires(Permission.RECEIVERS_CREATE) | IDEMPOTENT,
     status_code=200,
     include_in_schema=False,
 )
 async def create_receiver(
-    request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep, claim: ClaimDep
+    request: Request[Any, Any, Any], services: ServicesDep
 ) -> Response[bytes]:
+    actor = actor_of(request.scope)
+    claim = claim_of(request.scope)
     given = await _body(request, _ReceiverIn)
     cmd = RegisterReceiver(
         name=given.name,
@@ -279,18 +285,24 @@ async def create_receiver(
     "/receivers/{receiver_id:str}", opt=requires(Permission.RECEIVERS_READ), include_in_schema=False
 )
 async def get_receiver(
-    receiver_id: FromPath[str], services: ServicesDep, actor: ActorDep
+    receiver_id: FromPath[str], services: ServicesDep, scope: Scope
 ) -> Response[bytes]:
+    actor = actor_of(scope)
     receiver = await _found(
         "eventReceiver", receiver_id, lambda: services.receivers.get(actor, receiver_id)
     )
     return _ok([receiver_object(receiver)])
 
 
-@post("/groups", opt=requires(Permission.GROUPS_CREATE), status_code=200, include_in_schema=False)
-async def create_group(
-    request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep, claim: ClaimDep
-) -> Response[bytes]:
+@post(
+    "/groups",
+    opt=requires(Permission.GROUPS_CREATE) | IDEMPOTENT,
+    status_code=200,
+    include_in_schema=False,
+)
+async def create_group(request: Request[Any, Any, Any], services: ServicesDep) -> Response[bytes]:
+    actor = actor_of(request.scope)
+    claim = claim_of(request.scope)
     given = await _body(request, _GroupIn)
     cmd = CreateGroup(
         name=given.name,
@@ -306,8 +318,9 @@ async def create_group(
 
 @get("/groups/{group_id:str}", opt=requires(Permission.GROUPS_READ), include_in_schema=False)
 async def get_group(
-    group_id: FromPath[str], services: ServicesDep, actor: ActorDep
+    group_id: FromPath[str], services: ServicesDep, scope: Scope
 ) -> Response[bytes]:
+    actor = actor_of(scope)
     group = await _found(
         "eventReceiverGroup", group_id, lambda: services.groups.get(actor, group_id)
     )
@@ -316,11 +329,9 @@ async def get_group(
 
 @patch("/groups/{group_id:str}", opt=requires(Permission.GROUPS_UPDATE), include_in_schema=False)
 async def toggle_group(
-    group_id: FromPath[str],
-    request: Request[Any, Any, Any],
-    services: ServicesDep,
-    actor: ActorDep,
+    group_id: FromPath[str], request: Request[Any, Any, Any], services: ServicesDep
 ) -> Response[bytes]:
+    actor = actor_of(request.scope)
     given = await _body(request, _ToggleIn)
     if given.enabled is None:
         raise EprError(400, "invalid input: enabled is required (true or false)")

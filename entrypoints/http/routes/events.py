@@ -17,18 +17,17 @@ from core.domain.fields import in_utc
 from core.domain.idempotency import Answer
 from core.ports import EventFilter
 from core.usecases import Recorded
-from entrypoints.http.auth import requires
+from entrypoints.http.auth import actor_of, requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    ActorDep,
     ServicesDep,
     check_id,
     created,
     problems,
 )
-from entrypoints.http.idempotency import ClaimDep, answer, once
+from entrypoints.http.idempotency import IDEMPOTENT, answer, claim_of, once
 from entrypoints.http.metrics import count_recorded
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.problems import BadRequest
@@ -50,7 +49,7 @@ Moment = Annotated[
 
 @post(
     "/",
-    opt=requires(Permission.EVENTS_CREATE),
+    opt=requires(Permission.EVENTS_CREATE) | IDEMPOTENT,
     dto=Body[RecordEvent],
     return_dto=None,
     summary="Record an event",
@@ -61,13 +60,10 @@ Moment = Annotated[
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def record_event(
-    *,
-    data: JSONBody[RecordEvent],
-    services: ServicesDep,
-    actor: ActorDep,
-    scope: Scope,
-    claim: ClaimDep,
+    *, data: JSONBody[RecordEvent], services: ServicesDep, scope: Scope
 ) -> Response[IdData]:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     outcome = await services.events.record_outcome(actor, data, once(claim, _recorded))
     count_recorded(scope, outcome)
     [event] = outcome.events
@@ -85,7 +81,7 @@ def _batch_recorded(outcome: Recorded) -> Answer:
 
 @post(
     "/",
-    opt=requires(Permission.EVENTS_CREATE),
+    opt=requires(Permission.EVENTS_CREATE) | IDEMPOTENT,
     dto=Body[RecordBatch],
     return_dto=None,
     summary="Record a batch of events, all or nothing",
@@ -94,13 +90,10 @@ def _batch_recorded(outcome: Recorded) -> Answer:
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def record_batch(
-    *,
-    data: JSONBody[RecordBatch],
-    services: ServicesDep,
-    actor: ActorDep,
-    scope: Scope,
-    claim: ClaimDep,
+    *, data: JSONBody[RecordBatch], services: ServicesDep, scope: Scope
 ) -> IdsData:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     outcome = await services.events.record_batch_outcome(
         actor, data.events, once(claim, _batch_recorded)
     )
@@ -115,9 +108,8 @@ async def record_batch(
     responses=problems(401, 403, 404),
     opt=requires(Permission.EVENTS_READ),
 )
-async def get_event(
-    *, event_id: FromPath[str], services: ServicesDep, actor: ActorDep
-) -> EventData:
+async def get_event(*, event_id: FromPath[str], services: ServicesDep, scope: Scope) -> EventData:
+    actor = actor_of(scope)
     check_id("event", event_id)
     return EventData(event_view(await services.events.get(actor, event_id)))
 
@@ -134,7 +126,6 @@ async def get_event(
 async def list_events(
     *,
     services: ServicesDep,
-    actor: ActorDep,
     name: Filter = None,
     version: Filter = None,
     release: Filter = None,
@@ -147,7 +138,9 @@ async def list_events(
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
+    scope: Scope,
 ) -> EventPage:
+    actor = actor_of(scope)
     page = page_request(KIND, limit, cursor, order)
     where = EventFilter(
         name=name,

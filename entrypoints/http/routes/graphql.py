@@ -24,8 +24,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.types import ExceptionHandlersMap, Scope
 
-from entrypoints.http.auth import FIELD_PERMISSIONS, PUBLIC, request_context
-from entrypoints.http.common import API, AccessDep, ServicesDep, problems
+from entrypoints.http.auth import FIELD_PERMISSIONS, PUBLIC, authenticated, request_context
+from entrypoints.http.common import API, ServicesDep, problems
 from entrypoints.http.gql.context import Context
 from entrypoints.http.gql.execution import Endpoint
 from entrypoints.http.problems import EXCEPTION_HANDLERS as APP_HANDLERS
@@ -94,8 +94,9 @@ def post_handler(
         name=f"graphql{'-epr' if lenient else ''}-{paths[0]}",
     )
     async def graphql(
-        request: Request[Any, Any, Any], services: ServicesDep, access: AccessDep, scope: Scope
+        request: Request[Any, Any, Any], services: ServicesDep, scope: Scope
     ) -> Response[bytes]:
+        access = authenticated(scope)
         body = await request.body()
         status, answer = await endpoint.run(
             body,

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from litestar import Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.types import Scope
 
 from core.domain.access import Permission
 from core.domain.commands import CreateGroup, PatchGroup
@@ -15,18 +16,17 @@ from core.domain.idempotency import Answer
 from core.domain.model import Group, Nvrpp
 from core.ports import CompletionFilter, GroupFilter
 from core.usecases.groups import MAX_WAIT_SECONDS
-from entrypoints.http.auth import requires
+from entrypoints.http.auth import actor_of, requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    ActorDep,
     ServicesDep,
     check_id,
     created,
     problems,
 )
-from entrypoints.http.idempotency import ClaimDep, created_answer, once
+from entrypoints.http.idempotency import IDEMPOTENT, claim_of, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import (
     CompletionPage,
@@ -50,7 +50,7 @@ Key = Annotated[str, QueryParameter(description="Part of the artifact's NVRPP (r
 
 @post(
     "/",
-    opt=requires(Permission.GROUPS_CREATE),
+    opt=requires(Permission.GROUPS_CREATE) | IDEMPOTENT,
     dto=Body[CreateGroup],
     return_dto=None,
     summary="Create a group",
@@ -61,8 +61,10 @@ Key = Annotated[str, QueryParameter(description="Part of the artifact's NVRPP (r
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_group(
-    *, data: JSONBody[CreateGroup], services: ServicesDep, actor: ActorDep, claim: ClaimDep
+    *, data: JSONBody[CreateGroup], services: ServicesDep, scope: Scope
 ) -> Response[IdData]:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     group = await services.groups.create(actor, data, once(claim, _created))
     return created(f"{PATH}/{group.id}", group.id)
 
@@ -78,9 +80,8 @@ def _created(group: Group) -> Answer:
     responses=problems(401, 403, 404),
     opt=requires(Permission.GROUPS_READ),
 )
-async def get_group(
-    *, group_id: FromPath[str], services: ServicesDep, actor: ActorDep
-) -> GroupData:
+async def get_group(*, group_id: FromPath[str], services: ServicesDep, scope: Scope) -> GroupData:
+    actor = actor_of(scope)
     check_id(GROUP, group_id)
     return GroupData(group_view(await services.groups.get(actor, group_id)))
 
@@ -96,7 +97,6 @@ async def get_group(
 async def list_groups(
     *,
     services: ServicesDep,
-    actor: ActorDep,
     name: Filter = None,
     type: Filter = None,
     version: Filter = None,
@@ -104,7 +104,9 @@ async def list_groups(
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
+    scope: Scope,
 ) -> GroupPage:
+    actor = actor_of(scope)
     page = page_request(KIND, limit, cursor, order)
     where = GroupFilter(name=name, type=type, version=version, enabled=enabled)
     found = await services.groups.list(actor, where, page)
@@ -121,8 +123,9 @@ async def list_groups(
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def patch_group(
-    *, group_id: FromPath[str], data: JSONBody[PatchGroup], services: ServicesDep, actor: ActorDep
+    *, group_id: FromPath[str], data: JSONBody[PatchGroup], services: ServicesDep, scope: Scope
 ) -> GroupData:
+    actor = actor_of(scope)
     check_id(GROUP, group_id)
     return GroupData(group_view(await services.groups.patch(actor, group_id, data)))
 
@@ -134,7 +137,8 @@ async def patch_group(
     responses=problems(401, 403, 404, 409),
     opt=requires(Permission.GROUPS_DELETE),
 )
-async def delete_group(*, group_id: FromPath[str], services: ServicesDep, actor: ActorDep) -> None:
+async def delete_group(*, group_id: FromPath[str], services: ServicesDep, scope: Scope) -> None:
+    actor = actor_of(scope)
     check_id(GROUP, group_id)
     await services.groups.delete(actor, group_id)
 
@@ -153,7 +157,6 @@ async def group_status(
     *,
     group_id: FromPath[str],
     services: ServicesDep,
-    actor: ActorDep,
     name: Key,
     version: Key,
     release: Key,
@@ -167,7 +170,9 @@ async def group_status(
             description="Seconds to hold the answer while the gate is not complete (1..60).",
         ),
     ] = None,
+    scope: Scope,
 ) -> GroupStatusData:
+    actor = actor_of(scope)
     check_id(GROUP, group_id)
     errors: list[FieldError] = []
     for field, value in (
@@ -199,7 +204,6 @@ async def list_completions(
     *,
     group_id: FromPath[str],
     services: ServicesDep,
-    actor: ActorDep,
     name: Filter = None,
     version: Filter = None,
     release: Filter = None,
@@ -208,7 +212,9 @@ async def list_completions(
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
+    scope: Scope,
 ) -> CompletionPage:
+    actor = actor_of(scope)
     check_id(GROUP, group_id)
     page = page_request(COMPLETIONS, limit, cursor, order)
     where = CompletionFilter(

@@ -40,8 +40,8 @@ from core.domain.errors import FieldError, Forbidden, Invalid, Unauthenticated
 from core.domain.messages import encode_message
 from core.usecases import Actor, Services
 from core.usecases.messages import MAX_FILTER_VALUES, MessageFilter, message_filter
-from entrypoints.http.auth import authenticate, request_context, requires
-from entrypoints.http.common import API, ActorDep, ServicesDep, problems
+from entrypoints.http.auth import actor_of, authenticate, request_context, requires
+from entrypoints.http.common import API, ServicesDep, problems
 from entrypoints.http.problems import BadRequest
 
 PATH = f"{API}/messages"
@@ -123,7 +123,6 @@ async def tail(
     *,
     request: Request[object, object, State],
     services: ServicesDep,
-    actor: ActorDep,
     after: Annotated[
         str | None, QueryParameter(description="The log position to continue after.")
     ] = None,
@@ -153,6 +152,7 @@ async def tail(
         ),
     ] = None,
 ) -> ServerSentEvent:
+    actor = actor_of(request.scope)
     if last_event_id is not None:
         start = _position("Last-Event-ID", last_event_id.strip())
     elif after is not None:

@@ -7,16 +7,17 @@ from typing import Annotated
 from litestar import Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.types import Scope
 
 from core.domain.access import Permission
 from core.domain.commands import RegisterReceiver
 from core.domain.idempotency import Answer
 from core.domain.model import Receiver
 from core.ports import ReceiverFilter
-from entrypoints.http.auth import requires
+from entrypoints.http.auth import actor_of, requires
 from entrypoints.http.bodies import Body
-from entrypoints.http.common import API, LOCATION, ActorDep, ServicesDep, check_id, problems
-from entrypoints.http.idempotency import ClaimDep, answer, once
+from entrypoints.http.common import API, LOCATION, ServicesDep, check_id, problems
+from entrypoints.http.idempotency import IDEMPOTENT, answer, claim_of, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import IdData, ReceiverData, ReceiverPage, receiver_view
 
@@ -28,7 +29,7 @@ Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
 
 @post(
     "/",
-    opt=requires(Permission.RECEIVERS_CREATE),
+    opt=requires(Permission.RECEIVERS_CREATE) | IDEMPOTENT,
     dto=Body[RegisterReceiver],
     return_dto=None,
     status_code=201,
@@ -44,8 +45,10 @@ Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
     },
 )
 async def register_receiver(
-    *, data: JSONBody[RegisterReceiver], services: ServicesDep, actor: ActorDep, claim: ClaimDep
+    *, data: JSONBody[RegisterReceiver], services: ServicesDep, scope: Scope
 ) -> Response[IdData]:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     receiver, was_created = await services.receivers.register(actor, data, once(claim, _answer))
     if was_created:
         return Response(
@@ -70,8 +73,9 @@ def _answer(registered: tuple[Receiver, bool]) -> Answer:
     opt=requires(Permission.RECEIVERS_READ),
 )
 async def get_receiver(
-    *, receiver_id: FromPath[str], services: ServicesDep, actor: ActorDep
+    *, receiver_id: FromPath[str], services: ServicesDep, scope: Scope
 ) -> ReceiverData:
+    actor = actor_of(scope)
     check_id("event receiver", receiver_id)
     return ReceiverData(receiver_view(await services.receivers.get(actor, receiver_id)))
 
@@ -87,7 +91,6 @@ async def get_receiver(
 async def list_receivers(
     *,
     services: ServicesDep,
-    actor: ActorDep,
     name: Filter = None,
     type: Filter = None,
     version: Filter = None,
@@ -95,7 +98,9 @@ async def list_receivers(
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
+    scope: Scope,
 ) -> ReceiverPage:
+    actor = actor_of(scope)
     page = page_request(KIND, limit, cursor, order)
     where = ReceiverFilter(name=name, type=type, version=version, fingerprint=fingerprint)
     found = await services.receivers.list(actor, where, page)

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import msgspec
 from litestar import Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.types import Scope
 
 from core.domain.access import Permission
 from core.domain.commands import (
@@ -32,18 +33,17 @@ from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import FieldError
 from core.domain.idempotency import Answer
 from core.domain.subscriptions import Ordering, Subscription, SubscriptionFilter
-from entrypoints.http.auth import requires
+from entrypoints.http.auth import actor_of, requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    ActorDep,
     ServicesDep,
     check_id,
     created,
     problems,
 )
-from entrypoints.http.idempotency import HEADER, ClaimDep, answer, created_answer, once
+from entrypoints.http.idempotency import HEADER, IDEMPOTENT, answer, claim_of, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.http.views import IdData, Page
@@ -213,7 +213,7 @@ def attempt_view(a: Attempt) -> AttemptView:
 
 @post(
     "/",
-    opt=requires(Permission.SUBSCRIPTIONS_CREATE),
+    opt=requires(Permission.SUBSCRIPTIONS_CREATE) | IDEMPOTENT,
     dto=Body[CreateSubscription],
     return_dto=None,
     summary="Create a subscription",
@@ -224,12 +224,10 @@ def attempt_view(a: Attempt) -> AttemptView:
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_subscription(
-    *,
-    data: JSONBody[CreateSubscription],
-    services: ServicesDep,
-    actor: ActorDep,
-    claim: ClaimDep,
+    *, data: JSONBody[CreateSubscription], services: ServicesDep, scope: Scope
 ) -> Response[IdData]:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     made = await services.subscriptions.create(actor, data, once(claim, _created))
     return created(f"{PATH}/{made.id}", made.id)
 
@@ -249,11 +247,12 @@ def _created(made: Subscription) -> Answer:
 async def list_subscriptions(
     *,
     services: ServicesDep,
-    actor: ActorDep,
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
+    scope: Scope,
 ) -> SubscriptionPage:
+    actor = actor_of(scope)
     page = page_request(KIND, limit, cursor, order)
     found = await services.subscriptions.list(actor, page)
     return page_of(
@@ -270,8 +269,9 @@ async def list_subscriptions(
     opt=requires(Permission.SUBSCRIPTIONS_READ),
 )
 async def get_subscription(
-    *, subscription_id: FromPath[str], services: ServicesDep, actor: ActorDep
+    *, subscription_id: FromPath[str], services: ServicesDep, scope: Scope
 ) -> SubscriptionData:
+    actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     return SubscriptionData(
         subscription_view(await services.subscriptions.get(actor, subscription_id))
@@ -293,8 +293,9 @@ async def patch_subscription(
     subscription_id: FromPath[str],
     data: JSONBody[PatchSubscription],
     services: ServicesDep,
-    actor: ActorDep,
+    scope: Scope,
 ) -> SubscriptionData:
+    actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     changed = await services.subscriptions.patch(actor, subscription_id, data)
     return SubscriptionData(subscription_view(changed))
@@ -308,8 +309,9 @@ async def patch_subscription(
     opt=requires(Permission.SUBSCRIPTIONS_DELETE),
 )
 async def delete_subscription(
-    *, subscription_id: FromPath[str], services: ServicesDep, actor: ActorDep
+    *, subscription_id: FromPath[str], services: ServicesDep, scope: Scope
 ) -> None:
+    actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     await services.subscriptions.delete(actor, subscription_id)
 
@@ -322,15 +324,16 @@ async def delete_subscription(
     opt=requires(Permission.SUBSCRIPTIONS_UPDATE),
 )
 async def get_secret(
-    *, subscription_id: FromPath[str], services: ServicesDep, actor: ActorDep
+    *, subscription_id: FromPath[str], services: ServicesDep, scope: Scope
 ) -> SecretData:
+    actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     return SecretData(Secret(await services.subscriptions.secret(actor, subscription_id)))
 
 
 @post(
     "/{subscription_id:str}/secret/rotate",
-    opt=requires(Permission.SUBSCRIPTIONS_UPDATE),
+    opt=requires(Permission.SUBSCRIPTIONS_UPDATE) | IDEMPOTENT,
     dto=Body[RotateSecret],
     return_dto=None,
     status_code=200,
@@ -344,9 +347,10 @@ async def rotate_secret(
     subscription_id: FromPath[str],
     data: JSONBody[RotateSecret],
     services: ServicesDep,
-    actor: ActorDep,
-    claim: ClaimDep,
+    scope: Scope,
 ) -> Response[SecretData]:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     secret = await services.subscriptions.rotate(
         actor, subscription_id, data, once(claim, functools.partial(_rotated, subscription_id))
@@ -371,7 +375,7 @@ def _rotated(subscription_id: str, _secret: str) -> Answer:
 
 @post(
     "/{subscription_id:str}/ping",
-    opt=requires(Permission.SUBSCRIPTIONS_UPDATE),
+    opt=requires(Permission.SUBSCRIPTIONS_UPDATE) | IDEMPOTENT,
     status_code=202,
     summary="Send a test message",
     description="A `waypost.subscription.ping` message, through the log and the same "
@@ -379,8 +383,10 @@ def _rotated(subscription_id: str, _secret: str) -> Answer:
     responses=problems(401, 403, 404, 409, 413, 422),
 )
 async def ping(
-    *, subscription_id: FromPath[str], services: ServicesDep, actor: ActorDep, claim: ClaimDep
+    *, subscription_id: FromPath[str], services: ServicesDep, scope: Scope
 ) -> PingedData:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     sent = await services.subscriptions.ping(actor, subscription_id, once(claim, _pinged))
     return PingedData(Pinged(sent))
@@ -392,7 +398,7 @@ def _pinged(message_id: str) -> Answer:
 
 @post(
     "/{subscription_id:str}/replay",
-    opt=requires(Permission.SUBSCRIPTIONS_UPDATE),
+    opt=requires(Permission.SUBSCRIPTIONS_UPDATE) | IDEMPOTENT,
     dto=Body[Replay],
     return_dto=None,
     status_code=202,
@@ -402,13 +408,10 @@ def _pinged(message_id: str) -> Answer:
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def replay(
-    *,
-    subscription_id: FromPath[str],
-    data: JSONBody[Replay],
-    services: ServicesDep,
-    actor: ActorDep,
-    claim: ClaimDep,
+    *, subscription_id: FromPath[str], data: JSONBody[Replay], services: ServicesDep, scope: Scope
 ) -> QueuedData:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     queued = await services.subscriptions.replay(actor, subscription_id, data, once(claim, _queued))
     return QueuedData(Queued(queued))
@@ -420,7 +423,7 @@ def _queued(queued: int) -> Answer:
 
 @post(
     "/{subscription_id:str}/redrive",
-    opt=requires(Permission.SUBSCRIPTIONS_UPDATE),
+    opt=requires(Permission.SUBSCRIPTIONS_UPDATE) | IDEMPOTENT,
     dto=Body[Redrive],
     return_dto=None,
     status_code=202,
@@ -430,13 +433,10 @@ def _queued(queued: int) -> Answer:
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def redrive(
-    *,
-    subscription_id: FromPath[str],
-    data: JSONBody[Redrive],
-    services: ServicesDep,
-    actor: ActorDep,
-    claim: ClaimDep,
+    *, subscription_id: FromPath[str], data: JSONBody[Redrive], services: ServicesDep, scope: Scope
 ) -> RequeuedData:
+    actor = actor_of(scope)
+    claim = claim_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     done = await services.subscriptions.redrive(
         actor, subscription_id, data, once(claim, _requeued)
@@ -460,7 +460,6 @@ async def list_deliveries(
     *,
     subscription_id: FromPath[str],
     services: ServicesDep,
-    actor: ActorDep,
     status: Annotated[
         Literal["pending", "delivering", "succeeded", "dead"] | None,
         QueryParameter(description="Only deliveries in this state."),
@@ -468,7 +467,9 @@ async def list_deliveries(
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
+    scope: Scope,
 ) -> DeliveryPage:
+    actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     page = page_request(DELIVERIES, limit, cursor, order)
     wanted = None if status is None else DeliveryStatus(status)
@@ -491,8 +492,9 @@ async def get_delivery(
     subscription_id: FromPath[str],
     delivery_id: FromPath[str],
     services: ServicesDep,
-    actor: ActorDep,
+    scope: Scope,
 ) -> DeliveryData:
+    actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     check_id(DELIVERY, delivery_id)
     await services.subscriptions.get(actor, subscription_id)

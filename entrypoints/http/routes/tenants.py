@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from litestar import Response, get, patch, post
 from litestar.params import FromPath, JSONBody
+from litestar.types import Scope
 
 from core.domain.access import Permission
 from core.domain.audit import AuditAction
@@ -15,18 +16,16 @@ from core.domain.idempotency import Answer
 from core.domain.model import Tenant
 from core.ports import AppendMeta
 from core.usecases import Access, RequestContext, Services
-from entrypoints.http.auth import requires
+from entrypoints.http.auth import authenticated, request_context, requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    AccessDep,
-    ContextDep,
     ServicesDep,
     created,
     problems,
 )
-from entrypoints.http.idempotency import ClaimDep, created_answer, once
+from entrypoints.http.idempotency import IDEMPOTENT, claim_of, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import IdData, TenantData, TenantPage, tenant_view
 
@@ -59,7 +58,7 @@ async def _audit(
 
 @post(
     "/",
-    opt=requires(Permission.TENANTS_MANAGE),
+    opt=requires(Permission.TENANTS_MANAGE) | IDEMPOTENT,
     dto=Body[CreateTenant],
     return_dto=None,
     summary="Create a tenant",
@@ -69,13 +68,11 @@ async def _audit(
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_tenant(
-    *,
-    data: JSONBody[CreateTenant],
-    services: ServicesDep,
-    access: AccessDep,
-    ctx: ContextDep,
-    claim: ClaimDep,
+    *, data: JSONBody[CreateTenant], services: ServicesDep, scope: Scope
 ) -> Response[IdData]:
+    access = authenticated(scope)
+    ctx = request_context(scope)
+    claim = claim_of(scope)
     tenant = await services.tenants.create(data, _meta(access, ctx), once(claim, _created))
     await _audit(
         services,
@@ -131,13 +128,10 @@ async def get_tenant(*, slug: FromPath[str], services: ServicesDep) -> TenantDat
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def patch_tenant(
-    *,
-    slug: FromPath[str],
-    data: JSONBody[PatchTenant],
-    services: ServicesDep,
-    access: AccessDep,
-    ctx: ContextDep,
+    *, slug: FromPath[str], data: JSONBody[PatchTenant], services: ServicesDep, scope: Scope
 ) -> TenantData:
+    access = authenticated(scope)
+    ctx = request_context(scope)
     before = await services.tenants.get(slug)
     tenant = await services.tenants.patch(slug, data, _meta(access, ctx))
     services.identity.forget()  # a disabled tenant's credentials stop working at once

@@ -6,24 +6,23 @@ from __future__ import annotations
 
 from litestar import Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
+from litestar.types import Scope
 
 from core.domain.access import Permission
 from core.domain.commands import CreateUser, PatchUser
 from core.domain.idempotency import Answer
 from core.domain.identity import User
-from entrypoints.http.auth import requires
+from entrypoints.http.auth import authenticated, request_context, requires
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    AccessDep,
-    ContextDep,
     ServicesDep,
     check_id,
     created,
     problems,
 )
-from entrypoints.http.idempotency import ClaimDep, created_answer, once
+from entrypoints.http.idempotency import IDEMPOTENT, claim_of, created_answer, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import IdData, UserData, UserPage, user_view
 
@@ -35,7 +34,7 @@ MANAGE = requires(Permission.USERS_MANAGE)
 
 @post(
     "/",
-    opt=MANAGE,
+    opt=MANAGE | IDEMPOTENT,
     dto=Body[CreateUser],
     return_dto=None,
     summary="Create a user",
@@ -46,13 +45,11 @@ MANAGE = requires(Permission.USERS_MANAGE)
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_user(
-    *,
-    data: JSONBody[CreateUser],
-    services: ServicesDep,
-    access: AccessDep,
-    ctx: ContextDep,
-    claim: ClaimDep,
+    *, data: JSONBody[CreateUser], services: ServicesDep, scope: Scope
 ) -> Response[IdData]:
+    access = authenticated(scope)
+    ctx = request_context(scope)
+    claim = claim_of(scope)
     user = await services.identity.create_user(access, data, ctx, once(claim, _created))
     return created(f"{PATH}/{user.id}", user.id)
 
@@ -72,11 +69,12 @@ def _created(user: User) -> Answer:
 async def list_users(
     *,
     services: ServicesDep,
-    access: AccessDep,
     limit: Limit = 50,
     cursor: Cursor = None,
     order: OrderParam = "desc",
+    scope: Scope,
 ) -> UserPage:
+    access = authenticated(scope)
     found = await services.identity.list_users(access, page_request(KIND, limit, cursor, order))
     return page_of(KIND, found, limit=limit, order=order, view=user_view, page=UserPage)
 
@@ -88,7 +86,8 @@ async def list_users(
     description="One user (never its password hash).",
     responses=problems(401, 403, 404),
 )
-async def get_user(*, user_id: FromPath[str], services: ServicesDep, access: AccessDep) -> UserData:
+async def get_user(*, user_id: FromPath[str], services: ServicesDep, scope: Scope) -> UserData:
+    access = authenticated(scope)
     check_id(USER, user_id)
     return UserData(user_view(await services.identity.get_user(access, user_id)))
 
@@ -104,13 +103,10 @@ async def get_user(*, user_id: FromPath[str], services: ServicesDep, access: Acc
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def patch_user(
-    *,
-    user_id: FromPath[str],
-    data: JSONBody[PatchUser],
-    services: ServicesDep,
-    access: AccessDep,
-    ctx: ContextDep,
+    *, user_id: FromPath[str], data: JSONBody[PatchUser], services: ServicesDep, scope: Scope
 ) -> UserData:
+    access = authenticated(scope)
+    ctx = request_context(scope)
     check_id(USER, user_id)
     return UserData(user_view(await services.identity.patch_user(access, user_id, data, ctx)))
 
@@ -122,9 +118,9 @@ async def patch_user(
     description="Its credentials stop working at once.",
     responses=problems(401, 403, 404),
 )
-async def delete_user(
-    *, user_id: FromPath[str], services: ServicesDep, access: AccessDep, ctx: ContextDep
-) -> None:
+async def delete_user(*, user_id: FromPath[str], services: ServicesDep, scope: Scope) -> None:
+    access = authenticated(scope)
+    ctx = request_context(scope)
     check_id(USER, user_id)
     await services.identity.delete_user(access, user_id, ctx)
 
