@@ -21,7 +21,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
 from litestar import Litestar, Router
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
@@ -30,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from core.ports import SharedRateLimiter, Unavailable
 from core.usecases import Publisher, Services
-from entrypoints.http import auth, common, console, idempotency, limits, metrics, metrics_json
+from entrypoints.http import auth, console, idempotency, limits, metrics, metrics_json
 from entrypoints.http.apidocs import LocalSwaggerPlugin
 from entrypoints.http.clients import ClientAddresses
 from entrypoints.http.gql.execution import Endpoint
@@ -134,12 +133,9 @@ def build_app(
     add to its metrics (delivery's, when it runs in this process); its rate limits are
     shared through `shared_limiter` when given (closed with the app)."""
 
-    slot = common.ServicesSlot()
-
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with services_factory() as services, anyio.create_task_group() as tasks:
-            slot.services = services
             app.state[auth.SERVICES_KEY] = services
             tasks.start_soon(_maintain, services, settings.secrets.reload_seconds)
             if services.publisher is not None:
@@ -147,7 +143,6 @@ def build_app(
             try:
                 yield
             finally:
-                slot.services = None
                 tasks.cancel_scope.cancel()
                 await limits.limits_of(app.state).rates.close()
 
@@ -256,7 +251,6 @@ def build_app(
             *console.routes(settings.http.max_body_bytes),
         ],
         lifespan=[lifespan],
-        dependencies={"services": Provide(slot.provide, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=console.template_config(),
         before_send=[add_answer_headers],

@@ -61,6 +61,7 @@ __all__ = [
     "idempotency_scope",
     "request_context",
     "requires",
+    "services_of",
 ]
 
 #: The route handler `opt` key of the permission a route needs.
@@ -169,6 +170,7 @@ def credential(scope: Scope) -> tuple[str | None, bool]:
 
 
 def services_of(scope: Scope) -> Services:
+    """The use cases, which the app's lifespan opened (handlers run only inside it)."""
     services: Services = scope["app"].state[SERVICES_KEY]
     return services
 
@@ -260,11 +262,13 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
     await authorize(connection.scope, access, handler)
 
 
-# Who calls, as a handler reads it: functions of the scope, which the middleware above
-# filled, rather than Litestar dependencies. A dependency that takes the request costs
-# Litestar a parse of its parameters on every request (about 3.5% of a recorded event's
-# instructions, measured), and one that takes none still costs its call: the app-wide
-# Services stay a dependency (`services`), the per-request facts are read here.
+# What a handler needs besides its parameters (the Services, who calls, the request's
+# context), it reads from the scope with the functions here, rather than taking Litestar
+# dependencies: a dependency that takes the request costs Litestar a parse of its
+# parameters on every request (about 3.5% of a recorded event's instructions, measured),
+# and one that takes none still costs its resolution (about 1.3%). The lifespan puts the
+# Services in the app's state; the middleware above puts who it authenticated in the
+# request's (tests/http/test_dependencies.py walks the routes).
 
 
 def authenticated(scope: Scope) -> Access:

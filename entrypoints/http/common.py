@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final, TypeAlias, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from litestar import Litestar, Request, Response
 from litestar.background_tasks import BackgroundTask, BackgroundTasks
 from litestar.datastructures import Cookie, ResponseHeader
-from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import SkipValidation
 from litestar.response.base import ASGIResponse
 from litestar.serialization import default_serializer, encode_json
 from litestar.types import (
@@ -24,17 +22,12 @@ from litestar.types import (
 )
 
 from core.domain.ids import is_ulid
-from core.usecases import Services
 from core.usecases.common import not_found
 from entrypoints.http.problems import PROBLEM_JSON, Problem
 from entrypoints.http.views import IdData
 
 API: Final = "/api/v1"
 T = TypeVar("T")
-
-#: How handlers ask for the use cases (injected by name, not validated). Who calls is
-#: read from the scope (`auth.authenticated`, `auth.actor_of`, `auth.request_context`).
-ServicesDep: TypeAlias = NamedDependency[SkipValidation[Services]]
 
 _DESCRIPTIONS: Final = {
     400: "Malformed JSON, wrong shape or type, bad query parameter or cursor.",
@@ -51,24 +44,6 @@ _DESCRIPTIONS: Final = {
 #: What every API route may answer besides its own refusals: 422 for a query parameter
 #: holding NUL (entrypoints/http/queries.py), 429 and 503 (entrypoints/http/limits.py).
 LIMITED: Final = (422, 429, 503)
-
-
-class ServicesSlot:
-    """Where the lifespan puts the Services and the `services` dependency finds them.
-
-    `provide` takes no parameters, so Litestar has nothing to parse for it on each
-    request. It must be registered on the app itself: Litestar deep-copies
-    routers, and a copied slot would never see the Services.
-    """
-
-    def __init__(self) -> None:
-        self.services: Services | None = None
-
-    def provide(self) -> Services:
-        services = self.services
-        if services is None:  # pragma: no cover - handlers run only inside the lifespan
-            raise RuntimeError("the app's lifespan has not opened the services")
-        return services
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:

@@ -16,8 +16,8 @@ from core.domain.access import PLATFORM_ROLES, TENANT_ROLES, Permission, Role
 from core.domain.commands import CreateApiKey, CreateUser, PatchUser
 from core.domain.errors import DomainError, FieldError
 from core.ports import AuditFilter, PageRequest
-from entrypoints.http.auth import request_context, requires
-from entrypoints.http.common import ServicesDep
+from core.usecases import Services
+from entrypoints.http.auth import authenticated, request_context, requires, services_of
 from entrypoints.http.console.common import (
     BASE,
     PAGE_SIZE,
@@ -30,7 +30,6 @@ from entrypoints.http.console.common import (
     redirect,
 )
 from entrypoints.http.console.pages import parse_moment
-from entrypoints.http.console.session import access_of
 from entrypoints.http.problems import BadRequest, status_of
 
 ADMIN: Final = f"{BASE}/admin"
@@ -42,7 +41,7 @@ AUDIT_FILTERS: Final = ("action", "actor", "outcome", "since", "until")
 
 def _roles(request: Request[Any, Any, Any]) -> list[str]:
     """The roles a principal of the session's scope may hold, in the table's order."""
-    scope = access_of(request.scope).tenant_id
+    scope = authenticated(request.scope).tenant_id
     allowed = TENANT_ROLES if scope is not None else PLATFORM_ROLES
     return [role.value for role in Role if role in allowed]
 
@@ -52,13 +51,13 @@ def _roles(request: Request[Any, Any, Any]) -> list[str]:
 
 async def _users_page(
     request: Request[Any, Any, Any],
-    services: ServicesDep,
+    services: Services,
     cursor: str | None,
     *,
     status: int = 200,
     **context: Any,
 ) -> Template:
-    access = access_of(request.scope)
+    access = authenticated(request.scope)
     found = await services.identity.list_users(
         access, PageRequest(limit=PAGE_SIZE + 1, after=after(_USERS, cursor))
     )
@@ -76,10 +75,9 @@ async def _users_page(
 
 
 @get(f"{ADMIN}/users", opt=requires(Permission.USERS_MANAGE), include_in_schema=False)
-async def users(
-    request: Request[Any, Any, Any], services: ServicesDep, cursor: FromQuery[str | None] = None
-) -> Template:
+async def users(request: Request[Any, Any, Any], cursor: FromQuery[str | None] = None) -> Template:
     """The scope's users, and the form that adds one."""
+    services = services_of(request.scope)
     return await _users_page(request, services, cursor)
 
 
@@ -89,14 +87,15 @@ async def users(
     include_in_schema=False,
     status_code=200,
 )
-async def create_user(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
+async def create_user(request: Request[Any, Any, Any]) -> Response[Any]:
+    services = services_of(request.scope)
     form = await request.form()
     roles = [v for v in form.getall("roles", []) if isinstance(v, str)]
     username = field(form, "username")
     cmd = CreateUser(username=username, password=field(form, "password"), roles=roles)
     try:
         await services.identity.create_user(
-            access_of(request.scope), cmd, request_context(request.scope)
+            authenticated(request.scope), cmd, request_context(request.scope)
         )
     except DomainError as exc:
         return await _users_page(
@@ -118,13 +117,12 @@ async def create_user(request: Request[Any, Any, Any], services: ServicesDep) ->
     include_in_schema=False,
     status_code=200,
 )
-async def change_user(
-    request: Request[Any, Any, Any], services: ServicesDep, user_id: FromPath[str]
-) -> Response[Any]:
+async def change_user(request: Request[Any, Any, Any], user_id: FromPath[str]) -> Response[Any]:
     """Disable or enable a user, or delete one (`action`)."""
+    services = services_of(request.scope)
     check_id("user", user_id)
     form = await request.form()
-    access = access_of(request.scope)
+    access = authenticated(request.scope)
     ctx = request_context(request.scope)
     action = field(form, "action")
     if action == "delete":
@@ -145,13 +143,13 @@ async def change_user(
 
 async def _keys_page(
     request: Request[Any, Any, Any],
-    services: ServicesDep,
+    services: Services,
     cursor: str | None,
     *,
     status: int = 200,
     **context: Any,
 ) -> Template:
-    access = access_of(request.scope)
+    access = authenticated(request.scope)
     found = await services.identity.list_api_keys(
         access, PageRequest(limit=PAGE_SIZE + 1, after=after(_KEYS, cursor))
     )
@@ -176,9 +174,10 @@ async def _keys_page(
 
 @get(f"{ADMIN}/api-keys", opt=requires(Permission.API_KEYS_MANAGE), include_in_schema=False)
 async def api_keys(
-    request: Request[Any, Any, Any], services: ServicesDep, cursor: FromQuery[str | None] = None
+    request: Request[Any, Any, Any], cursor: FromQuery[str | None] = None
 ) -> Template:
     """The scope's API keys, and the form that makes one."""
+    services = services_of(request.scope)
     return await _keys_page(request, services, cursor)
 
 
@@ -188,14 +187,15 @@ async def api_keys(
     include_in_schema=False,
     status_code=200,
 )
-async def create_api_key(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
+async def create_api_key(request: Request[Any, Any, Any]) -> Response[Any]:
     """A new key, shown on the answer once (never in a URL, never again)."""
+    services = services_of(request.scope)
     form = await request.form()
     values = {k: field(form, k) for k in ("name", "role", "expires_at")}
     try:
         expires_at = parse_moment("expires_at", values["expires_at"])
         key, text = await services.identity.create_api_key(
-            access_of(request.scope),
+            authenticated(request.scope),
             CreateApiKey(name=values["name"], role=values["role"], expires_at=expires_at),
             request_context(request.scope),
         )
@@ -220,12 +220,11 @@ async def create_api_key(request: Request[Any, Any, Any], services: ServicesDep)
     include_in_schema=False,
     status_code=200,
 )
-async def revoke_api_key(
-    request: Request[Any, Any, Any], services: ServicesDep, key_id: FromPath[str]
-) -> Response[Any]:
+async def revoke_api_key(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[Any]:
+    services = services_of(request.scope)
     check_id("API key", key_id)
     await services.identity.revoke_api_key(
-        access_of(request.scope), key_id, request_context(request.scope)
+        authenticated(request.scope), key_id, request_context(request.scope)
     )
     return redirect(f"{ADMIN}/api-keys")
 
@@ -237,11 +236,11 @@ async def revoke_api_key(
 async def audit(
     *,
     request: Request[Any, Any, Any],
-    services: ServicesDep,
     cursor: FromQuery[str | None] = None,
     rows: FromQuery[bool] = False,
 ) -> Template:
     """The scope's audit log, newest first, filtered by action, actor, outcome and time."""
+    services = services_of(request.scope)
     given = {name: request.query_params.get(name, "") for name in AUDIT_FILTERS}
     try:
         where = AuditFilter(
@@ -262,7 +261,7 @@ async def audit(
             errors=errors_by_field(exc.errors),
         )
     found = await services.audit.list(
-        access_of(request.scope).tenant_id,
+        authenticated(request.scope).tenant_id,
         where,
         PageRequest(limit=PAGE_SIZE + 1, after=after(_AUDIT, cursor)),
     )

@@ -18,19 +18,19 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
-from litestar.types import ExceptionHandlersMap, Scope
+from litestar.types import ExceptionHandlersMap
 
 from core.domain.access import Permission, Role
 from core.domain.errors import DomainError, FieldError, Forbidden, NotFound
 from core.domain.ids import is_ulid
 from core.ports import Unavailable
-from core.usecases import Access, Actor
+from core.usecases import Access
 from entrypoints.http import auth
 from entrypoints.http.assets import Assets
+from entrypoints.http.auth import authenticated
 from entrypoints.http.console.session import (
     BASE,
     CSRF_FIELD,
-    access_of,
     session_of,
 )
 from entrypoints.http.paging import HasId, decode_cursor, encode_cursor
@@ -40,14 +40,12 @@ from entrypoints.http.problems import (
     HttpProblem,
     status_of,
 )
-from entrypoints.http.request_id import request_id
 
 __all__ = [
     "ASSETS",
     "BASE",
     "HTML_ERRORS",
     "PAGE_SIZE",
-    "actor_of",
     "check_id",
     "page",
     "redirect",
@@ -162,7 +160,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
 
 def frame(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The context every signed-in page gets: who, where, what they may do."""
-    access = access_of(request.scope)
+    access = authenticated(request.scope)
     session = session_of(request.scope)
     perms = access.principal.permissions
     return {
@@ -210,13 +208,7 @@ def redirect(path: str) -> Redirect:
 
 
 def permissions(request: Request[Any, Any, Any]) -> frozenset[Permission]:
-    return access_of(request.scope).principal.permissions
-
-
-def actor_of(scope: Scope) -> Actor:
-    """The use cases' caller on a tenant's data (403 for a platform administrator without
-    a tenant)."""
-    return access_of(scope).actor(request_id(scope))
+    return authenticated(request.scope).principal.permissions
 
 
 def after(kind: str, cursor: str | None) -> str | None:

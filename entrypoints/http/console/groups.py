@@ -14,12 +14,11 @@ from core.domain.access import Permission
 from core.domain.commands import CreateGroup, PatchGroup
 from core.domain.errors import DomainError
 from core.ports import CompletionFilter, GroupFilter, PageRequest, ReceiverFilter
-from entrypoints.http.auth import requires
-from entrypoints.http.common import ServicesDep
+from core.usecases import Services
+from entrypoints.http.auth import actor_of, requires, services_of
 from entrypoints.http.console.common import (
     BASE,
     PAGE_SIZE,
-    actor_of,
     after,
     check_id,
     cut,
@@ -46,7 +45,6 @@ def _enabled(text: str) -> bool | None:
 async def groups(
     *,
     request: Request[Any, Any, Any],
-    services: ServicesDep,
     name: FromQuery[str] = "",
     type: FromQuery[str] = "",
     version: FromQuery[str] = "",
@@ -55,6 +53,7 @@ async def groups(
     rows: FromQuery[bool] = False,
 ) -> Template:
     """Groups, newest first, filtered by name, type, version and whether enabled."""
+    services = services_of(request.scope)
     where = GroupFilter(
         name=name or None, type=type or None, version=version or None, enabled=_enabled(enabled)
     )
@@ -72,15 +71,16 @@ async def groups(
     return page(request, "groups_rows.html" if rows else "groups.html", **context)
 
 
-async def _offered(request: Request[Any, Any, Any], services: ServicesDep) -> list[Any]:
+async def _offered(request: Request[Any, Any, Any], services: Services) -> list[Any]:
     return await services.receivers.list(
         actor_of(request.scope), ReceiverFilter(), PageRequest(limit=RECEIVERS_OFFERED)
     )
 
 
 @get(f"{BASE}/groups/new", opt=requires(Permission.GROUPS_CREATE), include_in_schema=False)
-async def new_group(request: Request[Any, Any, Any], services: ServicesDep) -> Template:
+async def new_group(request: Request[Any, Any, Any]) -> Template:
     """The form that creates a group."""
+    services = services_of(request.scope)
     form = {"name": "", "type": "", "version": "", "description": "", "other_ids": ""}
     return page(
         request,
@@ -103,7 +103,8 @@ def _ids(text: str) -> list[str]:
     include_in_schema=False,
     status_code=200,
 )
-async def create_group(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
+async def create_group(request: Request[Any, Any, Any]) -> Response[Any]:
+    services = services_of(request.scope)
     form = await request.form()
     values = {k: field(form, k) for k in ("name", "type", "version", "description", "other_ids")}
     chosen = [v for v in form.getall("member", []) if isinstance(v, str)]
@@ -139,11 +140,11 @@ async def create_group(request: Request[Any, Any, Any], services: ServicesDep) -
 async def group(
     *,
     request: Request[Any, Any, Any],
-    services: ServicesDep,
     group_id: FromPath[str],
     cursor: FromQuery[str | None] = None,
 ) -> Template:
     """One group: its members (by name) and every time it fired, newest first."""
+    services = services_of(request.scope)
     check_id("group", group_id)
     actor = actor_of(request.scope)
     found = await services.groups.get(actor, group_id)
@@ -167,7 +168,7 @@ async def group(
 
 
 async def _patch(
-    request: Request[Any, Any, Any], services: ServicesDep, group_id: str, cmd: PatchGroup
+    request: Request[Any, Any, Any], services: Services, group_id: str, cmd: PatchGroup
 ) -> Response[Any]:
     check_id("group", group_id)
     actor = actor_of(request.scope)
@@ -197,9 +198,8 @@ async def _patch(
     include_in_schema=False,
     status_code=200,
 )
-async def set_enabled(
-    request: Request[Any, Any, Any], services: ServicesDep, group_id: FromPath[str]
-) -> Response[Any]:
+async def set_enabled(request: Request[Any, Any, Any], group_id: FromPath[str]) -> Response[Any]:
+    services = services_of(request.scope)
     form = await request.form()
     return await _patch(
         request, services, group_id, PatchGroup(enabled=field(form, "enabled") == "true")
@@ -212,9 +212,8 @@ async def set_enabled(
     include_in_schema=False,
     status_code=200,
 )
-async def change_members(
-    request: Request[Any, Any, Any], services: ServicesDep, group_id: FromPath[str]
-) -> Response[Any]:
+async def change_members(request: Request[Any, Any, Any], group_id: FromPath[str]) -> Response[Any]:
+    services = services_of(request.scope)
     form = await request.form()
     cmd = PatchGroup(
         add_receiver_ids=_ids(field(form, "add")), remove_receiver_ids=_ids(field(form, "remove"))
@@ -228,9 +227,8 @@ async def change_members(
     include_in_schema=False,
     status_code=200,
 )
-async def delete_group(
-    request: Request[Any, Any, Any], services: ServicesDep, group_id: FromPath[str]
-) -> Response[Any]:
+async def delete_group(request: Request[Any, Any, Any], group_id: FromPath[str]) -> Response[Any]:
+    services = services_of(request.scope)
     check_id("group", group_id)
     await services.groups.delete(actor_of(request.scope), group_id)
     return redirect(f"{BASE}/groups")

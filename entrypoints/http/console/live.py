@@ -25,9 +25,8 @@ from core.domain.errors import FieldError, Invalid, Unauthenticated
 from core.domain.messages import encode_message
 from core.usecases import Actor, Services
 from core.usecases.messages import MessageFilter, message_filter
-from entrypoints.http.auth import request_context, requires
-from entrypoints.http.common import ServicesDep
-from entrypoints.http.console.common import BASE, actor_of, errors_by_field, page
+from entrypoints.http.auth import actor_of, request_context, requires, services_of
+from entrypoints.http.console.common import BASE, errors_by_field, page
 from entrypoints.http.console.session import Session, session_of
 from entrypoints.http.problems import BadRequest
 from entrypoints.http.routes.messages import Streams, streams_of
@@ -74,13 +73,10 @@ def _position(text: str | None) -> int | None:
     media_type="text/event-stream",
 )
 async def stream(
-    *,
-    request: Request[Any, Any, Any],
-    services: ServicesDep,
-    type: FromQuery[str] = "",
-    subject: FromQuery[str] = "",
+    *, request: Request[Any, Any, Any], type: FromQuery[str] = "", subject: FromQuery[str] = ""
 ) -> ServerSentEvent:
     """The messages after `Last-Event-ID`, or from now on, that match the filters."""
+    services = services_of(request.scope)
     actor = actor_of(request.scope)
     start = _position(request.headers.get("last-event-id"))
     if start is None:

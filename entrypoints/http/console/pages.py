@@ -24,12 +24,10 @@ from core.domain.fields import check_name
 from core.domain.model import Event, Nvrpp
 from core.ports import EventFilter, PageRequest, ReceiverFilter
 from core.usecases import Actor, Services
-from entrypoints.http.auth import requires
-from entrypoints.http.common import ServicesDep
+from entrypoints.http.auth import actor_of, requires, services_of
 from entrypoints.http.console.common import (
     BASE,
     PAGE_SIZE,
-    actor_of,
     after,
     check_id,
     cut,
@@ -91,9 +89,10 @@ async def _names(services: Services, actor: Actor, events: list[Event]) -> dict[
 
 
 @get(f"{BASE}/artifacts", opt=requires(Permission.EVENTS_READ), include_in_schema=False)
-async def artifact(request: Request[Any, Any, Any], services: ServicesDep) -> Template:
+async def artifact(request: Request[Any, Any, Any]) -> Template:
     """One artifact (NVRPP): its events, its gates member by member, its completions; the
     URL (the five fields as query parameters) is the page to share."""
+    services = services_of(request.scope)
     actor = actor_of(request.scope)
     given = {name: request.query_params.get(name, "") for name in NVRPP}
     if not any(given.values()):
@@ -133,7 +132,6 @@ async def artifact(request: Request[Any, Any, Any], services: ServicesDep) -> Te
 async def receivers(
     *,
     request: Request[Any, Any, Any],
-    services: ServicesDep,
     name: FromQuery[str] = "",
     type: FromQuery[str] = "",
     version: FromQuery[str] = "",
@@ -141,6 +139,7 @@ async def receivers(
     rows: FromQuery[bool] = False,
 ) -> Template:
     """Receivers, newest first, filtered by name, type and version (exact)."""
+    services = services_of(request.scope)
     where = ReceiverFilter(name=name or None, type=type or None, version=version or None)
     found = await services.receivers.list(
         actor_of(request.scope),
@@ -188,7 +187,8 @@ def _schema_of(text: str) -> dict[str, Any]:
     include_in_schema=False,
     status_code=200,
 )
-async def create_receiver(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
+async def create_receiver(request: Request[Any, Any, Any]) -> Response[Any]:
+    services = services_of(request.scope)
     form = await request.form()
     values = {k: field(form, k) for k in ("name", "type", "version", "description", "schema")}
     try:
@@ -219,10 +219,9 @@ async def create_receiver(request: Request[Any, Any, Any], services: ServicesDep
     opt=requires(Permission.RECEIVERS_READ),
     include_in_schema=False,
 )
-async def receiver(
-    request: Request[Any, Any, Any], services: ServicesDep, receiver_id: FromPath[str]
-) -> Template:
+async def receiver(request: Request[Any, Any, Any], receiver_id: FromPath[str]) -> Template:
     """One receiver: its schema, fingerprint and latest events."""
+    services = services_of(request.scope)
     check_id("event receiver", receiver_id)
     actor = actor_of(request.scope)
     found = await services.receivers.get(actor, receiver_id)
@@ -241,11 +240,11 @@ async def receiver(
 async def events(
     *,
     request: Request[Any, Any, Any],
-    services: ServicesDep,
     cursor: FromQuery[str | None] = None,
     rows: FromQuery[bool] = False,
 ) -> Template:
     """Events, newest first, filtered by any field and a time range; scrolls on by cursor."""
+    services = services_of(request.scope)
     given = {name: request.query_params.get(name, "") for name in EVENT_FILTERS}
     errors: list[FieldError] = []
     try:
@@ -286,10 +285,9 @@ async def events(
 @get(
     f"{BASE}/events/{{event_id:str}}", opt=requires(Permission.EVENTS_READ), include_in_schema=False
 )
-async def event(
-    request: Request[Any, Any, Any], services: ServicesDep, event_id: FromPath[str]
-) -> Template:
+async def event(request: Request[Any, Any, Any], event_id: FromPath[str]) -> Template:
     """One event, its payload pretty-printed."""
+    services = services_of(request.scope)
     check_id("event", event_id)
     actor = actor_of(request.scope)
     found = await services.events.get(actor, event_id)

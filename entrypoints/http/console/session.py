@@ -54,8 +54,8 @@ from litestar.types import (
 )
 
 from core.domain.commands import TokenRequest
-from core.domain.errors import Forbidden, NotFound, Unauthenticated
-from core.usecases import Access, Services
+from core.domain.errors import NotFound, Unauthenticated
+from core.usecases import Services
 from entrypoints.http import auth
 from entrypoints.http.problems import HttpProblem
 
@@ -67,7 +67,6 @@ __all__ = [
     "CsrfRefused",
     "Session",
     "SessionMiddleware",
-    "access_of",
     "csrf_guard",
     "open_session",
     "seal",
@@ -300,13 +299,6 @@ async def _signed_out(scope: Scope, send: Send, *, clear: bool) -> None:
     await send(start)
     end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": b"", "more_body": False}
     await send(end)
-
-
-def access_of(scope: Scope) -> Access:
-    found = auth.access_of(scope)
-    if found is None:  # pragma: no cover - the middleware runs on every console page
-        raise Forbidden(None)
-    return found
 
 
 def session_of(scope: Scope) -> Session:

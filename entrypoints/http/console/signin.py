@@ -21,8 +21,7 @@ from core.domain.commands import TokenRequest
 from core.domain.errors import Invalid, Unauthenticated
 from core.ports import PageRequest
 from core.usecases import Services
-from entrypoints.http.auth import PUBLIC, request_context, requires
-from entrypoints.http.common import ServicesDep
+from entrypoints.http.auth import PUBLIC, authenticated, request_context, requires, services_of
 from entrypoints.http.console.common import (
     NO_STORE,
     SIGNED_IN,
@@ -36,7 +35,6 @@ from entrypoints.http.console.session import (
     SIGN_IN,
     CsrfRefused,
     Session,
-    access_of,
     cleared_cookie,
     cookie_value,
     new_csrf,
@@ -98,7 +96,8 @@ async def sign_in_form(
 
 
 @post(SIGN_IN, opt=PUBLIC, include_in_schema=False, status_code=200)
-async def sign_in(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
+async def sign_in(request: Request[Any, Any, Any]) -> Response[Any]:
+    services = services_of(request.scope)
     form = await request.form()
     expected = cookie_value(request.scope, PRE_COOKIE)
     given = form.get("csrf_token")
@@ -159,8 +158,9 @@ async def end_session(
 
 
 @post(f"{BASE}/sign-out", opt=SIGNED_IN, include_in_schema=False)
-async def sign_out(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
+async def sign_out(request: Request[Any, Any, Any]) -> Response[Any]:
     """Sign out: the tokens are revoked, the cookie cleared (any signed-in principal may)."""
+    services = services_of(request.scope)
     await end_session(services, session_of(request.scope), request)
     response = redirect(SIGN_IN)
     response.cookies.append(cleared_cookie())
@@ -168,14 +168,16 @@ async def sign_out(request: Request[Any, Any, Any], services: ServicesDep) -> Re
 
 
 @get(f"{BASE}/tenants", opt=requires(Permission.TENANTS_MANAGE), include_in_schema=False)
-async def tenants(request: Request[Any, Any, Any], services: ServicesDep) -> Template:
+async def tenants(request: Request[Any, Any, Any]) -> Template:
     """A platform administrator's choice of the tenant to act in."""
+    services = services_of(request.scope)
     found = await services.tenants.list(PageRequest(limit=TENANTS_SHOWN, order="asc"))
     return page(request, "tenants.html", tenants=found)
 
 
 @post(f"{BASE}/tenants", opt=requires(Permission.TENANTS_MANAGE), include_in_schema=False)
-async def pick_tenant(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
+async def pick_tenant(request: Request[Any, Any, Any]) -> Response[Any]:
+    services = services_of(request.scope)
     form = await request.form()
     slug = form.get("tenant")
     chosen = None
@@ -199,7 +201,7 @@ async def home(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 def _nothing(request: Request[Any, Any, Any]) -> str:
-    roles = ", ".join(access_of(request.scope).principal.roles) or "none"
+    roles = ", ".join(authenticated(request.scope).principal.roles) or "none"
     return f"No console page is open to your roles ({roles})."
 
 

@@ -28,13 +28,12 @@ from core.domain.delivery import DeliveryStatus
 from core.domain.errors import DomainError, FieldError, Invalid
 from core.domain.subscriptions import Ordering, Subscription, SubscriptionFilter
 from core.ports import PageRequest
+from core.usecases import Services
 from core.usecases.subscriptions import MAX_GRACE_SECONDS
-from entrypoints.http.auth import requires
-from entrypoints.http.common import ServicesDep
+from entrypoints.http.auth import actor_of, requires, services_of
 from entrypoints.http.console.common import (
     BASE,
     PAGE_SIZE,
-    actor_of,
     after,
     check_id,
     cut,
@@ -72,11 +71,11 @@ def _items(text: str) -> tuple[str, ...] | None:
 async def subscriptions(
     *,
     request: Request[Any, Any, Any],
-    services: ServicesDep,
     cursor: FromQuery[str | None] = None,
     rows: FromQuery[bool] = False,
 ) -> Template:
     """The tenant's subscriptions, newest first (never their secrets)."""
+    services = services_of(request.scope)
     found = await services.subscriptions.list(
         actor_of(request.scope),
         PageRequest(limit=PAGE_SIZE + 1, after=after(_SUBSCRIPTIONS, cursor)),
@@ -149,9 +148,8 @@ def _command(values: dict[str, Any]) -> CreateSubscription:
     include_in_schema=False,
     status_code=200,
 )
-async def create_subscription(
-    request: Request[Any, Any, Any], services: ServicesDep
-) -> Response[Any]:
+async def create_subscription(request: Request[Any, Any, Any]) -> Response[Any]:
+    services = services_of(request.scope)
     form = await request.form()
     values: dict[str, Any] = {k: field(form, k) for k in FORM_FIELDS}
     values["enabled"] = field(form, "enabled") == "true"
@@ -196,9 +194,10 @@ def _form_of(found: Subscription) -> dict[str, Any]:
     include_in_schema=False,
 )
 async def edit_subscription(
-    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
+    request: Request[Any, Any, Any], subscription_id: FromPath[str]
 ) -> Template:
     """The form that changes a subscription: its URL, filter, ordering, name, state."""
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     found = await services.subscriptions.get(actor_of(request.scope), subscription_id)
     return _new_form(request, form=_form_of(found), editing=found)
@@ -211,8 +210,9 @@ async def edit_subscription(
     status_code=200,
 )
 async def change_subscription(
-    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
+    request: Request[Any, Any, Any], subscription_id: FromPath[str]
 ) -> Response[Any]:
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     actor = actor_of(request.scope)
     found = await services.subscriptions.get(actor, subscription_id)
@@ -261,7 +261,7 @@ def _status(text: str) -> DeliveryStatus | None:
 
 async def _subscription_page(
     request: Request[Any, Any, Any],
-    services: ServicesDep,
+    services: Services,
     subscription_id: str,
     *,
     status_filter: str = "",
@@ -308,13 +308,13 @@ async def _subscription_page(
 async def subscription(
     *,
     request: Request[Any, Any, Any],
-    services: ServicesDep,
     subscription_id: FromPath[str],
     status: FromQuery[str] = "",
     cursor: FromQuery[str | None] = None,
     rows: FromQuery[bool] = False,
 ) -> Template:
     """One subscription, and its deliveries newest first (`status=dead`: its dead letters)."""
+    services = services_of(request.scope)
     return await _subscription_page(
         request, services, subscription_id, status_filter=status, cursor=cursor, rows=rows
     )
@@ -326,13 +326,10 @@ async def subscription(
     include_in_schema=False,
 )
 async def delivery(
-    *,
-    request: Request[Any, Any, Any],
-    services: ServicesDep,
-    subscription_id: FromPath[str],
-    delivery_id: FromPath[str],
+    *, request: Request[Any, Any, Any], subscription_id: FromPath[str], delivery_id: FromPath[str]
 ) -> Template:
     """A delivery and every attempt made."""
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     check_id("delivery", delivery_id)
     actor = actor_of(request.scope)
@@ -346,7 +343,7 @@ async def delivery(
 
 async def _refused(
     request: Request[Any, Any, Any],
-    services: ServicesDep,
+    services: Services,
     subscription_id: str,
     exc: DomainError | BadRequest,
 ) -> Template:
@@ -372,9 +369,10 @@ async def _refused(
     status_code=200,
 )
 async def set_enabled(
-    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
+    request: Request[Any, Any, Any], subscription_id: FromPath[str]
 ) -> Response[Any]:
     """Enable (what waited is delivered) or disable (messages wait as deliveries)."""
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     form = await request.form()
     cmd = PatchSubscription(enabled=field(form, "enabled") == "true")
@@ -391,9 +389,8 @@ async def set_enabled(
     include_in_schema=False,
     status_code=200,
 )
-async def ping(
-    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
-) -> Response[Any]:
+async def ping(request: Request[Any, Any, Any], subscription_id: FromPath[str]) -> Response[Any]:
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     message = await services.subscriptions.ping(actor_of(request.scope), subscription_id)
     notice = f"A test message is on its way (webhook-id {message})."
@@ -406,10 +403,9 @@ async def ping(
     include_in_schema=False,
     status_code=200,
 )
-async def replay(
-    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
-) -> Response[Any]:
+async def replay(request: Request[Any, Any, Any], subscription_id: FromPath[str]) -> Response[Any]:
     """Deliver every matching message after a log position (again)."""
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     form = await request.form()
     text = field(form, "after").strip()
@@ -434,10 +430,9 @@ async def replay(
     include_in_schema=False,
     status_code=200,
 )
-async def redrive(
-    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
-) -> Response[Any]:
+async def redrive(request: Request[Any, Any, Any], subscription_id: FromPath[str]) -> Response[Any]:
     """Send the dead deliveries (of messages committed in [since, until)) again."""
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     form = await request.form()
     try:
@@ -459,9 +454,10 @@ async def redrive(
     status_code=200,
 )
 async def read_secret(
-    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
+    request: Request[Any, Any, Any], subscription_id: FromPath[str]
 ) -> Response[Any]:
     """The secret that signs now, on this answer only (audited)."""
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     text = await services.subscriptions.secret(actor_of(request.scope), subscription_id)
     return await _subscription_page(
@@ -476,9 +472,10 @@ async def read_secret(
     status_code=200,
 )
 async def rotate_secret(
-    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
+    request: Request[Any, Any, Any], subscription_id: FromPath[str]
 ) -> Response[Any]:
     """A new secret signs from now on; the old one beside it for the grace (in hours)."""
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     form = await request.form()
     text = field(form, "grace_hours").strip()
@@ -510,8 +507,9 @@ async def rotate_secret(
     status_code=200,
 )
 async def delete_subscription(
-    request: Request[Any, Any, Any], services: ServicesDep, subscription_id: FromPath[str]
+    request: Request[Any, Any, Any], subscription_id: FromPath[str]
 ) -> Response[Any]:
+    services = services_of(request.scope)
     check_id("subscription", subscription_id)
     await services.subscriptions.delete(actor_of(request.scope), subscription_id)
     return redirect(PATH)

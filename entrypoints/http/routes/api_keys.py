@@ -16,12 +16,11 @@ from core.domain.commands import CreateApiKey
 from core.domain.errors import FieldError
 from core.domain.idempotency import Answer
 from core.domain.identity import ApiKey
-from entrypoints.http.auth import authenticated, request_context, requires
+from entrypoints.http.auth import authenticated, request_context, requires, services_of
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    ServicesDep,
     check_id,
     problems,
 )
@@ -54,9 +53,8 @@ MANAGE = requires(Permission.API_KEYS_MANAGE)
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
-async def create_api_key(
-    *, data: JSONBody[CreateApiKey], services: ServicesDep, scope: Scope
-) -> Response[NewApiKeyData]:
+async def create_api_key(*, data: JSONBody[CreateApiKey], scope: Scope) -> Response[NewApiKeyData]:
+    services = services_of(scope)
     access = authenticated(scope)
     ctx = request_context(scope)
     claim = claim_of(scope)
@@ -93,13 +91,9 @@ def _made(key: ApiKey) -> Answer:
     responses=problems(400, 401, 403),
 )
 async def list_api_keys(
-    *,
-    services: ServicesDep,
-    limit: Limit = 50,
-    cursor: Cursor = None,
-    order: OrderParam = "desc",
-    scope: Scope,
+    *, limit: Limit = 50, cursor: Cursor = None, order: OrderParam = "desc", scope: Scope
 ) -> ApiKeyPage:
+    services = services_of(scope)
     access = authenticated(scope)
     found = await services.identity.list_api_keys(access, page_request(KIND, limit, cursor, order))
     return page_of(KIND, found, limit=limit, order=order, view=api_key_view, page=ApiKeyPage)
@@ -112,7 +106,8 @@ async def list_api_keys(
     description="One API key's name, prefix, roles and dates (never the key itself).",
     responses=problems(401, 403, 404),
 )
-async def get_api_key(*, key_id: FromPath[str], services: ServicesDep, scope: Scope) -> ApiKeyData:
+async def get_api_key(*, key_id: FromPath[str], scope: Scope) -> ApiKeyData:
+    services = services_of(scope)
     access = authenticated(scope)
     check_id(KEY, key_id)
     return ApiKeyData(api_key_view(await services.identity.get_api_key(access, key_id)))
@@ -125,7 +120,8 @@ async def get_api_key(*, key_id: FromPath[str], services: ServicesDep, scope: Sc
     description="The key stops working at once; it stays listed, with `revoked_at`.",
     responses=problems(401, 403, 404),
 )
-async def revoke_api_key(*, key_id: FromPath[str], services: ServicesDep, scope: Scope) -> None:
+async def revoke_api_key(*, key_id: FromPath[str], scope: Scope) -> None:
+    services = services_of(scope)
     access = authenticated(scope)
     ctx = request_context(scope)
     check_id(KEY, key_id)

@@ -10,8 +10,8 @@ from litestar.types import Scope
 
 from core.domain.access import Permission
 from core.ports import AuditFilter
-from entrypoints.http.auth import authenticated, requires
-from entrypoints.http.common import API, ServicesDep, problems
+from entrypoints.http.auth import authenticated, requires, services_of
+from entrypoints.http.common import API, problems
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.routes.events import Moment, moment
 from entrypoints.http.views import AuditPage, audit_view
@@ -35,7 +35,6 @@ Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
 )
 async def list_audit(
     *,
-    services: ServicesDep,
     action: Filter = None,
     actor: Filter = None,
     outcome: Filter = None,
@@ -46,6 +45,7 @@ async def list_audit(
     order: OrderParam = "desc",
     scope: Scope,
 ) -> AuditPage:
+    services = services_of(scope)
     access = authenticated(scope)
     page = page_request(KIND, limit, cursor, order)
     where = AuditFilter(

@@ -14,13 +14,14 @@ from urllib.parse import parse_qsl
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import Scope
 
 from core.domain.commands import RevokeToken, TokenRequest
 from core.domain.errors import FieldError
 from core.usecases import TokenAnswer
-from entrypoints.http.auth import PUBLIC, request_context
+from entrypoints.http.auth import PUBLIC, request_context, services_of
 from entrypoints.http.bodies import decode, shape_error
-from entrypoints.http.common import API, ServicesDep, problems
+from entrypoints.http.common import API, problems
 from entrypoints.http.openapi import RevokeOperation, TokenOperation
 from entrypoints.http.problems import BadRequest
 
@@ -85,7 +86,8 @@ async def _command(
     responses=problems(400, 401, 413, 422),
     operation_class=TokenOperation,
 )
-async def token(*, request: Request[Any, Any, Any], services: ServicesDep) -> Response[TokenAnswer]:
+async def token(*, request: Request[Any, Any, Any]) -> Response[TokenAnswer]:
+    services = services_of(request.scope)
     ctx = request_context(request.scope)
     grant = await _command(request, _token_decoder, TokenRequest)
     answer = await services.identity.grant(grant, ctx)
@@ -104,7 +106,8 @@ async def token(*, request: Request[Any, Any, Any], services: ServicesDep) -> Re
     | problems(400, 413),
     operation_class=RevokeOperation,
 )
-async def revoke(*, request: Request[Any, Any, Any], services: ServicesDep) -> Response[None]:
+async def revoke(*, request: Request[Any, Any, Any]) -> Response[None]:
+    services = services_of(request.scope)
     ctx = request_context(request.scope)
     command = await _command(request, _revoke_decoder, RevokeToken)
     await services.identity.revoke(command.token, ctx)
@@ -119,7 +122,8 @@ async def revoke(*, request: Request[Any, Any, Any], services: ServicesDep) -> R
     "about to sign (RFC 7517). Refetch when a token names a `kid` not in the set.",
     tags=["identity"],
 )
-async def jwks(*, services: ServicesDep) -> Response[JwkSet]:
+async def jwks(*, scope: Scope) -> Response[JwkSet]:
+    services = services_of(scope)
     found = services.identity.jwks()
     return Response(
         JwkSet(keys=found["keys"]),

@@ -55,8 +55,7 @@ from core.domain.idempotency import Answer
 from core.domain.ids import is_ulid
 from core.domain.model import Event, Group, Receiver
 from core.ports import PageRequest, Unavailable
-from entrypoints.http.auth import PUBLIC, actor_of, requires
-from entrypoints.http.common import ServicesDep
+from entrypoints.http.auth import PUBLIC, actor_of, requires, services_of
 from entrypoints.http.gql.execution import Endpoint
 from entrypoints.http.idempotency import IDEMPOTENT, answer, claim_of, once
 from entrypoints.http.metrics import count_recorded
@@ -222,9 +221,8 @@ def group_object(g: Group) -> dict[str, Any]:
     status_code=200,
     include_in_schema=False,
 )
-async def create_event(
-    request: Request[Any, Any, Any], services: ServicesDep, scope: Scope
-) -> Response[bytes]:
+async def create_event(request: Request[Any, Any, Any], scope: Scope) -> Response[bytes]:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     given = await _body(request, _EventIn)
@@ -247,9 +245,8 @@ async def create_event(
 
 
 @get("/events/{event_id:str}", opt=requires(Permission.EVENTS_READ), include_in_schema=False)
-async def get_event(
-    event_id: FromPath[str], services: ServicesDep, scope: Scope
-) -> Response[bytes]:
+async def get_event(event_id: FromPath[str], scope: Scope) -> Response[bytes]:
+    services = services_of(scope)
     actor = actor_of(scope)
     event = await _found("event", event_id, lambda: services.events.get(actor, event_id))
     receiver = await services.receivers.get(actor, event.event_receiver_id)
@@ -262,9 +259,8 @@ async def get_event(
     status_code=200,
     include_in_schema=False,
 )
-async def create_receiver(
-    request: Request[Any, Any, Any], services: ServicesDep
-) -> Response[bytes]:
+async def create_receiver(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request.scope)
     actor = actor_of(request.scope)
     claim = claim_of(request.scope)
     given = await _body(request, _ReceiverIn)
@@ -284,9 +280,8 @@ async def create_receiver(
 @get(
     "/receivers/{receiver_id:str}", opt=requires(Permission.RECEIVERS_READ), include_in_schema=False
 )
-async def get_receiver(
-    receiver_id: FromPath[str], services: ServicesDep, scope: Scope
-) -> Response[bytes]:
+async def get_receiver(receiver_id: FromPath[str], scope: Scope) -> Response[bytes]:
+    services = services_of(scope)
     actor = actor_of(scope)
     receiver = await _found(
         "eventReceiver", receiver_id, lambda: services.receivers.get(actor, receiver_id)
@@ -300,7 +295,8 @@ async def get_receiver(
     status_code=200,
     include_in_schema=False,
 )
-async def create_group(request: Request[Any, Any, Any], services: ServicesDep) -> Response[bytes]:
+async def create_group(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request.scope)
     actor = actor_of(request.scope)
     claim = claim_of(request.scope)
     given = await _body(request, _GroupIn)
@@ -317,9 +313,8 @@ async def create_group(request: Request[Any, Any, Any], services: ServicesDep) -
 
 
 @get("/groups/{group_id:str}", opt=requires(Permission.GROUPS_READ), include_in_schema=False)
-async def get_group(
-    group_id: FromPath[str], services: ServicesDep, scope: Scope
-) -> Response[bytes]:
+async def get_group(group_id: FromPath[str], scope: Scope) -> Response[bytes]:
+    services = services_of(scope)
     actor = actor_of(scope)
     group = await _found(
         "eventReceiverGroup", group_id, lambda: services.groups.get(actor, group_id)
@@ -328,9 +323,8 @@ async def get_group(
 
 
 @patch("/groups/{group_id:str}", opt=requires(Permission.GROUPS_UPDATE), include_in_schema=False)
-async def toggle_group(
-    group_id: FromPath[str], request: Request[Any, Any, Any], services: ServicesDep
-) -> Response[bytes]:
+async def toggle_group(group_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = services_of(request.scope)
     actor = actor_of(request.scope)
     given = await _body(request, _ToggleIn)
     if given.enabled is None:
@@ -391,7 +385,8 @@ async def liveness() -> Response[bytes]:
 
 
 @get(f"{ROOT}/healthz/readiness", opt=PUBLIC, include_in_schema=False)
-async def readiness(services: ServicesDep) -> Response[bytes]:
+async def readiness(*, scope: Scope) -> Response[bytes]:
+    services = services_of(scope)
     if await _ready(services):
         return _string(_READY)
     return _string(_NOT_READY, 503)
@@ -405,7 +400,8 @@ def _version() -> str:
 
 
 @get(f"{ROOT}/healthz/status", opt=PUBLIC, include_in_schema=False)
-async def status(services: ServicesDep) -> Response[bytes]:
+async def status(*, scope: Scope) -> Response[bytes]:
+    services = services_of(scope)
     ready = await _ready(services)
     body = {
         "service": {"name": "waypost", "version": _version(), "release": ""},

@@ -17,12 +17,11 @@ from core.domain.fields import in_utc
 from core.domain.idempotency import Answer
 from core.ports import EventFilter
 from core.usecases import Recorded
-from entrypoints.http.auth import actor_of, requires
+from entrypoints.http.auth import actor_of, requires, services_of
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    ServicesDep,
     check_id,
     created,
     problems,
@@ -59,9 +58,8 @@ Moment = Annotated[
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
-async def record_event(
-    *, data: JSONBody[RecordEvent], services: ServicesDep, scope: Scope
-) -> Response[IdData]:
+async def record_event(*, data: JSONBody[RecordEvent], scope: Scope) -> Response[IdData]:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     outcome = await services.events.record_outcome(actor, data, once(claim, _recorded))
@@ -89,9 +87,8 @@ def _batch_recorded(outcome: Recorded) -> Answer:
     "`/events/<index>/...`); the ids answer in input order.",
     responses=problems(400, 401, 403, 409, 413, 422),
 )
-async def record_batch(
-    *, data: JSONBody[RecordBatch], services: ServicesDep, scope: Scope
-) -> IdsData:
+async def record_batch(*, data: JSONBody[RecordBatch], scope: Scope) -> IdsData:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     outcome = await services.events.record_batch_outcome(
@@ -108,7 +105,8 @@ async def record_batch(
     responses=problems(401, 403, 404),
     opt=requires(Permission.EVENTS_READ),
 )
-async def get_event(*, event_id: FromPath[str], services: ServicesDep, scope: Scope) -> EventData:
+async def get_event(*, event_id: FromPath[str], scope: Scope) -> EventData:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id("event", event_id)
     return EventData(event_view(await services.events.get(actor, event_id)))
@@ -125,7 +123,6 @@ async def get_event(*, event_id: FromPath[str], services: ServicesDep, scope: Sc
 )
 async def list_events(
     *,
-    services: ServicesDep,
     name: Filter = None,
     version: Filter = None,
     release: Filter = None,
@@ -140,6 +137,7 @@ async def list_events(
     order: OrderParam = "desc",
     scope: Scope,
 ) -> EventPage:
+    services = services_of(scope)
     actor = actor_of(scope)
     page = page_request(KIND, limit, cursor, order)
     where = EventFilter(

@@ -24,8 +24,14 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.types import ExceptionHandlersMap, Scope
 
-from entrypoints.http.auth import FIELD_PERMISSIONS, PUBLIC, authenticated, request_context
-from entrypoints.http.common import API, ServicesDep, problems
+from entrypoints.http.auth import (
+    FIELD_PERMISSIONS,
+    PUBLIC,
+    authenticated,
+    request_context,
+    services_of,
+)
+from entrypoints.http.common import API, problems
 from entrypoints.http.gql.context import Context
 from entrypoints.http.gql.execution import Endpoint
 from entrypoints.http.problems import EXCEPTION_HANDLERS as APP_HANDLERS
@@ -93,9 +99,8 @@ def post_handler(
         include_in_schema=False,
         name=f"graphql{'-epr' if lenient else ''}-{paths[0]}",
     )
-    async def graphql(
-        request: Request[Any, Any, Any], services: ServicesDep, scope: Scope
-    ) -> Response[bytes]:
+    async def graphql(request: Request[Any, Any, Any], scope: Scope) -> Response[bytes]:
+        services = services_of(scope)
         access = authenticated(scope)
         body = await request.body()
         status, answer = await endpoint.run(

@@ -16,12 +16,11 @@ from core.domain.idempotency import Answer
 from core.domain.model import Group, Nvrpp
 from core.ports import CompletionFilter, GroupFilter
 from core.usecases.groups import MAX_WAIT_SECONDS
-from entrypoints.http.auth import actor_of, requires
+from entrypoints.http.auth import actor_of, requires, services_of
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    ServicesDep,
     check_id,
     created,
     problems,
@@ -60,9 +59,8 @@ Key = Annotated[str, QueryParameter(description="Part of the artifact's NVRPP (r
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
-async def create_group(
-    *, data: JSONBody[CreateGroup], services: ServicesDep, scope: Scope
-) -> Response[IdData]:
+async def create_group(*, data: JSONBody[CreateGroup], scope: Scope) -> Response[IdData]:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     group = await services.groups.create(actor, data, once(claim, _created))
@@ -80,7 +78,8 @@ def _created(group: Group) -> Answer:
     responses=problems(401, 403, 404),
     opt=requires(Permission.GROUPS_READ),
 )
-async def get_group(*, group_id: FromPath[str], services: ServicesDep, scope: Scope) -> GroupData:
+async def get_group(*, group_id: FromPath[str], scope: Scope) -> GroupData:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(GROUP, group_id)
     return GroupData(group_view(await services.groups.get(actor, group_id)))
@@ -96,7 +95,6 @@ async def get_group(*, group_id: FromPath[str], services: ServicesDep, scope: Sc
 )
 async def list_groups(
     *,
-    services: ServicesDep,
     name: Filter = None,
     type: Filter = None,
     version: Filter = None,
@@ -106,6 +104,7 @@ async def list_groups(
     order: OrderParam = "desc",
     scope: Scope,
 ) -> GroupPage:
+    services = services_of(scope)
     actor = actor_of(scope)
     page = page_request(KIND, limit, cursor, order)
     where = GroupFilter(name=name, type=type, version=version, enabled=enabled)
@@ -123,8 +122,9 @@ async def list_groups(
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def patch_group(
-    *, group_id: FromPath[str], data: JSONBody[PatchGroup], services: ServicesDep, scope: Scope
+    *, group_id: FromPath[str], data: JSONBody[PatchGroup], scope: Scope
 ) -> GroupData:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(GROUP, group_id)
     return GroupData(group_view(await services.groups.patch(actor, group_id, data)))
@@ -137,7 +137,8 @@ async def patch_group(
     responses=problems(401, 403, 404, 409),
     opt=requires(Permission.GROUPS_DELETE),
 )
-async def delete_group(*, group_id: FromPath[str], services: ServicesDep, scope: Scope) -> None:
+async def delete_group(*, group_id: FromPath[str], scope: Scope) -> None:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(GROUP, group_id)
     await services.groups.delete(actor, group_id)
@@ -156,7 +157,6 @@ async def delete_group(*, group_id: FromPath[str], services: ServicesDep, scope:
 async def group_status(
     *,
     group_id: FromPath[str],
-    services: ServicesDep,
     name: Key,
     version: Key,
     release: Key,
@@ -172,6 +172,7 @@ async def group_status(
     ] = None,
     scope: Scope,
 ) -> GroupStatusData:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(GROUP, group_id)
     errors: list[FieldError] = []
@@ -203,7 +204,6 @@ async def group_status(
 async def list_completions(
     *,
     group_id: FromPath[str],
-    services: ServicesDep,
     name: Filter = None,
     version: Filter = None,
     release: Filter = None,
@@ -214,6 +214,7 @@ async def list_completions(
     order: OrderParam = "desc",
     scope: Scope,
 ) -> CompletionPage:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(GROUP, group_id)
     page = page_request(COMPLETIONS, limit, cursor, order)

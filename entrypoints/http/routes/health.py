@@ -10,8 +10,8 @@ from litestar import Response, get
 from litestar.types import Scope
 
 from core.ports import PageRequest, Unavailable
-from entrypoints.http.auth import PUBLIC
-from entrypoints.http.common import ServicesDep
+from core.usecases import Services
+from entrypoints.http.auth import PUBLIC, services_of
 from entrypoints.http.limits import Limits, limits_of
 from entrypoints.http.metrics import metrics_of
 from entrypoints.http.views import Component, Readiness, Status
@@ -40,7 +40,8 @@ async def live() -> Status:
     "read replica cannot serve them), 503 (with Retry-After) when not.",
     tags=["operations"],
 )
-async def ready(services: ServicesDep, scope: Scope) -> Response[Readiness]:
+async def ready(scope: Scope) -> Response[Readiness]:
+    services = services_of(scope)
     answer = await _readiness(services, limits_of(scope["app"].state))
     metrics = metrics_of(scope)
     if metrics is not None:
@@ -55,7 +56,7 @@ async def ready(services: ServicesDep, scope: Scope) -> Response[Readiness]:
 READY_VALUES: Final = {"ok": 1.0, "degraded": 0.5}
 
 
-async def _readiness(services: ServicesDep, limits: Limits) -> Response[Readiness]:
+async def _readiness(services: Services, limits: Limits) -> Response[Readiness]:
     components = {"rate_limits": _rate_limits(limits)}
     try:
         with anyio.fail_after(READY_TIMEOUT_SECONDS):

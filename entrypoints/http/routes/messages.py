@@ -40,8 +40,8 @@ from core.domain.errors import FieldError, Forbidden, Invalid, Unauthenticated
 from core.domain.messages import encode_message
 from core.usecases import Actor, Services
 from core.usecases.messages import MAX_FILTER_VALUES, MessageFilter, message_filter
-from entrypoints.http.auth import actor_of, authenticate, request_context, requires
-from entrypoints.http.common import API, ServicesDep, problems
+from entrypoints.http.auth import actor_of, authenticate, request_context, requires, services_of
+from entrypoints.http.common import API, problems
 from entrypoints.http.problems import BadRequest
 
 PATH = f"{API}/messages"
@@ -122,7 +122,6 @@ def _position(field: str, text: str) -> int:
 async def tail(
     *,
     request: Request[object, object, State],
-    services: ServicesDep,
     after: Annotated[
         str | None, QueryParameter(description="The log position to continue after.")
     ] = None,
@@ -152,6 +151,7 @@ async def tail(
         ),
     ] = None,
 ) -> ServerSentEvent:
+    services = services_of(request.scope)
     actor = actor_of(request.scope)
     if last_event_id is not None:
         start = _position("Last-Event-ID", last_event_id.strip())

@@ -14,9 +14,9 @@ from core.domain.commands import RegisterReceiver
 from core.domain.idempotency import Answer
 from core.domain.model import Receiver
 from core.ports import ReceiverFilter
-from entrypoints.http.auth import actor_of, requires
+from entrypoints.http.auth import actor_of, requires, services_of
 from entrypoints.http.bodies import Body
-from entrypoints.http.common import API, LOCATION, ServicesDep, check_id, problems
+from entrypoints.http.common import API, LOCATION, check_id, problems
 from entrypoints.http.idempotency import IDEMPOTENT, answer, claim_of, once
 from entrypoints.http.paging import Cursor, Limit, OrderParam, page_of, page_request
 from entrypoints.http.views import IdData, ReceiverData, ReceiverPage, receiver_view
@@ -44,9 +44,8 @@ Filter = Annotated[str | None, QueryParameter(description="Exact match.")]
         **problems(400, 401, 403, 409, 413, 422),
     },
 )
-async def register_receiver(
-    *, data: JSONBody[RegisterReceiver], services: ServicesDep, scope: Scope
-) -> Response[IdData]:
+async def register_receiver(*, data: JSONBody[RegisterReceiver], scope: Scope) -> Response[IdData]:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     receiver, was_created = await services.receivers.register(actor, data, once(claim, _answer))
@@ -72,9 +71,8 @@ def _answer(registered: tuple[Receiver, bool]) -> Answer:
     responses=problems(401, 403, 404),
     opt=requires(Permission.RECEIVERS_READ),
 )
-async def get_receiver(
-    *, receiver_id: FromPath[str], services: ServicesDep, scope: Scope
-) -> ReceiverData:
+async def get_receiver(*, receiver_id: FromPath[str], scope: Scope) -> ReceiverData:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id("event receiver", receiver_id)
     return ReceiverData(receiver_view(await services.receivers.get(actor, receiver_id)))
@@ -90,7 +88,6 @@ async def get_receiver(
 )
 async def list_receivers(
     *,
-    services: ServicesDep,
     name: Filter = None,
     type: Filter = None,
     version: Filter = None,
@@ -100,6 +97,7 @@ async def list_receivers(
     order: OrderParam = "desc",
     scope: Scope,
 ) -> ReceiverPage:
+    services = services_of(scope)
     actor = actor_of(scope)
     page = page_request(KIND, limit, cursor, order)
     where = ReceiverFilter(name=name, type=type, version=version, fingerprint=fingerprint)

@@ -33,12 +33,11 @@ from core.domain.delivery import Attempt, Delivery, DeliveryStatus
 from core.domain.errors import FieldError
 from core.domain.idempotency import Answer
 from core.domain.subscriptions import Ordering, Subscription, SubscriptionFilter
-from entrypoints.http.auth import actor_of, requires
+from entrypoints.http.auth import actor_of, requires, services_of
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    ServicesDep,
     check_id,
     created,
     problems,
@@ -224,8 +223,9 @@ def attempt_view(a: Attempt) -> AttemptView:
     responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_subscription(
-    *, data: JSONBody[CreateSubscription], services: ServicesDep, scope: Scope
+    *, data: JSONBody[CreateSubscription], scope: Scope
 ) -> Response[IdData]:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     made = await services.subscriptions.create(actor, data, once(claim, _created))
@@ -245,13 +245,9 @@ def _created(made: Subscription) -> Answer:
     opt=requires(Permission.SUBSCRIPTIONS_READ),
 )
 async def list_subscriptions(
-    *,
-    services: ServicesDep,
-    limit: Limit = 50,
-    cursor: Cursor = None,
-    order: OrderParam = "desc",
-    scope: Scope,
+    *, limit: Limit = 50, cursor: Cursor = None, order: OrderParam = "desc", scope: Scope
 ) -> SubscriptionPage:
+    services = services_of(scope)
     actor = actor_of(scope)
     page = page_request(KIND, limit, cursor, order)
     found = await services.subscriptions.list(actor, page)
@@ -268,9 +264,8 @@ async def list_subscriptions(
     responses=problems(401, 403, 404),
     opt=requires(Permission.SUBSCRIPTIONS_READ),
 )
-async def get_subscription(
-    *, subscription_id: FromPath[str], services: ServicesDep, scope: Scope
-) -> SubscriptionData:
+async def get_subscription(*, subscription_id: FromPath[str], scope: Scope) -> SubscriptionData:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     return SubscriptionData(
@@ -289,12 +284,9 @@ async def get_subscription(
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def patch_subscription(
-    *,
-    subscription_id: FromPath[str],
-    data: JSONBody[PatchSubscription],
-    services: ServicesDep,
-    scope: Scope,
+    *, subscription_id: FromPath[str], data: JSONBody[PatchSubscription], scope: Scope
 ) -> SubscriptionData:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     changed = await services.subscriptions.patch(actor, subscription_id, data)
@@ -308,9 +300,8 @@ async def patch_subscription(
     responses=problems(401, 403, 404),
     opt=requires(Permission.SUBSCRIPTIONS_DELETE),
 )
-async def delete_subscription(
-    *, subscription_id: FromPath[str], services: ServicesDep, scope: Scope
-) -> None:
+async def delete_subscription(*, subscription_id: FromPath[str], scope: Scope) -> None:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     await services.subscriptions.delete(actor, subscription_id)
@@ -323,9 +314,8 @@ async def delete_subscription(
     responses=problems(401, 403, 404),
     opt=requires(Permission.SUBSCRIPTIONS_UPDATE),
 )
-async def get_secret(
-    *, subscription_id: FromPath[str], services: ServicesDep, scope: Scope
-) -> SecretData:
+async def get_secret(*, subscription_id: FromPath[str], scope: Scope) -> SecretData:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     return SecretData(Secret(await services.subscriptions.secret(actor, subscription_id)))
@@ -343,12 +333,9 @@ async def get_secret(
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def rotate_secret(
-    *,
-    subscription_id: FromPath[str],
-    data: JSONBody[RotateSecret],
-    services: ServicesDep,
-    scope: Scope,
+    *, subscription_id: FromPath[str], data: JSONBody[RotateSecret], scope: Scope
 ) -> Response[SecretData]:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
@@ -382,9 +369,8 @@ def _rotated(subscription_id: str, _secret: str) -> Answer:
     "delivery as every message, to this subscription only (whatever its filter).",
     responses=problems(401, 403, 404, 409, 413, 422),
 )
-async def ping(
-    *, subscription_id: FromPath[str], services: ServicesDep, scope: Scope
-) -> PingedData:
+async def ping(*, subscription_id: FromPath[str], scope: Scope) -> PingedData:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
@@ -408,8 +394,9 @@ def _pinged(message_id: str) -> Answer:
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def replay(
-    *, subscription_id: FromPath[str], data: JSONBody[Replay], services: ServicesDep, scope: Scope
+    *, subscription_id: FromPath[str], data: JSONBody[Replay], scope: Scope
 ) -> QueuedData:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
@@ -433,8 +420,9 @@ def _queued(queued: int) -> Answer:
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def redrive(
-    *, subscription_id: FromPath[str], data: JSONBody[Redrive], services: ServicesDep, scope: Scope
+    *, subscription_id: FromPath[str], data: JSONBody[Redrive], scope: Scope
 ) -> RequeuedData:
+    services = services_of(scope)
     actor = actor_of(scope)
     claim = claim_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
@@ -459,7 +447,6 @@ def _requeued(requeued: int) -> Answer:
 async def list_deliveries(
     *,
     subscription_id: FromPath[str],
-    services: ServicesDep,
     status: Annotated[
         Literal["pending", "delivering", "succeeded", "dead"] | None,
         QueryParameter(description="Only deliveries in this state."),
@@ -469,6 +456,7 @@ async def list_deliveries(
     order: OrderParam = "desc",
     scope: Scope,
 ) -> DeliveryPage:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     page = page_request(DELIVERIES, limit, cursor, order)
@@ -488,12 +476,9 @@ async def list_deliveries(
     opt=requires(Permission.SUBSCRIPTIONS_READ),
 )
 async def get_delivery(
-    *,
-    subscription_id: FromPath[str],
-    delivery_id: FromPath[str],
-    services: ServicesDep,
-    scope: Scope,
+    *, subscription_id: FromPath[str], delivery_id: FromPath[str], scope: Scope
 ) -> DeliveryData:
+    services = services_of(scope)
     actor = actor_of(scope)
     check_id(SUBSCRIPTION, subscription_id)
     check_id(DELIVERY, delivery_id)

@@ -16,12 +16,11 @@ from core.domain.idempotency import Answer
 from core.domain.model import Tenant
 from core.ports import AppendMeta
 from core.usecases import Access, RequestContext, Services
-from entrypoints.http.auth import authenticated, request_context, requires
+from entrypoints.http.auth import authenticated, request_context, requires, services_of
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    ServicesDep,
     created,
     problems,
 )
@@ -67,9 +66,8 @@ async def _audit(
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
-async def create_tenant(
-    *, data: JSONBody[CreateTenant], services: ServicesDep, scope: Scope
-) -> Response[IdData]:
+async def create_tenant(*, data: JSONBody[CreateTenant], scope: Scope) -> Response[IdData]:
+    services = services_of(scope)
     access = authenticated(scope)
     ctx = request_context(scope)
     claim = claim_of(scope)
@@ -97,12 +95,9 @@ def _created(tenant: Tenant) -> Answer:
     opt=requires(Permission.TENANTS_MANAGE),
 )
 async def list_tenants(
-    *,
-    services: ServicesDep,
-    limit: Limit = 50,
-    cursor: Cursor = None,
-    order: OrderParam = "desc",
+    *, limit: Limit = 50, cursor: Cursor = None, order: OrderParam = "desc", scope: Scope
 ) -> TenantPage:
+    services = services_of(scope)
     found = await services.tenants.list(page_request(KIND, limit, cursor, order))
     return page_of(KIND, found, limit=limit, order=order, view=tenant_view, page=TenantPage)
 
@@ -114,7 +109,8 @@ async def list_tenants(
     responses=problems(401, 403, 404),
     opt=requires(Permission.TENANTS_MANAGE),
 )
-async def get_tenant(*, slug: FromPath[str], services: ServicesDep) -> TenantData:
+async def get_tenant(*, slug: FromPath[str], scope: Scope) -> TenantData:
+    services = services_of(scope)
     return TenantData(tenant_view(await services.tenants.get(slug)))
 
 
@@ -128,8 +124,9 @@ async def get_tenant(*, slug: FromPath[str], services: ServicesDep) -> TenantDat
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def patch_tenant(
-    *, slug: FromPath[str], data: JSONBody[PatchTenant], services: ServicesDep, scope: Scope
+    *, slug: FromPath[str], data: JSONBody[PatchTenant], scope: Scope
 ) -> TenantData:
+    services = services_of(scope)
     access = authenticated(scope)
     ctx = request_context(scope)
     before = await services.tenants.get(slug)

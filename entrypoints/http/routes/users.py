@@ -12,12 +12,11 @@ from core.domain.access import Permission
 from core.domain.commands import CreateUser, PatchUser
 from core.domain.idempotency import Answer
 from core.domain.identity import User
-from entrypoints.http.auth import authenticated, request_context, requires
+from entrypoints.http.auth import authenticated, request_context, requires, services_of
 from entrypoints.http.bodies import Body
 from entrypoints.http.common import (
     API,
     LOCATION,
-    ServicesDep,
     check_id,
     created,
     problems,
@@ -44,9 +43,8 @@ MANAGE = requires(Permission.USERS_MANAGE)
     response_headers=LOCATION,
     responses=problems(400, 401, 403, 409, 413, 422),
 )
-async def create_user(
-    *, data: JSONBody[CreateUser], services: ServicesDep, scope: Scope
-) -> Response[IdData]:
+async def create_user(*, data: JSONBody[CreateUser], scope: Scope) -> Response[IdData]:
+    services = services_of(scope)
     access = authenticated(scope)
     ctx = request_context(scope)
     claim = claim_of(scope)
@@ -67,13 +65,9 @@ def _created(user: User) -> Answer:
     responses=problems(400, 401, 403),
 )
 async def list_users(
-    *,
-    services: ServicesDep,
-    limit: Limit = 50,
-    cursor: Cursor = None,
-    order: OrderParam = "desc",
-    scope: Scope,
+    *, limit: Limit = 50, cursor: Cursor = None, order: OrderParam = "desc", scope: Scope
 ) -> UserPage:
+    services = services_of(scope)
     access = authenticated(scope)
     found = await services.identity.list_users(access, page_request(KIND, limit, cursor, order))
     return page_of(KIND, found, limit=limit, order=order, view=user_view, page=UserPage)
@@ -86,7 +80,8 @@ async def list_users(
     description="One user (never its password hash).",
     responses=problems(401, 403, 404),
 )
-async def get_user(*, user_id: FromPath[str], services: ServicesDep, scope: Scope) -> UserData:
+async def get_user(*, user_id: FromPath[str], scope: Scope) -> UserData:
+    services = services_of(scope)
     access = authenticated(scope)
     check_id(USER, user_id)
     return UserData(user_view(await services.identity.get_user(access, user_id)))
@@ -103,8 +98,9 @@ async def get_user(*, user_id: FromPath[str], services: ServicesDep, scope: Scop
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def patch_user(
-    *, user_id: FromPath[str], data: JSONBody[PatchUser], services: ServicesDep, scope: Scope
+    *, user_id: FromPath[str], data: JSONBody[PatchUser], scope: Scope
 ) -> UserData:
+    services = services_of(scope)
     access = authenticated(scope)
     ctx = request_context(scope)
     check_id(USER, user_id)
@@ -118,7 +114,8 @@ async def patch_user(
     description="Its credentials stop working at once.",
     responses=problems(401, 403, 404),
 )
-async def delete_user(*, user_id: FromPath[str], services: ServicesDep, scope: Scope) -> None:
+async def delete_user(*, user_id: FromPath[str], scope: Scope) -> None:
+    services = services_of(scope)
     access = authenticated(scope)
     ctx = request_context(scope)
     check_id(USER, user_id)
