@@ -73,7 +73,8 @@ _encode = msgspec.json.Encoder().encode
 
 #: The `opt` a POST route adds when it honours Idempotency-Key: it reads the request's
 #: claim (`claim_of`) and hands it to its use case (`opt=requires(...) | IDEMPOTENT`).
-IDEMPOTENT: Final = {"idempotent": True}
+_MARK: Final = "idempotent"
+IDEMPOTENT: Final = {_MARK: True}
 
 
 def _key_of(scope: Scope) -> str | None:
@@ -116,7 +117,7 @@ def takes_claim(handler: object) -> bool:
     return (
         isinstance(handler, HTTPRouteHandler)
         and "POST" in handler.http_methods
-        and handler.opt.get("idempotent") is True
+        and handler.opt.get(_MARK) is True
     )
 
 

@@ -27,7 +27,6 @@ from core.ports import Unavailable
 from core.usecases import Access
 from entrypoints.http import auth
 from entrypoints.http.assets import Assets
-from entrypoints.http.auth import authenticated
 from entrypoints.http.console.session import (
     BASE,
     CSRF_FIELD,
@@ -160,7 +159,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
 
 def frame(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The context every signed-in page gets: who, where, what they may do."""
-    access = authenticated(request.scope)
+    access = auth.authenticated(request.scope)
     session = session_of(request.scope)
     perms = access.principal.permissions
     return {
@@ -208,7 +207,7 @@ def redirect(path: str) -> Redirect:
 
 
 def permissions(request: Request[Any, Any, Any]) -> frozenset[Permission]:
-    return authenticated(request.scope).principal.permissions
+    return auth.authenticated(request.scope).principal.permissions
 
 
 def after(kind: str, cursor: str | None) -> str | None:
